@@ -1,0 +1,300 @@
+/* config.c: parsing, printing and presets of the model config (see config.h). */
+#include "config.h"
+#include "common.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The words the presets' tokenizer knows until the synthetic world publishes its vocabulary:
+ * shapes, colours, sizes, motions, backgrounds and the words that join them. */
+static const char *const preset_vocab[] = {
+    "<pad>", "<unk>", "a", "an", "the", "and", "on", "over", "in", "to", "of", "with", "moves",
+    "moving", "slides", "sliding", "goes", "is", "at", "background",
+    "circle", "ball", "square", "box", "triangle", "star", "ring", "diamond",
+    "red", "green", "blue", "yellow", "orange", "purple", "white", "black", "gray", "pink", "cyan",
+    "small", "medium", "large", "big", "tiny",
+    "left", "right", "up", "down", "upward", "downward", "diagonally", "bounces", "bouncing",
+    "grows", "growing", "shrinks", "shrinking", "rotates", "rotating", "orbits", "orbiting",
+    "stays", "still", "top", "bottom", "corner",
+    "gradient", "striped", "checkered", "dark", "light",
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static char **copy_strings(char *const *src, int n)
+{
+    char **dst = vd_calloc((size_t)(n ? n : 1), sizeof(char *));
+    for (int i = 0; i < n; i++) dst[i] = strdup(src[i]);
+    return dst;
+}
+
+void vd_config_free(vd_model_config *c)
+{
+    for (int i = 0; i < c->text.vocab_size; i++) free(c->text.vocab[i]);
+    free(c->text.vocab);
+    for (int i = 0; i < c->unet.removed_count; i++) free(c->unet.removed[i]);
+    free(c->unet.removed);
+    memset(c, 0, sizeof *c);
+}
+
+void vd_config_copy(vd_model_config *dst, const vd_model_config *src)
+{
+    *dst = *src;
+    dst->text.vocab = copy_strings(src->text.vocab, src->text.vocab_size);
+    dst->unet.removed = copy_strings(src->unet.removed, src->unet.removed_count);
+}
+
+int vd_unet_block_removed(const vd_unet_config *u, const char *name)
+{
+    for (int i = 0; i < u->removed_count; i++)
+        if (strcmp(u->removed[i], name) == 0) return 1;
+    return 0;
+}
+
+int vd_config_preset(const char *name, vd_model_config *c)
+{
+    memset(c, 0, sizeof *c);
+    int tiny = strcmp(name, "tiny") == 0;
+    if (!tiny && strcmp(name, "large") != 0) return -1;
+    c->diffusion = (vd_diffusion_config){.train_steps = 1000, .beta_start = 0.00085f, .beta_end = 0.012f};
+    c->ae = (vd_ae_config){.present = 1, .levels = 3, .channels = {32, 64, 64}, .latent_channels = 4,
+                           .groups = 8, .image_size = 128, .scale_factor = 1.0f};
+    c->text.present = 1;
+    c->text.vocab_size = (int)VD_ARRAY_LEN(preset_vocab);
+    c->text.vocab = copy_strings((char *const *)preset_vocab, c->text.vocab_size);
+    vd_unet_config *u = &c->unet;
+    u->present = 1;
+    u->blocks_per_level = 2;
+    u->in_channels = 9;
+    u->out_channels = 4;
+    u->frames = 16;
+    if (tiny) {
+        c->text.max_tokens = 16, c->text.dim = 128, c->text.layers = 2, c->text.heads = 4;
+        u->levels = 3;
+        int ch[] = {32, 64, 96}, at[] = {0, 1, 1};
+        memcpy(u->channels, ch, sizeof ch);
+        memcpy(u->attention, at, sizeof at);
+        u->head_dim = 32, u->groups = 16, u->latent_h = 32, u->latent_w = 32;
+    } else {
+        /* VideoCrafter2-like scale, random weights, for speed measurement only. */
+        c->text.max_tokens = 77, c->text.dim = 1024, c->text.layers = 2, c->text.heads = 16;
+        c->ae.image_size = 256; /* 4x the latent side; the AE stays small */
+        u->levels = 4;
+        int ch[] = {320, 640, 1280, 1280}, at[] = {1, 1, 1, 0};
+        memcpy(u->channels, ch, sizeof ch);
+        memcpy(u->attention, at, sizeof at);
+        u->head_dim = 64, u->groups = 32, u->latent_h = 40, u->latent_w = 64;
+    }
+    u->context_dim = c->text.dim;
+    return 0;
+}
+
+/* ---- JSON ---- */
+
+static int get_int(json_t *obj, const char *section, const char *key, int lo, int hi, int *out,
+                   char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v)) return fail(err, errlen, "config %s.%s: missing or not an integer", section, key);
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi) return fail(err, errlen, "config %s.%s: %lld is outside [%d, %d]", section, key, (long long)x, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int get_int_list(json_t *obj, const char *section, const char *key, int lo, int hi, int *out,
+                        int *count, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_array(v) || json_array_size(v) < 1 || json_array_size(v) > VD_MAX_LEVELS)
+        return fail(err, errlen, "config %s.%s: must be a list of 1 to %d integers", section, key, VD_MAX_LEVELS);
+    *count = (int)json_array_size(v);
+    for (int i = 0; i < *count; i++) {
+        json_t *e = json_array_get(v, (size_t)i);
+        json_int_t x = json_is_boolean(e) ? json_is_true(e) : json_is_integer(e) ? json_integer_value(e) : -1;
+        if ((!json_is_integer(e) && !json_is_boolean(e)) || x < lo || x > hi)
+            return fail(err, errlen, "config %s.%s[%d]: must be in [%d, %d]", section, key, i, lo, hi);
+        out[i] = (int)x;
+    }
+    return 0;
+}
+
+static int get_float(json_t *obj, const char *section, const char *key, double lo, double hi, float dflt,
+                     float *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) { *out = dflt; return 0; }
+    if (!json_is_number(v)) return fail(err, errlen, "config %s.%s: not a number", section, key);
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) return fail(err, errlen, "config %s.%s: %g is outside [%g, %g]", section, key, x, lo, hi);
+    *out = (float)x;
+    return 0;
+}
+
+static int parse_ae(json_t *j, vd_ae_config *a, char *err, size_t errlen)
+{
+    a->present = 1;
+    if (get_int_list(j, "ae", "channels", 1, 4096, a->channels, &a->levels, err, errlen) ||
+        get_int(j, "ae", "latent_channels", 1, 64, &a->latent_channels, err, errlen) ||
+        get_int(j, "ae", "groups", 1, 1024, &a->groups, err, errlen) ||
+        get_int(j, "ae", "image_size", 8, 4096, &a->image_size, err, errlen) ||
+        get_float(j, "ae", "scale_factor", 1e-6, 1e6, 1.0f, &a->scale_factor, err, errlen))
+        return -1;
+    for (int l = 0; l < a->levels; l++)
+        if (a->channels[l] % a->groups) return fail(err, errlen, "config ae.channels[%d] = %d is not divisible by groups %d", l, a->channels[l], a->groups);
+    if (a->image_size % (1 << (a->levels - 1))) return fail(err, errlen, "config ae.image_size is not divisible by 2^(levels-1)");
+    return 0;
+}
+
+static int parse_text(json_t *j, vd_text_config *t, char *err, size_t errlen)
+{
+    t->present = 1;
+    if (get_int(j, "text", "max_tokens", 1, 4096, &t->max_tokens, err, errlen) ||
+        get_int(j, "text", "dim", 1, 16384, &t->dim, err, errlen) ||
+        get_int(j, "text", "layers", 0, 256, &t->layers, err, errlen) ||
+        get_int(j, "text", "heads", 1, 256, &t->heads, err, errlen))
+        return -1;
+    if (t->dim % t->heads) return fail(err, errlen, "config text.dim %d is not divisible by text.heads %d", t->dim, t->heads);
+    json_t *v = json_object_get(j, "vocab");
+    if (!json_is_array(v) || json_array_size(v) < 2 || json_array_size(v) > 1000000)
+        return fail(err, errlen, "config text.vocab: must be a list of at least 2 words");
+    t->vocab_size = (int)json_array_size(v);
+    t->vocab = vd_calloc((size_t)t->vocab_size, sizeof(char *));
+    for (int i = 0; i < t->vocab_size; i++) {
+        const char *w = json_string_value(json_array_get(v, (size_t)i));
+        if (!w || !*w) { t->vocab_size = i; return fail(err, errlen, "config text.vocab[%d]: not a non-empty string", i); }
+        t->vocab[i] = strdup(w);
+    }
+    if (strcmp(t->vocab[0], "<pad>") || strcmp(t->vocab[1], "<unk>"))
+        return fail(err, errlen, "config text.vocab must start with \"<pad>\", \"<unk>\"");
+    return 0;
+}
+
+static int parse_unet(json_t *j, vd_unet_config *u, char *err, size_t errlen)
+{
+    u->present = 1;
+    int nat = 0, nls = 0, ls[2];
+    if (get_int_list(j, "unet", "channels", 1, 65536, u->channels, &u->levels, err, errlen) ||
+        get_int_list(j, "unet", "attention", 0, 1, u->attention, &nat, err, errlen) ||
+        get_int(j, "unet", "blocks_per_level", 0, 64, &u->blocks_per_level, err, errlen) ||
+        get_int(j, "unet", "head_dim", 1, 4096, &u->head_dim, err, errlen) ||
+        get_int(j, "unet", "groups", 1, 4096, &u->groups, err, errlen) ||
+        get_int(j, "unet", "in_channels", 1, 1024, &u->in_channels, err, errlen) ||
+        get_int(j, "unet", "out_channels", 1, 1024, &u->out_channels, err, errlen) ||
+        get_int(j, "unet", "context_dim", 1, 65536, &u->context_dim, err, errlen) ||
+        get_int(j, "unet", "frames", 1, 4096, &u->frames, err, errlen) ||
+        get_int_list(j, "unet", "latent_size", 1, 4096, ls, &nls, err, errlen))
+        return -1;
+    if (nat != u->levels) return fail(err, errlen, "config unet.attention has %d entries for %d levels", nat, u->levels);
+    if (nls != 2) return fail(err, errlen, "config unet.latent_size must be [height, width]");
+    u->latent_h = ls[0], u->latent_w = ls[1];
+    for (int l = 0; l < u->levels; l++) {
+        if (u->channels[l] % u->groups) return fail(err, errlen, "config unet.channels[%d] = %d is not divisible by groups %d", l, u->channels[l], u->groups);
+        if (u->attention[l] && u->channels[l] % u->head_dim) return fail(err, errlen, "config unet.channels[%d] = %d is not divisible by head_dim %d", l, u->channels[l], u->head_dim);
+        if (u->channels[l] % 2) return fail(err, errlen, "config unet.channels[%d] must be even", l);
+    }
+    json_t *rm = json_object_get(j, "removed");
+    if (rm && !json_is_array(rm)) return fail(err, errlen, "config unet.removed: must be a list of block names");
+    u->removed_count = rm ? (int)json_array_size(rm) : 0;
+    u->removed = vd_calloc((size_t)(u->removed_count ? u->removed_count : 1), sizeof(char *));
+    for (int i = 0; i < u->removed_count; i++) {
+        const char *name = json_string_value(json_array_get(rm, (size_t)i));
+        int l = -1, b = -1, n = 0;
+        int ok = name && (strcmp(name, "mid") == 0 ||
+                          ((sscanf(name, "down.%d.%d%n", &l, &b, &n) == 2 || sscanf(name, "up.%d.%d%n", &l, &b, &n) == 2) &&
+                           name[n] == 0 && l >= 0 && l < u->levels && b >= 0 &&
+                           b < u->blocks_per_level + (name[0] == 'u')));
+        if (!ok) { u->removed_count = i; return fail(err, errlen, "config unet.removed[%d]: \"%s\" is not a block of this UNet", i, name ? name : "(not a string)"); }
+        u->removed[i] = strdup(name);
+    }
+    return 0;
+}
+
+int vd_config_parse(const char *json, vd_model_config *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    if (!root) return fail(err, errlen, "config is not valid JSON: %s", jerr.text);
+    int rc = 0;
+    const char *format = json_string_value(json_object_get(root, "format"));
+    if (!json_is_object(root) || !format || strcmp(format, "vdmini") != 0) {
+        rc = fail(err, errlen, "config: \"format\" must be \"vdmini\"");
+        goto done;
+    }
+    json_t *ae = json_object_get(root, "ae"), *text = json_object_get(root, "text");
+    json_t *unet = json_object_get(root, "unet"), *diff = json_object_get(root, "diffusion");
+    if ((ae && parse_ae(ae, &c->ae, err, errlen)) || (text && parse_text(text, &c->text, err, errlen)) ||
+        (unet && parse_unet(unet, &c->unet, err, errlen))) {
+        rc = -1;
+        goto done;
+    }
+    c->diffusion = (vd_diffusion_config){1000, 0.00085f, 0.012f};
+    if (diff) {
+        const char *pred = json_string_value(json_object_get(diff, "prediction"));
+        if (pred && strcmp(pred, "v") != 0) { rc = fail(err, errlen, "config diffusion.prediction: only \"v\" is supported"); goto done; }
+        if (get_int(diff, "diffusion", "train_steps", 2, 100000, &c->diffusion.train_steps, err, errlen) ||
+            get_float(diff, "diffusion", "beta_start", 1e-8, 0.5, 0.00085f, &c->diffusion.beta_start, err, errlen) ||
+            get_float(diff, "diffusion", "beta_end", 1e-8, 0.999, 0.012f, &c->diffusion.beta_end, err, errlen)) {
+            rc = -1;
+            goto done;
+        }
+    }
+done:
+    json_decref(root);
+    if (rc) vd_config_free(c);
+    return rc;
+}
+
+static json_t *int_list(const int *v, int n, int as_bool)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, as_bool ? json_boolean(v[i]) : json_integer(v[i]));
+    return a;
+}
+
+char *vd_config_to_json(const vd_model_config *c)
+{
+    json_t *root = json_pack("{s:s, s:i}", "format", "vdmini", "version", 1);
+    if (c->ae.present) {
+        const vd_ae_config *a = &c->ae;
+        json_object_set_new(root, "ae", json_pack("{s:o, s:i, s:i, s:i, s:f}", "channels", int_list(a->channels, a->levels, 0),
+                                                  "latent_channels", a->latent_channels, "groups", a->groups,
+                                                  "image_size", a->image_size, "scale_factor", (double)a->scale_factor));
+    }
+    if (c->text.present) {
+        const vd_text_config *t = &c->text;
+        json_t *vocab = json_array();
+        for (int i = 0; i < t->vocab_size; i++) json_array_append_new(vocab, json_string(t->vocab[i]));
+        json_object_set_new(root, "text", json_pack("{s:o, s:i, s:i, s:i, s:i}", "vocab", vocab, "max_tokens", t->max_tokens,
+                                                    "dim", t->dim, "layers", t->layers, "heads", t->heads));
+    }
+    if (c->unet.present) {
+        const vd_unet_config *u = &c->unet;
+        json_t *removed = json_array();
+        for (int i = 0; i < u->removed_count; i++) json_array_append_new(removed, json_string(u->removed[i]));
+        json_t *j = json_pack("{s:o, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:[i,i], s:o}",
+                              "channels", int_list(u->channels, u->levels, 0), "blocks_per_level", u->blocks_per_level,
+                              "attention", int_list(u->attention, u->levels, 1), "head_dim", u->head_dim,
+                              "groups", u->groups, "in_channels", u->in_channels, "out_channels", u->out_channels,
+                              "context_dim", u->context_dim, "frames", u->frames, "latent_size", u->latent_h,
+                              u->latent_w, "removed", removed);
+        json_object_set_new(root, "unet", j);
+        json_object_set_new(root, "diffusion", json_pack("{s:s, s:i, s:f, s:f}", "prediction", "v", "train_steps",
+                                                         c->diffusion.train_steps, "beta_start", (double)c->diffusion.beta_start,
+                                                         "beta_end", (double)c->diffusion.beta_end));
+    }
+    char *s = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
+    json_decref(root);
+    return s;
+}

@@ -1,0 +1,303 @@
+/* engine.c: the public interface of vdmini.h — loading models onto a backend, generating a
+ * video (text encoding, first-frame conditioning, guided sampling, decoding), presets and the
+ * model summary. */
+#include "vdmini.h"
+#include "common.h"
+#include "flop_count.h"
+#include "model.h"
+#include "rng.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vd_engine {
+    vd_model model;     /* text encoder + UNet (+ autoencoder when the file has it) */
+    vd_model ae_model;  /* the autoencoder, when it came from its own file */
+    vd_model *ae;       /* whichever of the two holds the autoencoder */
+    vd_backend *be;
+};
+
+static int fail(char err[VD_ERR_LEN], const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, VD_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static vd_backend *open_backend(vd_device device, int bf16, char err[VD_ERR_LEN])
+{
+    if (device == VD_DEVICE_CPU) return vd_backend_cpu();
+    char cuda_err[VD_ERR_LEN];
+    vd_backend *be = vd_backend_cuda(0, cuda_err, sizeof cuda_err);
+    if (be) {
+        be->precision = bf16 ? VD_PRECISION_BF16 : VD_PRECISION_F32;
+        return be;
+    }
+    if (device == VD_DEVICE_CUDA) {
+        fail(err, "no CUDA device: %s", cuda_err);
+        return NULL;
+    }
+    VD_LOG(VD_LOG_INFO, "no GPU (%s); running on the CPU", cuda_err);
+    return vd_backend_cpu();
+}
+
+vd_engine *vd_engine_open(const char *model_path, const char *ae_path, vd_device device, int bf16,
+                          char err[VD_ERR_LEN])
+{
+    vd_engine *e = vd_calloc(1, sizeof *e);
+    if (vd_model_load(&e->model, model_path, err, VD_ERR_LEN)) goto fail;
+    if (!e->model.cfg.text.present || !e->model.cfg.unet.present) {
+        fail(err, "%s: a model file needs a text encoder and a UNet", model_path);
+        goto fail;
+    }
+    if (e->model.cfg.ae.present) {
+        e->ae = &e->model;
+    } else {
+        char path[4096];
+        if (!ae_path) {
+            char *copy = strdup(model_path);
+            snprintf(path, sizeof path, "%s/ae.safetensors", dirname(copy));
+            free(copy);
+            ae_path = path;
+        }
+        if (vd_model_load(&e->ae_model, ae_path, err, VD_ERR_LEN)) goto fail;
+        if (!e->ae_model.cfg.ae.present) {
+            fail(err, "%s: no autoencoder in this file", ae_path);
+            goto fail;
+        }
+        e->ae = &e->ae_model;
+    }
+    if (e->ae->cfg.ae.latent_channels * 2 + 1 != e->model.cfg.unet.in_channels) {
+        fail(err, "the autoencoder's %d latent channels do not fit the UNet's %d input channels",
+             e->ae->cfg.ae.latent_channels, e->model.cfg.unet.in_channels);
+        goto fail;
+    }
+    e->be = open_backend(device, bf16, err);
+    if (!e->be) goto fail;
+    vd_model_attach(&e->model, e->be);
+    if (e->ae == &e->ae_model) vd_model_attach(&e->ae_model, e->be);
+    return e;
+fail:
+    vd_engine_close(e);
+    return NULL;
+}
+
+void vd_engine_close(vd_engine *e)
+{
+    if (!e) return;
+    vd_model_free(&e->model);
+    vd_model_free(&e->ae_model);
+    if (e->be) e->be->destroy(e->be);
+    free(e);
+}
+
+const char *vd_engine_device_name(const vd_engine *e)
+{
+    return strcmp(e->be->name, "cuda") == 0 ? "cuda" : "cpu";
+}
+
+static int ae_factor(const vd_ae_config *a) { return 1 << (a->levels - 1); }
+
+void vd_engine_limits(const vd_engine *e, vd_model_limits *out)
+{
+    const vd_unet_config *u = &e->model.cfg.unet;
+    int f = ae_factor(&e->ae->cfg.ae);
+    out->image_size = u->latent_h * f;
+    out->latent_div = f * (1 << (u->levels - 1));
+    out->max_tokens = e->model.cfg.text.max_tokens;
+    out->default_frames = u->frames;
+}
+
+int vd_unknown_words(const vd_engine *e, const char *prompt, char *buf, size_t buflen)
+{
+    int32_t *ids = vd_malloc((size_t)e->model.cfg.text.max_tokens * sizeof *ids);
+    int n = vd_tokenize(&e->model.cfg.text, prompt, ids, buf, buflen);
+    free(ids);
+    return n;
+}
+
+int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress_fn progress, void *user,
+                char err[VD_ERR_LEN])
+{
+    vd_model *m = &e->model;
+    vd_backend *be = e->be;
+    const vd_ae_config *ac = &e->ae->cfg.ae;
+    const vd_text_config *tc = &m->cfg.text;
+    vd_model_limits lim;
+    vd_engine_limits(e, &lim);
+    if (p->frames < 1 || p->frames > 256) return fail(err, "frames must be between 1 and 256 (got %d)", p->frames);
+    if (p->width < lim.latent_div || p->height < lim.latent_div || p->width % lim.latent_div || p->height % lim.latent_div)
+        return fail(err, "width and height must be positive multiples of %d (got %dx%d)", lim.latent_div, p->width, p->height);
+    if (p->steps < 1 || p->steps > m->cfg.diffusion.train_steps)
+        return fail(err, "steps must be between 1 and %d (got %d)", m->cfg.diffusion.train_steps, p->steps);
+    if (!(p->guidance >= 0.0f && p->guidance <= 100.0f)) return fail(err, "guidance must be between 0 and 100");
+
+    int f = ae_factor(ac), T = p->frames, h = p->height / f, w = p->width / f, S = h * w, L = tc->max_tokens;
+    int lc = ac->latent_channels, guided = p->guidance > 1.0f, R = guided ? 2 : 1;
+    vd_sampler_plan plan;
+    if (vd_sampler_plan_make(&m->cfg.diffusion, p->sampler, p->steps, &plan)) return fail(err, "bad sampler settings");
+
+    /* text: row 0 the prompt, row 1 (with guidance) the empty prompt */
+    int32_t *ids_host = vd_calloc((size_t)R * L, sizeof *ids_host);
+    vd_tokenize(tc, p->prompt ? p->prompt : "", ids_host, NULL, 0);
+    int32_t *ids = be->alloc(be, (size_t)R * L * sizeof *ids);
+    be->upload(be, ids, ids_host, (size_t)R * L * sizeof *ids);
+    float *ctx = be->alloc(be, (size_t)R * L * tc->dim * sizeof(float));
+    vd_text_forward(m, ids, R, ctx);
+    free(ids_host);
+    be->release(be, ids);
+
+    /* condition: the first frame's latent on every frame plus a mask channel, or zeros */
+    size_t cond_n = (size_t)T * (lc + 1) * S;
+    float *cond_host = vd_calloc(cond_n, sizeof(float));
+    if (p->image) {
+        float *img = be->alloc(be, (size_t)3 * p->height * p->width * sizeof(float));
+        float *zi = be->alloc(be, (size_t)lc * S * sizeof(float));
+        be->upload(be, img, p->image, (size_t)3 * p->height * p->width * sizeof(float));
+        vd_ae_encode(e->ae, img, 1, p->height, p->width, zi);
+        float *zi_host = vd_malloc((size_t)lc * S * sizeof(float));
+        be->download(be, zi_host, zi, (size_t)lc * S * sizeof(float));
+        for (int t = 0; t < T; t++) {
+            float *dst = cond_host + (size_t)t * (lc + 1) * S;
+            memcpy(dst, zi_host, (size_t)lc * S * sizeof(float));
+            for (int s = 0; s < S; s++) dst[(size_t)lc * S + s] = 1.0f;
+        }
+        free(zi_host);
+        be->release(be, img);
+        be->release(be, zi);
+    }
+    float *cond = be->alloc(be, cond_n * sizeof(float));
+    be->upload(be, cond, cond_host, cond_n * sizeof(float));
+    free(cond_host);
+
+    /* initial noise, drawn on the host so that every backend starts from the same bits */
+    size_t zn = (size_t)T * lc * S;
+    float *z_host = vd_malloc(zn * sizeof(float));
+    vd_rng_normal(p->seed, 0, z_host, zn);
+    float *z = be->alloc(be, zn * sizeof(float));
+    be->upload(be, z, z_host, zn * sizeof(float));
+    free(z_host);
+
+    int in_ch = m->cfg.unet.in_channels;
+    float *x_in = be->alloc(be, (size_t)R * T * in_ch * S * sizeof(float));
+    float *v = be->alloc(be, (size_t)R * zn * sizeof(float));
+    float *tsteps = be->alloc(be, (size_t)R * sizeof(float));
+    int rc = 0;
+    for (int k = 0; k < plan.steps; k++) {
+        float tv[2] = {plan.timestep[k], plan.timestep[k]};
+        be->upload(be, tsteps, tv, (size_t)R * sizeof(float));
+        for (int r = 0; r < R; r++)
+            be->concat_channels(be, x_in + (size_t)r * T * in_ch * S, z, lc, cond, lc + 1, T, S);
+        vd_unet_forward(m, x_in, tsteps, ctx, L, R, T, h, w, v);
+        if (guided) /* v = v_u + g (v_c - v_u) */
+            be->axpby(be, v, 1.0f - p->guidance, v + zn, p->guidance, zn);
+        be->axpby(be, z, plan.coef_v[k], v, plan.coef_z[k], zn);
+        if (progress && progress(user, k + 1, plan.steps)) {
+            rc = 1;
+            break;
+        }
+    }
+    if (rc == 0) {
+        float *img = be->alloc(be, (size_t)T * 3 * p->height * p->width * sizeof(float));
+        vd_ae_decode(e->ae, z, T, h, w, img);
+        be->download(be, frames, img, (size_t)T * 3 * p->height * p->width * sizeof(float));
+        be->release(be, img);
+    }
+    be->release(be, x_in), be->release(be, v), be->release(be, tsteps);
+    be->release(be, z), be->release(be, cond), be->release(be, ctx);
+    vd_sampler_plan_free(&plan);
+    return rc;
+}
+
+int vd_init_preset(const char *preset, uint64_t seed, const char *out_path, char err[VD_ERR_LEN])
+{
+    vd_model_config cfg;
+    if (vd_config_preset(preset, &cfg)) return fail(err, "unknown preset \"%s\" (known: tiny, large)", preset);
+    vd_model m;
+    int rc = vd_model_build(&m, &cfg, err, VD_ERR_LEN);
+    vd_config_free(&cfg);
+    if (rc) return -1;
+    vd_model_init_random(&m, seed);
+    rc = vd_model_save(&m, out_path, VD_ST_F32, err, VD_ERR_LEN);
+    vd_model_free(&m);
+    return rc;
+}
+
+static double unet_step_flops(const vd_model_config *cfg, int N)
+{
+    vd_model m;
+    char err[VD_ERR_LEN];
+    if (vd_model_build(&m, cfg, err, sizeof err)) return 0;
+    vd_backend *be = vd_backend_flop_counter();
+    vd_model_attach(&m, be);
+    const vd_unet_config *u = &cfg->unet;
+    int L = cfg->text.present ? cfg->text.max_tokens : 1;
+    vd_unet_forward(&m, NULL, NULL, NULL, L, N, u->frames, u->latent_h, u->latent_w, NULL);
+    double flops = vd_flop_counter_take(be);
+    vd_model_free(&m);
+    be->destroy(be);
+    return flops;
+}
+
+int vd_print_info(const char *path_or_preset, FILE *out, char err[VD_ERR_LEN])
+{
+    vd_model_config cfg;
+    if (vd_config_preset(path_or_preset, &cfg) != 0) {
+        vd_st_file f;
+        if (vd_st_read(path_or_preset, &f, err, VD_ERR_LEN)) return -1;
+        const char *json = vd_st_meta(&f, "vdmini.config");
+        int rc = json ? vd_config_parse(json, &cfg, err, VD_ERR_LEN) : fail(err, "%s: no vdmini.config metadata", path_or_preset);
+        vd_st_free(&f);
+        if (rc) return -1;
+    }
+    vd_model m;
+    if (vd_model_build(&m, &cfg, err, VD_ERR_LEN)) {
+        vd_config_free(&cfg);
+        return -1;
+    }
+    fprintf(out, "model: %s\n", path_or_preset);
+    if (cfg.ae.present) {
+        fprintf(out, "autoencoder: channels");
+        for (int l = 0; l < cfg.ae.levels; l++) fprintf(out, " %d", cfg.ae.channels[l]);
+        fprintf(out, ", %d latent channels, %dx downsampling, %.3f M parameters\n", cfg.ae.latent_channels,
+                ae_factor(&cfg.ae), vd_model_count_params(&m, "ae.") / 1e6);
+    }
+    if (cfg.text.present)
+        fprintf(out, "text encoder: %d words, %d tokens, dim %d, %d layers, %d heads, %.3f M parameters\n",
+                cfg.text.vocab_size, cfg.text.max_tokens, cfg.text.dim, cfg.text.layers, cfg.text.heads,
+                vd_model_count_params(&m, "text.") / 1e6);
+    if (cfg.unet.present) {
+        const vd_unet_config *u = &cfg.unet;
+        fprintf(out, "unet: channels");
+        for (int l = 0; l < u->levels; l++) fprintf(out, " %d%s", u->channels[l], u->attention[l] ? "+attn" : "");
+        fprintf(out, ", %d blocks per level, head dim %d, %d frames of %dx%d latents, %.3f M parameters\n",
+                u->blocks_per_level, u->head_dim, u->frames, u->latent_h, u->latent_w,
+                vd_model_count_params(&m, "unet.") / 1e6);
+        if (u->removed_count) {
+            fprintf(out, "removed blocks:");
+            for (int i = 0; i < u->removed_count; i++) fprintf(out, " %s", u->removed[i]);
+            fprintf(out, "\n");
+        }
+        char names[256][16];
+        int nb = vd_unet_block_names(u, names, 256);
+        fprintf(out, "%-12s %12s\n", "block", "parameters");
+        for (int i = 0; i < nb; i++) {
+            char prefix[32];
+            snprintf(prefix, sizeof prefix, "unet.%.15s.", names[i]);
+            fprintf(out, "%-12s %12zu\n", names[i], vd_model_count_params(&m, prefix));
+        }
+        double f1 = unet_step_flops(&cfg, 1);
+        fprintf(out, "GFLOPs per denoiser step (matrix products; one video, %d frames): %.2f; with guidance "
+                "(batch 2): %.2f\n", u->frames, f1 / 1e9, 2 * f1 / 1e9);
+    }
+    fprintf(out, "total parameters: %.3f M\n", m.total / 1e6);
+    vd_model_free(&m);
+    vd_config_free(&cfg);
+    return 0;
+}

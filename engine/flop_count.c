@@ -1,0 +1,128 @@
+/* flop_count.c: a backend that computes nothing and counts the floating-point operations of the
+ * matrix-product ops (conv2d, temporal_conv, linear, attention: 2 per multiply-add), so that
+ * `vdmini info` can report GFLOPs per step by running the real forward pass. Its memory is
+ * address space only: pointers are handed out and never dereferenced. */
+#include "flop_count.h"
+#include "common.h"
+
+#include <stdlib.h>
+
+typedef struct {
+    double flops;
+    uintptr_t next;
+} counter;
+
+static counter *C(vd_backend *be) { return be->impl; }
+
+static void *fc_alloc(vd_backend *be, size_t bytes)
+{
+    uintptr_t p = C(be)->next;
+    C(be)->next += (bytes + 255) & ~(size_t)255;
+    return (void *)p;
+}
+static void fc_release(vd_backend *be, void *p) { (void)be, (void)p; }
+static void fc_move(vd_backend *be, void *d, const void *s, size_t n) { (void)be, (void)d, (void)s, (void)n; }
+static void fc_zero(vd_backend *be, void *d, size_t n) { (void)be, (void)d, (void)n; }
+static void fc_sync(vd_backend *be) { (void)be; }
+static void fc_destroy(vd_backend *be)
+{
+    free(be->impl);
+    free(be);
+}
+
+static void fc_conv2d(vd_backend *be, float *y, const float *x, const float *w, const float *b, int B, int ci,
+                      int H, int W, int co, int k, int stride)
+{
+    (void)y, (void)x, (void)w, (void)b;
+    double ho = (H + 2 * (k / 2) - k) / stride + 1, wo = (W + 2 * (k / 2) - k) / stride + 1;
+    C(be)->flops += 2.0 * B * co * ho * wo * ci * k * k;
+}
+static void fc_tconv(vd_backend *be, float *y, const float *x, const float *w, const float *b, int N, int T,
+                     int ci, int co, int S)
+{
+    (void)y, (void)x, (void)w, (void)b;
+    C(be)->flops += 2.0 * N * T * co * ci * 3.0 * S;
+}
+static void fc_norm(vd_backend *be, float *y, const float *x, const float *g, const float *b, int B, int C_,
+                    int S, int G, float eps)
+{
+    (void)be, (void)y, (void)x, (void)g, (void)b, (void)B, (void)C_, (void)S, (void)G, (void)eps;
+}
+static void fc_lnorm(vd_backend *be, float *y, const float *x, const float *g, const float *b, int M, int C_,
+                     float eps)
+{
+    (void)be, (void)y, (void)x, (void)g, (void)b, (void)M, (void)C_, (void)eps;
+}
+static void fc_unary(vd_backend *be, float *y, const float *x, size_t n) { (void)be, (void)y, (void)x, (void)n; }
+static void fc_linear(vd_backend *be, float *y, const float *x, const float *w, const float *b, int M, int in,
+                      int out)
+{
+    (void)y, (void)x, (void)w, (void)b;
+    C(be)->flops += 2.0 * M * in * out;
+}
+static void fc_attention(vd_backend *be, float *o, const float *q, const float *k, const float *v, int B,
+                         int Lq, int Lk, int heads, int d, int kv_group)
+{
+    (void)o, (void)q, (void)k, (void)v, (void)kv_group;
+    C(be)->flops += 4.0 * B * heads * (double)Lq * Lk * d;
+}
+static void fc_up(vd_backend *be, float *y, const float *x, int B, int C_, int H, int W)
+{
+    (void)be, (void)y, (void)x, (void)B, (void)C_, (void)H, (void)W;
+}
+static void fc_add(vd_backend *be, float *y, const float *a, const float *b, size_t n)
+{
+    (void)be, (void)y, (void)a, (void)b, (void)n;
+}
+static void fc_axpby(vd_backend *be, float *y, float a, const float *x, float b, size_t n)
+{
+    (void)be, (void)y, (void)a, (void)x, (void)b, (void)n;
+}
+static void fc_bcast(vd_backend *be, float *y, const float *x, size_t o, size_t i)
+{
+    (void)be, (void)y, (void)x, (void)o, (void)i;
+}
+static void fc_cbias(vd_backend *be, float *y, const float *b, int N, int T, int C_, int S)
+{
+    (void)be, (void)y, (void)b, (void)N, (void)T, (void)C_, (void)S;
+}
+static void fc_concat(vd_backend *be, float *y, const float *a, int ca, const float *b, int cb, int B, int S)
+{
+    (void)be, (void)y, (void)a, (void)ca, (void)b, (void)cb, (void)B, (void)S;
+}
+static void fc_transpose(vd_backend *be, float *y, const float *x, int A, int B, int C_, int D)
+{
+    (void)be, (void)y, (void)x, (void)A, (void)B, (void)C_, (void)D;
+}
+static void fc_temb(vd_backend *be, float *y, const float *t, int n, int dim)
+{
+    (void)be, (void)y, (void)t, (void)n, (void)dim;
+}
+static void fc_emb(vd_backend *be, float *y, const int32_t *ids, const float *table, int n, int dim)
+{
+    (void)be, (void)y, (void)ids, (void)table, (void)n, (void)dim;
+}
+
+vd_backend *vd_backend_flop_counter(void)
+{
+    vd_backend *be = vd_calloc(1, sizeof *be);
+    counter *c = vd_calloc(1, sizeof *c);
+    c->next = 4096;
+    *be = (vd_backend){
+        .name = "flop-counter", .impl = c, .alloc = fc_alloc, .release = fc_release, .upload = fc_move,
+        .download = fc_move, .copy = fc_move, .zero = fc_zero, .synchronize = fc_sync, .destroy = fc_destroy,
+        .conv2d = fc_conv2d, .temporal_conv = fc_tconv, .group_norm = fc_norm, .layer_norm = fc_lnorm,
+        .silu = fc_unary, .gelu = fc_unary, .linear = fc_linear, .attention = fc_attention,
+        .upsample2x = fc_up, .add = fc_add, .axpby = fc_axpby, .add_broadcast = fc_bcast,
+        .add_channel_bias = fc_cbias, .concat_channels = fc_concat, .transpose = fc_transpose,
+        .timestep_embedding = fc_temb, .embedding = fc_emb,
+    };
+    return be;
+}
+
+double vd_flop_counter_take(vd_backend *be)
+{
+    double f = C(be)->flops;
+    C(be)->flops = 0;
+    return f;
+}

@@ -1,0 +1,84 @@
+/* model.h: the models of docs/architecture.md — autoencoder, text encoder and 3D UNet — as one
+ * contiguous parameter buffer with a table of (name, shape, offset), and their forward passes
+ * on any backend.
+ *
+ * A model is built from a config: the config decides which parameters exist (a removed UNet
+ * block has none), then weights come from a file or from a seeded initialisation. Forward passes
+ * take and return backend memory; their temporaries come from a pool of backend buffers reused
+ * across calls, so steady-state sampling allocates nothing. */
+#ifndef VD_MODEL_H
+#define VD_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "safetensors.h"
+
+typedef struct {
+    char *name;
+    int ndim;
+    int64_t shape[4];
+    size_t offset, numel; /* in floats, within the parameter buffer */
+} vd_param;
+
+typedef struct {
+    float *ptr;
+    size_t floats;
+    int in_use;
+} vd_pool_entry;
+
+typedef struct vd_model {
+    vd_model_config cfg;
+    vd_param *params;
+    int nparams, params_cap;
+    int *index; /* open-addressing hash of names to params */
+    int index_size;
+    size_t total; /* floats in the parameter buffer */
+    float *host;  /* the parameters on the host, fp32 */
+    vd_backend *be;
+    float *weights; /* the parameters in backend memory */
+    vd_pool_entry *pool;
+    int pool_count, pool_cap;
+} vd_model;
+
+/* Declares the parameters of cfg (no weights yet: host stays NULL until init or load). Returns
+ * -1 with a message when the config cannot be built (e.g. channels not divisible by groups). */
+int vd_model_build(vd_model *m, const vd_model_config *cfg, char *err, size_t errlen);
+/* Random initialisation: weights ~ N(0, 1/fan_in) (scaled by 0.02 for embeddings), biases 0,
+ * norms gamma 1 beta 0. Deterministic in seed. */
+void vd_model_init_random(vd_model *m, uint64_t seed);
+/* Reads config and weights from a file: every declared parameter must be present with its exact
+ * shape; extra tensors are an error. */
+int vd_model_load(vd_model *m, const char *path, char *err, size_t errlen);
+/* Same from an already parsed file (the config from its metadata). */
+int vd_model_load_file(vd_model *m, const vd_st_file *f, char *err, size_t errlen);
+int vd_model_save(const vd_model *m, const char *path, vd_st_dtype dtype, char *err, size_t errlen);
+/* Copies the weights to a backend (the model keeps using it until freed); a model without host
+ * weights gets uninitialised backend memory (for FLOP counting and speed measurement). */
+void vd_model_attach(vd_model *m, vd_backend *be);
+void vd_model_free(vd_model *m);
+
+const vd_param *vd_model_param(const vd_model *m, const char *name);
+/* Parameters whose name starts with prefix. */
+size_t vd_model_count_params(const vd_model *m, const char *prefix);
+
+/* ---- forward passes; all pointers in backend memory ---- */
+
+/* ids (N, max_tokens) int32 -> out (N, max_tokens, dim). */
+void vd_text_forward(vd_model *m, const int32_t *ids, int N, float *out);
+/* img (B, 3, H, W) in [-1, 1] -> z (B, latent, H/f, W/f), f = 2^(levels-1). */
+void vd_ae_encode(vd_model *m, const float *img, int B, int H, int W, float *z);
+/* z (B, latent, h, w) -> img (B, 3, h*f, w*f). */
+void vd_ae_decode(vd_model *m, const float *z, int B, int h, int w, float *img);
+/* x (N, T, in_channels, h, w), t (N) timesteps, ctx (N, L, context_dim)
+ * -> out (N, T, out_channels, h, w). */
+void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *ctx, int L, int N,
+                     int T, int h, int w, float *out);
+
+/* Names of the UNet's blocks in execution order ("down.0.0", ..., "mid", ..., "up.0.2"); count
+ * returned, names written into names (each at most 16 chars) up to max. */
+int vd_unet_block_names(const vd_unet_config *u, char names[][16], int max);
+
+#endif

@@ -1,0 +1,83 @@
+/* sampler.c: schedule and sampler plans (see sampler.h). */
+#include "sampler.h"
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+double *vd_alphas_cumprod(const vd_diffusion_config *d)
+{
+    int n = d->train_steps;
+    double *ab = vd_malloc((size_t)n * sizeof *ab);
+    double s0 = sqrt((double)d->beta_start), s1 = sqrt((double)d->beta_end), prod = 1.0;
+    for (int i = 0; i < n; i++) {
+        double s = s0 + (s1 - s0) * i / (n - 1);
+        prod *= 1.0 - s * s;
+        ab[i] = prod;
+    }
+    return ab;
+}
+
+/* Fractional training index whose sigma is sigma: linear in log sigma between neighbours. */
+static double sigma_to_timestep(const double *log_sigmas, int n, double sigma)
+{
+    double ls = log(sigma);
+    if (ls <= log_sigmas[0]) return 0.0;
+    if (ls >= log_sigmas[n - 1]) return (double)(n - 1);
+    int lo = 0, hi = n - 1;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (log_sigmas[mid] <= ls) lo = mid; else hi = mid;
+    }
+    return lo + (ls - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo]);
+}
+
+int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int steps,
+                         vd_sampler_plan *plan)
+{
+    if (steps < 1 || steps > d->train_steps) return -1;
+    int n = d->train_steps;
+    double *ab = vd_alphas_cumprod(d);
+    double *alpha = vd_malloc((size_t)(steps + 1) * sizeof *alpha); /* ᾱ at each step, then 1 */
+    plan->steps = steps;
+    plan->timestep = vd_malloc((size_t)steps * sizeof(float));
+    plan->coef_z = vd_malloc((size_t)steps * sizeof(float));
+    plan->coef_v = vd_malloc((size_t)steps * sizeof(float));
+    if (kind == VD_SAMPLER_DDIM) {
+        for (int k = 0; k < steps; k++) {
+            int t = (int)lround((double)(steps - k) * n / steps) - 1;
+            plan->timestep[k] = (float)t;
+            alpha[k] = ab[t];
+        }
+    } else {
+        double *log_sigmas = vd_malloc((size_t)n * sizeof *log_sigmas);
+        for (int i = 0; i < n; i++) log_sigmas[i] = 0.5 * log((1.0 - ab[i]) / ab[i]);
+        double rho = 7.0, smax = exp(log_sigmas[n - 1]), smin = exp(log_sigmas[0]);
+        for (int k = 0; k < steps; k++) {
+            double frac = steps > 1 ? (double)k / (steps - 1) : 0.0;
+            double sigma = pow(pow(smax, 1.0 / rho) + frac * (pow(smin, 1.0 / rho) - pow(smax, 1.0 / rho)), rho);
+            plan->timestep[k] = (float)sigma_to_timestep(log_sigmas, n, sigma);
+            alpha[k] = 1.0 / (1.0 + sigma * sigma);
+        }
+        free(log_sigmas);
+    }
+    alpha[steps] = 1.0;
+    for (int k = 0; k < steps; k++) {
+        double sa = sqrt(alpha[k]), sb = sqrt(1.0 - alpha[k]);
+        double na = sqrt(alpha[k + 1]), nb = sqrt(1.0 - alpha[k + 1]);
+        /* z' = na*(sa z - sb v) + nb*(sb z + sa v) */
+        plan->coef_z[k] = (float)(na * sa + nb * sb);
+        plan->coef_v[k] = (float)(nb * sa - na * sb);
+    }
+    free(alpha);
+    free(ab);
+    return 0;
+}
+
+void vd_sampler_plan_free(vd_sampler_plan *plan)
+{
+    free(plan->timestep);
+    free(plan->coef_z);
+    free(plan->coef_v);
+    plan->steps = 0;
+}

@@ -1,0 +1,17 @@
+/* tokenizer.h: prompt text to token ids, by the rules of docs/architecture.md: lower-cased runs
+ * of ASCII letters are words; unknown words map to <unk> (id 1) and are reported; positions past
+ * the prompt are <pad> (id 0). */
+#ifndef VD_TOKENIZER_H
+#define VD_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Writes max_tokens ids. Unknown words, space separated, go to unknown (may be NULL).
+ * Returns the number of unknown words. */
+int vd_tokenize(const vd_text_config *t, const char *prompt, int32_t *ids, char *unknown,
+                size_t unknown_len);
+
+#endif

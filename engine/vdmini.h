@@ -1,0 +1,63 @@
+/* vdmini.h: the engine's public interface, used by the command line and the server.
+ * The engine loads a model (autoencoder, text encoder, 3D UNet) from safetensors files and
+ * generates video frames from a prompt, optionally conditioned on a first image. It has no HTTP
+ * and no video codec in it: frames come back as float RGB in [-1, 1]. */
+#ifndef VDMINI_H
+#define VDMINI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct vd_engine vd_engine;
+
+typedef enum { VD_DEVICE_AUTO = 0, VD_DEVICE_CPU, VD_DEVICE_CUDA } vd_device;
+typedef enum { VD_SAMPLER_DDIM = 0, VD_SAMPLER_EULER } vd_sampler_kind;
+
+#define VD_ERR_LEN 256
+
+/* Loads the model file (text encoder + UNet, optionally the autoencoder too). When the model
+ * file has no autoencoder, ae_path names one; NULL means "ae.safetensors" beside the model.
+ * bf16 selects bf16 matrix products on the GPU (ignored on the CPU). */
+vd_engine *vd_engine_open(const char *model_path, const char *ae_path, vd_device device, int bf16,
+                          char err[VD_ERR_LEN]);
+void vd_engine_close(vd_engine *e);
+const char *vd_engine_device_name(const vd_engine *e); /* "cpu" or "cuda" */
+
+/* Writes freshly initialised weights for a preset ("tiny", "large") to out_path. */
+int vd_init_preset(const char *preset, uint64_t seed, const char *out_path, char err[VD_ERR_LEN]);
+
+/* Prints the architecture, parameters per block and GFLOPs per denoiser step of a weights file
+ * or a preset name. */
+int vd_print_info(const char *path_or_preset, FILE *out, char err[VD_ERR_LEN]);
+
+/* Image size the model was built for, and its limits. */
+typedef struct {
+    int image_size;  /* pixels per side of a frame (latent side times the AE factor) */
+    int latent_div;  /* width and height must be multiples of this */
+    int max_tokens;
+    int default_frames;
+} vd_model_limits;
+void vd_engine_limits(const vd_engine *e, vd_model_limits *out);
+
+typedef struct {
+    const char *prompt;
+    const float *image; /* first frame for image-to-video: (3, height, width) in [-1, 1], or NULL */
+    int frames, width, height, steps;
+    float guidance;     /* classifier-free guidance scale; <= 1 turns guidance off */
+    vd_sampler_kind sampler;
+    uint64_t seed;
+} vd_gen_params;
+
+/* Called after every denoising step; return non-zero to cancel. */
+typedef int (*vd_progress_fn)(void *user, int step, int total);
+
+/* Words of the prompt the model does not know, space separated, into buf. Returns their count. */
+int vd_unknown_words(const vd_engine *e, const char *prompt, char *buf, size_t buflen);
+
+/* Generates one video: frames (frames, 3, height, width) floats in [-1, 1], caller-allocated.
+ * Returns 0, 1 when cancelled by the progress function, or -1 with a message in err. */
+int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress_fn progress,
+                void *user, char err[VD_ERR_LEN]);
+
+#endif

@@ -1,0 +1,118 @@
+/* backend.h: the interface every compute backend implements (cpu/ and cuda/).
+ *
+ * A backend owns its memory (host memory for the CPU, device memory for CUDA) and runs the ops
+ * the models need. Pointers passed to ops always point into that backend's memory. Every op is
+ * a forward pass here; backward passes join as `<op>_backward` members with the same shapes
+ * (parameter gradients accumulate with +=, activation gradients are written with =).
+ *
+ * Shapes in the comments are row-major. "Images" are (B, C, H, W); a video batch (N, T, C, H, W)
+ * is passed as B = N*T images. S always means H*W.
+ *
+ * Ops run in order on one stream; results are visible to a later op without synchronisation,
+ * and to the host after `download` (which synchronises). Output buffers never alias inputs
+ * unless an op says so. */
+#ifndef VD_BACKEND_H
+#define VD_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    VD_PRECISION_F32 = 0, /* everything in fp32 */
+    VD_PRECISION_BF16 = 1 /* matrix products (linear, conv, attention) take bf16 operands and
+                             accumulate in fp32; storage and other ops stay fp32 */
+} vd_precision;
+
+typedef struct vd_backend vd_backend;
+
+struct vd_backend {
+    const char *name;       /* "cpu", "cpu-reference" or "cuda" */
+    vd_precision precision; /* may be changed between ops by the caller */
+    void *impl;             /* the backend's private state */
+
+    /* ---- memory ---- */
+    void *(*alloc)(vd_backend *be, size_t bytes); /* aborts on failure; contents undefined */
+    void (*release)(vd_backend *be, void *ptr);
+    void (*upload)(vd_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*download)(vd_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*copy)(vd_backend *be, void *dst, const void *src, size_t bytes);
+    void (*zero)(vd_backend *be, void *dst, size_t bytes);
+    void (*synchronize)(vd_backend *be);
+    void (*destroy)(vd_backend *be); /* frees the backend itself */
+
+    /* ---- ops, forward ---- */
+
+    /* y(B, co, Ho, Wo) = conv(x(B, ci, H, W), w(co, ci, k, k)) + b(co); zero padding k/2;
+     * Ho = (H + 2*(k/2) - k) / stride + 1. b may be NULL. */
+    void (*conv2d)(vd_backend *be, float *y, const float *x, const float *w, const float *b,
+                   int B, int ci, int H, int W, int co, int k, int stride);
+
+    /* Temporal convolution, kernel 3, zero padding 1 over T:
+     * y(N, T, co, S)[n,t,o,s] = b[o] + sum_i sum_j w(co, ci, 3)[o,i,j] * x(N, T, ci, S)[n,t+j-1,i,s].
+     * b may be NULL. */
+    void (*temporal_conv)(vd_backend *be, float *y, const float *x, const float *w, const float *b,
+                          int N, int T, int ci, int co, int S);
+
+    /* GroupNorm over each image: x, y (B, C, S), G groups, affine gamma/beta (C). y may equal x. */
+    void (*group_norm)(vd_backend *be, float *y, const float *x, const float *gamma,
+                       const float *beta, int B, int C, int S, int G, float eps);
+
+    /* LayerNorm over the last dimension: x, y (M, C), gamma/beta (C). y may equal x. */
+    void (*layer_norm)(vd_backend *be, float *y, const float *x, const float *gamma,
+                       const float *beta, int M, int C, float eps);
+
+    /* Elementwise activations over n values; y may equal x. gelu is the exact erf form. */
+    void (*silu)(vd_backend *be, float *y, const float *x, size_t n);
+    void (*gelu)(vd_backend *be, float *y, const float *x, size_t n);
+
+    /* y(M, out) = x(M, in) * w(out, in)^T + b(out); b may be NULL. */
+    void (*linear)(vd_backend *be, float *y, const float *x, const float *w, const float *b,
+                   int M, int in, int out);
+
+    /* Multi-head attention, no mask. q, o: (B, Lq, heads*d). k, v: (B / kv_group, Lk, heads*d);
+     * batch entry b attends to key/value entry b / kv_group (kv_group = T lets every frame of a
+     * video attend to that video's text). o[b,i,h] = softmax_j(q[b,i,h].k[b',j,h] / sqrt(d)) v. */
+    void (*attention)(vd_backend *be, float *o, const float *q, const float *k, const float *v,
+                      int B, int Lq, int Lk, int heads, int d, int kv_group);
+
+    /* Nearest-neighbour 2x: x (B, C, H, W) -> y (B, C, 2H, 2W). */
+    void (*upsample2x)(vd_backend *be, float *y, const float *x, int B, int C, int H, int W);
+
+    /* y = a + b over n values; y may equal a or b. */
+    void (*add)(vd_backend *be, float *y, const float *a, const float *b, size_t n);
+
+    /* y = alpha * x + beta * y over n values. */
+    void (*axpby)(vd_backend *be, float *y, float alpha, const float *x, float beta, size_t n);
+
+    /* y[o, i] += x[i] for o < outer, i < inner (positional tables added to every batch entry). */
+    void (*add_broadcast)(vd_backend *be, float *y, const float *x, size_t outer, size_t inner);
+
+    /* y(N, T, C, S)[n,t,c,s] += bias(N, C)[n,c] (a per-video, per-channel shift). */
+    void (*add_channel_bias)(vd_backend *be, float *y, const float *bias, int N, int T, int C,
+                             int S);
+
+    /* y(B, ca + cb, S) = concat over channels of a(B, ca, S) and b(B, cb, S). */
+    void (*concat_channels)(vd_backend *be, float *y, const float *a, int ca, const float *b,
+                            int cb, int B, int S);
+
+    /* y(A, C, B, D)[a,c,b,d] = x(A, B, C, D)[a,b,c,d]: swaps the two middle dimensions.
+     * (B, C, S) -> (B, S, C) is transpose(A=B, B=C, C=S, D=1); (N, T, S, C) -> (N, S, T, C) is
+     * transpose(A=N, B=T, C=S, D=C). */
+    void (*transpose)(vd_backend *be, float *y, const float *x, int A, int B, int C, int D);
+
+    /* y(n, dim) = [cos(t*f), sin(t*f)], f_i = exp(-ln(10000) * i / (dim/2)), t (n) in backend
+     * memory. dim is even. */
+    void (*timestep_embedding)(vd_backend *be, float *y, const float *t, int n, int dim);
+
+    /* y(n, dim) = table[ids[i]] for i < n; ids (n int32) in backend memory, each < rows. */
+    void (*embedding)(vd_backend *be, float *y, const int32_t *ids, const float *table, int n,
+                      int dim);
+};
+
+/* Constructors. The CPU backends always exist; vd_backend_cuda returns NULL (with a message
+ * in err) when the build has no CUDA or no usable device is present. */
+vd_backend *vd_backend_cpu(void);           /* the fast path: OpenBLAS and OpenMP */
+vd_backend *vd_backend_cpu_reference(void); /* plain loops: the truth for every other backend */
+vd_backend *vd_backend_cuda(int device, char *err, size_t errlen);
+
+#endif
