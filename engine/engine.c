@@ -184,32 +184,13 @@ int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress
     be->upload(be, z, z_host, zn * sizeof(float));
     free(z_host);
 
-    int in_ch = m->cfg.unet.in_channels;
-    float *x_in = be->alloc(be, (size_t)R * T * in_ch * S * sizeof(float));
-    float *v = be->alloc(be, (size_t)R * zn * sizeof(float));
-    float *tsteps = be->alloc(be, (size_t)R * sizeof(float));
-    int rc = 0;
-    for (int k = 0; k < plan.steps; k++) {
-        float tv[2] = {plan.timestep[k], plan.timestep[k]};
-        be->upload(be, tsteps, tv, (size_t)R * sizeof(float));
-        for (int r = 0; r < R; r++)
-            be->concat_channels(be, x_in + (size_t)r * T * in_ch * S, z, lc, cond, lc + 1, T, S);
-        vd_unet_forward(m, x_in, tsteps, ctx, L, R, T, h, w, v);
-        if (guided) /* v = v_u + g (v_c - v_u) */
-            be->axpby(be, v, 1.0f - p->guidance, v + zn, p->guidance, zn);
-        be->axpby(be, z, plan.coef_v[k], v, plan.coef_z[k], zn);
-        if (progress && progress(user, k + 1, plan.steps)) {
-            rc = 1;
-            break;
-        }
-    }
+    int rc = vd_sample(m, &plan, z, cond, ctx, L, 1, T, h, w, guided ? p->guidance : 1.0f, progress, user);
     if (rc == 0) {
         float *img = be->alloc(be, (size_t)T * 3 * p->height * p->width * sizeof(float));
         vd_ae_decode(e->ae, z, T, h, w, img);
         be->download(be, frames, img, (size_t)T * 3 * p->height * p->width * sizeof(float));
         be->release(be, img);
     }
-    be->release(be, x_in), be->release(be, v), be->release(be, tsteps);
     be->release(be, z), be->release(be, cond), be->release(be, ctx);
     vd_sampler_plan_free(&plan);
     return rc;

@@ -378,6 +378,7 @@ int vd_model_build(vd_model *m, const vd_model_config *cfg, char *err, size_t er
 void vd_model_init_random(vd_model *m, uint64_t seed)
 {
     if (!m->host) m->host = vd_malloc(m->total * sizeof(float));
+#pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < m->nparams; i++) {
         vd_param *p = &m->params[i];
         float *w = m->host + p->offset;

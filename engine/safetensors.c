@@ -140,8 +140,11 @@ static int parse_owned(vd_st_file *f, char *err, size_t errlen)
                 break;
             }
             t->shape[d] = json_integer_value(dim);
+            if (t->shape[d] && numel > ((uint64_t)1 << 40) / (uint64_t)t->shape[d]) {
+                rc = fail(err, errlen, "tensor \"%s\": too many elements", key);
+                break;
+            }
             numel *= (uint64_t)t->shape[d];
-            if (numel > ((uint64_t)1 << 40)) rc = fail(err, errlen, "tensor \"%s\": too many elements", key);
         }
         if (rc) break;
         if (!json_is_array(offs) || json_array_size(offs) != 2 || !json_is_integer(json_array_get(offs, 0)) ||

@@ -81,3 +81,35 @@ void vd_sampler_plan_free(vd_sampler_plan *plan)
     free(plan->coef_v);
     plan->steps = 0;
 }
+
+int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
+              int L, int N, int T, int h, int w, float guidance, vd_progress_fn progress, void *user)
+{
+    vd_backend *be = m->be;
+    int guided = guidance > 1.0f, R = guided ? 2 * N : N, S = h * w;
+    int in_ch = m->cfg.unet.in_channels, lc = m->cfg.unet.out_channels;
+    size_t video = (size_t)T * lc * S, zn = (size_t)N * video, row_in = (size_t)T * in_ch * S;
+    float *x_in = be->alloc(be, (size_t)R * row_in * sizeof(float));
+    float *v = be->alloc(be, (size_t)R * video * sizeof(float));
+    float *tsteps = be->alloc(be, (size_t)R * sizeof(float));
+    float *t_host = vd_malloc((size_t)R * sizeof(float));
+    int rc = 0;
+    for (int k = 0; k < plan->steps; k++) {
+        for (int r = 0; r < R; r++) t_host[r] = plan->timestep[k];
+        be->upload(be, tsteps, t_host, (size_t)R * sizeof(float));
+        for (int r = 0; r < R; r++) /* row r is video r mod N: conditional rows, then unconditional */
+            be->concat_channels(be, x_in + r * row_in, z + (r % N) * video, lc,
+                                cond + (size_t)(r % N) * T * (lc + 1) * S, lc + 1, T, S);
+        vd_unet_forward(m, x_in, tsteps, ctx, L, R, T, h, w, v);
+        if (guided) /* v = v_u + g (v_c - v_u) */
+            be->axpby(be, v, 1.0f - guidance, v + zn, guidance, zn);
+        be->axpby(be, z, plan->coef_v[k], v, plan->coef_z[k], zn);
+        if (progress && progress(user, k + 1, plan->steps)) {
+            rc = 1;
+            break;
+        }
+    }
+    free(t_host);
+    be->release(be, x_in), be->release(be, v), be->release(be, tsteps);
+    return rc;
+}

@@ -6,6 +6,7 @@
 #define VD_SAMPLER_H
 
 #include "config.h"
+#include "model.h"
 #include "vdmini.h"
 
 typedef struct {
@@ -18,6 +19,13 @@ typedef struct {
 int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int steps,
                          vd_sampler_plan *plan);
 void vd_sampler_plan_free(vd_sampler_plan *plan);
+
+/* Runs a plan on N videos: z (N, T, latent, h, w) is the starting noise and becomes the result;
+ * cond (N, T, latent + 1, h, w) the condition latent and mask; ctx (N, L, dim) the text, or
+ * (2N, L, dim) — the prompts, then the empty prompts — when guidance > 1. All in the model's
+ * backend memory. Returns 0, or 1 when the progress function asked to stop. */
+int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
+              int L, int N, int T, int h, int w, float guidance, vd_progress_fn progress, void *user);
 
 /* ᾱ over the training table (train_steps doubles, malloc'd). */
 double *vd_alphas_cumprod(const vd_diffusion_config *d);

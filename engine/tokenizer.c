@@ -13,6 +13,10 @@ static int lookup(const vd_text_config *t, const char *word)
     return 1;
 }
 
+/* Words are runs of ASCII letters and non-ASCII bytes (so "été" stays one, unknown, word);
+ * everything else in ASCII separates them. */
+static int is_word_byte(unsigned char c) { return c > 127 || isalpha(c); }
+
 int vd_tokenize(const vd_text_config *t, const char *prompt, int32_t *ids, char *unknown,
                 size_t unknown_len)
 {
@@ -20,22 +24,23 @@ int vd_tokenize(const vd_text_config *t, const char *prompt, int32_t *ids, char 
     size_t used = 0;
     if (unknown && unknown_len) unknown[0] = 0;
     for (int i = 0; i < t->max_tokens; i++) ids[i] = 0;
-    const char *p = prompt;
+    const unsigned char *p = (const unsigned char *)prompt;
     while (*p) {
-        if (!isalpha((unsigned char)*p) || (unsigned char)*p > 127) { p++; continue; }
+        if (!is_word_byte(*p)) { p++; continue; }
         char word[64];
         size_t len = 0;
-        while (isalpha((unsigned char)*p) && (unsigned char)*p <= 127) {
-            if (len + 1 < sizeof word) word[len++] = (char)tolower((unsigned char)*p);
+        int ascii = 1;
+        while (is_word_byte(*p)) {
+            if (*p > 127) ascii = 0;
+            if (len + 1 < sizeof word) word[len++] = (char)tolower(*p);
             p++;
         }
         word[len] = 0;
-        int id = len + 1 < sizeof word ? lookup(t, word) : 1;
+        int id = ascii && len + 1 < sizeof word ? lookup(t, word) : 1;
         if (id == 1) {
             unknown_count++;
-            if (unknown && used + len + 2 < unknown_len) {
+            if (unknown && used + len + 2 < unknown_len)
                 used += (size_t)snprintf(unknown + used, unknown_len - used, "%s%s", used ? " " : "", word);
-            }
         }
         if (n < t->max_tokens) ids[n++] = id;
     }

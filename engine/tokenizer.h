@@ -1,6 +1,6 @@
-/* tokenizer.h: prompt text to token ids, by the rules of docs/architecture.md: lower-cased runs
- * of ASCII letters are words; unknown words map to <unk> (id 1) and are reported; positions past
- * the prompt are <pad> (id 0). */
+/* tokenizer.h: prompt text to token ids, by the rules of docs/architecture.md: words are runs
+ * of ASCII letters and non-ASCII bytes, lower-cased; unknown words (any with a non-ASCII byte
+ * among them) map to <unk> (id 1) and are reported; positions past the prompt are <pad> (id 0). */
 #ifndef VD_TOKENIZER_H
 #define VD_TOKENIZER_H
 

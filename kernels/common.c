@@ -7,25 +7,37 @@
 #include <string.h>
 #include <time.h>
 
-vd_log_level vd_log_threshold = VD_LOG_INFO;
+static vd_log_level threshold = VD_LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
+static int threshold_read;
+
 static void log_init_once(void)
 {
-    static int done;
-    if (done) return;
-    done = 1;
+    if (threshold_read) return;
+    threshold_read = 1;
     const char *env = getenv("VDMINI_LOG");
     if (!env) return;
     for (int i = 0; i < 4; i++)
-        if (strcmp(env, level_names[i]) == 0) vd_log_threshold = (vd_log_level)i;
+        if (strcmp(env, level_names[i]) == 0) threshold = (vd_log_level)i;
+}
+
+int vd_log_enabled(vd_log_level level)
+{
+    log_init_once();
+    return level >= threshold;
+}
+
+void vd_log_set_threshold(vd_log_level level)
+{
+    threshold_read = 1;
+    threshold = level;
 }
 
 void vd_log_write(vd_log_level level, const char *file, int line, const char *fmt, ...)
 {
-    log_init_once();
-    if (level < vd_log_threshold) return;
+    if (!vd_log_enabled(level)) return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;

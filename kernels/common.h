@@ -9,14 +9,16 @@
 
 typedef enum { VD_LOG_DEBUG = 0, VD_LOG_INFO, VD_LOG_WARN, VD_LOG_ERROR } vd_log_level;
 
-/* Messages below this level are dropped; set from VDMINI_LOG (debug|info|warn|error) at first use. */
-extern vd_log_level vd_log_threshold;
+/* Messages below the threshold are dropped. It comes from VDMINI_LOG (debug|info|warn|error)
+ * at first use, default info; vd_log_set_threshold overrides it. */
+int vd_log_enabled(vd_log_level level);
+void vd_log_set_threshold(vd_log_level level);
 
 void vd_log_write(vd_log_level level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 #define VD_LOG(level, ...) \
-    do { if ((level) >= vd_log_threshold) vd_log_write((level), __FILE__, __LINE__, __VA_ARGS__); } while (0)
+    do { if (vd_log_enabled(level)) vd_log_write((level), __FILE__, __LINE__, __VA_ARGS__); } while (0)
 
 /* Allocation that never returns NULL: on failure it logs file:line and aborts. */
 void *vd_malloc_checked(size_t bytes, const char *file, int line);

@@ -1,0 +1,70 @@
+#!/bin/sh
+# test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and
+# image to video) producing a real MP4 and PNG, determinism of a seed, and a clear error with
+# exit status 2 for each kind of bad argument.
+set -u
+: "${top_builddir:=.}"
+vdmini="$top_builddir/vdmini"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok: $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
+
+# expect_usage_error NAME FRAGMENT ARGS...: exit status 2 and FRAGMENT in the message
+expect_usage_error() {
+    name=$1 fragment=$2
+    shift 2
+    "$vdmini" "$@" >"$work/out" 2>"$work/err"
+    rc=$?
+    if [ $rc -eq 2 ] && grep -q -- "$fragment" "$work/err"; then ok "$name"; else bad "$name (status $rc: $(cat "$work/err"))"; fi
+}
+
+model="$work/tiny.safetensors"
+if "$vdmini" init --preset tiny --seed 5 --out "$model" 2>/dev/null && [ -s "$model" ]; then ok "init"; else bad "init"; fi
+if "$vdmini" info "$model" | grep -q "GFLOPs per denoiser step"; then ok "info"; else bad "info"; fi
+
+gen() { "$vdmini" generate --model "$model" --frames 4 --steps 2 --device cpu "$@"; }
+if gen --prompt "a red circle moves left" --seed 9 --out "$work/a.mp4" 2>"$work/err" &&
+   [ -s "$work/a.mp4" ] && [ -s "$work/a.png" ] && head -c 12 "$work/a.mp4" | grep -q ftyp; then
+    ok "generate text-to-video"
+else
+    bad "generate text-to-video: $(cat "$work/err")"
+fi
+gen --prompt "a red circle moves left" --seed 9 --out "$work/b.mp4" 2>/dev/null
+if cmp -s "$work/a.mp4" "$work/b.mp4"; then ok "same seed, same video"; else bad "same seed gave a different video"; fi
+gen --prompt "a red circle moves left" --seed 10 --out "$work/c.mp4" 2>/dev/null
+if ! cmp -s "$work/a.mp4" "$work/c.mp4"; then ok "another seed, another video"; else bad "seed ignored"; fi
+if gen --prompt "a blue square" --image "$work/a.png" --sampler euler --seed 1 --out "$work/i.mp4" 2>"$work/err" &&
+   [ -s "$work/i.mp4" ]; then ok "generate image-to-video"; else bad "generate image-to-video: $(cat "$work/err")"; fi
+gen --prompt "a flibbertigibbet circle" --seed 1 --out "$work/u.mp4" 2>"$work/err"
+if grep -q "does not know.*flibbertigibbet" "$work/err"; then ok "unknown words reported"; else bad "unknown words not reported"; fi
+
+expect_usage_error "no command" "usage"
+expect_usage_error "unknown command" "unknown command" frobnicate
+expect_usage_error "init without preset" "--preset" init --out "$work/x.safetensors"
+expect_usage_error "unknown preset" "unknown preset" init --preset huge --out "$work/x.safetensors"
+expect_usage_error "missing prompt" "--prompt" generate --model "$model" --out "$work/x.mp4"
+expect_usage_error "bad frames" "--frames" generate --model "$model" --prompt p --frames 0 --out "$work/x.mp4"
+expect_usage_error "frames not a number" "--frames" generate --model "$model" --prompt p --frames ten --out "$work/x.mp4"
+expect_usage_error "bad size" "--size" generate --model "$model" --prompt p --size 128 --out "$work/x.mp4"
+expect_usage_error "size not a multiple" "--size" generate --model "$model" --prompt p --size 100x100 --out "$work/x.mp4"
+expect_usage_error "bad steps" "--steps" generate --model "$model" --prompt p --steps 5000 --out "$work/x.mp4"
+expect_usage_error "bad guidance" "--guidance" generate --model "$model" --prompt p --guidance lots --out "$work/x.mp4"
+expect_usage_error "bad sampler" "--sampler" generate --model "$model" --prompt p --sampler heun --out "$work/x.mp4"
+expect_usage_error "bad device" "--device" generate --model "$model" --prompt p --device tpu --out "$work/x.mp4"
+expect_usage_error "bad seed" "--seed" generate --model "$model" --prompt p --seed -1 --out "$work/x.mp4"
+expect_usage_error "output not mp4" "--out" generate --model "$model" --prompt p --out "$work/x.avi"
+expect_usage_error "missing value" "missing value" generate --model
+
+"$vdmini" generate --model "$work/none.safetensors" --prompt p --out "$work/x.mp4" 2>"$work/err"
+if [ $? -eq 1 ] && grep -q "none.safetensors" "$work/err"; then ok "missing model file"; else bad "missing model file"; fi
+printf 'not a model' >"$work/junk.safetensors"
+"$vdmini" generate --model "$work/junk.safetensors" --prompt p --out "$work/x.mp4" 2>"$work/err"
+if [ $? -eq 1 ] && grep -q "junk.safetensors" "$work/err"; then ok "malformed model file"; else bad "malformed model file"; fi
+printf 'not an image' >"$work/junk.png"
+gen --prompt p --image "$work/junk.png" --out "$work/x.mp4" 2>"$work/err"
+if [ $? -eq 1 ] && grep -q -- "--image" "$work/err"; then ok "malformed image"; else bad "malformed image: $(cat "$work/err")"; fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,23 @@
+#!/bin/sh
+# test_reference.sh: the C engine against the PyTorch reference in tools/reference/ (Debian's
+# python3-torch, CPU, fp32): every op on both CPU backends, then a tiny model's tokenizer, text
+# encoder, autoencoder, UNet step and DDIM/Euler sampling runs. Fresh random weights and inputs
+# each run (the seed is printed).
+set -eu
+: "${top_srcdir:=.}" "${top_builddir:=.}" "${TORCH_PYTHON:=/usr/bin/python3}"
+if ! "$TORCH_PYTHON" -c 'import torch' 2>/dev/null; then
+    echo "SKIP: $TORCH_PYTHON has no torch (apt-get install python3-torch)"
+    exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+echo "seed $seed"
+
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_op_cases.py" "$work/ops.safetensors" --seed "$seed"
+"$top_builddir/tests/kernels/check_op_cases" "$work/ops.safetensors"
+
+"$top_builddir/vdmini" init --preset tiny --seed "$seed" --out "$work/tiny.safetensors"
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/tiny.safetensors" \
+    --out "$work/cases.safetensors" --seed "$((seed % 100000))"
+"$top_builddir/tests/engine/check_reference" "$work/tiny.safetensors" "$work/cases.safetensors"

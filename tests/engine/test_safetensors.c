@@ -1,0 +1,324 @@
+/* test_safetensors.c: the safetensors reader and writer, the model config parser and the model
+ * loader, fed good files and every kind of malformed one. A malformed input must be rejected
+ * with a message that names the problem; nothing may crash. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "config.h"
+#include "model.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+/* A file image: 8-byte length, header text, then data bytes. */
+static uint8_t *make_file(const char *header, const uint8_t *data, size_t data_len, size_t *size)
+{
+    size_t hlen = strlen(header);
+    *size = 8 + hlen + data_len;
+    uint8_t *b = vd_malloc(*size);
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+    memcpy(b + 8, header, hlen);
+    if (data_len) memcpy(b + 8 + hlen, data, data_len);
+    return b;
+}
+
+static void expect_reject(const char *header, size_t data_len, const char *fragment)
+{
+    uint8_t data[64] = {0};
+    size_t size;
+    uint8_t *b = make_file(header, data, data_len, &size);
+    vd_st_file f;
+    char err[256] = "";
+    assert_int_equal(vd_st_parse(b, size, &f, err, sizeof err), -1);
+    if (!strstr(err, fragment)) fail_msg("for header %s: message \"%s\" lacks \"%s\"", header, err, fragment);
+    free(b);
+}
+
+static void test_parse_good(void **state)
+{
+    (void)state;
+    float values[3] = {1.5f, -2.0f, 3.25f};
+    size_t size;
+    uint8_t *b = make_file("{\"__metadata__\":{\"k\":\"v\"},\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}",
+                           (const uint8_t *)values, 12, &size);
+    vd_st_file f;
+    char err[256];
+    assert_int_equal(vd_st_parse(b, size, &f, err, sizeof err), 0);
+    assert_int_equal(f.count, 1);
+    assert_string_equal(vd_st_meta(&f, "k"), "v");
+    assert_null(vd_st_meta(&f, "missing"));
+    const vd_st_tensor *t = vd_st_find(&f, "a");
+    assert_non_null(t);
+    float out[3];
+    assert_int_equal(vd_st_to_f32(t, out), 0);
+    assert_memory_equal(out, values, sizeof values);
+    vd_st_free(&f);
+    free(b);
+}
+
+static void test_parse_malformed(void **state)
+{
+    (void)state;
+    expect_reject("{", 0, "not valid JSON");
+    expect_reject("[1,2]", 0, "not a JSON object");
+    expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8, "outside the data area");
+    expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,16]}}", 16, "bytes for 3 elements");
+    expect_reject("{\"a\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "unsupported dtype");
+    expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "dimension 0");
+    expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8, "outside the data area");
+    expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", 8, "outside the data area");
+    expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "data_offsets");
+    expect_reject("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing dtype");
+    expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                  "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlap");
+    expect_reject("{\"__metadata__\":{\"k\":3}}", 0, "not a string");
+    expect_reject("{\"a\":5}", 0, "not an object");
+    expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[1099511627776,1099511627776],\"data_offsets\":[0,4]}}", 4,
+                  "too many elements");
+}
+
+static void test_parse_bad_lengths(void **state)
+{
+    (void)state;
+    vd_st_file f;
+    char err[256];
+    uint8_t tiny[4] = {1, 2, 3, 4};
+    assert_int_equal(vd_st_parse(tiny, sizeof tiny, &f, err, sizeof err), -1);
+    assert_non_null(strstr(err, "too short"));
+
+    uint8_t huge[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f};
+    assert_int_equal(vd_st_parse(huge, sizeof huge, &f, err, sizeof err), -1);
+    assert_non_null(strstr(err, "exceeds the limit"));
+
+    uint8_t past[16] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
+    assert_int_equal(vd_st_parse(past, sizeof past, &f, err, sizeof err), -1);
+    assert_non_null(strstr(err, "past the end"));
+}
+
+/* Every prefix of a good file is rejected cleanly, never accepted or crashed on. */
+static void test_truncations(void **state)
+{
+    (void)state;
+    float values[4] = {1, 2, 3, 4};
+    size_t size;
+    uint8_t *b = make_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}",
+                           (const uint8_t *)values, 16, &size);
+    for (size_t cut = 0; cut < size; cut++) {
+        vd_st_file f;
+        char err[256];
+        assert_int_equal(vd_st_parse(b, cut, &f, err, sizeof err), -1);
+        assert_true(strlen(err) > 0);
+    }
+    free(b);
+}
+
+static void test_write_read_round_trip(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/vdmini-st-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    float a[6] = {0.1f, -1e-3f, 3.0f, 1e6f, -0.0f, 42.5f};
+    int64_t shape[2] = {2, 3};
+    int32_t ids[3] = {7, -1, 12345};
+    int64_t ishape[1] = {3};
+    vd_st_writer *w = vd_st_writer_new();
+    vd_st_writer_meta(w, "note", "round trip");
+    vd_st_writer_add_f32(w, "a32", VD_ST_F32, a, 2, shape);
+    vd_st_writer_add_f32(w, "a16", VD_ST_BF16, a, 2, shape);
+    vd_st_writer_add_raw(w, "ids", VD_ST_I32, ids, 1, ishape);
+    char err[256];
+    assert_int_equal(vd_st_writer_save(w, path, err, sizeof err), 0);
+    vd_st_writer_free(w);
+
+    vd_st_file f;
+    assert_int_equal(vd_st_read(path, &f, err, sizeof err), 0);
+    assert_string_equal(vd_st_meta(&f, "note"), "round trip");
+    float out[6];
+    assert_int_equal(vd_st_to_f32(vd_st_find(&f, "a32"), out), 0);
+    assert_memory_equal(out, a, sizeof a);
+    assert_int_equal(vd_st_to_f32(vd_st_find(&f, "a16"), out), 0);
+    for (int i = 0; i < 6; i++) assert_true(fabsf(out[i] - a[i]) <= fabsf(a[i]) / 128.0f);
+    const vd_st_tensor *t = vd_st_find(&f, "ids");
+    assert_int_equal(t->dtype, VD_ST_I32);
+    assert_memory_equal(t->data, ids, sizeof ids);
+    assert_int_equal(vd_st_to_f32(t, out), -1);
+    vd_st_free(&f);
+    unlink(path);
+    assert_int_equal(vd_st_read(path, &f, err, sizeof err), -1);
+}
+
+static void test_bf16_rounding(void **state)
+{
+    (void)state;
+    assert_int_equal(vd_f32_to_bf16(1.0f), 0x3f80);
+    assert_true(vd_bf16_to_f32(vd_f32_to_bf16(1.00390625f)) == 1.0f);       /* ties to even: down */
+    assert_true(vd_bf16_to_f32(vd_f32_to_bf16(1.01171875f)) == 1.015625f);  /* ties to even: up */
+    assert_true(isnan(vd_bf16_to_f32(vd_f32_to_bf16(NAN))));
+    assert_true(isinf(vd_bf16_to_f32(vd_f32_to_bf16(INFINITY))));
+}
+
+static void expect_config_error(const char *json, const char *fragment)
+{
+    vd_model_config c;
+    char err[256] = "";
+    assert_int_equal(vd_config_parse(json, &c, err, sizeof err), -1);
+    if (!strstr(err, fragment)) fail_msg("config %s: message \"%s\" lacks \"%s\"", json, err, fragment);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    vd_model_config c, back;
+    assert_int_equal(vd_config_preset("tiny", &c), 0);
+    char *json = vd_config_to_json(&c);
+    char err[256];
+    assert_int_equal(vd_config_parse(json, &back, err, sizeof err), 0);
+    char *again = vd_config_to_json(&back);
+    assert_string_equal(json, again); /* the JSON form is a fixed point */
+    free(json), free(again);
+    vd_config_free(&c), vd_config_free(&back);
+    assert_int_equal(vd_config_preset("nonesuch", &c), -1);
+
+    expect_config_error("{", "not valid JSON");
+    expect_config_error("{\"format\":\"other\"}", "format");
+    expect_config_error("{\"format\":\"vdmini\",\"ae\":{\"channels\":[30],\"latent_channels\":4,\"groups\":8,\"image_size\":64}}",
+                        "not divisible by groups");
+    expect_config_error("{\"format\":\"vdmini\",\"text\":{\"vocab\":[\"a\",\"b\"],\"max_tokens\":4,\"dim\":8,\"layers\":1,\"heads\":2}}",
+                        "must start with");
+    expect_config_error("{\"format\":\"vdmini\",\"text\":{\"vocab\":[\"<pad>\",\"<unk>\"],\"max_tokens\":4,\"dim\":9,\"layers\":1,\"heads\":2}}",
+                        "not divisible by text.heads");
+    expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false],\"blocks_per_level\":2,"
+                        "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
+                        "\"latent_size\":[8,8]}}", "2 levels");
+    expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
+                        "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
+                        "\"latent_size\":[8,8],\"removed\":[\"down.5.0\"]}}", "not a block");
+    expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":\"x\"}}", "unet.channels");
+}
+
+/* A tiny model saved and loaded back, then files that do not match their config. */
+static void test_model_files(void **state)
+{
+    (void)state;
+    vd_model_config c;
+    assert_int_equal(vd_config_preset("tiny", &c), 0);
+    vd_model m, back;
+    char err[256], path[] = "/tmp/vdmini-model-XXXXXX";
+    assert_int_equal(vd_model_build(&m, &c, err, sizeof err), 0);
+    vd_model_init_random(&m, 7);
+    int fd = mkstemp(path);
+    close(fd);
+    assert_int_equal(vd_model_save(&m, path, VD_ST_F32, err, sizeof err), 0);
+    assert_int_equal(vd_model_load(&back, path, err, sizeof err), 0);
+    assert_int_equal(back.total, m.total);
+    assert_memory_equal(back.host, m.host, m.total * sizeof(float));
+    vd_model_free(&back);
+
+    /* a file holding one tensor too few */
+    vd_st_file f;
+    assert_int_equal(vd_st_read(path, &f, err, sizeof err), 0);
+    f.count--;
+    assert_int_equal(vd_model_load_file(&back, &f, err, sizeof err), -1);
+    assert_non_null(strstr(err, "is missing"));
+    f.count++;
+    /* a tensor of the wrong shape */
+    f.tensors[0].shape[0]++;
+    assert_int_equal(vd_model_load_file(&back, &f, err, sizeof err), -1);
+    assert_non_null(strstr(err, "wrong shape"));
+    f.tensors[0].shape[0]--;
+    /* a tensor the config does not describe */
+    free(f.tensors[0].name);
+    f.tensors[0].name = strdup("unet.extra.weight");
+    assert_int_equal(vd_model_load_file(&back, &f, err, sizeof err), -1);
+    vd_st_free(&f);
+    unlink(path);
+
+    /* no config at all */
+    vd_st_writer *w = vd_st_writer_new();
+    float one = 1;
+    int64_t shape[1] = {1};
+    vd_st_writer_add_f32(w, "x", VD_ST_F32, &one, 1, shape);
+    assert_int_equal(vd_st_writer_save(w, path, err, sizeof err), 0);
+    vd_st_writer_free(w);
+    assert_int_equal(vd_model_load(&back, path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "vdmini.config"));
+    unlink(path);
+    vd_model_free(&m);
+    vd_config_free(&c);
+}
+
+/* Removing blocks removes exactly their parameters and keeps the skip wiring buildable. */
+static void test_removed_blocks(void **state)
+{
+    (void)state;
+    vd_model_config c;
+    assert_int_equal(vd_config_preset("tiny", &c), 0);
+    vd_model full, pruned;
+    char err[256];
+    assert_int_equal(vd_model_build(&full, &c, err, sizeof err), 0);
+    const char *drop[] = {"down.0.1", "up.0.2", "mid"};
+    c.unet.removed = vd_realloc(c.unet.removed, 3 * sizeof(char *));
+    for (int i = 0; i < 3; i++) c.unet.removed[i] = strdup(drop[i]);
+    c.unet.removed_count = 3;
+    assert_int_equal(vd_model_build(&pruned, &c, err, sizeof err), 0);
+    assert_int_equal(vd_model_count_params(&pruned, "unet.down.0.1."), 0);
+    assert_int_equal(vd_model_count_params(&pruned, "unet.mid."), 0);
+    assert_true(vd_model_count_params(&full, "unet.mid.") > 0);
+    assert_true(pruned.total < full.total);
+    /* down.0.0 keeps its weights' shapes */
+    const vd_param *a = vd_model_param(&full, "unet.down.0.0.res.conv1.weight");
+    const vd_param *b = vd_model_param(&pruned, "unet.down.0.0.res.conv1.weight");
+    assert_non_null(a), assert_non_null(b);
+    assert_memory_equal(a->shape, b->shape, sizeof a->shape);
+    char names[64][16];
+    int n = vd_unet_block_names(&c.unet, names, 64);
+    for (int i = 0; i < n; i++) {
+        assert_string_not_equal(names[i], "mid");
+        assert_string_not_equal(names[i], "down.0.1");
+    }
+    vd_model_free(&full), vd_model_free(&pruned);
+    vd_config_free(&c);
+}
+
+static void test_tokenizer(void **state)
+{
+    (void)state;
+    char *vocab[] = {"<pad>", "<unk>", "a", "red", "circle", "moves", "left"};
+    vd_text_config t = {.present = 1, .vocab_size = 7, .vocab = vocab, .max_tokens = 6};
+    int32_t ids[6];
+    char unknown[64];
+    assert_int_equal(vd_tokenize(&t, "A RED circle, moves... far-left!", ids, unknown, sizeof unknown), 1);
+    int32_t want[6] = {2, 3, 4, 5, 1, 6};
+    assert_memory_equal(ids, want, sizeof want);
+    assert_string_equal(unknown, "far");
+    assert_int_equal(vd_tokenize(&t, "", ids, unknown, sizeof unknown), 0);
+    for (int i = 0; i < 6; i++) assert_int_equal(ids[i], 0);
+    assert_int_equal(vd_tokenize(&t, "a a a a a a a a red", ids, NULL, 0), 0); /* truncated */
+    for (int i = 0; i < 6; i++) assert_int_equal(ids[i], 2);
+    assert_int_equal(vd_tokenize(&t, "circle2left \xc3\xa9t\xc3\xa9 R\xc3\xa9" "d", ids, unknown, sizeof unknown), 2);
+    assert_int_equal(ids[0], 4), assert_int_equal(ids[1], 6), assert_int_equal(ids[2], 1), assert_int_equal(ids[3], 1);
+    assert_string_equal(unknown, "\xc3\xa9t\xc3\xa9 r\xc3\xa9" "d");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_good),        cmocka_unit_test(test_parse_malformed),
+        cmocka_unit_test(test_parse_bad_lengths), cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_write_read_round_trip), cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_config),            cmocka_unit_test(test_model_files),
+        cmocka_unit_test(test_removed_blocks),    cmocka_unit_test(test_tokenizer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
