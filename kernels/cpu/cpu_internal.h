@@ -1,0 +1,20 @@
+/* cpu_internal.h: what the two CPU backends (cpu_reference.c and cpu_fast.c) share. Both keep
+ * tensors in ordinary host memory, so their memory functions are the same plain calls; they are
+ * defined once in cpu_reference.c. */
+#ifndef VD_CPU_INTERNAL_H
+#define VD_CPU_INTERNAL_H
+
+#include "backend.h"
+
+void *cpu_alloc(vd_backend *be, size_t bytes);
+void cpu_release(vd_backend *be, void *ptr);
+void cpu_upload(vd_backend *be, void *dst, const void *host_src, size_t bytes);
+void cpu_download(vd_backend *be, void *host_dst, const void *src, size_t bytes);
+void cpu_copy(vd_backend *be, void *dst, const void *src, size_t bytes);
+void cpu_zero(vd_backend *be, void *dst, size_t bytes);
+void cpu_synchronize(vd_backend *be);
+
+/* Fills the memory members of be with the functions above. */
+void cpu_set_memory_ops(vd_backend *be);
+
+#endif
