@@ -2,14 +2,16 @@
  * backend. It links only the engine library, so it travels to the GPU machine in a small bundle.
  *
  *   bench_step --preset tiny|large [--batch N] [--frames T] [--device cpu|cuda] [--bf16]
- *              [--warmup N] [--iters N]
+ *              [--warmup N] [--iters N] [--profile]
  *   bench_step --print-config tiny|large     (the preset's JSON config, for the PyTorch baseline)
  *
- * Prints one JSON line per run: the median over iters, each iteration synchronised. */
+ * Prints one JSON line per run: the median over iters, each iteration synchronised. --profile
+ * also prints, to stderr, the time per op of one more step run op by op synchronised. */
 #include "backend.h"
 #include "common.h"
 #include "config.h"
 #include "model.h"
+#include "op_profile.h"
 #include "rng.h"
 
 #include <stdio.h>
@@ -36,7 +38,7 @@ static float *random_on(vd_backend *be, size_t n, uint64_t seed, float scale)
 int main(int argc, char **argv)
 {
     const char *preset = "tiny", *device = "cpu";
-    int batch = 2, frames = 0, bf16 = 0, warmup = 2, iters = 5;
+    int batch = 2, frames = 0, bf16 = 0, warmup = 2, iters = 5, profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--print-config") == 0 && v) {
@@ -49,6 +51,7 @@ int main(int argc, char **argv)
             return 0;
         }
         if (strcmp(a, "--bf16") == 0) { bf16 = 1; continue; }
+        if (strcmp(a, "--profile") == 0) { profile = 1; continue; }
         if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
         if (strcmp(a, "--preset") == 0) preset = v;
         else if (strcmp(a, "--device") == 0) device = v;
@@ -97,6 +100,14 @@ int main(int argc, char **argv)
         if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
     }
     qsort(ms, (size_t)iters, sizeof *ms, compare_doubles);
+    if (profile) {
+        vd_backend *timed = vd_backend_profiled(be);
+        m.be = timed;
+        vd_unet_forward(&m, x, t, ctx, L, batch, T, h, w, out);
+        vd_profile_print(timed, stderr);
+        m.be = be;
+        timed->destroy(timed);
+    }
     float probe;
     be->download(be, &probe, out, sizeof probe);
     printf("{\"impl\": \"vdmini\", \"preset\": \"%s\", \"batch\": %d, \"frames\": %d, \"device\": \"%s\", "
