@@ -385,10 +385,12 @@ void vd_model_init_random(vd_model *m, uint64_t seed)
         size_t len = strlen(p->name);
         int is_bias = len > 5 && strcmp(p->name + len - 5, ".bias") == 0;
         int is_norm = strstr(p->name, "norm") != NULL;
-        if (is_bias) {
-            memset(w, 0, p->numel * sizeof(float));
-        } else if (is_norm) {
-            for (size_t j = 0; j < p->numel; j++) w[j] = 1.0f;
+        if (is_bias || is_norm) {
+            /* small random offsets rather than exact 0 and 1, so that a test comparing two
+             * implementations notices a bias or a gamma/beta put in the wrong place */
+            vd_rng_normal(seed ^ hash_name(p->name), 0, w, p->numel);
+            float base = is_norm && !is_bias ? 1.0f : 0.0f;
+            for (size_t j = 0; j < p->numel; j++) w[j] = base + 0.02f * w[j];
         } else {
             /* fan_in: all dims but the first; embeddings use a small fixed scale */
             size_t fan_in = p->ndim > 1 ? p->numel / (size_t)p->shape[0] : 1;

@@ -46,8 +46,8 @@ typedef struct vd_model {
 /* Declares the parameters of cfg (no weights yet: host stays NULL until init or load). Returns
  * -1 with a message when the config cannot be built (e.g. channels not divisible by groups). */
 int vd_model_build(vd_model *m, const vd_model_config *cfg, char *err, size_t errlen);
-/* Random initialisation: weights ~ N(0, 1/fan_in) (scaled by 0.02 for embeddings), biases 0,
- * norms gamma 1 beta 0. Deterministic in seed. */
+/* Random initialisation: weights ~ N(0, 1/fan_in) (std 0.02 for embeddings), biases and norm
+ * betas ~ N(0, 0.02^2), norm gammas ~ 1 + N(0, 0.02^2). Deterministic in seed. */
 void vd_model_init_random(vd_model *m, uint64_t seed);
 /* Reads config and weights from a file: every declared parameter must be present with its exact
  * shape; extra tensors are an error. */

@@ -17,6 +17,15 @@ static int lookup(const vd_text_config *t, const char *word)
  * everything else in ASCII separates them. */
 static int is_word_byte(unsigned char c) { return c > 127 || isalpha(c); }
 
+/* Whether word is already one of the space-separated words of list. */
+static int listed(const char *list, const char *word)
+{
+    size_t len = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)) != NULL; p += len)
+        if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == 0)) return 1;
+    return 0;
+}
+
 int vd_tokenize(const vd_text_config *t, const char *prompt, int32_t *ids, char *unknown,
                 size_t unknown_len)
 {
@@ -37,7 +46,7 @@ int vd_tokenize(const vd_text_config *t, const char *prompt, int32_t *ids, char 
         }
         word[len] = 0;
         int id = ascii && len + 1 < sizeof word ? lookup(t, word) : 1;
-        if (id == 1) {
+        if (id == 1 && !(unknown && listed(unknown, word))) {
             unknown_count++;
             if (unknown && used + len + 2 < unknown_len)
                 used += (size_t)snprintf(unknown + used, unknown_len - used, "%s%s", used ? " " : "", word);

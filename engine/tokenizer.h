@@ -9,7 +9,8 @@
 
 #include "config.h"
 
-/* Writes max_tokens ids. Unknown words, space separated, go to unknown (may be NULL).
+/* Writes max_tokens ids. The unknown words of the whole prompt, each once in order of first
+ * appearance and space separated, go to unknown (may be NULL; then repeats are counted).
  * Returns the number of unknown words. */
 int vd_tokenize(const vd_text_config *t, const char *prompt, int32_t *ids, char *unknown,
                 size_t unknown_len);
