@@ -487,8 +487,11 @@ void vd_model_free(vd_model *m)
  * Forward helpers
  * ------------------------------------------------------------------------------------------ */
 
+#define tmp vd_model_scratch
+#define done vd_model_scratch_done
+
 /* A buffer of n floats in backend memory, reused from the pool when one of that size is free. */
-static float *tmp(vd_model *m, size_t n)
+float *vd_model_scratch(vd_model *m, size_t n)
 {
     for (int i = 0; i < m->pool_count; i++)
         if (!m->pool[i].in_use && m->pool[i].floats == n) {
@@ -506,7 +509,7 @@ static float *tmp(vd_model *m, size_t n)
     return e->ptr;
 }
 
-static void done(vd_model *m, const float *p)
+void vd_model_scratch_done(vd_model *m, const float *p)
 {
     for (int i = 0; i < m->pool_count; i++)
         if (m->pool[i].ptr == p) {

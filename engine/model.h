@@ -61,6 +61,11 @@ void vd_model_attach(vd_model *m, vd_backend *be);
 void vd_model_free(vd_model *m);
 
 const vd_param *vd_model_param(const vd_model *m, const char *name);
+
+/* A buffer of n floats in the model's backend memory, from a pool of buffers reused by size;
+ * give it back with vd_model_scratch_done. */
+float *vd_model_scratch(vd_model *m, size_t n);
+void vd_model_scratch_done(vd_model *m, const float *p);
 /* Parameters whose name starts with prefix. */
 size_t vd_model_count_params(const vd_model *m, const char *prefix);
 

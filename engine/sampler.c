@@ -82,34 +82,56 @@ void vd_sampler_plan_free(vd_sampler_plan *plan)
     plan->steps = 0;
 }
 
+void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, int h, int w)
+{
+    vd_backend *be = m->be;
+    int S = h * w, in_ch = m->cfg.unet.in_channels, lc = m->cfg.unet.out_channels, D = m->cfg.unet.context_dim;
+    size_t video = (size_t)T * lc * S, row_in = (size_t)T * in_ch * S, row_ctx = (size_t)L * D;
+    int R = 0;
+    for (int i = 0; i < n; i++) R += videos[i].ctx_uncond ? 2 : 1;
+    float *x_in = vd_model_scratch(m, (size_t)R * row_in), *v = vd_model_scratch(m, (size_t)R * video);
+    float *ctx = vd_model_scratch(m, (size_t)R * row_ctx), *t = vd_model_scratch(m, (size_t)R);
+    float *t_host = vd_malloc((size_t)R * sizeof(float));
+    /* rows: each video's conditional row, followed by its unconditional row when guided */
+    for (int i = 0, r = 0; i < n; i++) {
+        const vd_latent_video *vv = &videos[i];
+        for (int u = 0; u < (vv->ctx_uncond ? 2 : 1); u++, r++) {
+            t_host[r] = vv->plan->timestep[vv->step];
+            be->concat_channels(be, x_in + r * row_in, vv->z, lc, vv->cond, lc + 1, T, S);
+            be->copy(be, ctx + r * row_ctx, u ? vv->ctx_uncond : vv->ctx, row_ctx * sizeof(float));
+        }
+    }
+    be->upload(be, t, t_host, (size_t)R * sizeof(float));
+    free(t_host);
+    vd_unet_forward(m, x_in, t, ctx, L, R, T, h, w, v);
+    for (int i = 0, r = 0; i < n; i++) {
+        vd_latent_video *vv = &videos[i];
+        float *vr = v + r * video;
+        if (vv->ctx_uncond) /* v = v_u + g (v_c - v_u) */
+            be->axpby(be, vr, 1.0f - vv->guidance, vr + video, vv->guidance, video);
+        be->axpby(be, vv->z, vv->plan->coef_v[vv->step], vr, vv->plan->coef_z[vv->step], video);
+        vv->step++;
+        r += vv->ctx_uncond ? 2 : 1;
+    }
+    vd_model_scratch_done(m, x_in), vd_model_scratch_done(m, v);
+    vd_model_scratch_done(m, ctx), vd_model_scratch_done(m, t);
+}
+
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
               int L, int N, int T, int h, int w, float guidance, vd_progress_fn progress, void *user)
 {
-    vd_backend *be = m->be;
-    int guided = guidance > 1.0f, R = guided ? 2 * N : N, S = h * w;
-    int in_ch = m->cfg.unet.in_channels, lc = m->cfg.unet.out_channels;
-    size_t video = (size_t)T * lc * S, zn = (size_t)N * video, row_in = (size_t)T * in_ch * S;
-    float *x_in = be->alloc(be, (size_t)R * row_in * sizeof(float));
-    float *v = be->alloc(be, (size_t)R * video * sizeof(float));
-    float *tsteps = be->alloc(be, (size_t)R * sizeof(float));
-    float *t_host = vd_malloc((size_t)R * sizeof(float));
+    int S = h * w, lc = m->cfg.unet.out_channels, guided = guidance > 1.0f;
+    size_t row_ctx = (size_t)L * m->cfg.unet.context_dim;
+    vd_latent_video *videos = vd_calloc((size_t)N, sizeof *videos);
+    for (int i = 0; i < N; i++)
+        videos[i] = (vd_latent_video){.z = z + (size_t)i * T * lc * S, .cond = cond + (size_t)i * T * (lc + 1) * S,
+                                      .ctx = ctx + i * row_ctx, .ctx_uncond = guided ? ctx + (N + i) * row_ctx : NULL,
+                                      .plan = plan, .guidance = guidance};
     int rc = 0;
-    for (int k = 0; k < plan->steps; k++) {
-        for (int r = 0; r < R; r++) t_host[r] = plan->timestep[k];
-        be->upload(be, tsteps, t_host, (size_t)R * sizeof(float));
-        for (int r = 0; r < R; r++) /* row r is video r mod N: conditional rows, then unconditional */
-            be->concat_channels(be, x_in + r * row_in, z + (r % N) * video, lc,
-                                cond + (size_t)(r % N) * T * (lc + 1) * S, lc + 1, T, S);
-        vd_unet_forward(m, x_in, tsteps, ctx, L, R, T, h, w, v);
-        if (guided) /* v = v_u + g (v_c - v_u) */
-            be->axpby(be, v, 1.0f - guidance, v + zn, guidance, zn);
-        be->axpby(be, z, plan->coef_v[k], v, plan->coef_z[k], zn);
-        if (progress && progress(user, k + 1, plan->steps)) {
-            rc = 1;
-            break;
-        }
+    for (int k = 0; k < plan->steps && rc == 0; k++) {
+        vd_denoise_step(m, videos, N, L, T, h, w);
+        if (progress && progress(user, k + 1, plan->steps)) rc = 1;
     }
-    free(t_host);
-    be->release(be, x_in), be->release(be, v), be->release(be, tsteps);
+    free(videos);
     return rc;
 }

@@ -20,6 +20,23 @@ int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int
                          vd_sampler_plan *plan);
 void vd_sampler_plan_free(vd_sampler_plan *plan);
 
+/* One video being denoised, as the batched step sees it. All pointers are in the model's
+ * backend memory. */
+typedef struct {
+    float *z;                 /* (T, latent, h, w): the current latent, updated in place */
+    const float *cond;        /* (T, latent + 1, h, w): condition latent and mask */
+    const float *ctx;         /* (L, dim): the prompt's text encoding */
+    const float *ctx_uncond;  /* (L, dim): the empty prompt's, or NULL to run without guidance */
+    const vd_sampler_plan *plan;
+    int step;                 /* the next step of plan to take */
+    float guidance;
+} vd_latent_video;
+
+/* Takes the next step of every video in one denoiser batch (1 row per video, 2 with guidance)
+ * and advances each video's step. Videos may be at different steps and use different plans;
+ * they must share T, h and w. */
+void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, int h, int w);
+
 /* Runs a plan on N videos: z (N, T, latent, h, w) is the starting noise and becomes the result;
  * cond (N, T, latent + 1, h, w) the condition latent and mask; ctx (N, L, dim) the text, or
  * (2N, L, dim) — the prompts, then the empty prompts — when guidance > 1. All in the model's

@@ -1,0 +1,1075 @@
+/* cuda_ops.cu: every op of backend.h on the GPU. Storage is fp32. Matrix products go through
+ * cuBLAS (linear, convolutions as im2col + GEMM), cuDNN (fp32 convolutions, when built with it) or
+ * the fused attention kernels below; everything else is a small kernel of its own.
+ *
+ * In VD_PRECISION_F32 every product is true fp32 (no TF32), so results match the CPU reference to
+ * rounding. In VD_PRECISION_BF16 the operands of linear, conv2d, temporal_conv and attention are
+ * rounded to bf16 (into staging buffers, or on the fly inside the attention kernel) and products
+ * accumulate in fp32; outputs stay fp32. */
+#include "cuda_internal.h"
+
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+
+/* Largest temporary buffer (im2col columns, bf16 staging of activations, attention scores) one
+ * chunk of an op may use; bigger ops are split into chunks of this size. */
+#define CHUNK_BYTES ((size_t)256 << 20)
+
+#define THREADS 256
+
+static bool use_bf16(const vd_backend *be)
+{
+    return be->precision == VD_PRECISION_BF16;
+}
+
+/* Blocks for a grid-stride loop over n items. */
+static unsigned grid_for(const cuda_state *st, size_t n)
+{
+    size_t blocks = (n + THREADS - 1) / THREADS;
+    size_t cap = (size_t)st->sm_count * 32;
+    if (blocks > cap) blocks = cap;
+    return blocks ? (unsigned)blocks : 1u;
+}
+
+#define GRID_STRIDE(i, n) \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+/* ---------------------------------------------------------------------------------------------
+ * bf16 staging and matrix products */
+
+__global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n)
+{
+    GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* Returns a bf16 copy of src (n values) held in buf. */
+static const __nv_bfloat16 *stage_bf16(cuda_state *st, cuda_scratch *buf, const float *src, size_t n)
+{
+    __nv_bfloat16 *dst = (__nv_bfloat16 *)cuda_scratch_reserve(buf, n * sizeof(__nv_bfloat16));
+    to_bf16_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(dst, src, n);
+    CUDA_LAUNCH_CHECK();
+    return dst;
+}
+
+/* Column-major C(m, n) = alpha * op(A)(m, k) * op(B)(k, n) + beta * C, over `batch` matrices
+ * spaced by the strides (0 shares one matrix). A and B are bf16 when bf16, else fp32; C is fp32;
+ * accumulation is fp32 without TF32 either way. */
+static void gemm(cuda_state *st, bool bf16, cublasOperation_t op_a, cublasOperation_t op_b, int m,
+                 int n, int k, float alpha, const void *A, int lda, long long stride_a,
+                 const void *B, int ldb, long long stride_b, float beta, float *C, int ldc,
+                 long long stride_c, int batch)
+{
+    cudaDataType_t operand_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    if (batch == 1)
+        CUBLAS_CHECK(cublasGemmEx(st->cublas, op_a, op_b, m, n, k, &alpha, A, operand_type, lda, B,
+                                  operand_type, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+    else
+        CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+            st->cublas, op_a, op_b, m, n, k, &alpha, A, operand_type, lda, stride_a, B,
+            operand_type, ldb, stride_b, &beta, C, CUDA_R_32F, ldc, stride_c, batch,
+            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * broadcast adds (also used for the biases of linear and conv) */
+
+/* y(outer, inner) += x(inner). */
+__global__ void add_broadcast_kernel(float *y, const float *x, size_t outer, size_t inner)
+{
+    GRID_STRIDE(i, outer * inner) y[i] += x[i % inner];
+}
+
+/* y(N, T, C, S) += bias(N, C). */
+__global__ void add_channel_bias_kernel(float *y, const float *bias, int N, int T, int C, int S)
+{
+    size_t per_video = (size_t)T * C * S;
+    GRID_STRIDE(i, (size_t)N * per_video)
+    {
+        size_t n = i / per_video;
+        int c = (int)((i / S) % C);
+        y[i] += bias[n * C + c];
+    }
+}
+
+static void launch_add_broadcast(cuda_state *st, float *y, const float *x, size_t outer, size_t inner)
+{
+    size_t n = outer * inner;
+    if (!n) return;
+    add_broadcast_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, x, outer, inner);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void launch_add_channel_bias(cuda_state *st, float *y, const float *bias, int N, int T, int C, int S)
+{
+    size_t n = (size_t)N * T * C * S;
+    if (!n) return;
+    add_channel_bias_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, bias, N, T, C, S);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void cuda_add_broadcast(vd_backend *be, float *y, const float *x, size_t outer, size_t inner)
+{
+    launch_add_broadcast(cuda_state_of(be), y, x, outer, inner);
+}
+
+static void cuda_add_channel_bias(vd_backend *be, float *y, const float *bias, int N, int T, int C, int S)
+{
+    launch_add_channel_bias(cuda_state_of(be), y, bias, N, T, C, S);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * linear: y(M, out) = x(M, in) w(out, in)^T + b(out) */
+
+static void cuda_linear(vd_backend *be, float *y, const float *x, const float *w, const float *b,
+                        int M, int in, int out)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (M <= 0 || out <= 0) return;
+    /* Row-major y(M, out) is column-major y^T(out, M) = op_T(w as col-major (in, out)) * x^T. */
+    if (!use_bf16(be)) {
+        gemm(st, false, CUBLAS_OP_T, CUBLAS_OP_N, out, M, in, 1.0f, w, in, 0, x, in, 0, 0.0f, y,
+             out, 0, 1);
+    } else {
+        const __nv_bfloat16 *w16 = stage_bf16(st, &st->staging_weight, w, (size_t)out * in);
+        size_t rows_per_chunk = CHUNK_BYTES / ((size_t)in * sizeof(__nv_bfloat16) + 1);
+        if (rows_per_chunk < 1) rows_per_chunk = 1;
+        for (size_t row0 = 0; row0 < (size_t)M; row0 += rows_per_chunk) {
+            int rows = (int)((size_t)M - row0 < rows_per_chunk ? (size_t)M - row0 : rows_per_chunk);
+            const __nv_bfloat16 *x16 = stage_bf16(st, &st->staging_input, x + row0 * in, (size_t)rows * in);
+            gemm(st, true, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, 1.0f, w16, in, 0, x16, in, 0,
+                 0.0f, y + row0 * out, out, 0, 1);
+        }
+    }
+    if (b) launch_add_broadcast(st, y, b, (size_t)M, (size_t)out);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * convolutions as im2col + GEMM */
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16_rn(v);
+}
+
+/* cols(images, ci*k*k, Ho*Wo) for images [image0, image0 + images) of x(B, ci, H, W); row
+ * (i*k + ky)*k + kx holds input channel i shifted by (ky - k/2, kx - k/2), zero outside. */
+template <typename T>
+__global__ void im2col_kernel(T *cols, const float *x, int image0, int images, int ci, int H,
+                              int W, int k, int stride, int Ho, int Wo)
+{
+    int pad = k / 2;
+    size_t out_pixels = (size_t)Ho * Wo;
+    size_t rows = (size_t)ci * k * k;
+    GRID_STRIDE(idx, (size_t)images * rows * out_pixels)
+    {
+        size_t pixel = idx % out_pixels;
+        size_t row = (idx / out_pixels) % rows;
+        size_t image = idx / (out_pixels * rows) + image0;
+        int oy = (int)(pixel / Wo), ox = (int)(pixel % Wo);
+        int kx = (int)(row % k), ky = (int)((row / k) % k), i = (int)(row / ((size_t)k * k));
+        int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+        float v = 0.0f;
+        if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = x[((image * ci + i) * H + iy) * W + ix];
+        cols[idx] = from_float<T>(v);
+    }
+}
+
+/* cols(frames, ci*3, S) for frames [frame0, frame0 + frames) of x(N, T, ci, S); row i*3 + j holds
+ * channel i of frame t + j - 1 of the same video, zero outside the video. */
+template <typename T>
+__global__ void temporal_im2col_kernel(T *cols, const float *x, int frame0, int frames, int T_,
+                                       int ci, int S)
+{
+    size_t rows = (size_t)ci * 3;
+    GRID_STRIDE(idx, (size_t)frames * rows * S)
+    {
+        size_t s = idx % S;
+        size_t row = (idx / S) % rows;
+        size_t frame = idx / ((size_t)S * rows) + frame0;
+        int j = (int)(row % 3), i = (int)(row / 3);
+        int t = (int)(frame % T_) + j - 1;
+        float v = 0.0f;
+        if (t >= 0 && t < T_) v = x[((frame + (size_t)(j - 1)) * ci + i) * S + s];
+        cols[idx] = from_float<T>(v);
+    }
+}
+
+/* The shared GEMM part of both convolutions: for each image b, y_b(co, P) = w(co, K) * cols_b(K, P)
+ * where the columns come from make_cols(first image, count, buffer). Images go in chunks so that
+ * the columns stay under CHUNK_BYTES. */
+template <typename MakeCols>
+static void conv_as_gemm(vd_backend *be, float *y, const float *w, int images, int co, int K,
+                         int P, MakeCols make_cols)
+{
+    cuda_state *st = cuda_state_of(be);
+    bool bf16 = use_bf16(be);
+    size_t elem = bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
+    const void *wmat = bf16 ? (const void *)stage_bf16(st, &st->staging_weight, w, (size_t)co * K)
+                            : (const void *)w;
+    size_t image_bytes = (size_t)K * P * elem;
+    int per_chunk = (int)(CHUNK_BYTES / image_bytes);
+    if (per_chunk < 1) per_chunk = 1;
+    if (per_chunk > images) per_chunk = images;
+    void *cols = cuda_scratch_reserve(&st->workspace, image_bytes * per_chunk);
+    for (int image0 = 0; image0 < images; image0 += per_chunk) {
+        int count = images - image0 < per_chunk ? images - image0 : per_chunk;
+        make_cols(image0, count, cols);
+        /* Row-major y_b(co, P) is column-major (P, co) = cols_b^T(P, K) * w^T(K, co). */
+        gemm(st, bf16, CUBLAS_OP_N, CUBLAS_OP_N, P, co, K, 1.0f, cols, P, (long long)K * P, wmat,
+             K, 0, 0.0f, y + (size_t)image0 * co * P, P, (long long)co * P, count);
+    }
+}
+
+static void conv2d_im2col(vd_backend *be, float *y, const float *x, const float *w, int B, int ci,
+                          int H, int W, int co, int k, int stride, int Ho, int Wo)
+{
+    cuda_state *st = cuda_state_of(be);
+    bool bf16 = use_bf16(be);
+    int K = ci * k * k, P = Ho * Wo;
+    if (k == 1 && stride == 1 && !bf16) {
+        /* A 1x1 convolution is already a GEMM over the input: no columns to build. */
+        gemm(st, false, CUBLAS_OP_N, CUBLAS_OP_N, P, co, K, 1.0f, x, P, (long long)K * P, w, K, 0,
+             0.0f, y, P, (long long)co * P, B);
+        return;
+    }
+    conv_as_gemm(be, y, w, B, co, K, P, [&](int image0, int count, void *cols) {
+        size_t n = (size_t)count * K * P;
+        if (bf16)
+            im2col_kernel<__nv_bfloat16><<<grid_for(st, n), THREADS, 0, st->stream>>>(
+                (__nv_bfloat16 *)cols, x, image0, count, ci, H, W, k, stride, Ho, Wo);
+        else
+            im2col_kernel<float><<<grid_for(st, n), THREADS, 0, st->stream>>>(
+                (float *)cols, x, image0, count, ci, H, W, k, stride, Ho, Wo);
+        CUDA_LAUNCH_CHECK();
+    });
+}
+
+#ifdef VD_HAVE_CUDNN
+/* The algorithm for one shape: found in the plan cache, or chosen once by cuDNN's heuristics
+ * among true-fp32 (FMA) algorithms. Returns NULL when cuDNN offers none. */
+static const cuda_conv_plan *conv_plan(cuda_state *st, cudnnTensorDescriptor_t x_desc,
+                                       cudnnFilterDescriptor_t w_desc,
+                                       cudnnConvolutionDescriptor_t conv_desc,
+                                       cudnnTensorDescriptor_t y_desc, const cuda_conv_plan *key)
+{
+    for (int i = 0; i < st->conv_plan_count && i < CUDA_CONV_PLAN_SLOTS; i++) {
+        const cuda_conv_plan *p = &st->conv_plans[i];
+        if (p->B == key->B && p->ci == key->ci && p->H == key->H && p->W == key->W &&
+            p->co == key->co && p->k == key->k && p->stride == key->stride)
+            return p->algo >= 0 ? p : NULL;
+    }
+    cuda_conv_plan *slot = &st->conv_plans[st->conv_plan_count++ % CUDA_CONV_PLAN_SLOTS];
+    *slot = *key;
+    slot->algo = -1;
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int returned = 0;
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(st->cudnn, x_desc, w_desc, conv_desc, y_desc,
+                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
+    for (int i = 0; i < returned; i++) {
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].mathType != CUDNN_FMA_MATH) continue;
+        if (perf[i].memory > 4 * CHUNK_BYTES) continue;
+        slot->algo = (int)perf[i].algo;
+        slot->workspace_bytes = perf[i].memory;
+        return slot;
+    }
+    VD_LOG(VD_LOG_WARN, "cuDNN offers no fp32 algorithm for conv B=%d ci=%d %dx%d co=%d k=%d stride %d; using im2col",
+           key->B, key->ci, key->H, key->W, key->co, key->k, key->stride);
+    return NULL;
+}
+
+/* Runs the convolution through cuDNN in batches of at most `images`; returns false (having done
+ * nothing) when cuDNN has no suitable algorithm. */
+static bool conv2d_cudnn(cuda_state *st, float *y, const float *x, const float *w, int B, int ci,
+                         int H, int W, int co, int k, int stride, int Ho, int Wo)
+{
+    /* cuDNN indexes tensors with int: keep each call's tensors under 2^31 elements. */
+    size_t per_image = (size_t)ci * H * W > (size_t)co * Ho * Wo ? (size_t)ci * H * W : (size_t)co * Ho * Wo;
+    int images = (int)((size_t)INT32_MAX / per_image);
+    if (images < 1) return false;
+    if (images > B) images = B;
+
+    cudnnTensorDescriptor_t x_desc, y_desc;
+    cudnnFilterDescriptor_t w_desc;
+    cudnnConvolutionDescriptor_t conv_desc;
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&x_desc));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&y_desc));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&w_desc));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv_desc));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, co, ci, k, k));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv_desc, k / 2, k / 2, stride, stride, 1, 1,
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc, CUDNN_FMA_MATH));
+
+    bool done = true;
+    for (int image0 = 0; image0 < B && done; image0 += images) {
+        int count = B - image0 < images ? B - image0 : images;
+        CUDNN_CHECK(cudnnSetTensor4dDescriptor(x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, count, ci, H, W));
+        CUDNN_CHECK(cudnnSetTensor4dDescriptor(y_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, count, co, Ho, Wo));
+        cuda_conv_plan key = {count, ci, H, W, co, k, stride, -1, 0};
+        const cuda_conv_plan *plan = conv_plan(st, x_desc, w_desc, conv_desc, y_desc, &key);
+        if (!plan) {
+            done = false; /* only the first batch can fail: later ones are the same or smaller */
+            break;
+        }
+        void *workspace = plan->workspace_bytes ? cuda_scratch_reserve(&st->workspace, plan->workspace_bytes) : NULL;
+        const float one = 1.0f, zero = 0.0f;
+        CUDNN_CHECK(cudnnConvolutionForward(st->cudnn, &one, x_desc, x + (size_t)image0 * ci * H * W,
+                                            w_desc, w, conv_desc, (cudnnConvolutionFwdAlgo_t)plan->algo,
+                                            workspace, plan->workspace_bytes, &zero, y_desc,
+                                            y + (size_t)image0 * co * Ho * Wo));
+    }
+    CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(conv_desc));
+    CUDNN_CHECK(cudnnDestroyFilterDescriptor(w_desc));
+    CUDNN_CHECK(cudnnDestroyTensorDescriptor(y_desc));
+    CUDNN_CHECK(cudnnDestroyTensorDescriptor(x_desc));
+    return done;
+}
+#endif
+
+static void cuda_conv2d(vd_backend *be, float *y, const float *x, const float *w, const float *b,
+                        int B, int ci, int H, int W, int co, int k, int stride)
+{
+    cuda_state *st = cuda_state_of(be);
+    int pad = k / 2;
+    int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+    if (B <= 0 || co <= 0 || Ho <= 0 || Wo <= 0) return;
+    bool done = false;
+#ifdef VD_HAVE_CUDNN
+    /* cuDNN's bf16 convolutions write bf16, which the interface does not allow; bf16 goes
+     * through im2col + cuBLAS, which writes fp32. */
+    if (!use_bf16(be) && !(k == 1 && stride == 1))
+        done = conv2d_cudnn(st, y, x, w, B, ci, H, W, co, k, stride, Ho, Wo);
+#endif
+    if (!done) conv2d_im2col(be, y, x, w, B, ci, H, W, co, k, stride, Ho, Wo);
+    if (b) launch_add_channel_bias(st, y, b, 1, B, co, Ho * Wo);
+}
+
+static void cuda_temporal_conv(vd_backend *be, float *y, const float *x, const float *w,
+                               const float *b, int N, int T, int ci, int co, int S)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (N <= 0 || T <= 0 || co <= 0 || S <= 0) return;
+    bool bf16 = use_bf16(be);
+    /* w(co, ci, 3) is already the (co, ci*3) matrix whose column i*3 + j meets cols row i*3 + j. */
+    conv_as_gemm(be, y, w, N * T, co, ci * 3, S, [&](int frame0, int count, void *cols) {
+        size_t n = (size_t)count * ci * 3 * S;
+        if (bf16)
+            temporal_im2col_kernel<__nv_bfloat16><<<grid_for(st, n), THREADS, 0, st->stream>>>(
+                (__nv_bfloat16 *)cols, x, frame0, count, T, ci, S);
+        else
+            temporal_im2col_kernel<float><<<grid_for(st, n), THREADS, 0, st->stream>>>(
+                (float *)cols, x, frame0, count, T, ci, S);
+        CUDA_LAUNCH_CHECK();
+    });
+    if (b) launch_add_channel_bias(st, y, b, 1, N * T, co, S);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * attention */
+
+/* Keys per shared-memory tile in the fp32 kernel. */
+#define F32_KEY_TILE 32
+
+/* fp32 attention, one thread per query row and head, keys streamed through shared memory with an
+ * online softmax. D is d rounded up to the kernel's width; the extra dimensions hold zeros.
+ * Block: up to 128 threads covering consecutive queries of one (b, h). */
+template <int D>
+__global__ void __launch_bounds__(128)
+attention_f32_kernel(float *o, const float *q, const float *k, const float *v, int Lq, int Lk,
+                     int heads, int d, int kv_group, float scale, int q_tiles)
+{
+    __shared__ float k_tile[F32_KEY_TILE][D];
+    __shared__ float v_tile[F32_KEY_TILE][D];
+    long long block = blockIdx.x;
+    int q_tile = (int)(block % q_tiles);
+    long long bh = block / q_tiles;
+    int h = (int)(bh % heads);
+    long long b = bh / heads;
+    size_t row_stride = (size_t)heads * d;
+    const float *k_bh = k + (size_t)(b / kv_group) * Lk * row_stride + (size_t)h * d;
+    const float *v_bh = v + (size_t)(b / kv_group) * Lk * row_stride + (size_t)h * d;
+    int i = q_tile * blockDim.x + threadIdx.x;
+    bool active = i < Lq;
+    const float *q_row = q + ((size_t)b * Lq + (active ? i : 0)) * row_stride + (size_t)h * d;
+
+    float q_reg[D], acc[D];
+#pragma unroll
+    for (int c = 0; c < D; c++) {
+        q_reg[c] = (active && c < d) ? q_row[c] * scale : 0.0f;
+        acc[c] = 0.0f;
+    }
+    float running_max = -INFINITY, denominator = 0.0f;
+
+    for (int key0 = 0; key0 < Lk; key0 += F32_KEY_TILE) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < F32_KEY_TILE * D; idx += blockDim.x) {
+            int r = idx / D, c = idx % D;
+            bool valid = key0 + r < Lk && c < d;
+            size_t off = (size_t)(key0 + r) * row_stride + c;
+            k_tile[r][c] = valid ? k_bh[off] : 0.0f;
+            v_tile[r][c] = valid ? v_bh[off] : 0.0f;
+        }
+        __syncthreads();
+        int keys = Lk - key0 < F32_KEY_TILE ? Lk - key0 : F32_KEY_TILE;
+        for (int j = 0; j < keys; j++) {
+            float partial[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int c = 0; c < D; c++) partial[c % 4] = fmaf(q_reg[c], k_tile[j][c], partial[c % 4]);
+            float score = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+            if (score > running_max) {
+                float correction = expf(running_max - score);
+                denominator *= correction;
+#pragma unroll
+                for (int c = 0; c < D; c++) acc[c] *= correction;
+                running_max = score;
+            }
+            float p = expf(score - running_max);
+            denominator += p;
+#pragma unroll
+            for (int c = 0; c < D; c++) acc[c] = fmaf(p, v_tile[j][c], acc[c]);
+        }
+    }
+    if (!active) return;
+    float *o_row = o + ((size_t)b * Lq + i) * row_stride + (size_t)h * d;
+    float inv = 1.0f / denominator;
+#pragma unroll
+    for (int c = 0; c < D; c++)
+        if (c < d) o_row[c] = acc[c] * inv;
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
+{
+    __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&pair);
+}
+
+/* c(16x8, fp32) += a(16x16, bf16, row-major) * b(16x8, bf16, column-major), one warp. Fragment
+ * layout (PTX ISA, mma.m16n8k16), with g = lane / 4 and t = lane % 4; each 32-bit register holds
+ * two bf16 at consecutive columns (rows for b), the lower index in the low half:
+ *   a[0]: row g, columns 2t, 2t+1      a[1]: row g+8, columns 2t, 2t+1
+ *   a[2]: row g, columns 2t+8, 2t+9    a[3]: row g+8, columns 2t+8, 2t+9
+ *   b0: rows 2t, 2t+1 of column g      b1: rows 2t+8, 2t+9 of column g
+ *   c[0], c[1]: row g, columns 2t, 2t+1;  c[2], c[3]: row g+8, the same columns. */
+__device__ __forceinline__ void mma_bf16_16x8x16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Keys per shared-memory tile in the bf16 kernel. */
+#define BF16_KEY_TILE 64
+
+/* bf16 flash attention on the tensor cores. Each warp owns 16 query rows of one (b, h); the block's
+ * WARPS warps share K and V tiles of 64 keys, converted to bf16 as they are loaded (K as rows, V
+ * transposed, so that every fragment is one 32-bit shared-memory load). Scores stay in registers:
+ * the S = QK^T accumulators are reused directly as the A operand of O += PV, with an online
+ * softmax in base 2 between the two. D is d rounded up to 32, 64 or 128, the rest zeros. */
+template <int D, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32)
+attention_bf16_kernel(float *o, const float *q, const float *k, const float *v, int Lq, int Lk,
+                      int heads, int d, int kv_group, float scale_log2, int q_tiles)
+{
+    constexpr int K_STRIDE = D + 8;              /* bf16 per K row: pads fragment loads off banks */
+    constexpr int V_STRIDE = BF16_KEY_TILE + 8;  /* bf16 per row of V transposed */
+    __shared__ __align__(16) __nv_bfloat16 k_tile[BF16_KEY_TILE * K_STRIDE];
+    __shared__ __align__(16) __nv_bfloat16 vt_tile[D * V_STRIDE];
+
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int g = lane / 4, t = lane % 4;
+    long long block = blockIdx.x;
+    int q_tile = (int)(block % q_tiles);
+    long long bh = block / q_tiles;
+    int h = (int)(bh % heads);
+    long long b = bh / heads;
+    size_t row_stride = (size_t)heads * d;
+    const float *q_bh = q + (size_t)b * Lq * row_stride + (size_t)h * d;
+    const float *k_bh = k + (size_t)(b / kv_group) * Lk * row_stride + (size_t)h * d;
+    const float *v_bh = v + (size_t)(b / kv_group) * Lk * row_stride + (size_t)h * d;
+    int row_lo = (q_tile * WARPS + warp) * 16 + g, row_hi = row_lo + 8;
+
+    /* Q as A fragments, one per 16 dimensions. */
+    uint32_t q_frag[D / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++) {
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int c = kc * 16 + half * 8 + 2 * t;
+            float lo0 = 0, lo1 = 0, hi0 = 0, hi1 = 0;
+            if (row_lo < Lq) {
+                const float *src = q_bh + (size_t)row_lo * row_stride;
+                if (c < d) lo0 = src[c];
+                if (c + 1 < d) lo1 = src[c + 1];
+            }
+            if (row_hi < Lq) {
+                const float *src = q_bh + (size_t)row_hi * row_stride;
+                if (c < d) hi0 = src[c];
+                if (c + 1 < d) hi1 = src[c + 1];
+            }
+            q_frag[kc][half * 2] = pack_bf16x2(lo0, lo1);
+            q_frag[kc][half * 2 + 1] = pack_bf16x2(hi0, hi1);
+        }
+    }
+
+    float acc[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
+    float running_max[2] = {-INFINITY, -INFINITY};
+    float partial_sum[2] = {0.0f, 0.0f}; /* this thread's share of each row's denominator */
+
+    for (int key0 = 0; key0 < Lk; key0 += BF16_KEY_TILE) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < BF16_KEY_TILE * (D / 2); idx += WARPS * 32) {
+            int r = idx / (D / 2), c = 2 * (idx % (D / 2));
+            float k0 = 0, k1 = 0, v0 = 0, v1 = 0;
+            if (key0 + r < Lk) {
+                size_t off = (size_t)(key0 + r) * row_stride + c;
+                if (c < d) { k0 = k_bh[off]; v0 = v_bh[off]; }
+                if (c + 1 < d) { k1 = k_bh[off + 1]; v1 = v_bh[off + 1]; }
+            }
+            *reinterpret_cast<uint32_t *>(&k_tile[r * K_STRIDE + c]) = pack_bf16x2(k0, k1);
+            vt_tile[c * V_STRIDE + r] = __float2bfloat16_rn(v0);
+            vt_tile[(c + 1) * V_STRIDE + r] = __float2bfloat16_rn(v1);
+        }
+        __syncthreads();
+
+        /* S(16 rows, 64 keys) = Q K^T, as 8 tiles of 8 keys. */
+        float s[BF16_KEY_TILE / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BF16_KEY_TILE / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            const __nv_bfloat16 *k_row = &k_tile[(nt * 8 + g) * K_STRIDE + 2 * t];
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc++) {
+                uint32_t b0 = *reinterpret_cast<const uint32_t *>(k_row + kc * 16);
+                uint32_t b1 = *reinterpret_cast<const uint32_t *>(k_row + kc * 16 + 8);
+                mma_bf16_16x8x16(s[nt], q_frag[kc], b0, b1);
+            }
+        }
+
+        /* Online softmax: scale to base 2, mask keys past Lk, rescale what came before. */
+        float tile_max[2] = {running_max[0], running_max[1]};
+#pragma unroll
+        for (int nt = 0; nt < BF16_KEY_TILE / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = key0 + nt * 8 + 2 * t + (e & 1);
+                s[nt][e] = key < Lk ? s[nt][e] * scale_log2 : -INFINITY;
+                tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
+            }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+            float correction = exp2f(running_max[r] - tile_max[r]);
+            partial_sum[r] *= correction;
+#pragma unroll
+            for (int dn = 0; dn < D / 8; dn++) {
+                acc[dn][2 * r] *= correction;
+                acc[dn][2 * r + 1] *= correction;
+            }
+            running_max[r] = tile_max[r];
+        }
+#pragma unroll
+        for (int nt = 0; nt < BF16_KEY_TILE / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[nt][e] = exp2f(s[nt][e] - running_max[e >> 1]);
+                partial_sum[e >> 1] += s[nt][e];
+            }
+
+        /* O(16, D) += P(16, 64) V(64, D): two score tiles make one A fragment of 16 keys. */
+#pragma unroll
+        for (int kk = 0; kk < BF16_KEY_TILE / 16; kk++) {
+            uint32_t p_frag[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
+                                  pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                                  pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                  pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int dn = 0; dn < D / 8; dn++) {
+                const __nv_bfloat16 *v_col = &vt_tile[(dn * 8 + g) * V_STRIDE + kk * 16 + 2 * t];
+                uint32_t b0 = *reinterpret_cast<const uint32_t *>(v_col);
+                uint32_t b1 = *reinterpret_cast<const uint32_t *>(v_col + 8);
+                mma_bf16_16x8x16(acc[dn], p_frag, b0, b1);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        partial_sum[r] += __shfl_xor_sync(0xffffffffu, partial_sum[r], 1);
+        partial_sum[r] += __shfl_xor_sync(0xffffffffu, partial_sum[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = r ? row_hi : row_lo;
+        if (row >= Lq) continue;
+        float inv = 1.0f / partial_sum[r];
+        float *o_row = o + ((size_t)b * Lq + row) * row_stride + (size_t)h * d;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+            int c = dn * 8 + 2 * t;
+            if (c < d) o_row[c] = acc[dn][2 * r] * inv;
+            if (c + 1 < d) o_row[c + 1] = acc[dn][2 * r + 1] * inv;
+        }
+    }
+}
+
+/* Softmax over each of `rows` rows of length n, in place; one warp per row. */
+__global__ void softmax_rows_kernel(float *x, size_t rows, int n)
+{
+    size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    float *r = x + row * n;
+    float largest = -INFINITY;
+    for (int j = lane; j < n; j += 32) largest = fmaxf(largest, r[j]);
+    for (int off = 16; off; off /= 2) largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, off));
+    float total = 0.0f;
+    for (int j = lane; j < n; j += 32) {
+        float e = expf(r[j] - largest);
+        r[j] = e;
+        total += e;
+    }
+    for (int off = 16; off; off /= 2) total += __shfl_xor_sync(0xffffffffu, total, off);
+    float inv = 1.0f / total;
+    for (int j = lane; j < n; j += 32) r[j] *= inv;
+}
+
+/* Attention for heads wider than the fused kernels take (d > 128): scores for a block of query
+ * rows of one batch entry go through memory, in fp32, in chunks of at most CHUNK_BYTES. */
+static void attention_unfused(cuda_state *st, float *o, const float *q, const float *k,
+                              const float *v, int B, int Lq, int Lk, int heads, int d, int kv_group)
+{
+    int row_stride = heads * d;
+    size_t rows_per_chunk = CHUNK_BYTES / ((size_t)heads * Lk * sizeof(float));
+    if (rows_per_chunk < 1) rows_per_chunk = 1;
+    if (rows_per_chunk > (size_t)Lq) rows_per_chunk = (size_t)Lq;
+    float *scores = (float *)cuda_scratch_reserve(&st->workspace, rows_per_chunk * heads * Lk * sizeof(float));
+    float scale = 1.0f / sqrtf((float)d);
+    for (int b = 0; b < B; b++) {
+        const float *k_b = k + (size_t)(b / kv_group) * Lk * row_stride;
+        const float *v_b = v + (size_t)(b / kv_group) * Lk * row_stride;
+        for (int row0 = 0; row0 < Lq; row0 += (int)rows_per_chunk) {
+            int rows = Lq - row0 < (int)rows_per_chunk ? Lq - row0 : (int)rows_per_chunk;
+            const float *q_rows = q + ((size_t)b * Lq + row0) * row_stride;
+            float *o_rows = o + ((size_t)b * Lq + row0) * row_stride;
+            /* Per head: scores(rows, Lk), column-major (Lk, rows) = K_h (Lk, d) * Q_h^T. */
+            gemm(st, false, CUBLAS_OP_T, CUBLAS_OP_N, Lk, rows, d, scale, k_b, row_stride, d,
+                 q_rows, row_stride, d, 0.0f, scores, Lk, (long long)rows * Lk, heads);
+            size_t score_rows = (size_t)heads * rows;
+            softmax_rows_kernel<<<(unsigned)((score_rows + 7) / 8), THREADS, 0, st->stream>>>(scores, score_rows, Lk);
+            CUDA_LAUNCH_CHECK();
+            /* Per head: O_h(rows, d), column-major (d, rows) = V_h^T (d, Lk) * P^T (Lk, rows). */
+            gemm(st, false, CUBLAS_OP_N, CUBLAS_OP_N, d, rows, Lk, 1.0f, v_b, row_stride, d, scores,
+                 Lk, (long long)rows * Lk, 0.0f, o_rows, row_stride, d, heads);
+        }
+    }
+}
+
+template <int D>
+static void launch_attention_f32(cuda_state *st, float *o, const float *q, const float *k,
+                                 const float *v, int B, int Lq, int Lk, int heads, int d, int kv_group)
+{
+    int threads = Lq >= 128 ? 128 : ((Lq + 31) / 32) * 32;
+    int q_tiles = (Lq + threads - 1) / threads;
+    size_t blocks = (size_t)q_tiles * heads * B;
+    attention_f32_kernel<D><<<(unsigned)blocks, threads, 0, st->stream>>>(
+        o, q, k, v, Lq, Lk, heads, d, kv_group, 1.0f / sqrtf((float)d), q_tiles);
+    CUDA_LAUNCH_CHECK();
+}
+
+template <int D, int WARPS>
+static void launch_attention_bf16_warps(cuda_state *st, float *o, const float *q, const float *k,
+                                        const float *v, int B, int Lq, int Lk, int heads, int d,
+                                        int kv_group)
+{
+    int q_tiles = (Lq + 16 * WARPS - 1) / (16 * WARPS);
+    size_t blocks = (size_t)q_tiles * heads * B;
+    float scale_log2 = 1.4426950408889634f / sqrtf((float)d);
+    attention_bf16_kernel<D, WARPS><<<(unsigned)blocks, WARPS * 32, 0, st->stream>>>(
+        o, q, k, v, Lq, Lk, heads, d, kv_group, scale_log2, q_tiles);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* Short query sequences (temporal attention: Lq = T) get blocks of fewer warps, so that no warp
+ * runs empty. */
+template <int D>
+static void launch_attention_bf16(cuda_state *st, float *o, const float *q, const float *k,
+                                  const float *v, int B, int Lq, int Lk, int heads, int d, int kv_group)
+{
+    if (Lq <= 16)
+        launch_attention_bf16_warps<D, 1>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+    else if (Lq <= 32)
+        launch_attention_bf16_warps<D, 2>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+    else
+        launch_attention_bf16_warps<D, 4>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+}
+
+static void cuda_attention(vd_backend *be, float *o, const float *q, const float *k, const float *v,
+                           int B, int Lq, int Lk, int heads, int d, int kv_group)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (B <= 0 || Lq <= 0 || heads <= 0 || d <= 0) return;
+    if (Lk <= 0) { /* nothing to attend to: the empty sum */
+        CUDA_CHECK(cudaMemsetAsync(o, 0, (size_t)B * Lq * heads * d * sizeof(float), st->stream));
+        return;
+    }
+    if (d > 128) {
+        attention_unfused(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+        return;
+    }
+    if (use_bf16(be)) {
+        if (d <= 32) launch_attention_bf16<32>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+        else if (d <= 64) launch_attention_bf16<64>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+        else launch_attention_bf16<128>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+    } else {
+        if (d <= 32) launch_attention_f32<32>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+        else if (d <= 64) launch_attention_f32<64>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+        else launch_attention_f32<128>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * normalisation */
+
+/* Sums a (double) over the block; every thread gets the total. blockDim.x is THREADS. */
+__device__ double block_sum(double value, double *shared /* THREADS / 32 */)
+{
+    for (int off = 16; off; off /= 2) value += __shfl_xor_sync(0xffffffffu, value, off);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads(); /* shared may still be read from a previous call */
+    if (lane == 0) shared[warp] = value;
+    __syncthreads();
+    double total = 0.0;
+    for (int w = 0; w < (int)(blockDim.x / 32); w++) total += shared[w];
+    return total;
+}
+
+/* One block per (image, group): x, y (B, C, S), the group's C/G channels are contiguous. Sums go
+ * in double so that E[x^2] - E[x]^2 keeps its precision. */
+__global__ void __launch_bounds__(THREADS)
+group_norm_kernel(float *y, const float *x, const float *gamma, const float *beta, int C, int S,
+                  int G, float eps)
+{
+    __shared__ double partials[THREADS / 32];
+    int group = blockIdx.x % G;
+    int channels = C / G;
+    size_t count = (size_t)channels * S;
+    size_t base = (size_t)blockIdx.x * count; /* image b = blockIdx.x / G starts at b*C*S */
+    double sum = 0.0, sum_sq = 0.0;
+    for (size_t i = threadIdx.x; i < count; i += blockDim.x) {
+        double value = x[base + i];
+        sum += value;
+        sum_sq += value * value;
+    }
+    sum = block_sum(sum, partials);
+    sum_sq = block_sum(sum_sq, partials);
+    double mean = sum / count;
+    double variance = sum_sq / count - mean * mean;
+    if (variance < 0.0) variance = 0.0;
+    float inv_std = (float)(1.0 / sqrt(variance + eps));
+    float mean_f = (float)mean;
+    for (size_t i = threadIdx.x; i < count; i += blockDim.x) {
+        int c = group * channels + (int)(i / S);
+        float scale = gamma[c] * inv_std;
+        y[base + i] = (x[base + i] - mean_f) * scale + beta[c];
+    }
+}
+
+static void cuda_group_norm(vd_backend *be, float *y, const float *x, const float *gamma,
+                            const float *beta, int B, int C, int S, int G, float eps)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (B <= 0 || C <= 0 || S <= 0) return;
+    group_norm_kernel<<<(unsigned)((size_t)B * G), THREADS, 0, st->stream>>>(y, x, gamma, beta, C, S, G, eps);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* One warp per row of x, y (M, C): mean, then variance about the mean, then the affine map. */
+__global__ void layer_norm_kernel(float *y, const float *x, const float *gamma, const float *beta,
+                                  int M, int C, float eps)
+{
+    size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= (size_t)M) return;
+    const float *xr = x + row * C;
+    float *yr = y + row * C;
+    float sum = 0.0f;
+    for (int c = lane; c < C; c += 32) sum += xr[c];
+    for (int off = 16; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    float mean = sum / C;
+    float sum_sq = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float centred = xr[c] - mean;
+        sum_sq += centred * centred;
+    }
+    for (int off = 16; off; off /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, off);
+    float inv_std = rsqrtf(sum_sq / C + eps);
+    for (int c = lane; c < C; c += 32) yr[c] = (xr[c] - mean) * inv_std * gamma[c] + beta[c];
+}
+
+static void cuda_layer_norm(vd_backend *be, float *y, const float *x, const float *gamma,
+                            const float *beta, int M, int C, float eps)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (M <= 0 || C <= 0) return;
+    int rows_per_block = THREADS / 32;
+    layer_norm_kernel<<<(unsigned)(((size_t)M + rows_per_block - 1) / rows_per_block), THREADS, 0,
+                        st->stream>>>(y, x, gamma, beta, M, C, eps);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * elementwise */
+
+__global__ void silu_kernel(float *y, const float *x, size_t n)
+{
+    GRID_STRIDE(i, n)
+    {
+        float value = x[i];
+        y[i] = value / (1.0f + expf(-value));
+    }
+}
+
+__global__ void gelu_kernel(float *y, const float *x, size_t n)
+{
+    GRID_STRIDE(i, n)
+    {
+        float value = x[i];
+        y[i] = 0.5f * value * (1.0f + erff(value * 0.70710678118654752f));
+    }
+}
+
+__global__ void add_kernel(float *y, const float *a, const float *b, size_t n)
+{
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+/* y = alpha x + beta y; with beta == 0, y is not read (as in BLAS). */
+__global__ void axpby_kernel(float *y, float alpha, const float *x, float beta, size_t n)
+{
+    GRID_STRIDE(i, n) y[i] = beta == 0.0f ? alpha * x[i] : alpha * x[i] + beta * y[i];
+}
+
+static void cuda_silu(vd_backend *be, float *y, const float *x, size_t n)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (!n) return;
+    silu_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, x, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void cuda_gelu(vd_backend *be, float *y, const float *x, size_t n)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (!n) return;
+    gelu_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, x, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void cuda_add(vd_backend *be, float *y, const float *a, const float *b, size_t n)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (!n) return;
+    add_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, a, b, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void cuda_axpby(vd_backend *be, float *y, float alpha, const float *x, float beta, size_t n)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (!n) return;
+    axpby_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, alpha, x, beta, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * layout */
+
+/* x (B, C, H, W) -> y (B, C, 2H, 2W), one thread per output value. */
+__global__ void upsample2x_kernel(float *y, const float *x, size_t planes, int H, int W)
+{
+    size_t out_plane = (size_t)4 * H * W;
+    GRID_STRIDE(i, planes * out_plane)
+    {
+        size_t plane = i / out_plane;
+        int pixel = (int)(i % out_plane);
+        int oy = pixel / (2 * W), ox = pixel % (2 * W);
+        y[i] = x[(plane * H + oy / 2) * W + ox / 2];
+    }
+}
+
+static void cuda_upsample2x(vd_backend *be, float *y, const float *x, int B, int C, int H, int W)
+{
+    cuda_state *st = cuda_state_of(be);
+    size_t n = (size_t)B * C * 4 * H * W;
+    if (!n) return;
+    upsample2x_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, x, (size_t)B * C, H, W);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* y(B, ca + cb, S) from a(B, ca, S) and b(B, cb, S), one thread per output value. */
+__global__ void concat_channels_kernel(float *y, const float *a, int ca, const float *b, int cb,
+                                       size_t images, int S)
+{
+    size_t per_image = (size_t)(ca + cb) * S;
+    GRID_STRIDE(i, images * per_image)
+    {
+        size_t image = i / per_image;
+        size_t within = i % per_image;
+        size_t first = (size_t)ca * S;
+        y[i] = within < first ? a[image * first + within] : b[image * (size_t)cb * S + (within - first)];
+    }
+}
+
+static void cuda_concat_channels(vd_backend *be, float *y, const float *a, int ca, const float *b,
+                                 int cb, int B, int S)
+{
+    cuda_state *st = cuda_state_of(be);
+    size_t n = (size_t)B * (ca + cb) * S;
+    if (!n) return;
+    concat_channels_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, a, ca, b, cb, (size_t)B, S);
+    CUDA_LAUNCH_CHECK();
+}
+
+#define TRANSPOSE_TILE 32
+
+/* D == 1: y(A, C, B) from x(A, B, C) through 32x32 shared-memory tiles, so that both the reads and
+ * the writes are coalesced. Block (32, 8); grid (C tiles, B tiles, A slices). */
+__global__ void transpose_tiled_kernel(float *y, const float *x, int A, int B, int C)
+{
+    __shared__ float tile[TRANSPOSE_TILE][TRANSPOSE_TILE + 1];
+    int c0 = blockIdx.x * TRANSPOSE_TILE, b0 = blockIdx.y * TRANSPOSE_TILE;
+    for (int a = blockIdx.z; a < A; a += gridDim.z) {
+        const float *xa = x + (size_t)a * B * C;
+        float *ya = y + (size_t)a * B * C;
+        for (int r = threadIdx.y; r < TRANSPOSE_TILE; r += blockDim.y) {
+            int b = b0 + r, c = c0 + threadIdx.x;
+            if (b < B && c < C) tile[r][threadIdx.x] = xa[(size_t)b * C + c];
+        }
+        __syncthreads();
+        for (int r = threadIdx.y; r < TRANSPOSE_TILE; r += blockDim.y) {
+            int c = c0 + r, b = b0 + threadIdx.x;
+            if (b < B && c < C) ya[(size_t)c * B + b] = tile[threadIdx.x][r];
+        }
+        __syncthreads();
+    }
+}
+
+/* D > 1: one thread per output vector of `VEC` floats, rows of D contiguous on both sides. */
+template <typename VEC>
+__global__ void transpose_rows_kernel(VEC *y, const VEC *x, int A, int B, int C, int D_vec)
+{
+    GRID_STRIDE(i, (size_t)A * B * C * D_vec)
+    {
+        size_t dd = i % D_vec;
+        size_t rest = i / D_vec;
+        size_t b = rest % B;
+        rest /= B;
+        size_t c = rest % C;
+        size_t a = rest / C;
+        y[i] = x[((a * B + b) * C + c) * D_vec + dd];
+    }
+}
+
+static void cuda_transpose(vd_backend *be, float *y, const float *x, int A, int B, int C, int D)
+{
+    cuda_state *st = cuda_state_of(be);
+    if ((size_t)A * B * C * D == 0) return;
+    if (D == 1) {
+        dim3 grid((C + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE, (B + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE,
+                  A < 65535 ? A : 65535);
+        transpose_tiled_kernel<<<grid, dim3(TRANSPOSE_TILE, 8), 0, st->stream>>>(y, x, A, B, C);
+    } else if (D % 4 == 0 && ((uintptr_t)x | (uintptr_t)y) % 16 == 0) {
+        size_t n = (size_t)A * B * C * (D / 4);
+        transpose_rows_kernel<float4><<<grid_for(st, n), THREADS, 0, st->stream>>>(
+            (float4 *)y, (const float4 *)x, A, B, C, D / 4);
+    } else {
+        size_t n = (size_t)A * B * C * D;
+        transpose_rows_kernel<float><<<grid_for(st, n), THREADS, 0, st->stream>>>(y, x, A, B, C, D);
+    }
+    CUDA_LAUNCH_CHECK();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * embeddings */
+
+/* y(n, dim) = [cos(t f), sin(t f)]; the angle in double, since t reaches the thousands. */
+__global__ void timestep_embedding_kernel(float *y, const float *t, int n, int dim)
+{
+    int half = dim / 2;
+    GRID_STRIDE(idx, (size_t)n * half)
+    {
+        size_t m = idx / half;
+        int i = (int)(idx % half);
+        double angle = (double)t[m] * exp(-log(10000.0) * i / half);
+        y[m * dim + i] = (float)cos(angle);
+        y[m * dim + half + i] = (float)sin(angle);
+    }
+}
+
+__global__ void embedding_kernel(float *y, const int32_t *ids, const float *table, int n, int dim)
+{
+    GRID_STRIDE(idx, (size_t)n * dim)
+    {
+        size_t m = idx / dim;
+        y[idx] = table[(size_t)ids[m] * dim + idx % dim];
+    }
+}
+
+static void cuda_timestep_embedding(vd_backend *be, float *y, const float *t, int n, int dim)
+{
+    cuda_state *st = cuda_state_of(be);
+    size_t count = (size_t)n * (dim / 2);
+    if (!count) return;
+    timestep_embedding_kernel<<<grid_for(st, count), THREADS, 0, st->stream>>>(y, t, n, dim);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void cuda_embedding(vd_backend *be, float *y, const int32_t *ids, const float *table, int n, int dim)
+{
+    cuda_state *st = cuda_state_of(be);
+    size_t count = (size_t)n * dim;
+    if (!count) return;
+    embedding_kernel<<<grid_for(st, count), THREADS, 0, st->stream>>>(y, ids, table, n, dim);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * registration */
+
+cudaError_t cuda_probe_kernels(void)
+{
+    cudaFuncAttributes attributes;
+    cudaError_t status = cudaFuncGetAttributes(&attributes, attention_bf16_kernel<64, 4>);
+    if (status == cudaSuccess) status = cudaFuncGetAttributes(&attributes, add_kernel);
+    return status;
+}
+
+void cuda_set_ops(vd_backend *be)
+{
+    be->conv2d = cuda_conv2d;
+    be->temporal_conv = cuda_temporal_conv;
+    be->group_norm = cuda_group_norm;
+    be->layer_norm = cuda_layer_norm;
+    be->silu = cuda_silu;
+    be->gelu = cuda_gelu;
+    be->linear = cuda_linear;
+    be->attention = cuda_attention;
+    be->upsample2x = cuda_upsample2x;
+    be->add = cuda_add;
+    be->axpby = cuda_axpby;
+    be->add_broadcast = cuda_add_broadcast;
+    be->add_channel_bias = cuda_add_channel_bias;
+    be->concat_channels = cuda_concat_channels;
+    be->transpose = cuda_transpose;
+    be->timestep_embedding = cuda_timestep_embedding;
+    be->embedding = cuda_embedding;
+}
