@@ -122,8 +122,15 @@ int vd_unknown_words(const vd_engine *e, const char *prompt, char *buf, size_t b
     return n;
 }
 
-int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress_fn progress, void *user,
-                char err[VD_ERR_LEN])
+struct vd_video {
+    vd_gen_params params;
+    int T, h, w, L;
+    vd_sampler_plan plan;
+    vd_latent_video state; /* pointers into the buffers below */
+    float *z, *cond, *ctx; /* backend memory: latent, condition + mask, text rows */
+};
+
+vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_LEN])
 {
     vd_model *m = &e->model;
     vd_backend *be = e->be;
@@ -131,25 +138,29 @@ int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress
     const vd_text_config *tc = &m->cfg.text;
     vd_model_limits lim;
     vd_engine_limits(e, &lim);
-    if (p->frames < 1 || p->frames > 256) return fail(err, "frames must be between 1 and 256 (got %d)", p->frames);
+    if (p->frames < 1 || p->frames > 256) return fail(err, "frames must be between 1 and 256 (got %d)", p->frames), NULL;
     if (p->width < lim.latent_div || p->height < lim.latent_div || p->width % lim.latent_div || p->height % lim.latent_div)
-        return fail(err, "width and height must be positive multiples of %d (got %dx%d)", lim.latent_div, p->width, p->height);
+        return fail(err, "width and height must be positive multiples of %d (got %dx%d)", lim.latent_div, p->width, p->height), NULL;
     if (p->steps < 1 || p->steps > m->cfg.diffusion.train_steps)
-        return fail(err, "steps must be between 1 and %d (got %d)", m->cfg.diffusion.train_steps, p->steps);
-    if (!(p->guidance >= 0.0f && p->guidance <= 100.0f)) return fail(err, "guidance must be between 0 and 100");
+        return fail(err, "steps must be between 1 and %d (got %d)", m->cfg.diffusion.train_steps, p->steps), NULL;
+    if (!(p->guidance >= 0.0f && p->guidance <= 100.0f)) return fail(err, "guidance must be between 0 and 100"), NULL;
 
-    int f = ae_factor(ac), T = p->frames, h = p->height / f, w = p->width / f, S = h * w, L = tc->max_tokens;
-    int lc = ac->latent_channels, guided = p->guidance > 1.0f, R = guided ? 2 : 1;
-    vd_sampler_plan plan;
-    if (vd_sampler_plan_make(&m->cfg.diffusion, p->sampler, p->steps, &plan)) return fail(err, "bad sampler settings");
+    vd_video *v = vd_calloc(1, sizeof *v);
+    v->params = *p;
+    v->params.prompt = NULL;
+    v->params.image = NULL;
+    int f = ae_factor(ac), lc = ac->latent_channels, guided = p->guidance > 1.0f, R = guided ? 2 : 1;
+    v->T = p->frames, v->h = p->height / f, v->w = p->width / f, v->L = tc->max_tokens;
+    int T = v->T, S = v->h * v->w, L = v->L;
+    vd_sampler_plan_make(&m->cfg.diffusion, p->sampler, p->steps, &v->plan);
 
     /* text: row 0 the prompt, row 1 (with guidance) the empty prompt */
     int32_t *ids_host = vd_calloc((size_t)R * L, sizeof *ids_host);
     vd_tokenize(tc, p->prompt ? p->prompt : "", ids_host, NULL, 0);
     int32_t *ids = be->alloc(be, (size_t)R * L * sizeof *ids);
     be->upload(be, ids, ids_host, (size_t)R * L * sizeof *ids);
-    float *ctx = be->alloc(be, (size_t)R * L * tc->dim * sizeof(float));
-    vd_text_forward(m, ids, R, ctx);
+    v->ctx = be->alloc(be, (size_t)R * L * tc->dim * sizeof(float));
+    vd_text_forward(m, ids, R, v->ctx);
     free(ids_host);
     be->release(be, ids);
 
@@ -172,27 +183,77 @@ int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress
         be->release(be, img);
         be->release(be, zi);
     }
-    float *cond = be->alloc(be, cond_n * sizeof(float));
-    be->upload(be, cond, cond_host, cond_n * sizeof(float));
+    v->cond = be->alloc(be, cond_n * sizeof(float));
+    be->upload(be, v->cond, cond_host, cond_n * sizeof(float));
     free(cond_host);
 
     /* initial noise, drawn on the host so that every backend starts from the same bits */
     size_t zn = (size_t)T * lc * S;
     float *z_host = vd_malloc(zn * sizeof(float));
     vd_rng_normal(p->seed, 0, z_host, zn);
-    float *z = be->alloc(be, zn * sizeof(float));
-    be->upload(be, z, z_host, zn * sizeof(float));
+    v->z = be->alloc(be, zn * sizeof(float));
+    be->upload(be, v->z, z_host, zn * sizeof(float));
     free(z_host);
 
-    int rc = vd_sample(m, &plan, z, cond, ctx, L, 1, T, h, w, guided ? p->guidance : 1.0f, progress, user);
-    if (rc == 0) {
-        float *img = be->alloc(be, (size_t)T * 3 * p->height * p->width * sizeof(float));
-        vd_ae_decode(e->ae, z, T, h, w, img);
-        be->download(be, frames, img, (size_t)T * 3 * p->height * p->width * sizeof(float));
-        be->release(be, img);
+    size_t row_ctx = (size_t)L * tc->dim;
+    v->state = (vd_latent_video){.z = v->z, .cond = v->cond, .ctx = v->ctx,
+                                 .ctx_uncond = guided ? v->ctx + row_ctx : NULL, .plan = &v->plan,
+                                 .guidance = p->guidance};
+    return v;
+}
+
+int vd_video_compatible(const vd_video *a, const vd_video *b)
+{
+    return a->T == b->T && a->h == b->h && a->w == b->w;
+}
+
+int vd_video_step_index(const vd_video *v) { return v->state.step; }
+int vd_video_steps(const vd_video *v) { return v->plan.steps; }
+
+void vd_step(vd_engine *e, vd_video **videos, int n)
+{
+    if (n < 1) return;
+    vd_latent_video *states = vd_malloc((size_t)n * sizeof *states);
+    for (int i = 0; i < n; i++) states[i] = videos[i]->state;
+    const vd_video *first = videos[0];
+    vd_denoise_step(&e->model, states, n, first->L, first->T, first->h, first->w);
+    for (int i = 0; i < n; i++) videos[i]->state.step = states[i].step;
+    free(states);
+}
+
+void vd_video_decode(vd_engine *e, vd_video *v, float *frames)
+{
+    vd_backend *be = e->be;
+    size_t n = (size_t)v->T * 3 * v->params.height * v->params.width;
+    float *img = be->alloc(be, n * sizeof(float));
+    vd_ae_decode(e->ae, v->z, v->T, v->h, v->w, img);
+    be->download(be, frames, img, n * sizeof(float));
+    be->release(be, img);
+}
+
+void vd_video_free(vd_engine *e, vd_video *v)
+{
+    if (!v) return;
+    e->be->release(e->be, v->z), e->be->release(e->be, v->cond), e->be->release(e->be, v->ctx);
+    vd_sampler_plan_free(&v->plan);
+    free(v);
+}
+
+int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress_fn progress, void *user,
+                char err[VD_ERR_LEN])
+{
+    vd_video *v = vd_video_begin(e, p, err);
+    if (!v) return -1;
+    int rc = 0;
+    while (vd_video_step_index(v) < vd_video_steps(v)) {
+        vd_step(e, &v, 1);
+        if (progress && progress(user, vd_video_step_index(v), vd_video_steps(v))) {
+            rc = 1;
+            break;
+        }
     }
-    be->release(be, z), be->release(be, cond), be->release(be, ctx);
-    vd_sampler_plan_free(&plan);
+    if (rc == 0) vd_video_decode(e, v, frames);
+    vd_video_free(e, v);
     return rc;
 }
 

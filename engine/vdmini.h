@@ -60,4 +60,24 @@ int vd_unknown_words(const vd_engine *e, const char *prompt, char *buf, size_t b
 int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress_fn progress,
                 void *user, char err[VD_ERR_LEN]);
 
+/* ---- step-level batching: videos that join and leave a running batch ----
+ * A vd_video holds one request's state on the engine's device (text encoding, condition,
+ * latent, sampler plan, step). vd_step runs one denoiser step for several videos as one batch;
+ * they may be at different steps and use different samplers, step counts and guidance, but
+ * must be compatible (same frames, width and height). All calls on one engine must come from
+ * one thread at a time. */
+typedef struct vd_video vd_video;
+
+/* Validates p, encodes the prompt (and the first image), draws the noise. NULL with a message
+ * in err for bad parameters. */
+vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_LEN]);
+int vd_video_compatible(const vd_video *a, const vd_video *b);
+int vd_video_step_index(const vd_video *v); /* steps taken so far */
+int vd_video_steps(const vd_video *v);      /* steps in all */
+/* One denoiser step for each of n compatible, unfinished videos, as one batch. */
+void vd_step(vd_engine *e, vd_video **videos, int n);
+/* Decodes a finished video into frames (frames, 3, height, width). */
+void vd_video_decode(vd_engine *e, vd_video *v, float *frames);
+void vd_video_free(vd_engine *e, vd_video *v);
+
 #endif
