@@ -114,6 +114,13 @@ void vd_engine_limits(const vd_engine *e, vd_model_limits *out)
     out->default_frames = u->frames;
 }
 
+int vd_engine_vocab_size(const vd_engine *e) { return e->model.cfg.text.vocab_size; }
+
+const char *vd_engine_vocab_word(const vd_engine *e, int i)
+{
+    return i >= 0 && i < e->model.cfg.text.vocab_size ? e->model.cfg.text.vocab[i] : NULL;
+}
+
 int vd_unknown_words(const vd_engine *e, const char *prompt, char *buf, size_t buflen)
 {
     int32_t *ids = vd_malloc((size_t)e->model.cfg.text.max_tokens * sizeof *ids);

@@ -466,6 +466,7 @@ void vd_model_attach(vd_model *m, vd_backend *be)
     m->be = be;
     m->weights = be->alloc(be, m->total * sizeof(float));
     if (m->host) be->upload(be, m->weights, m->host, m->total * sizeof(float));
+    be->declare_constant(be, m->weights, m->total * sizeof(float));
 }
 
 void vd_model_free(vd_model *m)

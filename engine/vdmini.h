@@ -52,6 +52,10 @@ typedef struct {
 /* Called after every denoising step; return non-zero to cancel. */
 typedef int (*vd_progress_fn)(void *user, int step, int total);
 
+/* The words the model's tokenizer knows (index 0 and 1 are "<pad>" and "<unk>"). */
+int vd_engine_vocab_size(const vd_engine *e);
+const char *vd_engine_vocab_word(const vd_engine *e, int i);
+
 /* Words of the prompt the model does not know, space separated, into buf. Returns their count. */
 int vd_unknown_words(const vd_engine *e, const char *prompt, char *buf, size_t buflen);
 
