@@ -1,0 +1,238 @@
+/* vdminid.c: the daemon. Reads the configuration (defaults, then the YAML file, then flags),
+ * loads the model, opens the job store, starts the scheduler and the HTTP front end, and then
+ * waits for signals: SIGHUP re-reads the configuration, SIGTERM and SIGINT drain (stop
+ * accepting, finish the running batch, keep the queue for the next start) and exit. Expired
+ * videos are swept once a minute.
+ *
+ *   vdminid [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--model PATH]
+ *           [--set OPTION=VALUE]... */
+#include "common.h"
+#include "config.h"
+#include "http.h"
+#include "server.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define SWEEP_SECONDS 60
+
+typedef struct {
+    const char *config_path;
+    int override_count;
+    char *names[64], *values[64]; /* command-line overrides, applied after the file */
+} startup_args;
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: vdminid [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--model PATH]\n"
+                 "               [--set OPTION=VALUE]...\n"
+                 "Options and their defaults are documented in conf/vdmini.yaml.\n");
+}
+
+static int parse_args(int argc, char **argv, startup_args *a)
+{
+    static const struct { const char *flag, *option; } shortcuts[] = {
+        {"--listen", "listen"}, {"--data-dir", "data_dir"}, {"--model", "model"},
+    };
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "vdminid: %s: missing value\n", f);
+            return -1;
+        }
+        const char *v = argv[++i];
+        if (strcmp(f, "--config") == 0) {
+            a->config_path = v;
+            continue;
+        }
+        if (a->override_count == 64) {
+            fprintf(stderr, "vdminid: too many overrides\n");
+            return -1;
+        }
+        int known = 0;
+        for (size_t k = 0; k < VD_ARRAY_LEN(shortcuts) && !known; k++)
+            if (strcmp(f, shortcuts[k].flag) == 0) {
+                a->names[a->override_count] = strdup(shortcuts[k].option);
+                a->values[a->override_count++] = strdup(v);
+                known = 1;
+            }
+        if (known) continue;
+        const char *eq = strchr(v, '=');
+        if (strcmp(f, "--set") == 0 && eq) {
+            a->names[a->override_count] = strndup(v, (size_t)(eq - v));
+            a->values[a->override_count++] = strdup(eq + 1);
+            continue;
+        }
+        fprintf(stderr, "vdminid: unknown option %s\n", f);
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Defaults, then the file, then the overrides; validated. */
+static int build_config(const startup_args *a, vd_server_config *c, char *err, size_t errlen)
+{
+    vd_server_config_defaults(c);
+    if (a->config_path && vd_server_config_load(c, a->config_path, err, errlen)) return -1;
+    for (int i = 0; i < a->override_count; i++)
+        if (vd_server_config_set(c, a->names[i], a->values[i], err, errlen)) return -1;
+    return vd_server_config_validate(c, err, errlen);
+}
+
+static vd_scheduler_config scheduler_config(const vd_server_config *c)
+{
+    return (vd_scheduler_config){.max_batch = c->max_batch, .max_queue = c->max_queue,
+                                 .max_queue_wait_ms = c->max_queue_wait_ms,
+                                 .retention_seconds = c->retention_seconds};
+}
+
+static void set_log_level(const char *name)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, names[i]) == 0) vd_log_set_threshold((vd_log_level)i);
+}
+
+static vd_device device_of(const char *name)
+{
+    return strcmp(name, "cpu") == 0 ? VD_DEVICE_CPU : strcmp(name, "cuda") == 0 ? VD_DEVICE_CUDA : VD_DEVICE_AUTO;
+}
+
+/* The model's id: its file name without the extension. */
+static void model_id_of(const char *path, char *out, size_t outlen)
+{
+    char *copy = strdup(path);
+    snprintf(out, outlen, "%s", basename(copy));
+    free(copy);
+    char *dot = strstr(out, ".safetensors");
+    if (dot && dot[12] == 0) *dot = 0;
+}
+
+static void reload(vd_server *srv, const startup_args *a)
+{
+    vd_server_config next;
+    char err[512];
+    if (build_config(a, &next, err, sizeof err)) {
+        VD_LOG(VD_LOG_ERROR, "SIGHUP: configuration not reloaded: %s", err);
+        vd_server_config_free(&next);
+        return;
+    }
+    pthread_rwlock_wrlock(&srv->config_lock);
+    const vd_server_config *old = &srv->config;
+    if (strcmp(old->listen, next.listen) || strcmp(old->data_dir, next.data_dir) || strcmp(old->model, next.model) ||
+        strcmp(old->device, next.device) || old->http_threads != next.http_threads)
+        VD_LOG(VD_LOG_WARN, "SIGHUP: listen, data_dir, model, device and http_threads change only at restart");
+    vd_server_config_free(&srv->config);
+    srv->config = next;
+    set_log_level(srv->config.log_level);
+    vd_scheduler_config sc = scheduler_config(&srv->config);
+    pthread_rwlock_unlock(&srv->config_lock);
+    vd_scheduler_set_config(srv->scheduler, &sc);
+    VD_LOG(VD_LOG_INFO, "SIGHUP: configuration reloaded");
+}
+
+int main(int argc, char **argv)
+{
+    startup_args args = {0};
+    if (parse_args(argc, argv, &args)) return 2;
+    vd_server srv;
+    memset(&srv, 0, sizeof srv);
+    char err[512];
+    if (build_config(&args, &srv.config, err, sizeof err)) {
+        fprintf(stderr, "vdminid: %s\n", err);
+        return 2;
+    }
+    set_log_level(srv.config.log_level);
+    pthread_rwlock_init(&srv.config_lock, NULL);
+
+    /* signals go to the main thread only: block them before any thread starts */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    const vd_server_config *c = &srv.config;
+    char engine_err[VD_ERR_LEN];
+    srv.engine = vd_engine_open(c->model, c->ae[0] ? c->ae : NULL, device_of(c->device), c->bf16, engine_err);
+    if (!srv.engine) {
+        fprintf(stderr, "vdminid: cannot load the model: %s\n", engine_err);
+        return 1;
+    }
+    model_id_of(c->model, srv.model_id, sizeof srv.model_id);
+    struct stat st;
+    srv.model_created = stat(c->model, &st) == 0 ? (int64_t)st.st_mtime : (int64_t)time(NULL);
+    vd_engine_limits(srv.engine, &srv.limits);
+    srv.vocab_size = vd_engine_vocab_size(srv.engine);
+    const char **vocab = vd_malloc((size_t)srv.vocab_size * sizeof *vocab);
+    for (int i = 0; i < srv.vocab_size; i++) vocab[i] = vd_engine_vocab_word(srv.engine, i);
+    srv.vocab = vocab;
+
+    srv.store = vd_store_open(c->data_dir, err, sizeof err);
+    if (!srv.store) {
+        fprintf(stderr, "vdminid: %s\n", err);
+        return 1;
+    }
+    srv.events = vd_events_new();
+    srv.metrics = vd_metrics_new();
+    vd_scheduler_config sc = scheduler_config(c);
+    srv.scheduler = vd_scheduler_start(srv.engine, srv.store, srv.events, srv.metrics, &sc);
+    vd_http *http = vd_http_start(&srv, err, sizeof err);
+    if (!http) {
+        fprintf(stderr, "vdminid: %s\n", err);
+        vd_scheduler_stop(srv.scheduler, 0);
+        return 1;
+    }
+    srv.ready = 1;
+    VD_LOG(VD_LOG_INFO, "serving model %s on %s at http://%s/ (port %d)%s", srv.model_id,
+           vd_engine_device_name(srv.engine), c->listen, vd_http_port(http),
+           c->api_key_count ? "" : "; no api_keys configured, so only loopback clients can reach it");
+
+    int64_t next_sweep = 0;
+    for (;;) {
+        if ((int64_t)time(NULL) >= next_sweep) {
+            int removed = vd_store_remove_expired(srv.store, (int64_t)time(NULL), err, sizeof err);
+            if (removed < 0) VD_LOG(VD_LOG_ERROR, "removing expired videos: %s", err);
+            else if (removed > 0) VD_LOG(VD_LOG_INFO, "removed %d expired videos", removed);
+            next_sweep = (int64_t)time(NULL) + SWEEP_SECONDS;
+        }
+        struct timespec timeout = {.tv_sec = 5};
+        int sig = sigtimedwait(&signals, NULL, &timeout);
+        if (sig == SIGHUP) {
+            reload(&srv, &args);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            VD_LOG(VD_LOG_INFO, "%s: draining (finishing the running batch; queued jobs stay for the next start)",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        } else if (sig < 0 && errno != EAGAIN && errno != EINTR) {
+            VD_LOG(VD_LOG_ERROR, "waiting for signals: %s", strerror(errno));
+        }
+    }
+    srv.draining = 1;
+    vd_http_quiesce(http);
+    vd_scheduler_stop(srv.scheduler, 1);
+    vd_http_stop(http);
+    vd_events_free(srv.events);
+    vd_metrics_free(srv.metrics);
+    vd_store_close(srv.store);
+    vd_engine_close(srv.engine);
+    free(vocab);
+    vd_server_config_free(&srv.config);
+    pthread_rwlock_destroy(&srv.config_lock);
+    for (int i = 0; i < args.override_count; i++) free(args.names[i]), free(args.values[i]);
+    VD_LOG(VD_LOG_INFO, "stopped");
+    return 0;
+}

@@ -1,0 +1,221 @@
+/* test_scheduler.c: the scheduler on a tiny random model on the CPU with a real store —
+ * batched jobs all complete with their files, a queued job cancels, a full queue refuses,
+ * jobs a crashed run left behind run again (or fail after too many interrupted runs), and a
+ * stop that does not finish leaves running jobs for the next start. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "scheduler.h"
+
+static char dir[] = "/tmp/vdmini-sched-XXXXXX";
+static char model_path[4096];
+static vd_engine *engine;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!mkdtemp(dir)) return -1;
+    snprintf(model_path, sizeof model_path, "%s/tiny.safetensors", dir);
+    char err[VD_ERR_LEN];
+    if (vd_init_preset("tiny", 3, model_path, err)) return -1;
+    engine = vd_engine_open(model_path, NULL, VD_DEVICE_CPU, 0, err);
+    return engine ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    vd_engine_close(engine);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
+static void make_job(vd_job *j, const char *prompt, int steps)
+{
+    memset(j, 0, sizeof *j);
+    vd_job_new_id(j->id);
+    snprintf(j->model, sizeof j->model, "tiny");
+    j->status = VD_JOB_QUEUED;
+    j->created_at = (int64_t)time(NULL);
+    j->prompt = strdup(prompt);
+    j->width = 64, j->height = 64, j->frames = 2, j->fps = 8, j->steps = steps;
+    j->guidance = 3.0f;
+    j->seed = 42;
+    j->unknown_words = strdup("");
+}
+
+static vd_store *open_store(const char *name)
+{
+    char path[4200], err[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    vd_store *s = vd_store_open(path, err, sizeof err);
+    if (!s) fail_msg("store: %s", err);
+    return s;
+}
+
+/* Polls the store until the job reaches status, for at most 120 s. */
+static int wait_status(vd_store *st, const char *id, vd_job_status status)
+{
+    double until = vd_now() + 120;
+    while (vd_now() < until) {
+        vd_job j;
+        char err[256];
+        if (vd_store_get(st, id, &j, err, sizeof err) == 0) {
+            vd_job_status now = j.status;
+            vd_job_clear(&j);
+            if (now == status) return 1;
+            if (now == VD_JOB_COMPLETED || now == VD_JOB_FAILED || now == VD_JOB_CANCELLED) return 0;
+        }
+        struct timespec pause = {0, 20 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    return 0;
+}
+
+static void insert(vd_store *st, const vd_job *j)
+{
+    char err[256], existing[VD_JOB_ID_LEN];
+    assert_int_equal(vd_store_insert(st, j, existing, err, sizeof err), 0);
+}
+
+static void test_batch_completes(void **state)
+{
+    (void)state;
+    vd_store *st = open_store("batch");
+    vd_events *ev = vd_events_new();
+    vd_metrics *me = vd_metrics_new();
+    vd_scheduler_config cfg = {.max_batch = 4, .max_queue = 16, .max_queue_wait_ms = 200, .retention_seconds = 60};
+    vd_scheduler *s = vd_scheduler_start(engine, st, ev, me, &cfg);
+    vd_job jobs[3];
+    const char *prompts[3] = {"a red circle", "a blue square", "a green star"};
+    for (int i = 0; i < 3; i++) {
+        make_job(&jobs[i], prompts[i], 2 + i);
+        insert(st, &jobs[i]);
+        assert_int_equal(vd_scheduler_submit(s, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_true(wait_status(st, jobs[i].id, VD_JOB_COMPLETED));
+        char path[4200];
+        struct stat sb;
+        vd_store_path(st, jobs[i].id, "mp4", path, sizeof path);
+        assert_int_equal(stat(path, &sb), 0);
+        assert_true(sb.st_size > 0);
+        vd_store_path(st, jobs[i].id, "png", path, sizeof path);
+        assert_int_equal(stat(path, &sb), 0);
+        vd_job back;
+        char err[256];
+        assert_int_equal(vd_store_get(st, jobs[i].id, &back, err, sizeof err), 0);
+        assert_int_equal(back.progress, 100);
+        assert_true(back.expires_at == back.completed_at + 60);
+        assert_int_equal(back.attempts, 1);
+        vd_job_clear(&back);
+        vd_job_clear(&jobs[i]);
+    }
+    int queued, running;
+    vd_scheduler_counts(s, &queued, &running);
+    assert_int_equal(queued, 0);
+    assert_int_equal(running, 0);
+    vd_scheduler_stop(s, 1);
+    vd_events_free(ev), vd_metrics_free(me);
+    vd_store_close(st);
+}
+
+static void test_cancel_and_full_queue(void **state)
+{
+    (void)state;
+    vd_store *st = open_store("cancel");
+    vd_events *ev = vd_events_new();
+    vd_metrics *me = vd_metrics_new();
+    vd_scheduler_config cfg = {.max_batch = 1, .max_queue = 2, .max_queue_wait_ms = 0, .retention_seconds = 60};
+    vd_scheduler *s = vd_scheduler_start(engine, st, ev, me, &cfg);
+    vd_job a, b, c, d;
+    make_job(&a, "first", 40);
+    make_job(&b, "second", 2);
+    make_job(&c, "third", 2);
+    make_job(&d, "fourth", 2);
+    insert(st, &a), insert(st, &b), insert(st, &c), insert(st, &d);
+    assert_int_equal(vd_scheduler_submit(s, &a), 0);
+    assert_true(wait_status(st, a.id, VD_JOB_IN_PROGRESS));
+    assert_int_equal(vd_scheduler_submit(s, &b), 0);
+    assert_int_equal(vd_scheduler_submit(s, &c), 0);
+    assert_int_equal(vd_scheduler_submit(s, &d), -1); /* the queue holds two */
+    assert_int_equal(vd_scheduler_queue_position(s, b.id), 0);
+    assert_int_equal(vd_scheduler_queue_position(s, c.id), 1);
+    assert_int_equal(vd_scheduler_cancel(s, b.id), 0);
+    assert_true(wait_status(st, b.id, VD_JOB_CANCELLED));
+    assert_int_equal(vd_scheduler_queue_position(s, c.id), 0);
+    assert_int_equal(vd_scheduler_cancel(s, a.id), 0); /* running: leaves at the next step */
+    assert_true(wait_status(st, a.id, VD_JOB_CANCELLED));
+    assert_true(wait_status(st, c.id, VD_JOB_COMPLETED));
+    assert_int_equal(vd_scheduler_cancel(s, c.id), 1); /* finished: nothing to cancel */
+    assert_int_equal(vd_scheduler_cancel(s, "video_nonesuch"), 1);
+    vd_scheduler_stop(s, 1);
+    vd_job_clear(&a), vd_job_clear(&b), vd_job_clear(&c), vd_job_clear(&d);
+    vd_events_free(ev), vd_metrics_free(me);
+    vd_store_close(st);
+}
+
+static void test_recovery(void **state)
+{
+    (void)state;
+    vd_store *st = open_store("recover");
+    vd_job interrupted, hopeless, waiting;
+    make_job(&interrupted, "was running", 2);
+    interrupted.status = VD_JOB_IN_PROGRESS, interrupted.attempts = 1;
+    make_job(&hopeless, "crashed thrice", 2);
+    hopeless.status = VD_JOB_IN_PROGRESS, hopeless.attempts = 3;
+    make_job(&waiting, "was queued", 2);
+    insert(st, &interrupted), insert(st, &hopeless), insert(st, &waiting);
+    vd_events *ev = vd_events_new();
+    vd_metrics *me = vd_metrics_new();
+    vd_scheduler_config cfg = {.max_batch = 2, .max_queue = 8, .max_queue_wait_ms = 0, .retention_seconds = 60};
+    vd_scheduler *s = vd_scheduler_start(engine, st, ev, me, &cfg);
+    assert_true(wait_status(st, interrupted.id, VD_JOB_COMPLETED));
+    assert_true(wait_status(st, waiting.id, VD_JOB_COMPLETED));
+    assert_true(wait_status(st, hopeless.id, VD_JOB_FAILED));
+    vd_job back;
+    char err[256];
+    assert_int_equal(vd_store_get(st, hopeless.id, &back, err, sizeof err), 0);
+    assert_string_equal(back.error_code, "interrupted");
+    assert_non_null(back.error_message);
+    vd_job_clear(&back);
+    assert_int_equal(vd_store_get(st, interrupted.id, &back, err, sizeof err), 0);
+    assert_int_equal(back.attempts, 2);
+    vd_job_clear(&back);
+
+    /* a stop that does not finish leaves the running job in progress for the next start */
+    vd_job slow;
+    make_job(&slow, "slow", 400);
+    insert(st, &slow);
+    assert_int_equal(vd_scheduler_submit(s, &slow), 0);
+    assert_true(wait_status(st, slow.id, VD_JOB_IN_PROGRESS));
+    vd_scheduler_stop(s, 0);
+    assert_int_equal(vd_store_get(st, slow.id, &back, err, sizeof err), 0);
+    assert_int_equal(back.status, VD_JOB_IN_PROGRESS);
+    vd_job_clear(&back);
+    vd_job_clear(&interrupted), vd_job_clear(&hopeless), vd_job_clear(&waiting), vd_job_clear(&slow);
+    vd_events_free(ev), vd_metrics_free(me);
+    vd_store_close(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_completes),
+        cmocka_unit_test(test_cancel_and_full_queue),
+        cmocka_unit_test(test_recovery),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
