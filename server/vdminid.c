@@ -5,7 +5,8 @@
  * videos are swept once a minute.
  *
  *   vdminid [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--model PATH]
- *           [--set OPTION=VALUE]... */
+ *           [--set OPTION=VALUE]...
+ *   vdminid --print-defaults      (the documented configuration, as in conf/vdmini.yaml) */
 #include "common.h"
 #include "config.h"
 #include "http.h"
@@ -32,6 +33,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: vdminid [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--model PATH]\n"
                  "               [--set OPTION=VALUE]...\n"
+                 "       vdminid --print-defaults\n"
                  "Options and their defaults are documented in conf/vdmini.yaml.\n");
 }
 
@@ -44,6 +46,10 @@ static int parse_args(int argc, char **argv, startup_args *a)
         const char *f = argv[i];
         if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
             usage(stdout);
+            exit(0);
+        }
+        if (strcmp(f, "--print-defaults") == 0) {
+            vd_server_config_write_defaults(stdout);
             exit(0);
         }
         if (i + 1 >= argc) {

@@ -13,4 +13,5 @@ apt-get install -y -q --no-install-recommends \
     libopenblas-dev libjansson-dev \
     libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
     libmicrohttpd-dev libyaml-dev libsqlite3-dev python3-pytest \
-    libcmocka-dev python3 python3-numpy python3-torch
+    libcmocka-dev python3 python3-numpy python3-torch \
+    chromium nodejs npm systemd
