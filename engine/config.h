@@ -1,0 +1,57 @@
+/* config.h: the model config — what a weights file's __metadata__["vdmini.config"] holds
+ * (docs/architecture.md gives the JSON), parsed into plain structs, and the named presets. */
+#ifndef VD_CONFIG_H
+#define VD_CONFIG_H
+
+#include <stddef.h>
+
+#define VD_MAX_LEVELS 8
+
+typedef struct {
+    int present;
+    int levels, channels[VD_MAX_LEVELS];
+    int latent_channels, groups, image_size;
+    float scale_factor;
+} vd_ae_config;
+
+typedef struct {
+    int present;
+    int vocab_size;
+    char **vocab; /* vocab[0] = "<pad>", vocab[1] = "<unk>" */
+    int max_tokens, dim, layers, heads;
+} vd_text_config;
+
+typedef struct {
+    int present;
+    int levels, channels[VD_MAX_LEVELS], attention[VD_MAX_LEVELS];
+    int blocks_per_level, head_dim, groups, in_channels, out_channels, context_dim;
+    int frames, latent_h, latent_w;
+    int removed_count;
+    char **removed; /* block names: "down.l.b", "up.l.b", "mid" */
+} vd_unet_config;
+
+typedef struct {
+    int train_steps;
+    float beta_start, beta_end;
+} vd_diffusion_config;
+
+typedef struct {
+    vd_ae_config ae;
+    vd_text_config text;
+    vd_unet_config unet;
+    vd_diffusion_config diffusion;
+} vd_model_config;
+
+/* Parses the JSON config; every field is checked (types, ranges, divisibility). */
+int vd_config_parse(const char *json, vd_model_config *c, char *err, size_t errlen);
+/* The JSON form (malloc'd string). */
+char *vd_config_to_json(const vd_model_config *c);
+/* Fills c with a named preset ("tiny", "large"); returns -1 for an unknown name. */
+int vd_config_preset(const char *name, vd_model_config *c);
+void vd_config_free(vd_model_config *c);
+/* Deep copy. */
+void vd_config_copy(vd_model_config *dst, const vd_model_config *src);
+
+int vd_unet_block_removed(const vd_unet_config *u, const char *name);
+
+#endif
