@@ -39,6 +39,10 @@ struct vd_backend {
     void (*zero)(vd_backend *be, void *dst, size_t bytes);
     void (*synchronize)(vd_backend *be);
     void (*destroy)(vd_backend *be); /* frees the backend itself */
+    /* Declares [ptr, ptr + bytes) read-only until it is released or declared again: the backend
+     * may keep derived copies of data in it (such as bf16 weights). Declaring it again drops
+     * those copies (for a caller that changed the data). */
+    void (*declare_constant)(vd_backend *be, const void *ptr, size_t bytes);
 
     /* ---- ops, forward ---- */
 

@@ -55,6 +55,12 @@ void cpu_synchronize(vd_backend *be)
     (void)be;
 }
 
+/* The CPU backends keep no derived copies of data. */
+void cpu_declare_constant(vd_backend *be, const void *ptr, size_t bytes)
+{
+    (void)be, (void)ptr, (void)bytes;
+}
+
 void cpu_set_memory_ops(vd_backend *be)
 {
     be->alloc = cpu_alloc;
@@ -64,6 +70,7 @@ void cpu_set_memory_ops(vd_backend *be)
     be->copy = cpu_copy;
     be->zero = cpu_zero;
     be->synchronize = cpu_synchronize;
+    be->declare_constant = cpu_declare_constant;
 }
 
 /* ---- ops ---- */

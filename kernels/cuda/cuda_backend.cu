@@ -1,6 +1,8 @@
 /* cuda_backend.cu: the CUDA backend's constructor, memory functions and teardown. Tensors live
  * in device memory from cudaMalloc; every transfer and op runs in order on the backend's own
- * stream, and download synchronises it so that the host sees the result. */
+ * stream, and download synchronises it so that the host sees the result. Declared constant ranges
+ * are tracked here, and the bf16 weight copies made from them (cuda_ops.cu) are dropped when
+ * their range is released or declared again. */
 #include "cuda_internal.h"
 
 #include <stdio.h>
@@ -23,11 +25,65 @@ void cuda_scratch_free(cuda_scratch *s)
     s->bytes = 0;
 }
 
+bool cuda_is_constant(const cuda_state *st, const void *ptr, size_t bytes)
+{
+    uintptr_t begin = (uintptr_t)ptr;
+    for (int i = 0; i < st->constant_count; i++)
+        if (begin >= st->constants[i].begin && begin + bytes <= st->constants[i].end) return true;
+    return false;
+}
+
+static bool in_range(const void *ptr, uintptr_t begin, uintptr_t end)
+{
+    return ptr && (uintptr_t)ptr >= begin && (uintptr_t)ptr < end;
+}
+
+void cuda_drop_weight_copies(cuda_state *st, uintptr_t begin, uintptr_t end)
+{
+    int kept = 0;
+    for (int i = 0; i < st->weight_copy_count; i++) {
+        cuda_weight_copy *c = &st->weight_copies[i];
+        if (in_range(c->w, begin, end) || in_range(c->b, begin, end))
+            CUDA_CHECK(cudaFree(c->copy)); /* waits for queued ops that read it */
+        else
+            st->weight_copies[kept++] = *c;
+    }
+    st->weight_copy_count = kept;
+}
+
+/* Forgets the declared ranges that overlap [begin, end), with their copies. */
+static void forget_constants(cuda_state *st, uintptr_t begin, uintptr_t end)
+{
+    int kept = 0;
+    for (int i = 0; i < st->constant_count; i++) {
+        cuda_constant_range r = st->constants[i];
+        if (r.begin < end && begin < r.end)
+            cuda_drop_weight_copies(st, r.begin, r.end);
+        else
+            st->constants[kept++] = r;
+    }
+    st->constant_count = kept;
+}
+
+static void cuda_declare_constant(vd_backend *be, const void *ptr, size_t bytes)
+{
+    cuda_state *st = cuda_state_of(be);
+    uintptr_t begin = (uintptr_t)ptr, end = begin + bytes;
+    forget_constants(st, begin, end);
+    if (!ptr || !bytes) return;
+    if (st->constant_count == st->constant_cap) {
+        st->constant_cap = st->constant_cap ? 2 * st->constant_cap : 8;
+        st->constants = (cuda_constant_range *)vd_realloc(st->constants, (size_t)st->constant_cap * sizeof *st->constants);
+    }
+    st->constants[st->constant_count++] = (cuda_constant_range){begin, end};
+}
+
 static void *cuda_alloc(vd_backend *be, size_t bytes)
 {
-    (void)be;
     void *ptr = NULL;
     CUDA_CHECK(cudaMalloc(&ptr, bytes ? bytes : 1));
+    /* A declared range inside a buffer released as a whole is stale by now. */
+    forget_constants(cuda_state_of(be), (uintptr_t)ptr, (uintptr_t)ptr + (bytes ? bytes : 1));
     return ptr;
 }
 
@@ -35,6 +91,7 @@ static void cuda_release(vd_backend *be, void *ptr)
 {
     cuda_state *st = cuda_state_of(be);
     if (!ptr) return;
+    forget_constants(st, (uintptr_t)ptr, (uintptr_t)ptr + 1);
     /* cudaFree waits for the device; queued ops on our stream that use ptr finish first. */
     CUDA_CHECK(cudaStreamSynchronize(st->stream));
     CUDA_CHECK(cudaFree(ptr));
@@ -79,7 +136,11 @@ static void cuda_destroy(vd_backend *be)
     CUDA_CHECK(cudaStreamSynchronize(st->stream));
     cuda_scratch_free(&st->workspace);
     cuda_scratch_free(&st->staging_input);
+    cuda_scratch_free(&st->staging_output);
     cuda_scratch_free(&st->staging_weight);
+    forget_constants(st, 0, UINTPTR_MAX);
+    free(st->constants);
+    free(st->weight_copies);
 #ifdef VD_HAVE_CUDNN
     CUDNN_CHECK(cudnnDestroy(st->cudnn));
 #endif
@@ -149,6 +210,7 @@ extern "C" vd_backend *vd_backend_cuda(int device, char *err, size_t errlen)
     be->zero = cuda_zero;
     be->synchronize = cuda_synchronize;
     be->destroy = cuda_destroy;
+    be->declare_constant = cuda_declare_constant;
     cuda_set_ops(be);
 
     cudaDeviceProp prop;

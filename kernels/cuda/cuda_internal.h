@@ -1,11 +1,13 @@
 /* cuda_internal.h: what cuda_backend.cu (memory, setup) and cuda_ops.cu (the ops) share: checked
  * wrappers for CUDA, cuBLAS and cuDNN calls that log file:line and abort (the backend's calls fail
  * only on programming errors or a lost device, so they are treated like startup failures), the
- * launch check that follows every kernel, and the backend's private state. */
+ * launch check that follows every kernel, the backend's private state and its cache of bf16
+ * weight copies. */
 #ifndef VD_CUDA_INTERNAL_H
 #define VD_CUDA_INTERNAL_H
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdlib.h>
 #ifdef VD_HAVE_CUDNN
@@ -55,15 +57,36 @@ typedef struct {
     size_t bytes;
 } cuda_scratch;
 
-/* The convolution algorithm cuDNN chose for one shape, remembered so that the heuristics run
- * once per shape. */
+/* The convolution algorithm cuDNN chose for one shape and precision, remembered so that the
+ * choice runs once per shape. In bf16 the channel counts are the padded ones of the NHWC tensors. */
 typedef struct {
-    int B, ci, H, W, co, k, stride;
-    int algo;
+    int B, ci, H, W, co, kh, kw, stride, bf16;
+    int algo;      /* -1: cuDNN offers none */
+    int math_type; /* the cudnnMathType_t the algorithm was measured with */
     size_t workspace_bytes;
 } cuda_conv_plan;
 
 #define CUDA_CONV_PLAN_SLOTS 128
+
+/* A range the caller declared read-only (backend.h, declare_constant). */
+typedef struct {
+    uintptr_t begin, end;
+} cuda_constant_range;
+
+/* How a bf16 weight copy is laid out:
+ *   ROWS: w(rows, cols) with each row padded with zeros to `width` values; with a bias b, value
+ *         `cols` of row r holds b[r] (a linear layer's bias as one more input column);
+ *   NHWC: conv w(co, ci, taps) as (co padded to a multiple of 8, taps, ci padded to `width`) for
+ *         cuDNN (taps: k*k for conv2d, 3 for temporal_conv). */
+typedef enum { CUDA_WEIGHT_ROWS, CUDA_WEIGHT_NHWC } cuda_weight_layout;
+
+/* One cached bf16 copy of a weight (and bias) lying in a declared range. */
+typedef struct {
+    const float *w, *b;
+    cuda_weight_layout layout;
+    int rows, cols, width, taps;
+    __nv_bfloat16 *copy;
+} cuda_weight_copy;
 
 typedef struct {
     int sm_count;
@@ -74,9 +97,14 @@ typedef struct {
     cuda_conv_plan conv_plans[CUDA_CONV_PLAN_SLOTS];
     int conv_plan_count;
 #endif
-    cuda_scratch workspace;      /* cuDNN workspace, im2col columns, attention scores */
+    cuda_scratch workspace;      /* cuDNN workspace, im2col columns, attention scores and keys */
     cuda_scratch staging_input;  /* bf16 copies of activations for matrix products */
-    cuda_scratch staging_weight; /* bf16 copies of weights for matrix products */
+    cuda_scratch staging_output; /* bf16 convolution outputs before conversion to fp32 */
+    cuda_scratch staging_weight; /* bf16 copies of weights outside declared ranges */
+    cuda_constant_range *constants;
+    int constant_count, constant_cap;
+    cuda_weight_copy *weight_copies;
+    int weight_copy_count, weight_copy_cap;
 } cuda_state;
 
 static inline cuda_state *cuda_state_of(vd_backend *be)
@@ -87,6 +115,12 @@ static inline cuda_state *cuda_state_of(vd_backend *be)
 /* Makes s hold at least bytes; may free and reallocate (which synchronises the device). */
 void *cuda_scratch_reserve(cuda_scratch *s, size_t bytes);
 void cuda_scratch_free(cuda_scratch *s);
+
+/* True when [ptr, ptr + bytes) lies inside one declared range. */
+bool cuda_is_constant(const cuda_state *st, const void *ptr, size_t bytes);
+
+/* Frees the cached weight copies whose weight or bias lies in [begin, end). */
+void cuda_drop_weight_copies(cuda_state *st, uintptr_t begin, uintptr_t end);
 
 /* Fills the op members of be (cuda_ops.cu). */
 void cuda_set_ops(vd_backend *be);

@@ -1,19 +1,21 @@
 /* cuda_ops.cu: every op of backend.h on the GPU. Storage is fp32. Matrix products go through
- * cuBLAS (linear, convolutions as im2col + GEMM), cuDNN (fp32 convolutions, when built with it) or
- * the fused attention kernels below; everything else is a small kernel of its own.
+ * cuBLAS (linear, convolutions as im2col + GEMM), cuDNN (convolutions, when built with it) or the
+ * fused attention kernels below; everything else is a small kernel of its own.
  *
  * In VD_PRECISION_F32 every product is true fp32 (no TF32), so results match the CPU reference to
  * rounding. In VD_PRECISION_BF16 the operands of linear, conv2d, temporal_conv and attention are
- * rounded to bf16 (into staging buffers, or on the fly inside the attention kernel) and products
- * accumulate in fp32; outputs stay fp32. */
+ * rounded to bf16 and products accumulate in fp32; outputs stay fp32. Weights in a declared
+ * constant range are converted once and cached; activations are converted into staging buffers
+ * (NHWC for cuDNN's tensor-core convolutions, whose bf16 output is converted back with the bias
+ * added), and a linear layer's bias rides in its product as one more input column. */
 #include "cuda_internal.h"
 
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
 
-/* Largest temporary buffer (im2col columns, bf16 staging of activations, attention scores) one
- * chunk of an op may use; bigger ops are split into chunks of this size. */
+/* Largest temporary buffer (im2col columns, bf16 staging of activations, attention scores and
+ * keys) one chunk of an op may use; bigger ops are split into chunks of this size. */
 #define CHUNK_BYTES ((size_t)256 << 20)
 
 #define THREADS 256
@@ -32,25 +34,131 @@ static unsigned grid_for(const cuda_state *st, size_t n)
     return blocks ? (unsigned)blocks : 1u;
 }
 
+/* True when all three pointers are 16-byte aligned (float4 access). */
+static bool aligned16(const void *a, const void *b, const void *c)
+{
+    return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
+}
+
 #define GRID_STRIDE(i, n) \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 /* ---------------------------------------------------------------------------------------------
- * bf16 staging and matrix products */
+ * bf16 staging of activations and weights */
 
-__global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n)
+static int round_up8(int n)
 {
-    GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(src[i]);
+    return (n + 7) / 8 * 8;
 }
 
-/* Returns a bf16 copy of src (n values) held in buf. */
-static const __nv_bfloat16 *stage_bf16(cuda_state *st, cuda_scratch *buf, const float *src, size_t n)
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
 {
-    __nv_bfloat16 *dst = (__nv_bfloat16 *)cuda_scratch_reserve(buf, n * sizeof(__nv_bfloat16));
-    to_bf16_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(dst, src, n);
+    __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&pair);
+}
+
+/* dst(rows, width) in bf16 from src(rows, cols); width is a multiple of 8 and at least cols. The
+ * values past cols are zero, except that with `extra` set, value `cols` of row r is
+ * extra_column[r] (or 1 when extra_column is NULL): a bias folded into a matrix product as one
+ * more column of the weights, met by a column of ones in the inputs. One thread per 8 outputs. */
+__global__ void rows_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t rows, int cols,
+                                    int width, int extra, const float *extra_column)
+{
+    int groups = width / 8;
+    bool vector_loads = cols % 4 == 0 && (uintptr_t)src % 16 == 0;
+    GRID_STRIDE(i, rows * groups)
+    {
+        size_t r = i / groups;
+        int c0 = (int)(i % groups) * 8;
+        const float *row = src + r * cols;
+        float v[8];
+        if (vector_loads && c0 + 8 <= cols) {
+            float4 a = *reinterpret_cast<const float4 *>(row + c0);
+            float4 b = *reinterpret_cast<const float4 *>(row + c0 + 4);
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                int c = c0 + e;
+                v[e] = c < cols ? row[c] : (extra && c == cols ? (extra_column ? extra_column[r] : 1.0f) : 0.0f);
+            }
+        }
+        uint4 packed = {pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
+                        pack_bf16x2(v[6], v[7])};
+        *reinterpret_cast<uint4 *>(dst + r * width + c0) = packed;
+    }
+}
+
+/* Converts src(rows, cols) into buf as bf16 rows of `width` (see rows_to_bf16_kernel). */
+static __nv_bfloat16 *stage_rows_bf16(cuda_state *st, void *buf, const float *src, size_t rows,
+                                      int cols, int width, int extra, const float *extra_column)
+{
+    __nv_bfloat16 *dst = (__nv_bfloat16 *)buf;
+    size_t n = rows * (width / 8);
+    if (!n) return dst;
+    rows_to_bf16_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(dst, src, rows, cols, width, extra, extra_column);
     CUDA_LAUNCH_CHECK();
     return dst;
 }
+
+/* w(co, ci, taps) -> dst(co_pad, taps, ci_pad) in bf16, zeros in the padding. */
+__global__ void conv_weight_nhwc_kernel(__nv_bfloat16 *dst, const float *w, int co, int ci, int taps,
+                                        int co_pad, int ci_pad)
+{
+    GRID_STRIDE(i, (size_t)co_pad * taps * ci_pad)
+    {
+        int c = (int)(i % ci_pad);
+        size_t rest = i / ci_pad;
+        int tap = (int)(rest % taps);
+        int o = (int)(rest / taps);
+        float v = o < co && c < ci ? w[((size_t)o * ci + c) * taps + tap] : 0.0f;
+        dst[i] = __float2bfloat16_rn(v);
+    }
+}
+
+/* A bf16 copy of weight w (with bias b for CUDA_WEIGHT_ROWS, may be NULL) in the given layout
+ * (cuda_internal.h). rows, cols: w's matrix shape (for NHWC, co and ci); taps: the kernel taps
+ * for NHWC. Weights inside a declared constant range are converted once and kept; others are
+ * converted on every call into the weight staging buffer. */
+static const __nv_bfloat16 *weight_bf16(cuda_state *st, cuda_weight_layout layout, const float *w,
+                                        const float *b, int rows, int cols, int width, int taps)
+{
+    bool nhwc = layout == CUDA_WEIGHT_NHWC;
+    size_t source_floats = nhwc ? (size_t)rows * cols * taps : (size_t)rows * cols;
+    size_t count = nhwc ? (size_t)round_up8(rows) * taps * width : (size_t)rows * width;
+    bool cached = cuda_is_constant(st, w, source_floats * sizeof(float)) &&
+                  (!b || cuda_is_constant(st, b, (size_t)rows * sizeof(float)));
+    if (cached) {
+        for (int i = 0; i < st->weight_copy_count; i++) {
+            const cuda_weight_copy *c = &st->weight_copies[i];
+            if (c->w == w && c->b == b && c->layout == layout && c->rows == rows && c->cols == cols &&
+                c->width == width && c->taps == taps)
+                return c->copy;
+        }
+    }
+    __nv_bfloat16 *dst;
+    if (cached) CUDA_CHECK(cudaMalloc(&dst, count * sizeof(__nv_bfloat16)));
+    else dst = (__nv_bfloat16 *)cuda_scratch_reserve(&st->staging_weight, count * sizeof(__nv_bfloat16));
+    if (nhwc) {
+        conv_weight_nhwc_kernel<<<grid_for(st, count), THREADS, 0, st->stream>>>(dst, w, rows, cols, taps,
+                                                                                  round_up8(rows), width);
+        CUDA_LAUNCH_CHECK();
+    } else {
+        stage_rows_bf16(st, dst, w, (size_t)rows, cols, width, b != NULL, b);
+    }
+    if (cached) {
+        if (st->weight_copy_count == st->weight_copy_cap) {
+            st->weight_copy_cap = st->weight_copy_cap ? 2 * st->weight_copy_cap : 256;
+            st->weight_copies = (cuda_weight_copy *)vd_realloc(
+                st->weight_copies, (size_t)st->weight_copy_cap * sizeof *st->weight_copies);
+        }
+        st->weight_copies[st->weight_copy_count++] = (cuda_weight_copy){w, b, layout, rows, cols, width, taps, dst};
+    }
+    return dst;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * matrix products */
 
 /* Column-major C(m, n) = alpha * op(A)(m, k) * op(B)(k, n) + beta * C, over `batch` matrices
  * spaced by the strides (0 shares one matrix). A and B are bf16 when bf16, else fp32; C is fp32;
@@ -131,18 +239,23 @@ static void cuda_linear(vd_backend *be, float *y, const float *x, const float *w
     if (!use_bf16(be)) {
         gemm(st, false, CUBLAS_OP_T, CUBLAS_OP_N, out, M, in, 1.0f, w, in, 0, x, in, 0, 0.0f, y,
              out, 0, 1);
-    } else {
-        const __nv_bfloat16 *w16 = stage_bf16(st, &st->staging_weight, w, (size_t)out * in);
-        size_t rows_per_chunk = CHUNK_BYTES / ((size_t)in * sizeof(__nv_bfloat16) + 1);
-        if (rows_per_chunk < 1) rows_per_chunk = 1;
-        for (size_t row0 = 0; row0 < (size_t)M; row0 += rows_per_chunk) {
-            int rows = (int)((size_t)M - row0 < rows_per_chunk ? (size_t)M - row0 : rows_per_chunk);
-            const __nv_bfloat16 *x16 = stage_bf16(st, &st->staging_input, x + row0 * in, (size_t)rows * in);
-            gemm(st, true, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, 1.0f, w16, in, 0, x16, in, 0,
-                 0.0f, y + row0 * out, out, 0, 1);
-        }
+        if (b) launch_add_broadcast(st, y, b, (size_t)M, (size_t)out);
+        return;
     }
-    if (b) launch_add_broadcast(st, y, b, (size_t)M, (size_t)out);
+    /* The bias rides in the product: one more weight column, met by a column of ones in x. Rows
+     * are padded to a multiple of 8 values (16 bytes) for the tensor cores. */
+    int width = round_up8(in + (b ? 1 : 0));
+    const __nv_bfloat16 *w16 = weight_bf16(st, CUDA_WEIGHT_ROWS, w, b, out, in, width, 0);
+    size_t rows_per_chunk = CHUNK_BYTES / ((size_t)width * sizeof(__nv_bfloat16));
+    if (rows_per_chunk < 1) rows_per_chunk = 1;
+    if (rows_per_chunk > (size_t)M) rows_per_chunk = (size_t)M;
+    void *buf = cuda_scratch_reserve(&st->staging_input, rows_per_chunk * width * sizeof(__nv_bfloat16));
+    for (size_t row0 = 0; row0 < (size_t)M; row0 += rows_per_chunk) {
+        int rows = (int)((size_t)M - row0 < rows_per_chunk ? (size_t)M - row0 : rows_per_chunk);
+        const __nv_bfloat16 *x16 = stage_rows_bf16(st, buf, x + row0 * in, (size_t)rows, in, width, b != NULL, NULL);
+        gemm(st, true, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, width, 1.0f, w16, width, 0, x16, width, 0,
+             0.0f, y + row0 * out, out, 0, 1);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -208,7 +321,8 @@ static void conv_as_gemm(vd_backend *be, float *y, const float *w, int images, i
     cuda_state *st = cuda_state_of(be);
     bool bf16 = use_bf16(be);
     size_t elem = bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
-    const void *wmat = bf16 ? (const void *)stage_bf16(st, &st->staging_weight, w, (size_t)co * K)
+    int ldw = bf16 ? round_up8(K) : K;
+    const void *wmat = bf16 ? (const void *)weight_bf16(st, CUDA_WEIGHT_ROWS, w, NULL, co, K, ldw, 0)
                             : (const void *)w;
     size_t image_bytes = (size_t)K * P * elem;
     int per_chunk = (int)(CHUNK_BYTES / image_bytes);
@@ -220,7 +334,7 @@ static void conv_as_gemm(vd_backend *be, float *y, const float *w, int images, i
         make_cols(image0, count, cols);
         /* Row-major y_b(co, P) is column-major (P, co) = cols_b^T(P, K) * w^T(K, co). */
         gemm(st, bf16, CUBLAS_OP_N, CUBLAS_OP_N, P, co, K, 1.0f, cols, P, (long long)K * P, wmat,
-             K, 0, 0.0f, y + (size_t)image0 * co * P, P, (long long)co * P, count);
+             ldw, 0, 0.0f, y + (size_t)image0 * co * P, P, (long long)co * P, count);
     }
 }
 
@@ -249,8 +363,9 @@ static void conv2d_im2col(vd_backend *be, float *y, const float *x, const float 
 }
 
 #ifdef VD_HAVE_CUDNN
-/* The algorithm for one shape: found in the plan cache, or chosen once by cuDNN's heuristics
- * among true-fp32 (FMA) algorithms. Returns NULL when cuDNN offers none. */
+/* The algorithm for one shape: found in the plan cache, or chosen once. fp32 takes cuDNN's
+ * heuristics among true-fp32 (FMA) algorithms; bf16 times the candidates (cudnnFind) with tensor
+ * ops allowed. Returns NULL when cuDNN offers none. */
 static const cuda_conv_plan *conv_plan(cuda_state *st, cudnnTensorDescriptor_t x_desc,
                                        cudnnFilterDescriptor_t w_desc,
                                        cudnnConvolutionDescriptor_t conv_desc,
@@ -259,7 +374,8 @@ static const cuda_conv_plan *conv_plan(cuda_state *st, cudnnTensorDescriptor_t x
     for (int i = 0; i < st->conv_plan_count && i < CUDA_CONV_PLAN_SLOTS; i++) {
         const cuda_conv_plan *p = &st->conv_plans[i];
         if (p->B == key->B && p->ci == key->ci && p->H == key->H && p->W == key->W &&
-            p->co == key->co && p->k == key->k && p->stride == key->stride)
+            p->co == key->co && p->kh == key->kh && p->kw == key->kw && p->stride == key->stride &&
+            p->bf16 == key->bf16)
             return p->algo >= 0 ? p : NULL;
     }
     cuda_conv_plan *slot = &st->conv_plans[st->conv_plan_count++ % CUDA_CONV_PLAN_SLOTS];
@@ -267,31 +383,35 @@ static const cuda_conv_plan *conv_plan(cuda_state *st, cudnnTensorDescriptor_t x
     slot->algo = -1;
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int returned = 0;
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(st->cudnn, x_desc, w_desc, conv_desc, y_desc,
-                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
+    if (key->bf16)
+        CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(st->cudnn, x_desc, w_desc, conv_desc, y_desc,
+                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(st->cudnn, x_desc, w_desc, conv_desc, y_desc,
+                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
     for (int i = 0; i < returned; i++) {
-        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].mathType != CUDNN_FMA_MATH) continue;
+        if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+        if (!key->bf16 && perf[i].mathType != CUDNN_FMA_MATH) continue;
         if (perf[i].memory > 4 * CHUNK_BYTES) continue;
         slot->algo = (int)perf[i].algo;
+        slot->math_type = (int)perf[i].mathType;
         slot->workspace_bytes = perf[i].memory;
         return slot;
     }
-    VD_LOG(VD_LOG_WARN, "cuDNN offers no fp32 algorithm for conv B=%d ci=%d %dx%d co=%d k=%d stride %d; using im2col",
-           key->B, key->ci, key->H, key->W, key->co, key->k, key->stride);
+    VD_LOG(VD_LOG_WARN, "cuDNN offers no %s algorithm for conv B=%d ci=%d %dx%d co=%d kernel %dx%d stride %d; using im2col",
+           key->bf16 ? "bf16" : "fp32", key->B, key->ci, key->H, key->W, key->co, key->kh, key->kw, key->stride);
     return NULL;
 }
 
-/* Runs the convolution through cuDNN in batches of at most `images`; returns false (having done
- * nothing) when cuDNN has no suitable algorithm. */
-static bool conv2d_cudnn(cuda_state *st, float *y, const float *x, const float *w, int B, int ci,
-                         int H, int W, int co, int k, int stride, int Ho, int Wo)
+/* One cuDNN convolution of `count` images with a kh x kw kernel, zero padding kh/2, kw/2: fp32
+ * NCHW tensors, or bf16 NHWC ones (channel counts as stored, padded). Returns false, having done
+ * nothing, when cuDNN has no algorithm. */
+static bool cudnn_conv_forward(cuda_state *st, bool bf16, void *y, const void *x, const void *w,
+                               int count, int ci, int H, int W, int co, int kh, int kw, int stride,
+                               int Ho, int Wo)
 {
-    /* cuDNN indexes tensors with int: keep each call's tensors under 2^31 elements. */
-    size_t per_image = (size_t)ci * H * W > (size_t)co * Ho * Wo ? (size_t)ci * H * W : (size_t)co * Ho * Wo;
-    int images = (int)((size_t)INT32_MAX / per_image);
-    if (images < 1) return false;
-    if (images > B) images = B;
-
+    cudnnDataType_t type = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    cudnnTensorFormat_t format = bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
     cudnnTensorDescriptor_t x_desc, y_desc;
     cudnnFilterDescriptor_t w_desc;
     cudnnConvolutionDescriptor_t conv_desc;
@@ -299,34 +419,139 @@ static bool conv2d_cudnn(cuda_state *st, float *y, const float *x, const float *
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y_desc));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w_desc));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv_desc));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, co, ci, k, k));
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv_desc, k / 2, k / 2, stride, stride, 1, 1,
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w_desc, type, format, co, ci, kh, kw));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv_desc, kh / 2, kw / 2, stride, stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc, CUDNN_FMA_MATH));
-
-    bool done = true;
-    for (int image0 = 0; image0 < B && done; image0 += images) {
-        int count = B - image0 < images ? B - image0 : images;
-        CUDNN_CHECK(cudnnSetTensor4dDescriptor(x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, count, ci, H, W));
-        CUDNN_CHECK(cudnnSetTensor4dDescriptor(y_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, count, co, Ho, Wo));
-        cuda_conv_plan key = {count, ci, H, W, co, k, stride, -1, 0};
-        const cuda_conv_plan *plan = conv_plan(st, x_desc, w_desc, conv_desc, y_desc, &key);
-        if (!plan) {
-            done = false; /* only the first batch can fail: later ones are the same or smaller */
-            break;
-        }
+    CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc, bf16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x_desc, format, type, count, ci, H, W));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y_desc, format, type, count, co, Ho, Wo));
+    cuda_conv_plan key = {count, ci, H, W, co, kh, kw, stride, bf16, -1, 0, 0};
+    const cuda_conv_plan *plan = conv_plan(st, x_desc, w_desc, conv_desc, y_desc, &key);
+    if (plan) {
+        CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc, (cudnnMathType_t)plan->math_type));
         void *workspace = plan->workspace_bytes ? cuda_scratch_reserve(&st->workspace, plan->workspace_bytes) : NULL;
         const float one = 1.0f, zero = 0.0f;
-        CUDNN_CHECK(cudnnConvolutionForward(st->cudnn, &one, x_desc, x + (size_t)image0 * ci * H * W,
-                                            w_desc, w, conv_desc, (cudnnConvolutionFwdAlgo_t)plan->algo,
-                                            workspace, plan->workspace_bytes, &zero, y_desc,
-                                            y + (size_t)image0 * co * Ho * Wo));
+        CUDNN_CHECK(cudnnConvolutionForward(st->cudnn, &one, x_desc, x, w_desc, w, conv_desc,
+                                            (cudnnConvolutionFwdAlgo_t)plan->algo, workspace,
+                                            plan->workspace_bytes, &zero, y_desc, y));
     }
     CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(conv_desc));
     CUDNN_CHECK(cudnnDestroyFilterDescriptor(w_desc));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(y_desc));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(x_desc));
-    return done;
+    return plan != NULL;
+}
+
+/* The fp32 convolution through cuDNN in batches that keep every tensor under 2^31 elements (cuDNN
+ * indexes with int); returns false, having done nothing, when cuDNN has no suitable algorithm. */
+static bool conv2d_cudnn_f32(cuda_state *st, float *y, const float *x, const float *w, int B, int ci,
+                             int H, int W, int co, int k, int stride, int Ho, int Wo)
+{
+    size_t per_image = (size_t)ci * H * W > (size_t)co * Ho * Wo ? (size_t)ci * H * W : (size_t)co * Ho * Wo;
+    int images = (int)((size_t)INT32_MAX / per_image);
+    if (images < 1) return false;
+    if (images > B) images = B;
+    for (int image0 = 0; image0 < B; image0 += images) {
+        int count = B - image0 < images ? B - image0 : images;
+        /* only the first batch can fail: later ones are the same or smaller */
+        if (!cudnn_conv_forward(st, false, y + (size_t)image0 * co * Ho * Wo, x + (size_t)image0 * ci * H * W,
+                                w, count, ci, H, W, co, k, k, stride, Ho, Wo))
+            return false;
+    }
+    return true;
+}
+
+#define LAYOUT_TILE 32
+
+/* dst(images, S, C_pad) in bf16 from src(images, C, S), channels past C zero: 32x32 tiles through
+ * shared memory so that reads and writes are both coalesced. Block (32, 8); grid (S tiles,
+ * C_pad tiles, up to 65535 image slices). */
+__global__ void nchw_to_nhwc_bf16_kernel(__nv_bfloat16 *dst, const float *src, int C, int C_pad, int S,
+                                         int images)
+{
+    __shared__ float tile[LAYOUT_TILE][LAYOUT_TILE + 1];
+    int s0 = blockIdx.x * LAYOUT_TILE, c0 = blockIdx.y * LAYOUT_TILE;
+    for (int image = blockIdx.z; image < images; image += gridDim.z) {
+        const float *x = src + (size_t)image * C * S;
+        __nv_bfloat16 *y = dst + (size_t)image * S * C_pad;
+        for (int r = threadIdx.y; r < LAYOUT_TILE; r += blockDim.y) {
+            int c = c0 + r, s = s0 + threadIdx.x;
+            tile[r][threadIdx.x] = c < C && s < S ? x[(size_t)c * S + s] : 0.0f;
+        }
+        __syncthreads();
+        for (int r = threadIdx.y; r < LAYOUT_TILE; r += blockDim.y) {
+            int s = s0 + r, c = c0 + threadIdx.x;
+            if (s < S && c < C_pad) y[(size_t)s * C_pad + c] = __float2bfloat16_rn(tile[threadIdx.x][r]);
+        }
+        __syncthreads();
+    }
+}
+
+/* dst(images, C, S) = src(images, S, C_pad)[..., :C] in fp32, plus bias(C) when given; tiled as
+ * above, grid (S tiles, C tiles, image slices). */
+__global__ void nhwc_bf16_to_nchw_kernel(float *dst, const __nv_bfloat16 *src, const float *bias, int C,
+                                         int C_pad, int S, int images)
+{
+    __shared__ float tile[LAYOUT_TILE][LAYOUT_TILE + 1];
+    int s0 = blockIdx.x * LAYOUT_TILE, c0 = blockIdx.y * LAYOUT_TILE;
+    for (int image = blockIdx.z; image < images; image += gridDim.z) {
+        const __nv_bfloat16 *x = src + (size_t)image * S * C_pad;
+        float *y = dst + (size_t)image * C * S;
+        for (int r = threadIdx.y; r < LAYOUT_TILE; r += blockDim.y) {
+            int s = s0 + r, c = c0 + threadIdx.x;
+            tile[r][threadIdx.x] = s < S && c < C ? __bfloat162float(x[(size_t)s * C_pad + c]) : 0.0f;
+        }
+        __syncthreads();
+        for (int r = threadIdx.y; r < LAYOUT_TILE; r += blockDim.y) {
+            int c = c0 + r, s = s0 + threadIdx.x;
+            if (c < C && s < S) y[(size_t)c * S + s] = tile[threadIdx.x][r] + (bias ? bias[c] : 0.0f);
+        }
+        __syncthreads();
+    }
+}
+
+/* Largest bf16 staging buffer (NHWC input or output) of one chunk of a bf16 convolution. */
+#define CONV_STAGE_BYTES ((size_t)1 << 30)
+
+/* A bf16 convolution through cuDNN, bias included. The input holds B images of `planes` planes of
+ * ci channels (NCHW per plane): conv2d has one plane per image (H x W pixels); temporal_conv sees a
+ * video as one image of T planes of S pixels (H = T, W = S) and convolves it with a 3x1 kernel.
+ * Each chunk of images is converted to bf16 NHWC with the channels padded to a multiple of 8,
+ * convolved by cuDNN on the tensor cores into bf16 NHWC, and converted back to fp32 planes with the
+ * bias added. Returns false, having done nothing, when cuDNN has no algorithm. */
+static bool conv_cudnn_bf16(cuda_state *st, float *y, const float *x, const __nv_bfloat16 *w16,
+                            const float *b, int B, int planes, int ci, int H, int W, int co, int kh,
+                            int kw, int stride, int Ho, int Wo)
+{
+    int ci_pad = round_up8(ci), co_pad = round_up8(co);
+    size_t in_image = (size_t)ci_pad * H * W, out_image = (size_t)co_pad * Ho * Wo;
+    size_t largest = in_image > out_image ? in_image : out_image;
+    size_t images = (size_t)INT32_MAX / largest;
+    if (images < 1) return false;
+    size_t fit = CONV_STAGE_BYTES / (largest * sizeof(__nv_bfloat16));
+    if (images > fit) images = fit > 0 ? fit : 1;
+    if (images > (size_t)B) images = (size_t)B;
+    int in_plane = H * W / planes, out_plane = Ho * Wo / planes;
+    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_scratch_reserve(&st->staging_input, images * in_image * sizeof(__nv_bfloat16));
+    __nv_bfloat16 *y16 = (__nv_bfloat16 *)cuda_scratch_reserve(&st->staging_output, images * out_image * sizeof(__nv_bfloat16));
+    for (int image0 = 0; image0 < B; image0 += (int)images) {
+        int count = B - image0 < (int)images ? B - image0 : (int)images;
+        int plane_count = count * planes;
+        int slices = plane_count < 65535 ? plane_count : 65535;
+        dim3 block(LAYOUT_TILE, 8);
+        dim3 in_grid((in_plane + LAYOUT_TILE - 1) / LAYOUT_TILE, (ci_pad + LAYOUT_TILE - 1) / LAYOUT_TILE, slices);
+        nchw_to_nhwc_bf16_kernel<<<in_grid, block, 0, st->stream>>>(
+            x16, x + (size_t)image0 * planes * ci * in_plane, ci, ci_pad, in_plane, plane_count);
+        CUDA_LAUNCH_CHECK();
+        /* only the first chunk can fail: later ones are the same or smaller */
+        if (!cudnn_conv_forward(st, true, y16, x16, w16, count, ci_pad, H, W, co_pad, kh, kw, stride, Ho, Wo))
+            return false;
+        dim3 out_grid((out_plane + LAYOUT_TILE - 1) / LAYOUT_TILE, (co + LAYOUT_TILE - 1) / LAYOUT_TILE, slices);
+        nhwc_bf16_to_nchw_kernel<<<out_grid, block, 0, st->stream>>>(
+            y + (size_t)image0 * planes * co * out_plane, y16, b, co, co_pad, out_plane, plane_count);
+        CUDA_LAUNCH_CHECK();
+    }
+    return true;
 }
 #endif
 
@@ -337,14 +562,16 @@ static void cuda_conv2d(vd_backend *be, float *y, const float *x, const float *w
     int pad = k / 2;
     int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
     if (B <= 0 || co <= 0 || Ho <= 0 || Wo <= 0) return;
-    bool done = false;
 #ifdef VD_HAVE_CUDNN
-    /* cuDNN's bf16 convolutions write bf16, which the interface does not allow; bf16 goes
-     * through im2col + cuBLAS, which writes fp32. */
-    if (!use_bf16(be) && !(k == 1 && stride == 1))
-        done = conv2d_cudnn(st, y, x, w, B, ci, H, W, co, k, stride, Ho, Wo);
+    if (use_bf16(be)) {
+        const __nv_bfloat16 *w16 = weight_bf16(st, CUDA_WEIGHT_NHWC, w, NULL, co, ci, round_up8(ci), k * k);
+        if (conv_cudnn_bf16(st, y, x, w16, b, B, 1, ci, H, W, co, k, k, stride, Ho, Wo)) return;
+    } else if (!(k == 1 && stride == 1) && conv2d_cudnn_f32(st, y, x, w, B, ci, H, W, co, k, stride, Ho, Wo)) {
+        if (b) launch_add_channel_bias(st, y, b, 1, B, co, Ho * Wo);
+        return;
+    }
 #endif
-    if (!done) conv2d_im2col(be, y, x, w, B, ci, H, W, co, k, stride, Ho, Wo);
+    conv2d_im2col(be, y, x, w, B, ci, H, W, co, k, stride, Ho, Wo);
     if (b) launch_add_channel_bias(st, y, b, 1, B, co, Ho * Wo);
 }
 
@@ -354,6 +581,12 @@ static void cuda_temporal_conv(vd_backend *be, float *y, const float *x, const f
     cuda_state *st = cuda_state_of(be);
     if (N <= 0 || T <= 0 || co <= 0 || S <= 0) return;
     bool bf16 = use_bf16(be);
+#ifdef VD_HAVE_CUDNN
+    if (bf16) {
+        const __nv_bfloat16 *w16 = weight_bf16(st, CUDA_WEIGHT_NHWC, w, NULL, co, ci, round_up8(ci), 3);
+        if (conv_cudnn_bf16(st, y, x, w16, b, N, T, ci, T, S, co, 3, 1, 1, T, S)) return;
+    }
+#endif
     /* w(co, ci, 3) is already the (co, ci*3) matrix whose column i*3 + j meets cols row i*3 + j. */
     conv_as_gemm(be, y, w, N * T, co, ci * 3, S, [&](int frame0, int count, void *cols) {
         size_t n = (size_t)count * ci * 3 * S;
@@ -441,12 +674,6 @@ attention_f32_kernel(float *o, const float *q, const float *k, const float *v, i
         if (c < d) o_row[c] = acc[c] * inv;
 }
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
-{
-    __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&pair);
-}
-
 /* c(16x8, fp32) += a(16x16, bf16, row-major) * b(16x8, bf16, column-major), one warp. Fragment
  * layout (PTX ISA, mma.m16n8k16), with g = lane / 4 and t = lane % 4; each 32-bit register holds
  * two bf16 at consecutive columns (rows for b), the lower index in the low half:
@@ -463,23 +690,60 @@ __device__ __forceinline__ void mma_bf16_16x8x16(float c[4], const uint32_t a[4]
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* Keys per shared-memory tile in the bf16 kernel. */
-#define BF16_KEY_TILE 64
-
-/* bf16 flash attention on the tensor cores. Each warp owns 16 query rows of one (b, h); the block's
- * WARPS warps share K and V tiles of 64 keys, converted to bf16 as they are loaded (K as rows, V
- * transposed, so that every fragment is one 32-bit shared-memory load). Scores stay in registers:
- * the S = QK^T accumulators are reused directly as the A operand of O += PV, with an online
- * softmax in base 2 between the two. D is d rounded up to 32, 64 or 128, the rest zeros. */
-template <int D, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32)
-attention_bf16_kernel(float *o, const float *q, const float *k, const float *v, int Lq, int Lk,
-                      int heads, int d, int kv_group, float scale_log2, int q_tiles)
+/* 16-byte asynchronous copy global -> shared; with src_bytes 0 the destination is zero-filled. */
+__device__ __forceinline__ void cp_async16(void *shared_dst, const void *global_src, int src_bytes)
 {
-    constexpr int K_STRIDE = D + 8;              /* bf16 per K row: pads fragment loads off banks */
-    constexpr int V_STRIDE = BF16_KEY_TILE + 8;  /* bf16 per row of V transposed */
-    __shared__ __align__(16) __nv_bfloat16 k_tile[BF16_KEY_TILE * K_STRIDE];
-    __shared__ __align__(16) __nv_bfloat16 vt_tile[D * V_STRIDE];
+    unsigned dst = (unsigned)__cvta_generic_to_shared(shared_dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src), "r"(src_bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+/* Waits until at most `pending` committed groups of this thread are still in flight. */
+template <int pending> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(pending) : "memory");
+}
+
+/* Four 8x8 bf16 matrices from shared memory; lane l gives the address of row l % 8 of matrix
+ * l / 8, and r[m] receives matrix m in the mma fragment layout (transposed with `trans`). */
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *shared_row)
+{
+    unsigned addr = (unsigned)__cvta_generic_to_shared(shared_row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *shared_row)
+{
+    unsigned addr = (unsigned)__cvta_generic_to_shared(shared_row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+/* bf16 flash attention on the tensor cores. Each warp owns 16 query rows of one (b, h), read
+ * from fp32 q once; the block's WARPS warps share tiles of KT keys. Keys and values come
+ * pre-converted to bf16 as (entries, Lk, heads, D) rows (attention_bf16 below) and stream through
+ * two shared-memory buffers by cp.async, the next tile loading while this one is used; fragments
+ * come out by ldmatrix (transposed for V). Scores stay in registers: the S = QK^T accumulators
+ * are reused directly as the A operand of O += PV, with an online softmax in base 2 between the
+ * two. D is d rounded up to 32, 64 or 128; the extra dimensions hold zeros. */
+template <int D, int WARPS, int KT>
+__global__ void __launch_bounds__(WARPS * 32)
+attention_bf16_kernel(float *o, const float *q, const __nv_bfloat16 *k16, const __nv_bfloat16 *v16,
+                      int Lq, int Lk, int heads, int d, int kv_group, float scale_log2, int q_tiles)
+{
+    constexpr int STRIDE = D + 8; /* bf16 per shared row: 16-byte aligned, ldmatrix off banks */
+    __shared__ __align__(16) __nv_bfloat16 k_tile[2][KT * STRIDE];
+    __shared__ __align__(16) __nv_bfloat16 v_tile[2][KT * STRIDE];
 
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int g = lane / 4, t = lane % 4;
@@ -488,11 +752,24 @@ attention_bf16_kernel(float *o, const float *q, const float *k, const float *v, 
     long long bh = block / q_tiles;
     int h = (int)(bh % heads);
     long long b = bh / heads;
-    size_t row_stride = (size_t)heads * d;
+    size_t row_stride = (size_t)heads * d, kv_row_stride = (size_t)heads * D;
     const float *q_bh = q + (size_t)b * Lq * row_stride + (size_t)h * d;
-    const float *k_bh = k + (size_t)(b / kv_group) * Lk * row_stride + (size_t)h * d;
-    const float *v_bh = v + (size_t)(b / kv_group) * Lk * row_stride + (size_t)h * d;
+    const __nv_bfloat16 *k_bh = k16 + (size_t)(b / kv_group) * Lk * kv_row_stride + (size_t)h * D;
+    const __nv_bfloat16 *v_bh = v16 + (size_t)(b / kv_group) * Lk * kv_row_stride + (size_t)h * D;
     int row_lo = (q_tile * WARPS + warp) * 16 + g, row_hi = row_lo + 8;
+
+    /* Keys [key0, key0 + KT) into buffer buf, rows past Lk zero-filled. */
+    auto load_tile = [&](int buf, int key0) {
+        for (int idx = threadIdx.x; idx < KT * (D / 8); idx += WARPS * 32) {
+            int r = idx / (D / 8), c = (idx % (D / 8)) * 8;
+            bool valid = key0 + r < Lk;
+            size_t off = valid ? (size_t)(key0 + r) * kv_row_stride + c : 0;
+            cp_async16(&k_tile[buf][r * STRIDE + c], k_bh + off, valid ? 16 : 0);
+            cp_async16(&v_tile[buf][r * STRIDE + c], v_bh + off, valid ? 16 : 0);
+        }
+        cp_async_commit();
+    };
+    load_tile(0, 0);
 
     /* Q as A fragments, one per 16 dimensions. */
     uint32_t q_frag[D / 16][4];
@@ -523,40 +800,36 @@ attention_bf16_kernel(float *o, const float *q, const float *k, const float *v, 
     float running_max[2] = {-INFINITY, -INFINITY};
     float partial_sum[2] = {0.0f, 0.0f}; /* this thread's share of each row's denominator */
 
-    for (int key0 = 0; key0 < Lk; key0 += BF16_KEY_TILE) {
-        __syncthreads();
-        for (int idx = threadIdx.x; idx < BF16_KEY_TILE * (D / 2); idx += WARPS * 32) {
-            int r = idx / (D / 2), c = 2 * (idx % (D / 2));
-            float k0 = 0, k1 = 0, v0 = 0, v1 = 0;
-            if (key0 + r < Lk) {
-                size_t off = (size_t)(key0 + r) * row_stride + c;
-                if (c < d) { k0 = k_bh[off]; v0 = v_bh[off]; }
-                if (c + 1 < d) { k1 = k_bh[off + 1]; v1 = v_bh[off + 1]; }
-            }
-            *reinterpret_cast<uint32_t *>(&k_tile[r * K_STRIDE + c]) = pack_bf16x2(k0, k1);
-            vt_tile[c * V_STRIDE + r] = __float2bfloat16_rn(v0);
-            vt_tile[(c + 1) * V_STRIDE + r] = __float2bfloat16_rn(v1);
+    int tiles = (Lk + KT - 1) / KT;
+    for (int tile = 0; tile < tiles; tile++) {
+        int buf = tile & 1, key0 = tile * KT;
+        if (tile + 1 < tiles) {
+            load_tile(buf ^ 1, key0 + KT);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
         __syncthreads();
 
-        /* S(16 rows, 64 keys) = Q K^T, as 8 tiles of 8 keys. */
-        float s[BF16_KEY_TILE / 8][4];
+        /* S(16 rows, KT keys) = Q K^T, as tiles of 8 keys; one ldmatrix gives 32 dimensions. */
+        float s[KT / 8][4];
 #pragma unroll
-        for (int nt = 0; nt < BF16_KEY_TILE / 8; nt++) {
+        for (int nt = 0; nt < KT / 8; nt++) {
             s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-            const __nv_bfloat16 *k_row = &k_tile[(nt * 8 + g) * K_STRIDE + 2 * t];
+            const __nv_bfloat16 *k_rows = &k_tile[buf][(nt * 8 + (lane & 7)) * STRIDE + (lane >> 3) * 8];
 #pragma unroll
-            for (int kc = 0; kc < D / 16; kc++) {
-                uint32_t b0 = *reinterpret_cast<const uint32_t *>(k_row + kc * 16);
-                uint32_t b1 = *reinterpret_cast<const uint32_t *>(k_row + kc * 16 + 8);
-                mma_bf16_16x8x16(s[nt], q_frag[kc], b0, b1);
+            for (int kc = 0; kc < D / 16; kc += 2) {
+                uint32_t kf[4];
+                ldmatrix_x4(kf, k_rows + kc * 16);
+                mma_bf16_16x8x16(s[nt], q_frag[kc], kf[0], kf[1]);
+                mma_bf16_16x8x16(s[nt], q_frag[kc + 1], kf[2], kf[3]);
             }
         }
 
         /* Online softmax: scale to base 2, mask keys past Lk, rescale what came before. */
         float tile_max[2] = {running_max[0], running_max[1]};
 #pragma unroll
-        for (int nt = 0; nt < BF16_KEY_TILE / 8; nt++)
+        for (int nt = 0; nt < KT / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int key = key0 + nt * 8 + 2 * t + (e & 1);
@@ -577,28 +850,31 @@ attention_bf16_kernel(float *o, const float *q, const float *k, const float *v, 
             running_max[r] = tile_max[r];
         }
 #pragma unroll
-        for (int nt = 0; nt < BF16_KEY_TILE / 8; nt++)
+        for (int nt = 0; nt < KT / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 s[nt][e] = exp2f(s[nt][e] - running_max[e >> 1]);
                 partial_sum[e >> 1] += s[nt][e];
             }
 
-        /* O(16, D) += P(16, 64) V(64, D): two score tiles make one A fragment of 16 keys. */
+        /* O(16, D) += P(16, KT) V(KT, D): two score tiles make one A fragment of 16 keys; one
+         * transposed ldmatrix gives the B fragments of 16 dimensions. */
 #pragma unroll
-        for (int kk = 0; kk < BF16_KEY_TILE / 16; kk++) {
+        for (int kk = 0; kk < KT / 16; kk++) {
             uint32_t p_frag[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
                                   pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
                                   pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                   pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            const __nv_bfloat16 *v_rows = &v_tile[buf][(kk * 16 + (lane & 15)) * STRIDE + (lane >> 4) * 8];
 #pragma unroll
-            for (int dn = 0; dn < D / 8; dn++) {
-                const __nv_bfloat16 *v_col = &vt_tile[(dn * 8 + g) * V_STRIDE + kk * 16 + 2 * t];
-                uint32_t b0 = *reinterpret_cast<const uint32_t *>(v_col);
-                uint32_t b1 = *reinterpret_cast<const uint32_t *>(v_col + 8);
-                mma_bf16_16x8x16(acc[dn], p_frag, b0, b1);
+            for (int dn = 0; dn < D / 8; dn += 2) {
+                uint32_t vf[4];
+                ldmatrix_x4_trans(vf, v_rows + dn * 8);
+                mma_bf16_16x8x16(acc[dn], p_frag, vf[0], vf[1]);
+                mma_bf16_16x8x16(acc[dn + 1], p_frag, vf[2], vf[3]);
             }
         }
+        __syncthreads(); /* every warp is done with buf before the next load refills it */
     }
 
 #pragma unroll
@@ -685,31 +961,56 @@ static void launch_attention_f32(cuda_state *st, float *o, const float *q, const
     CUDA_LAUNCH_CHECK();
 }
 
-template <int D, int WARPS>
-static void launch_attention_bf16_warps(cuda_state *st, float *o, const float *q, const float *k,
-                                        const float *v, int B, int Lq, int Lk, int heads, int d,
-                                        int kv_group)
+template <int D, int WARPS, int KT>
+static void launch_attention_bf16(cuda_state *st, float *o, const float *q, const __nv_bfloat16 *k16,
+                                  const __nv_bfloat16 *v16, int B, int Lq, int Lk, int heads, int d,
+                                  int kv_group)
 {
     int q_tiles = (Lq + 16 * WARPS - 1) / (16 * WARPS);
     size_t blocks = (size_t)q_tiles * heads * B;
     float scale_log2 = 1.4426950408889634f / sqrtf((float)d);
-    attention_bf16_kernel<D, WARPS><<<(unsigned)blocks, WARPS * 32, 0, st->stream>>>(
-        o, q, k, v, Lq, Lk, heads, d, kv_group, scale_log2, q_tiles);
+    attention_bf16_kernel<D, WARPS, KT><<<(unsigned)blocks, WARPS * 32, 0, st->stream>>>(
+        o, q, k16, v16, Lq, Lk, heads, d, kv_group, scale_log2, q_tiles);
     CUDA_LAUNCH_CHECK();
 }
 
-/* Short query sequences (temporal attention: Lq = T) get blocks of fewer warps, so that no warp
- * runs empty. */
+/* bf16 attention: keys and values are converted once to bf16 rows of D per head (in chunks of
+ * key/value entries, each under CHUNK_BYTES), then the fused kernel runs over the batch entries
+ * that attend to the chunk. Blocks have as many warps as 16-row query tiles fill (up to 8), and
+ * short key sequences (temporal attention) get 16-key tiles. */
 template <int D>
-static void launch_attention_bf16(cuda_state *st, float *o, const float *q, const float *k,
-                                  const float *v, int B, int Lq, int Lk, int heads, int d, int kv_group)
+static void attention_bf16(cuda_state *st, float *o, const float *q, const float *k, const float *v,
+                           int B, int Lq, int Lk, int heads, int d, int kv_group)
 {
-    if (Lq <= 16)
-        launch_attention_bf16_warps<D, 1>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
-    else if (Lq <= 32)
-        launch_attention_bf16_warps<D, 2>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
-    else
-        launch_attention_bf16_warps<D, 4>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+    constexpr int KT = D > 64 ? 32 : 64;
+    int entries = (B + kv_group - 1) / kv_group;
+    size_t entry_values = (size_t)Lk * heads * D;
+    size_t per_chunk = CHUNK_BYTES / (entry_values * sizeof(__nv_bfloat16));
+    if (per_chunk < 1) per_chunk = 1;
+    if (per_chunk > (size_t)entries) per_chunk = (size_t)entries;
+    __nv_bfloat16 *k16 = (__nv_bfloat16 *)cuda_scratch_reserve(&st->workspace, 2 * per_chunk * entry_values * sizeof(__nv_bfloat16));
+    __nv_bfloat16 *v16 = k16 + per_chunk * entry_values;
+    size_t q_entry = (size_t)Lq * heads * d, kv_entry = (size_t)Lk * heads * d;
+    for (size_t e0 = 0; e0 < (size_t)entries; e0 += per_chunk) {
+        size_t count = (size_t)entries - e0 < per_chunk ? (size_t)entries - e0 : per_chunk;
+        stage_rows_bf16(st, k16, k + e0 * kv_entry, count * Lk * heads, d, D, 0, NULL);
+        stage_rows_bf16(st, v16, v + e0 * kv_entry, count * Lk * heads, d, D, 0, NULL);
+        size_t b0 = e0 * kv_group, b1 = (e0 + count) * kv_group;
+        if (b1 > (size_t)B) b1 = (size_t)B;
+        int batch = (int)(b1 - b0);
+        float *o_chunk = o + b0 * q_entry;
+        const float *q_chunk = q + b0 * q_entry;
+        if (Lq <= 16 && Lk <= 16)
+            launch_attention_bf16<D, 1, 16>(st, o_chunk, q_chunk, k16, v16, batch, Lq, Lk, heads, d, kv_group);
+        else if (Lq <= 16)
+            launch_attention_bf16<D, 1, KT>(st, o_chunk, q_chunk, k16, v16, batch, Lq, Lk, heads, d, kv_group);
+        else if (Lq <= 32)
+            launch_attention_bf16<D, 2, KT>(st, o_chunk, q_chunk, k16, v16, batch, Lq, Lk, heads, d, kv_group);
+        else if (Lq <= 64)
+            launch_attention_bf16<D, 4, KT>(st, o_chunk, q_chunk, k16, v16, batch, Lq, Lk, heads, d, kv_group);
+        else
+            launch_attention_bf16<D, 8, KT>(st, o_chunk, q_chunk, k16, v16, batch, Lq, Lk, heads, d, kv_group);
+    }
 }
 
 static void cuda_attention(vd_backend *be, float *o, const float *q, const float *k, const float *v,
@@ -726,9 +1027,9 @@ static void cuda_attention(vd_backend *be, float *o, const float *q, const float
         return;
     }
     if (use_bf16(be)) {
-        if (d <= 32) launch_attention_bf16<32>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
-        else if (d <= 64) launch_attention_bf16<64>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
-        else launch_attention_bf16<128>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+        if (d <= 32) attention_bf16<32>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+        else if (d <= 64) attention_bf16<64>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
+        else attention_bf16<128>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
     } else {
         if (d <= 32) launch_attention_f32<32>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
         else if (d <= 64) launch_attention_f32<64>(st, o, q, k, v, B, Lq, Lk, heads, d, kv_group);
@@ -753,21 +1054,32 @@ __device__ double block_sum(double value, double *shared /* THREADS / 32 */)
 }
 
 /* One block per (image, group): x, y (B, C, S), the group's C/G channels are contiguous. Sums go
- * in double so that E[x^2] - E[x]^2 keeps its precision. */
+ * in double so that E[x^2] - E[x]^2 keeps its precision. With `vectors` set (S a multiple of 4,
+ * both tensors 16-byte aligned) each thread moves float4s, which never straddle a channel. */
 __global__ void __launch_bounds__(THREADS)
 group_norm_kernel(float *y, const float *x, const float *gamma, const float *beta, int C, int S,
-                  int G, float eps)
+                  int G, float eps, bool vectors)
 {
     __shared__ double partials[THREADS / 32];
     int group = blockIdx.x % G;
     int channels = C / G;
     size_t count = (size_t)channels * S;
     size_t base = (size_t)blockIdx.x * count; /* image b = blockIdx.x / G starts at b*C*S */
+    const float4 *x4 = reinterpret_cast<const float4 *>(x + base);
+    float4 *y4 = reinterpret_cast<float4 *>(y + base);
     double sum = 0.0, sum_sq = 0.0;
-    for (size_t i = threadIdx.x; i < count; i += blockDim.x) {
-        double value = x[base + i];
-        sum += value;
-        sum_sq += value * value;
+    if (vectors) {
+        for (size_t i = threadIdx.x; i < count / 4; i += blockDim.x) {
+            float4 v = x4[i];
+            sum += (double)v.x + v.y + (double)v.z + v.w;
+            sum_sq += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w;
+        }
+    } else {
+        for (size_t i = threadIdx.x; i < count; i += blockDim.x) {
+            double value = x[base + i];
+            sum += value;
+            sum_sq += value * value;
+        }
     }
     sum = block_sum(sum, partials);
     sum_sq = block_sum(sum_sq, partials);
@@ -776,10 +1088,20 @@ group_norm_kernel(float *y, const float *x, const float *gamma, const float *bet
     if (variance < 0.0) variance = 0.0;
     float inv_std = (float)(1.0 / sqrt(variance + eps));
     float mean_f = (float)mean;
-    for (size_t i = threadIdx.x; i < count; i += blockDim.x) {
-        int c = group * channels + (int)(i / S);
-        float scale = gamma[c] * inv_std;
-        y[base + i] = (x[base + i] - mean_f) * scale + beta[c];
+    if (vectors) {
+        for (size_t i = threadIdx.x; i < count / 4; i += blockDim.x) {
+            int c = group * channels + (int)(4 * i / S);
+            float scale = gamma[c] * inv_std, shift = beta[c];
+            float4 v = x4[i];
+            y4[i] = make_float4((v.x - mean_f) * scale + shift, (v.y - mean_f) * scale + shift,
+                                (v.z - mean_f) * scale + shift, (v.w - mean_f) * scale + shift);
+        }
+    } else {
+        for (size_t i = threadIdx.x; i < count; i += blockDim.x) {
+            int c = group * channels + (int)(i / S);
+            float scale = gamma[c] * inv_std;
+            y[base + i] = (x[base + i] - mean_f) * scale + beta[c];
+        }
     }
 }
 
@@ -788,7 +1110,8 @@ static void cuda_group_norm(vd_backend *be, float *y, const float *x, const floa
 {
     cuda_state *st = cuda_state_of(be);
     if (B <= 0 || C <= 0 || S <= 0) return;
-    group_norm_kernel<<<(unsigned)((size_t)B * G), THREADS, 0, st->stream>>>(y, x, gamma, beta, C, S, G, eps);
+    bool vectors = S % 4 == 0 && aligned16(x, y, y);
+    group_norm_kernel<<<(unsigned)((size_t)B * G), THREADS, 0, st->stream>>>(y, x, gamma, beta, C, S, G, eps, vectors);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -829,27 +1152,43 @@ static void cuda_layer_norm(vd_backend *be, float *y, const float *x, const floa
 /* ---------------------------------------------------------------------------------------------
  * elementwise */
 
-__global__ void silu_kernel(float *y, const float *x, size_t n)
+/* The elementwise kernels move float4s when every pointer is 16-byte aligned: vectors over the
+ * first n/4*4 values, then single values for the rest. */
+struct silu_op {
+    __device__ float operator()(float v) const { return v / (1.0f + expf(-v)); }
+};
+
+struct gelu_op {
+    __device__ float operator()(float v) const { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+};
+
+template <typename Op>
+__global__ void unary_kernel(float *y, const float *x, size_t n, size_t vectors, Op op)
 {
-    GRID_STRIDE(i, n)
+    GRID_STRIDE(i, vectors)
     {
-        float value = x[i];
-        y[i] = value / (1.0f + expf(-value));
+        float4 v = reinterpret_cast<const float4 *>(x)[i];
+        reinterpret_cast<float4 *>(y)[i] = make_float4(op(v.x), op(v.y), op(v.z), op(v.w));
     }
+    GRID_STRIDE(i, n - 4 * vectors) y[4 * vectors + i] = op(x[4 * vectors + i]);
 }
 
-__global__ void gelu_kernel(float *y, const float *x, size_t n)
+__global__ void add_kernel(float *y, const float *a, const float *b, size_t n, size_t vectors)
 {
-    GRID_STRIDE(i, n)
+    GRID_STRIDE(i, vectors)
     {
-        float value = x[i];
-        y[i] = 0.5f * value * (1.0f + erff(value * 0.70710678118654752f));
+        float4 u = reinterpret_cast<const float4 *>(a)[i], v = reinterpret_cast<const float4 *>(b)[i];
+        reinterpret_cast<float4 *>(y)[i] = make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w);
     }
+    GRID_STRIDE(i, n - 4 * vectors) y[4 * vectors + i] = a[4 * vectors + i] + b[4 * vectors + i];
 }
 
-__global__ void add_kernel(float *y, const float *a, const float *b, size_t n)
+template <typename Op> static void launch_unary(cuda_state *st, float *y, const float *x, size_t n, Op op)
 {
-    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+    if (!n) return;
+    size_t vectors = aligned16(y, x, x) ? n / 4 : 0;
+    unary_kernel<<<grid_for(st, vectors ? vectors : n), THREADS, 0, st->stream>>>(y, x, n, vectors, op);
+    CUDA_LAUNCH_CHECK();
 }
 
 /* y = alpha x + beta y; with beta == 0, y is not read (as in BLAS). */
@@ -860,25 +1199,20 @@ __global__ void axpby_kernel(float *y, float alpha, const float *x, float beta, 
 
 static void cuda_silu(vd_backend *be, float *y, const float *x, size_t n)
 {
-    cuda_state *st = cuda_state_of(be);
-    if (!n) return;
-    silu_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, x, n);
-    CUDA_LAUNCH_CHECK();
+    launch_unary(cuda_state_of(be), y, x, n, silu_op());
 }
 
 static void cuda_gelu(vd_backend *be, float *y, const float *x, size_t n)
 {
-    cuda_state *st = cuda_state_of(be);
-    if (!n) return;
-    gelu_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, x, n);
-    CUDA_LAUNCH_CHECK();
+    launch_unary(cuda_state_of(be), y, x, n, gelu_op());
 }
 
 static void cuda_add(vd_backend *be, float *y, const float *a, const float *b, size_t n)
 {
     cuda_state *st = cuda_state_of(be);
     if (!n) return;
-    add_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, a, b, n);
+    size_t vectors = aligned16(y, a, b) ? n / 4 : 0;
+    add_kernel<<<grid_for(st, vectors ? vectors : n), THREADS, 0, st->stream>>>(y, a, b, n, vectors);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -1048,7 +1382,7 @@ static void cuda_embedding(vd_backend *be, float *y, const int32_t *ids, const f
 cudaError_t cuda_probe_kernels(void)
 {
     cudaFuncAttributes attributes;
-    cudaError_t status = cudaFuncGetAttributes(&attributes, attention_bf16_kernel<64, 4>);
+    cudaError_t status = cudaFuncGetAttributes(&attributes, attention_bf16_kernel<64, 4, 64>);
     if (status == cudaSuccess) status = cudaFuncGetAttributes(&attributes, add_kernel);
     return status;
 }
