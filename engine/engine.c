@@ -102,6 +102,11 @@ const char *vd_engine_device_name(const vd_engine *e)
     return strcmp(e->be->name, "cuda") == 0 ? "cuda" : "cpu";
 }
 
+void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total)
+{
+    e->be->memory_info(e->be, used, total);
+}
+
 static int ae_factor(const vd_ae_config *a) { return 1 << (a->levels - 1); }
 
 void vd_engine_limits(const vd_engine *e, vd_model_limits *out)

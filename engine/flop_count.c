@@ -23,6 +23,11 @@ static void *fc_alloc(vd_backend *be, size_t bytes)
 static void fc_release(vd_backend *be, void *p) { (void)be, (void)p; }
 static void fc_move(vd_backend *be, void *d, const void *s, size_t n) { (void)be, (void)d, (void)s, (void)n; }
 static void fc_zero(vd_backend *be, void *d, size_t n) { (void)be, (void)d, (void)n; }
+static void fc_memory(vd_backend *be, size_t *used, size_t *total)
+{
+    (void)be;
+    *used = *total = 0;
+}
 static void fc_sync(vd_backend *be) { (void)be; }
 static void fc_declare(vd_backend *be, const void *p, size_t n) { (void)be, (void)p, (void)n; }
 static void fc_destroy(vd_backend *be)
@@ -112,7 +117,7 @@ vd_backend *vd_backend_flop_counter(void)
     *be = (vd_backend){
         .name = "flop-counter", .impl = c, .alloc = fc_alloc, .release = fc_release, .upload = fc_move,
         .download = fc_move, .copy = fc_move, .zero = fc_zero, .synchronize = fc_sync, .destroy = fc_destroy,
-        .declare_constant = fc_declare,
+        .declare_constant = fc_declare, .memory_info = fc_memory,
         .conv2d = fc_conv2d, .temporal_conv = fc_tconv, .group_norm = fc_norm, .layer_norm = fc_lnorm,
         .silu = fc_unary, .gelu = fc_unary, .linear = fc_linear, .attention = fc_attention,
         .upsample2x = fc_up, .add = fc_add, .axpby = fc_axpby, .add_broadcast = fc_bcast,

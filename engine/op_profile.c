@@ -31,6 +31,7 @@ static void pr_download(vd_backend *be, void *d, const void *s, size_t n) { P(be
 static void pr_copy(vd_backend *be, void *d, const void *s, size_t n) { P(be)->inner->copy(P(be)->inner, d, s, n); }
 static void pr_zero(vd_backend *be, void *d, size_t n) { P(be)->inner->zero(P(be)->inner, d, n); }
 static void pr_synchronize(vd_backend *be) { P(be)->inner->synchronize(P(be)->inner); }
+static void pr_memory_info(vd_backend *be, size_t *u, size_t *t) { P(be)->inner->memory_info(P(be)->inner, u, t); }
 static void pr_declare_constant(vd_backend *be, const void *p, size_t n) { P(be)->inner->declare_constant(P(be)->inner, p, n); }
 static void pr_destroy(vd_backend *be)
 {
@@ -167,7 +168,7 @@ vd_backend *vd_backend_profiled(vd_backend *inner)
         .name = inner->name, .precision = inner->precision, .impl = p,
         .alloc = pr_alloc, .release = pr_release, .upload = pr_upload, .download = pr_download,
         .copy = pr_copy, .zero = pr_zero, .synchronize = pr_synchronize, .destroy = pr_destroy,
-        .declare_constant = pr_declare_constant,
+        .declare_constant = pr_declare_constant, .memory_info = pr_memory_info,
         .conv2d = pr_conv2d,
         .temporal_conv = pr_temporal_conv,
         .group_norm = pr_group_norm,

@@ -23,6 +23,8 @@ vd_engine *vd_engine_open(const char *model_path, const char *ae_path, vd_device
                           char err[VD_ERR_LEN]);
 void vd_engine_close(vd_engine *e);
 const char *vd_engine_device_name(const vd_engine *e); /* "cpu" or "cuda" */
+/* GPU memory in use and in all, in bytes (0 and 0 on the CPU). */
+void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total);
 
 /* Writes freshly initialised weights for a preset ("tiny", "large") to out_path. */
 int vd_init_preset(const char *preset, uint64_t seed, const char *out_path, char err[VD_ERR_LEN]);

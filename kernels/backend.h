@@ -43,6 +43,8 @@ struct vd_backend {
      * may keep derived copies of data in it (such as bf16 weights). Declaring it again drops
      * those copies (for a caller that changed the data). */
     void (*declare_constant)(vd_backend *be, const void *ptr, size_t bytes);
+    /* Device memory in use and in all, in bytes; 0 and 0 for host memory. */
+    void (*memory_info)(vd_backend *be, size_t *used, size_t *total);
 
     /* ---- ops, forward ---- */
 

@@ -507,7 +507,7 @@ static int split_listen(const char *listen, char *host, size_t hostlen, int *por
     host[len] = '\0';
     char *end;
     long value = strtol(colon + 1, &end, 10);
-    if (end == colon + 1 || *end || value < 1 || value > 65535) return -1;
+    if (end == colon + 1 || *end || value < 0 || value > 65535) return -1;
     *port = (int)value;
     return 0;
 }
@@ -536,7 +536,7 @@ int vd_server_config_validate(const vd_server_config *c, char *err, size_t errle
     char host[256];
     int port;
     if (split_listen(c->listen, host, sizeof host, &port) != 0)
-        return fail(err, errlen, "listen: '%s' is not HOST:PORT (or [ADDR]:PORT) with a port from 1 to 65535",
+        return fail(err, errlen, "listen: '%s' is not HOST:PORT (or [ADDR]:PORT) with a port from 0 (any free port) to 65535",
                     c->listen);
     if (c->api_key_count == 0 && !is_loopback(host))
         return fail(err, errlen,

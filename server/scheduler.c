@@ -297,6 +297,9 @@ static void *denoiser_main(void *arg)
         double t0 = vd_now();
         vd_step(s->engine, videos, n);
         vd_metrics_step(s->metrics, vd_now() - t0, n);
+        size_t used, total;
+        vd_engine_memory(s->engine, &used, &total);
+        vd_metrics_gpu_memory(s->metrics, used, total);
         free(videos);
 
         pthread_mutex_lock(&s->lock);

@@ -84,13 +84,14 @@ static const char *const statement_sql[STMT_COUNT] = {
     [STMT_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [STMT_DELETE] = "DELETE FROM jobs WHERE id = ?1",
     [STMT_FIND_IDEMPOTENT] = "SELECT id FROM jobs WHERE key_id = ?1 AND idempotency_key = ?2",
-    [STMT_CREATED_AT] = "SELECT created_at FROM jobs WHERE id = ?1",
-    /* ?1, ?2: the cursor's created_at and id, or NULL for the first page; ?3: rows wanted */
-    [STMT_LIST_ASC] = "SELECT " JOB_COLUMNS " FROM jobs WHERE ?1 IS NULL OR (created_at, id) > (?1, ?2)"
-                      " ORDER BY created_at ASC, id ASC LIMIT ?3",
-    [STMT_LIST_DESC] = "SELECT " JOB_COLUMNS " FROM jobs WHERE ?1 IS NULL OR (created_at, id) < (?1, ?2)"
-                       " ORDER BY created_at DESC, id DESC LIMIT ?3",
-    [STMT_LIST_STATUS] = "SELECT " JOB_COLUMNS " FROM jobs WHERE status = ?1 ORDER BY created_at, id",
+    [STMT_CREATED_AT] = "SELECT created_at, rowid FROM jobs WHERE id = ?1",
+    /* Jobs are ordered by (created_at, rowid): rowid keeps insertion order within a second.
+     * ?1, ?2: the cursor's created_at and rowid, or NULL for the first page; ?3: rows wanted */
+    [STMT_LIST_ASC] = "SELECT " JOB_COLUMNS " FROM jobs WHERE ?1 IS NULL OR (created_at, rowid) > (?1, ?2)"
+                      " ORDER BY created_at ASC, rowid ASC LIMIT ?3",
+    [STMT_LIST_DESC] = "SELECT " JOB_COLUMNS " FROM jobs WHERE ?1 IS NULL OR (created_at, rowid) < (?1, ?2)"
+                       " ORDER BY created_at DESC, rowid DESC LIMIT ?3",
+    [STMT_LIST_STATUS] = "SELECT " JOB_COLUMNS " FROM jobs WHERE status = ?1 ORDER BY created_at, rowid",
     [STMT_EXPIRED] = "SELECT id FROM jobs WHERE " FINISHED " AND expires_at > 0 AND expires_at <= ?1"
                      " ORDER BY expires_at, id",
 };
@@ -439,13 +440,14 @@ static int delete_locked(vd_store *s, const char *id, char *err, size_t errlen)
     return status;
 }
 
-/* The created_at of job id: 0 found, 1 no such job, -1 error. */
-static int created_at_locked(vd_store *s, const char *id, int64_t *created_at, char *err, size_t errlen)
+/* The created_at and rowid of job id: 0 found, 1 no such job, -1 error. */
+static int created_at_locked(vd_store *s, const char *id, int64_t *created_at, int64_t *rowid, char *err,
+                             size_t errlen)
 {
     sqlite3_stmt *stmt = s->stmt[STMT_CREATED_AT];
     sqlite3_bind_text(stmt, 1, id, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(stmt), status = 0;
-    if (rc == SQLITE_ROW) *created_at = sqlite3_column_int64(stmt, 0);
+    if (rc == SQLITE_ROW) *created_at = sqlite3_column_int64(stmt, 0), *rowid = sqlite3_column_int64(stmt, 1);
     else if (rc == SQLITE_DONE) status = 1;
     else status = db_fail(s, err, errlen);
     done(stmt);
@@ -455,8 +457,8 @@ static int created_at_locked(vd_store *s, const char *id, int64_t *created_at, c
 int vd_store_delete(vd_store *s, const char *id, char *err, size_t errlen)
 {
     pthread_mutex_lock(&s->lock);
-    int64_t created_at;
-    int status = created_at_locked(s, id, &created_at, err, errlen);
+    int64_t created_at, rowid;
+    int status = created_at_locked(s, id, &created_at, &rowid, err, errlen);
     if (status == 0) status = delete_locked(s, id, err, errlen);
     pthread_mutex_unlock(&s->lock);
     return status;
@@ -469,13 +471,13 @@ int vd_store_list(vd_store *s, int limit, const char *after, int ascending, vd_j
     *count = *has_more = 0;
     if (limit < 1) return fail(err, errlen, "list limit %d is not positive", limit);
     pthread_mutex_lock(&s->lock);
-    int64_t created_at = 0;
-    int status = after ? created_at_locked(s, after, &created_at, err, errlen) : 0;
+    int64_t created_at = 0, rowid = 0;
+    int status = after ? created_at_locked(s, after, &created_at, &rowid, err, errlen) : 0;
     if (status == 0) {
         sqlite3_stmt *list = s->stmt[ascending ? STMT_LIST_ASC : STMT_LIST_DESC];
         if (after) {
             sqlite3_bind_int64(list, 1, created_at);
-            sqlite3_bind_text(list, 2, after, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(list, 2, rowid);
         }
         sqlite3_bind_int64(list, 3, (int64_t)limit + 1); /* one more tells whether more follow */
         status = read_jobs(s, list, jobs, count, err, errlen);

@@ -14,6 +14,7 @@ void cpu_copy(vd_backend *be, void *dst, const void *src, size_t bytes);
 void cpu_zero(vd_backend *be, void *dst, size_t bytes);
 void cpu_synchronize(vd_backend *be);
 void cpu_declare_constant(vd_backend *be, const void *ptr, size_t bytes);
+void cpu_memory_info(vd_backend *be, size_t *used, size_t *total);
 
 /* Fills the memory members of be with the functions above. */
 void cpu_set_memory_ops(vd_backend *be);

@@ -61,6 +61,13 @@ void cpu_declare_constant(vd_backend *be, const void *ptr, size_t bytes)
     (void)be, (void)ptr, (void)bytes;
 }
 
+/* Host memory is not reported as device memory. */
+void cpu_memory_info(vd_backend *be, size_t *used, size_t *total)
+{
+    (void)be;
+    *used = *total = 0;
+}
+
 void cpu_set_memory_ops(vd_backend *be)
 {
     be->alloc = cpu_alloc;
@@ -71,6 +78,7 @@ void cpu_set_memory_ops(vd_backend *be)
     be->zero = cpu_zero;
     be->synchronize = cpu_synchronize;
     be->declare_constant = cpu_declare_constant;
+    be->memory_info = cpu_memory_info;
 }
 
 /* ---- ops ---- */

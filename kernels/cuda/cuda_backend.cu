@@ -65,6 +65,15 @@ static void forget_constants(cuda_state *st, uintptr_t begin, uintptr_t end)
     st->constant_count = kept;
 }
 
+static void cuda_memory_info(vd_backend *be, size_t *used, size_t *total)
+{
+    (void)be;
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) free_bytes = total_bytes = 0;
+    *used = total_bytes - free_bytes;
+    *total = total_bytes;
+}
+
 static void cuda_declare_constant(vd_backend *be, const void *ptr, size_t bytes)
 {
     cuda_state *st = cuda_state_of(be);
@@ -211,6 +220,7 @@ extern "C" vd_backend *vd_backend_cuda(int device, char *err, size_t errlen)
     be->synchronize = cuda_synchronize;
     be->destroy = cuda_destroy;
     be->declare_constant = cuda_declare_constant;
+    be->memory_info = cuda_memory_info;
     cuda_set_ops(be);
 
     cudaDeviceProp prop;

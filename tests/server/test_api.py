@@ -154,7 +154,7 @@ class Server:
         assert status == 200, video
         return video
 
-    def wait(self, video_id, statuses=TERMINAL, timeout=60, key=None):
+    def wait(self, video_id, statuses=TERMINAL, timeout=180, key=None):
         deadline = time.time() + timeout
         while time.time() < deadline:
             status, video, _ = self.json("GET", f"/v1/videos/{video_id}", key=key)

@@ -365,11 +365,13 @@ static void test_validate(void **state)
     set_ok(&c, "api_keys", "secret");
     assert_int_equal(vd_server_config_validate(&c, err, sizeof err), 0); /* public with keys */
 
-    static const char *const malformed[] = {"8080", "host:", "host:0", "host:70000", "[::1]8080", ":80"};
+    static const char *const malformed[] = {"8080", "host:", "host:-1", "host:70000", "[::1]8080", ":80"};
     for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
         set_ok(&c, "listen", malformed[i]);
         expect_invalid(&c, "listen: ");
     }
+    set_ok(&c, "listen", "127.0.0.1:0"); /* any free port */
+    assert_int_equal(vd_server_config_validate(&c, err, sizeof err), 0);
     set_ok(&c, "listen", "127.0.0.1:8080");
 
     set_ok(&c, "max_width", "64");

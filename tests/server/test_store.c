@@ -307,11 +307,12 @@ static void test_idempotency(void **state)
     vd_job_clear(&no_key2);
 }
 
-static int by_created_then_id(const void *pa, const void *pb)
+/* The store's order: created_at, then insertion order (make_job numbers jobs in its model). */
+static int by_created_then_inserted(const void *pa, const void *pb)
 {
     const vd_job *a = pa, *b = pb;
     if (a->created_at != b->created_at) return a->created_at < b->created_at ? -1 : 1;
-    return strcmp(a->id, b->id);
+    return atoi(a->model + strlen("teacher-")) - atoi(b->model + strlen("teacher-"));
 }
 
 /* Pages through the whole store `limit` at a time and checks the order against expected. */
@@ -343,13 +344,13 @@ static void test_list_pagination(void **state)
     fixture *f = *state;
     enum { N = 11 };
     vd_job jobs[N];
-    /* several jobs share a created_at: the id breaks the tie */
+    /* several jobs share a created_at: insertion order breaks the tie */
     static const int64_t created[N] = {50, 10, 30, 30, 30, 20, 40, 10, 60, 30, 5};
     for (int i = 0; i < N; i++) {
         make_job(&jobs[i], i, created[i]);
         insert_ok(f->store, &jobs[i]);
     }
-    qsort(jobs, N, sizeof jobs[0], by_created_then_id);
+    qsort(jobs, N, sizeof jobs[0], by_created_then_inserted);
     for (int limit = 1; limit <= N + 1; limit++) {
         check_pages(f->store, limit, 1, jobs, N);
         check_pages(f->store, limit, 0, jobs, N);
