@@ -1,26 +1,13 @@
 /* config.c: parsing, printing and presets of the model config (see config.h). */
 #include "config.h"
 #include "common.h"
+#include "world.h"
 
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The words the presets' tokenizer knows until the synthetic world publishes its vocabulary:
- * shapes, colours, sizes, motions, backgrounds and the words that join them. */
-static const char *const preset_vocab[] = {
-    "<pad>", "<unk>", "a", "an", "the", "and", "on", "over", "in", "to", "of", "with", "moves",
-    "moving", "slides", "sliding", "goes", "is", "at", "background",
-    "circle", "ball", "square", "box", "triangle", "star", "ring", "diamond",
-    "red", "green", "blue", "yellow", "orange", "purple", "white", "black", "gray", "pink", "cyan",
-    "small", "medium", "large", "big", "tiny",
-    "left", "right", "up", "down", "upward", "downward", "diagonally", "bounces", "bouncing",
-    "grows", "growing", "shrinks", "shrinking", "rotates", "rotating", "orbits", "orbiting",
-    "stays", "still", "top", "bottom", "corner",
-    "gradient", "striped", "checkered", "dark", "light",
-};
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -70,8 +57,8 @@ int vd_config_preset(const char *name, vd_model_config *c)
     c->ae = (vd_ae_config){.present = 1, .levels = 3, .channels = {32, 64, 64}, .latent_channels = 4,
                            .groups = 8, .image_size = 128, .scale_factor = 1.0f};
     c->text.present = 1;
-    c->text.vocab_size = (int)VD_ARRAY_LEN(preset_vocab);
-    c->text.vocab = copy_strings((char *const *)preset_vocab, c->text.vocab_size);
+    const char *const *vocab = vd_world_vocabulary(&c->text.vocab_size); /* the synthetic world's words */
+    c->text.vocab = copy_strings((char *const *)vocab, c->text.vocab_size);
     vd_unet_config *u = &c->unet;
     u->present = 1;
     u->blocks_per_level = 2;

@@ -5,12 +5,23 @@
  *   vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames 16] [--size 128x128]
  *                   [--fps 8] [--steps 25] [--guidance 7.5] [--sampler ddim|euler] [--seed N]
  *                   [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4
+ *   vdmini world --count N [--seed S] [--size 128x128] [--frames 16] [--fps 8] --out DIR
+ *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
+ *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 7.5] [--i2v]
+ *               [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *
- * generate writes the MP4 and, beside it, FILE.png (the first frame). Every bad argument gets a
- * message naming it and exit status 2; a failure while running gets status 1. */
+ * generate writes the MP4 and, beside it, FILE.png (the first frame). world writes clips of the
+ * synthetic world: DIR/clip_NNNNN.mp4, its first frame DIR/clip_NNNNN.png and one line of ground
+ * truth per clip in DIR/truth.jsonl. eval judges videos against their ground truth (or renders
+ * prompts from the world, generates them with the model and judges those) and prints a Markdown
+ * table; --json writes the same figures as JSON; --i2v judges image-to-video, the world's first
+ * frame being the given image. Every bad argument gets a message naming it and exit status 2; a
+ * failure while running gets status 1. */
 #include "common.h"
+#include "evaluator.h"
 #include "video.h"
 #include "vdmini.h"
+#include "world.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,7 +43,11 @@ static void usage(FILE *out)
             "  vdmini info PATH|PRESET\n"
             "  vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames N] [--size WxH]\n"
             "                  [--fps N] [--steps N] [--guidance G] [--sampler ddim|euler] [--seed N]\n"
-            "                  [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4\n");
+            "                  [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4\n"
+            "  vdmini world --count N [--seed N] [--size WxH] [--frames N] [--fps N] --out DIR\n"
+            "  vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]\n"
+            "  vdmini eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--i2v]\n"
+            "              [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n");
 }
 
 static int bad_arg(const char *flag, const char *why)
@@ -273,6 +289,286 @@ done:
     return rc;
 }
 
+/* ---- the synthetic world and the evaluator ---- */
+
+static int parse_size(const char *flag, const char *v, int *width, int *height)
+{
+    char tail;
+    if (sscanf(v, "%dx%d%c", width, height, &tail) != 2 || *width < 8 || *height < 8 || *width > VD_WORLD_MAX_SIDE ||
+        *height > VD_WORLD_MAX_SIDE || *width % 2 || *height % 2) {
+        fprintf(stderr, "vdmini: %s: expected WIDTHxHEIGHT, even numbers from 8 to %d, e.g. 128x128\n", flag, VD_WORLD_MAX_SIDE);
+        return -1;
+    }
+    return 0;
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *path = vd_malloc(len);
+    snprintf(path, len, "%s/%s", dir, name);
+    return path;
+}
+
+static int cmd_world(int argc, char **argv)
+{
+    const char *out = NULL, *v;
+    int count = 0, width = 128, height = 128, frames = 16, fps = 8;
+    uint64_t seed = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (strcmp(f, "--out") == 0) {
+            if (!(out = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(f, "--count") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_int(f, v, 1, 1000000, &count)) return EXIT_USAGE;
+        } else if (strcmp(f, "--seed") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_u64(f, v, &seed)) return EXIT_USAGE;
+        } else if (strcmp(f, "--size") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_size(f, v, &width, &height)) return EXIT_USAGE;
+        } else if (strcmp(f, "--frames") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_int(f, v, 1, VD_WORLD_MAX_FRAMES, &frames)) return EXIT_USAGE;
+        } else if (strcmp(f, "--fps") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_int(f, v, 1, 120, &fps)) return EXIT_USAGE;
+        } else {
+            return bad_arg(f, "unknown option for world");
+        }
+    }
+    if (!count) return bad_arg("--count", "required");
+    if (!out) return bad_arg("--out", "required");
+    if (mkdir(out, 0777) && errno != EEXIST) {
+        fprintf(stderr, "vdmini: --out: cannot create %s: %s\n", out, strerror(errno));
+        return 1;
+    }
+    char *truth_path = path_join(out, "truth.jsonl");
+    FILE *truth_file = fopen(truth_path, "w");
+    if (!truth_file) {
+        fprintf(stderr, "vdmini: cannot write %s: %s\n", truth_path, strerror(errno));
+        free(truth_path);
+        return 1;
+    }
+    double start = vd_now();
+    vd_loader *loader = vd_loader_new(seed, width, height, frames, 2, 4);
+    float *pixels = vd_malloc((size_t)frames * 3 * width * height * sizeof(float));
+    uint8_t *rgb = vd_malloc((size_t)frames * width * height * 3);
+    vd_clip_truth *truth = vd_malloc(sizeof *truth);
+    int rc = 0;
+    for (int i = 0; i < count && !rc; i++) {
+        char video[32], image[32], err[VD_ERR_LEN];
+        snprintf(video, sizeof video, "clip_%05d.mp4", i);
+        snprintf(image, sizeof image, "clip_%05d.png", i);
+        vd_loader_next(loader, pixels, truth);
+        vd_frames_to_rgb8(pixels, frames, width, height, rgb);
+        char *video_path = path_join(out, video), *image_path = path_join(out, image);
+        if (vd_mp4_write(video_path, rgb, frames, width, height, fps, err, sizeof err) ||
+            vd_png_write(image_path, rgb, width, height, err, sizeof err)) {
+            fprintf(stderr, "vdmini: %s\n", err);
+            rc = 1;
+        } else {
+            char *line = vd_world_truth_to_json(truth, video, image);
+            fprintf(truth_file, "%s\n", line);
+            free(line);
+        }
+        free(video_path);
+        free(image_path);
+    }
+    if (fclose(truth_file) && !rc) {
+        fprintf(stderr, "vdmini: cannot write %s: %s\n", truth_path, strerror(errno));
+        rc = 1;
+    }
+    if (!rc) fprintf(stderr, "vdmini: wrote %d clips of %d frames at %dx%d and %s in %.1fs\n", count, frames, width, height, truth_path, vd_now() - start);
+    vd_loader_free(loader);
+    free(truth_path);
+    free(pixels);
+    free(rgb);
+    free(truth);
+    return rc;
+}
+
+/* The truth's own clip, judged as the reference for the Fréchet distance; its first frame is the
+ * image-to-video condition (image may be NULL). */
+static void judge_reference(const vd_clip_truth *t, vd_eval_set *reference, float *image)
+{
+    size_t frame = (size_t)3 * t->width * t->height;
+    float *real = vd_malloc((size_t)t->frames * frame * sizeof(float));
+    vd_world_render(t, real);
+    vd_eval_clip clip;
+    char err[VD_ERR_LEN];
+    if (vd_eval_clip_frames(t, real, t->frames, t->width, t->height, NULL, &clip, err, sizeof err) == 0)
+        vd_eval_set_add(reference, &clip);
+    if (image) memcpy(image, real, frame * sizeof(float));
+    free(real);
+}
+
+/* Judges each clip of DIR against its line of the truth file. */
+static int eval_videos(const char *dir, const char *truth_path, int i2v, vd_eval_set *set, vd_eval_set *reference)
+{
+    FILE *in = fopen(truth_path, "r");
+    if (!in) {
+        fprintf(stderr, "vdmini: --truth: cannot read %s: %s\n", truth_path, strerror(errno));
+        return 1;
+    }
+    char *line = NULL, video[512], err[VD_ERR_LEN];
+    size_t cap = 0;
+    int number = 0, rc = 0;
+    vd_clip_truth *truth = vd_malloc(sizeof *truth);
+    while (!rc && getline(&line, &cap, in) > 0) {
+        number++;
+        if (strspn(line, " \t\r\n") == strlen(line)) continue;
+        if (vd_world_truth_from_json(line, truth, video, sizeof video, err, sizeof err) || !video[0]) {
+            fprintf(stderr, "vdmini: %s:%d: %s\n", truth_path, number, video[0] ? err : "no \"video\" file named");
+            rc = 1;
+            break;
+        }
+        char *path = path_join(dir, video);
+        uint8_t *rgb = NULL;
+        int frames, width, height;
+        double fps;
+        float *image = i2v ? vd_malloc((size_t)3 * truth->width * truth->height * sizeof(float)) : NULL;
+        vd_eval_clip clip;
+        if (vd_mp4_read(path, &rgb, &frames, &width, &height, &fps, err, sizeof err) ||
+            (judge_reference(truth, reference, image),
+             vd_eval_clip_rgb8(truth, rgb, frames, width, height, image, &clip, err, sizeof err))) {
+            fprintf(stderr, "vdmini: %s: %s\n", path, err);
+            rc = 1;
+        } else {
+            vd_eval_set_add(set, &clip);
+        }
+        free(rgb);
+        free(image);
+        free(path);
+    }
+    if (!rc && number == 0) {
+        fprintf(stderr, "vdmini: --truth: %s has no clips\n", truth_path);
+        rc = 1;
+    }
+    free(truth);
+    free(line);
+    fclose(in);
+    return rc;
+}
+
+typedef struct {
+    const char *model, *ae;
+    int prompts, steps, i2v, bf16;
+    float guidance;
+    uint64_t seed;
+    vd_device device;
+} model_eval_options;
+
+/* Renders prompts from the world, generates each with the model and judges the result. */
+static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set *reference)
+{
+    char err[VD_ERR_LEN];
+    vd_engine *e = vd_engine_open(o->model, o->ae, o->device, o->bf16, err);
+    if (!e) {
+        fprintf(stderr, "vdmini: %s\n", err);
+        return 1;
+    }
+    vd_model_limits lim;
+    vd_engine_limits(e, &lim);
+    int side = lim.image_size, frames = lim.default_frames, rc = 0;
+    if (frames > VD_WORLD_MAX_FRAMES || side > VD_WORLD_MAX_SIDE) {
+        fprintf(stderr, "vdmini: the model's %d frames of %dx%d are beyond what the world renders\n", frames, side, side);
+        vd_engine_close(e);
+        return 1;
+    }
+    float *generated = vd_malloc((size_t)frames * 3 * side * side * sizeof(float));
+    float *image = vd_malloc((size_t)3 * side * side * sizeof(float));
+    vd_clip_truth *truth = vd_malloc(sizeof *truth);
+    double start = vd_now();
+    for (int i = 0; i < o->prompts && !rc; i++) {
+        vd_world_sample(o->seed, (uint64_t)i, side, side, frames, truth);
+        judge_reference(truth, reference, image);
+        vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames, .width = side,
+                           .height = side, .steps = o->steps, .guidance = o->guidance, .sampler = VD_SAMPLER_DDIM,
+                           .seed = o->seed + (uint64_t)i};
+        vd_eval_clip clip;
+        if (vd_generate(e, &p, generated, NULL, NULL, err) != 0 ||
+            vd_eval_clip_frames(truth, generated, frames, side, side, p.image, &clip, err, sizeof err)) {
+            fprintf(stderr, "vdmini: eval: prompt %d: %s\n", i, err);
+            rc = 1;
+            break;
+        }
+        vd_eval_set_add(set, &clip);
+        fprintf(stderr, "vdmini: %d/%d \"%s\" (%.1fs)\n", i + 1, o->prompts, truth->prompt, vd_now() - start);
+    }
+    free(generated);
+    free(image);
+    free(truth);
+    vd_engine_close(e);
+    return rc;
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *videos = NULL, *truth = NULL, *json_path = NULL, *v;
+    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = 7.5f, .device = VD_DEVICE_AUTO};
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (strcmp(f, "--videos") == 0) {
+            if (!(videos = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(f, "--truth") == 0) {
+            if (!(truth = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(f, "--json") == 0) {
+            if (!(json_path = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(f, "--model") == 0) {
+            if (!(m.model = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(f, "--ae") == 0) {
+            if (!(m.ae = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(f, "--prompts") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_int(f, v, 1, 100000, &m.prompts)) return EXIT_USAGE;
+        } else if (strcmp(f, "--steps") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_int(f, v, 1, 1000, &m.steps)) return EXIT_USAGE;
+        } else if (strcmp(f, "--seed") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_u64(f, v, &m.seed)) return EXIT_USAGE;
+        } else if (strcmp(f, "--guidance") == 0) {
+            if (!(v = flag_value(argc, argv, &i))) return EXIT_USAGE;
+            char *end;
+            m.guidance = strtof(v, &end);
+            if (end == v || *end || !(m.guidance >= 0.0f && m.guidance <= 100.0f))
+                return bad_arg(f, "expected a number between 0 and 100");
+        } else if (strcmp(f, "--device") == 0) {
+            if (!(v = flag_value(argc, argv, &i))) return EXIT_USAGE;
+            if (strcmp(v, "auto") == 0) m.device = VD_DEVICE_AUTO;
+            else if (strcmp(v, "cpu") == 0) m.device = VD_DEVICE_CPU;
+            else if (strcmp(v, "cuda") == 0) m.device = VD_DEVICE_CUDA;
+            else return bad_arg(f, "expected auto, cpu or cuda");
+        } else if (strcmp(f, "--i2v") == 0) {
+            m.i2v = 1;
+        } else if (strcmp(f, "--bf16") == 0) {
+            m.bf16 = 1;
+        } else {
+            return bad_arg(f, "unknown option for eval");
+        }
+    }
+    if (videos && m.model) return bad_arg("--videos", "give either --videos or --model, not both");
+    if (!videos && !m.model) return bad_arg("--videos", "required (or --model)");
+    if (videos && !truth) return bad_arg("--truth", "required with --videos");
+    if (m.model && truth) return bad_arg("--truth", "only with --videos (--model draws its prompts from the world)");
+
+    vd_eval_set *set = vd_eval_set_new(), *reference = vd_eval_set_new();
+    int rc = videos ? eval_videos(videos, truth, m.i2v, set, reference) : eval_model(&m, set, reference);
+    if (!rc) {
+        vd_eval_summary summary;
+        vd_eval_summarize(set, reference, &summary);
+        vd_eval_print_markdown(&summary, stdout);
+        if (json_path) {
+            char *json = vd_eval_summary_json(&summary);
+            FILE *out = fopen(json_path, "w");
+            int written = out && fprintf(out, "%s\n", json) >= 0;
+            if (out && fclose(out)) written = 0;
+            if (!written) {
+                fprintf(stderr, "vdmini: --json: cannot write %s: %s\n", json_path, strerror(errno));
+                rc = 1;
+            }
+            free(json);
+        }
+    }
+    vd_eval_set_free(set);
+    vd_eval_set_free(reference);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -282,6 +578,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "init") == 0) return cmd_init(argc, argv);
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc, argv);
     if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc, argv);
+    if (strcmp(argv[1], "world") == 0) return cmd_world(argc, argv);
+    if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc, argv);
     fprintf(stderr, "vdmini: unknown command \"%s\"\n", argv[1]);
     usage(stderr);
     return EXIT_USAGE;

@@ -66,5 +66,37 @@ printf 'not an image' >"$work/junk.png"
 gen --prompt p --image "$work/junk.png" --out "$work/x.mp4" 2>"$work/err"
 if [ $? -eq 1 ] && grep -q -- "--image" "$work/err"; then ok "malformed image"; else bad "malformed image: $(cat "$work/err")"; fi
 
+# The synthetic world and the evaluator.
+world="$work/world"
+if "$vdmini" world --count 6 --seed 4 --size 128x128 --frames 12 --out "$world" 2>"$work/err" &&
+   [ "$(ls "$world"/clip_*.mp4 | wc -l)" -eq 6 ] && [ "$(ls "$world"/clip_*.png | wc -l)" -eq 6 ] &&
+   [ "$(wc -l <"$world/truth.jsonl")" -eq 6 ] && grep -q '"prompt":' "$world/truth.jsonl"; then
+    ok "world writes clips, first frames and truth"
+else
+    bad "world: $(cat "$work/err")"
+fi
+# every rate present in the JSON is at least 0.95 for the world's own clips
+if "$vdmini" eval --videos "$world" --truth "$world/truth.jsonl" --json "$work/eval.json" >"$work/table" 2>"$work/err" &&
+   grep -q "| content_score |" "$work/table" &&
+   awk -F'[:,]' '/"(content_score|motion_score|object_found|colour_correct|shape_correct|size_correct|edge_sharp|background_correct|direction_correct|speed_ok|smooth|flicker_free|identity_kept|frame_order_ok)"/ { n++; if ($2 + 0 < 0.95) low = low " " $1 $2 } END { if (low != "" || n != 14) { print low; exit 1 } }' "$work/eval.json"; then
+    ok "eval of real clips scores at least 0.95"
+else
+    bad "eval of real clips: $(cat "$work/err" "$work/eval.json" 2>/dev/null)"
+fi
+if "$vdmini" eval --model "$model" --prompts 1 --steps 1 --device cpu --json "$work/model.json" >/dev/null 2>"$work/err" &&
+   grep -q '"frechet_distance"' "$work/model.json"; then ok "eval of a model"; else bad "eval of a model: $(cat "$work/err")"; fi
+expect_usage_error "world without count" "--count" world --out "$work/w2"
+expect_usage_error "world without out" "--out" world --count 2
+expect_usage_error "world bad count" "--count" world --count 0 --out "$work/w2"
+expect_usage_error "world odd size" "--size" world --count 1 --size 127x128 --out "$work/w2"
+expect_usage_error "world bad frames" "--frames" world --count 1 --frames 0 --out "$work/w2"
+expect_usage_error "eval without input" "--videos" eval
+expect_usage_error "eval without truth" "--truth" eval --videos "$world"
+expect_usage_error "eval videos and model" "not both" eval --videos "$world" --model "$model"
+expect_usage_error "eval bad prompts" "--prompts" eval --model "$model" --prompts 0
+expect_usage_error "eval unknown option" "--speed" eval --videos "$world" --truth "$world/truth.jsonl" --speed 2
+"$vdmini" eval --videos "$world" --truth "$work/none.jsonl" 2>"$work/err"
+if [ $? -eq 1 ] && grep -q "none.jsonl" "$work/err"; then ok "eval missing truth file"; else bad "eval missing truth file"; fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,375 @@
+/* test_evaluator.c: proof that the evaluator measures what it claims. Real clips of the world
+ * score at least 0.95 on every rate; pure noise, a frozen first frame, shuffled frames, a wrong
+ * colour, reversed motion and a blurred clip each score clearly lower on the metric meant to
+ * catch them while the others move little; image-to-video scores the first frame and the start
+ * of each object; 8-bit frames judge like floats; and the Fréchet distance between two real sets
+ * is small next to real against degraded. The numbers are printed for the record. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "evaluator.h"
+#include "rng.h"
+#include "world.h"
+
+#define CLIPS 24
+#define SIDE 128
+#define FRAMES 12
+
+typedef enum { REAL, NOISE, FROZEN, SHUFFLED, WRONG_COLOUR, REVERSED, BLURRED, OTHER_REAL, KINDS } clip_kind;
+static const char *const kind_names[KINDS] = {"real", "noise", "frozen", "shuffled", "wrong colour", "reversed", "blurred", "real (other seed)"};
+
+static vd_eval_set *sets[KINDS];
+static vd_eval_summary summaries[KINDS];
+static const size_t frame_size = (size_t)3 * SIDE * SIDE;
+
+static void gaussian_blur(float *frames, int planes, float sigma)
+{
+    float k[7], sum = 0;
+    for (int i = -3; i <= 3; i++) sum += k[i + 3] = expf(-i * i / (2 * sigma * sigma));
+    for (int i = 0; i < 7; i++) k[i] /= sum;
+    float *tmp = vd_malloc((size_t)SIDE * SIDE * sizeof(float));
+    for (int p = 0; p < planes; p++) {
+        float *im = frames + (size_t)p * SIDE * SIDE;
+        for (int y = 0; y < SIDE; y++)
+            for (int x = 0; x < SIDE; x++) {
+                float a = 0;
+                for (int i = -3; i <= 3; i++) a += k[i + 3] * im[y * SIDE + (x + i < 0 ? 0 : x + i >= SIDE ? SIDE - 1 : x + i)];
+                tmp[y * SIDE + x] = a;
+            }
+        for (int y = 0; y < SIDE; y++)
+            for (int x = 0; x < SIDE; x++) {
+                float a = 0;
+                for (int i = -3; i <= 3; i++) a += k[i + 3] * tmp[(y + i < 0 ? 0 : y + i >= SIDE ? SIDE - 1 : y + i) * SIDE + x];
+                im[y * SIDE + x] = a;
+            }
+    }
+    free(tmp);
+}
+
+/* The same clip with every object in another colour allowed on its background. */
+static void recolour(vd_clip_truth *t)
+{
+    vd_clip_truth original = *t;
+    for (int o = 0; o < t->object_count; o++)
+        for (int step = 1; step < VD_COLOUR_COUNT; step++) {
+            int c = ((int)original.objects[o].colour + step) % VD_COLOUR_COUNT, clash = !vd_world_colour_allowed((vd_colour)c, t->background);
+            for (int p = 0; p < t->object_count; p++) clash |= (int)original.objects[p].colour == c || (p < o && (int)t->objects[p].colour == c);
+            if (!clash) {
+                t->objects[o].colour = (vd_colour)c;
+                break;
+            }
+        }
+}
+
+static void make_kind(clip_kind kind, const vd_clip_truth *t, int clip, const float *real, float *out)
+{
+    size_t total = FRAMES * frame_size;
+    memcpy(out, real, total * sizeof(float));
+    switch (kind) {
+    case NOISE:
+        for (size_t i = 0; i < total; i++) out[i] = (float)(2 * vd_rng_uniform(1000 + clip, i) - 1);
+        break;
+    case FROZEN:
+        for (int f = 1; f < FRAMES; f++) memcpy(out + f * frame_size, real, frame_size * sizeof(float));
+        break;
+    case SHUFFLED: {
+        int order[FRAMES];
+        for (int f = 0; f < FRAMES; f++) order[f] = f;
+        for (int f = FRAMES - 1; f > 0; f--) {
+            int j = (int)(vd_rng_uniform(2000 + clip, f) * (f + 1)), tmp = order[f];
+            order[f] = order[j], order[j] = tmp;
+        }
+        for (int f = 0; f < FRAMES; f++) memcpy(out + f * frame_size, real + order[f] * frame_size, frame_size * sizeof(float));
+        break;
+    }
+    case WRONG_COLOUR: {
+        vd_clip_truth *other = vd_malloc(sizeof *other);
+        *other = *t;
+        recolour(other);
+        vd_world_render(other, out);
+        free(other);
+        break;
+    }
+    case REVERSED:
+        for (int f = 0; f < FRAMES; f++) memcpy(out + f * frame_size, real + (FRAMES - 1 - f) * frame_size, frame_size * sizeof(float));
+        break;
+    case BLURRED: gaussian_blur(out, 3 * FRAMES, 1.0f); break;
+    default: break;
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    float *real = vd_malloc(FRAMES * frame_size * sizeof(float)), *video = vd_malloc(FRAMES * frame_size * sizeof(float));
+    vd_clip_truth *t = vd_malloc(sizeof *t);
+    char err[256];
+    for (int k = 0; k < KINDS; k++) sets[k] = vd_eval_set_new();
+    for (int i = 0; i < CLIPS; i++) {
+        vd_world_sample(2026, (uint64_t)i, SIDE, SIDE, FRAMES, t);
+        vd_world_render(t, real);
+        for (int k = 0; k < OTHER_REAL; k++) {
+            vd_eval_clip clip;
+            make_kind((clip_kind)k, t, i, real, video);
+            if (vd_eval_clip_frames(t, video, FRAMES, SIDE, SIDE, NULL, &clip, err, sizeof err)) return -1;
+            vd_eval_set_add(sets[k], &clip);
+        }
+        vd_eval_clip clip;
+        vd_world_sample(9000, (uint64_t)i, SIDE, SIDE, FRAMES, t);
+        vd_world_render(t, real);
+        if (vd_eval_clip_frames(t, real, FRAMES, SIDE, SIDE, NULL, &clip, err, sizeof err)) return -1;
+        vd_eval_set_add(sets[OTHER_REAL], &clip);
+    }
+    printf("%-22s %8s %8s", "rate", "content", "motion");
+    for (int r = 0; r < VD_RATE_I2V_MOTION; r++) printf(" %8.8s", vd_rate_name((vd_rate)r));
+    printf(" %8s\n", "frechet");
+    for (int k = 0; k < KINDS; k++) {
+        vd_eval_summarize(sets[k], sets[REAL], &summaries[k]);
+        printf("%-22s %8.3f %8.3f", kind_names[k], summaries[k].content_score, summaries[k].motion_score);
+        for (int r = 0; r < VD_RATE_I2V_MOTION; r++) printf(" %8.3f", summaries[k].rate[r]);
+        printf(" %8.3f\n", summaries[k].frechet);
+    }
+    free(real);
+    free(video);
+    free(t);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int k = 0; k < KINDS; k++) vd_eval_set_free(sets[k]);
+    return 0;
+}
+
+static void test_real_clips_score_high(void **state)
+{
+    (void)state;
+    for (int k = REAL; k <= OTHER_REAL; k += OTHER_REAL) {
+        for (int r = 0; r < VD_RATE_I2V_MOTION; r++)
+            if (!(summaries[k].rate[r] >= 0.95)) fail_msg("%s: %s is %.3f", kind_names[k], vd_rate_name((vd_rate)r), summaries[k].rate[r]);
+        assert_true(isnan(summaries[k].rate[VD_RATE_I2V_MOTION])); /* text-to-video */
+        assert_true(summaries[k].content_score >= 0.95 && summaries[k].motion_score >= 0.95);
+        assert_true(summaries[k].speed_error < 0.1);
+    }
+}
+
+/* Rate r of kind k is at most `most`. */
+static void expect_drop(clip_kind k, vd_rate r, double most)
+{
+    if (!(summaries[k].rate[r] <= most))
+        fail_msg("%s: %s is %.3f, expected at most %.3f", kind_names[k], vd_rate_name(r), summaries[k].rate[r], most);
+}
+
+/* Rate r of kind k is within `drift` of the real clips'. */
+static void expect_close(clip_kind k, vd_rate r, double drift)
+{
+    if (!(fabs(summaries[k].rate[r] - summaries[REAL].rate[r]) <= drift))
+        fail_msg("%s: %s moved to %.3f from %.3f", kind_names[k], vd_rate_name(r), summaries[k].rate[r], summaries[REAL].rate[r]);
+}
+
+static void test_noise_scores_low_everywhere(void **state)
+{
+    (void)state;
+    assert_true(summaries[NOISE].content_score < 0.2 && summaries[NOISE].motion_score < 0.2);
+    expect_drop(NOISE, VD_RATE_OBJECT_FOUND, 0.2);
+    expect_drop(NOISE, VD_RATE_BACKGROUND, 0.2);
+    expect_drop(NOISE, VD_RATE_NO_FLICKER, 0.2);
+}
+
+static void test_frozen_frame_fails_motion_not_content(void **state)
+{
+    (void)state;
+    expect_drop(FROZEN, VD_RATE_DIRECTION, 0.4);
+    expect_drop(FROZEN, VD_RATE_SPEED, 0.4);
+    assert_true(summaries[FROZEN].motion_score < summaries[REAL].motion_score - 0.2);
+    expect_close(FROZEN, VD_RATE_OBJECT_FOUND, 0.03);
+    expect_close(FROZEN, VD_RATE_COLOUR, 0.03);
+    expect_close(FROZEN, VD_RATE_SHARPNESS, 0.03);
+    expect_close(FROZEN, VD_RATE_BACKGROUND, 0.03);
+    assert_true(summaries[FROZEN].content_score > summaries[REAL].content_score - 0.05);
+}
+
+static void test_shuffled_frames_fail_motion_not_content(void **state)
+{
+    (void)state;
+    expect_drop(SHUFFLED, VD_RATE_FRAME_ORDER, summaries[REAL].rate[VD_RATE_FRAME_ORDER] - 0.25);
+    expect_drop(SHUFFLED, VD_RATE_SMOOTHNESS, 0.5);
+    expect_drop(SHUFFLED, VD_RATE_IDENTITY, summaries[REAL].rate[VD_RATE_IDENTITY] - 0.2);
+    assert_true(summaries[SHUFFLED].motion_score < summaries[REAL].motion_score - 0.3);
+    assert_true(summaries[SHUFFLED].content_score > summaries[REAL].content_score - 0.05);
+}
+
+static void test_wrong_colour_fails_content_not_motion(void **state)
+{
+    (void)state;
+    expect_drop(WRONG_COLOUR, VD_RATE_COLOUR, 0.2);
+    expect_close(WRONG_COLOUR, VD_RATE_OBJECT_FOUND, 0.03);
+    expect_close(WRONG_COLOUR, VD_RATE_SHAPE, 0.07);
+    assert_true(summaries[WRONG_COLOUR].content_score < summaries[REAL].content_score - 0.1);
+    assert_true(summaries[WRONG_COLOUR].motion_score > summaries[REAL].motion_score - 0.05);
+}
+
+static void test_reversed_motion_fails_direction_not_content(void **state)
+{
+    (void)state;
+    expect_drop(REVERSED, VD_RATE_DIRECTION, 0.4);
+    assert_true(summaries[REVERSED].content_score > summaries[REAL].content_score - 0.05);
+    expect_close(REVERSED, VD_RATE_FRAME_ORDER, 0.05); /* a reversed clip is still a plausible clip */
+}
+
+static void test_blur_fails_sharpness_only(void **state)
+{
+    (void)state;
+    expect_drop(BLURRED, VD_RATE_SHARPNESS, 0.2);
+    assert_true(summaries[BLURRED].edge_width > 2 * summaries[REAL].edge_width);
+    expect_close(BLURRED, VD_RATE_OBJECT_FOUND, 0.03);
+    expect_close(BLURRED, VD_RATE_COLOUR, 0.03);
+    expect_close(BLURRED, VD_RATE_SHAPE, 0.05);
+    assert_true(summaries[BLURRED].motion_score > summaries[REAL].motion_score - 0.05);
+}
+
+static void test_frechet_separates_real_from_degraded(void **state)
+{
+    (void)state;
+    double real_pair = vd_eval_frechet(sets[REAL], sets[OTHER_REAL]);
+    assert_true(vd_eval_frechet(sets[REAL], sets[REAL]) < 1e-6);
+    assert_float_equal(real_pair, vd_eval_frechet(sets[OTHER_REAL], sets[REAL]), 1e-6 * (1 + real_pair));
+    printf("Fréchet: real vs real (other seed) %.3f", real_pair);
+    clip_kind degraded[] = {NOISE, FROZEN, SHUFFLED, BLURRED};
+    for (size_t i = 0; i < sizeof degraded / sizeof degraded[0]; i++) {
+        double d = summaries[degraded[i]].frechet;
+        printf(", vs %s %.3f", kind_names[degraded[i]], d);
+        if (!(real_pair < 0.25 * d)) fail_msg("Fréchet real/real %.3f is not small next to real/%s %.3f", real_pair, kind_names[degraded[i]], d);
+    }
+    printf("\n");
+}
+
+static void test_image_to_video(void **state)
+{
+    (void)state;
+    const int clips = 6;
+    float *real = vd_malloc(FRAMES * frame_size * sizeof(float)), *other = vd_malloc(FRAMES * frame_size * sizeof(float));
+    float *frozen = vd_malloc(FRAMES * frame_size * sizeof(float));
+    vd_clip_truth *t = vd_malloc(sizeof *t), *u = vd_malloc(sizeof *u);
+    vd_eval_set *good = vd_eval_set_new(), *wrong_start = vd_eval_set_new(), *still = vd_eval_set_new();
+    char err[256];
+    for (int i = 0; i < clips; i++) {
+        vd_world_sample(31, (uint64_t)i, SIDE, SIDE, FRAMES, t);
+        vd_world_render(t, real);
+        /* The same description started elsewhere: right motion, wrong first frame. */
+        *u = *t;
+        for (int o = 0; o < u->object_count; o++) u->objects[o].start_x = 1.0f - u->objects[o].start_x;
+        vd_world_compute_tracks(u);
+        vd_world_render(u, other);
+        make_kind(FROZEN, t, i, real, frozen);
+        vd_eval_clip clip;
+        assert_int_equal(vd_eval_clip_frames(t, real, FRAMES, SIDE, SIDE, real, &clip, err, sizeof err), 0);
+        assert_true(clip.psnr > 40);
+        vd_eval_set_add(good, &clip);
+        assert_int_equal(vd_eval_clip_frames(t, other, FRAMES, SIDE, SIDE, real, &clip, err, sizeof err), 0);
+        vd_eval_set_add(wrong_start, &clip);
+        assert_int_equal(vd_eval_clip_frames(t, frozen, FRAMES, SIDE, SIDE, real, &clip, err, sizeof err), 0);
+        vd_eval_set_add(still, &clip);
+    }
+    vd_eval_summary s[3];
+    vd_eval_summarize(good, NULL, &s[0]);
+    vd_eval_summarize(wrong_start, NULL, &s[1]);
+    vd_eval_summarize(still, NULL, &s[2]);
+    printf("image-to-video: i2v_motion_ok real %.3f, moved start %.3f, frozen %.3f; PSNR real %.1f, moved start %.1f\n",
+           s[0].rate[VD_RATE_I2V_MOTION], s[1].rate[VD_RATE_I2V_MOTION], s[2].rate[VD_RATE_I2V_MOTION], s[0].psnr, s[1].psnr);
+    assert_true(s[0].rate[VD_RATE_I2V_MOTION] >= 0.95);
+    assert_true(s[1].rate[VD_RATE_I2V_MOTION] <= 0.4);
+    assert_true(s[2].rate[VD_RATE_I2V_MOTION] <= 0.4);
+    assert_true(s[1].psnr < s[0].psnr - 20);
+    vd_eval_set_free(good);
+    vd_eval_set_free(wrong_start);
+    vd_eval_set_free(still);
+    free(real);
+    free(other);
+    free(frozen);
+    free(t);
+    free(u);
+}
+
+static void test_bytes_judge_like_floats_and_sizes_are_checked(void **state)
+{
+    (void)state;
+    float *real = vd_malloc(FRAMES * frame_size * sizeof(float));
+    uint8_t *rgb = vd_malloc(FRAMES * frame_size);
+    vd_clip_truth *t = vd_malloc(sizeof *t);
+    char err[256];
+    for (int i = 0; i < 4; i++) {
+        vd_world_sample(2026, (uint64_t)i, SIDE, SIDE, FRAMES, t);
+        vd_world_render(t, real);
+        for (int f = 0; f < FRAMES; f++)
+            for (size_t p = 0; p < (size_t)SIDE * SIDE; p++)
+                for (int k = 0; k < 3; k++)
+                    rgb[(f * (size_t)SIDE * SIDE + p) * 3 + k] = (uint8_t)lroundf((real[f * frame_size + k * (size_t)SIDE * SIDE + p] + 1) * 127.5f);
+        vd_eval_clip a, b;
+        assert_int_equal(vd_eval_clip_frames(t, real, FRAMES, SIDE, SIDE, NULL, &a, err, sizeof err), 0);
+        assert_int_equal(vd_eval_clip_rgb8(t, rgb, FRAMES, SIDE, SIDE, NULL, &b, err, sizeof err), 0);
+        for (int r = 0; r < VD_RATE_COUNT; r++) {
+            assert_float_equal(a.trials[r], b.trials[r], 0);
+            assert_true(fabs(a.hits[r] - b.hits[r]) <= 0.02 * a.trials[r] + 1e-9);
+        }
+    }
+    vd_eval_clip clip;
+    assert_int_equal(vd_eval_clip_frames(t, real, FRAMES - 1, SIDE, SIDE, NULL, &clip, err, sizeof err), -1);
+    assert_non_null(strstr(err, "frames"));
+    assert_int_equal(vd_eval_clip_rgb8(t, rgb, FRAMES, SIDE / 2, SIDE * 2, NULL, &clip, err, sizeof err), -1);
+    free(real);
+    free(rgb);
+    free(t);
+}
+
+static void test_summary_names_every_figure(void **state)
+{
+    (void)state;
+    char *json = vd_eval_summary_json(&summaries[REAL]);
+    const char *keys[] = {"\"clips\": 24", "\"content_score\"", "\"motion_score\"", "\"frechet_distance\"", "\"speed_error\"",
+                          "\"first_frame_psnr\": null"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strstr(json, keys[i])) fail_msg("%s missing from %s", keys[i], json);
+    for (int r = 0; r < VD_RATE_COUNT; r++) {
+        char key[64];
+        snprintf(key, sizeof key, "\"%s\"", vd_rate_name((vd_rate)r));
+        assert_non_null(strstr(json, key));
+    }
+    free(json);
+    char *table = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&table, &len);
+    vd_eval_print_markdown(&summaries[REAL], out);
+    fclose(out);
+    assert_non_null(strstr(table, "| content_score |"));
+    assert_non_null(strstr(table, "| frame_order_ok |"));
+    free(table);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_real_clips_score_high),
+        cmocka_unit_test(test_noise_scores_low_everywhere),
+        cmocka_unit_test(test_frozen_frame_fails_motion_not_content),
+        cmocka_unit_test(test_shuffled_frames_fail_motion_not_content),
+        cmocka_unit_test(test_wrong_colour_fails_content_not_motion),
+        cmocka_unit_test(test_reversed_motion_fails_direction_not_content),
+        cmocka_unit_test(test_blur_fails_sharpness_only),
+        cmocka_unit_test(test_frechet_separates_real_from_degraded),
+        cmocka_unit_test(test_image_to_video),
+        cmocka_unit_test(test_bytes_judge_like_floats_and_sizes_are_checked),
+        cmocka_unit_test(test_summary_names_every_figure),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
