@@ -14,4 +14,9 @@ apt-get install -y -q --no-install-recommends \
     libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
     libmicrohttpd-dev libyaml-dev libsqlite3-dev python3-pytest \
     libcmocka-dev python3 python3-numpy python3-torch \
-    chromium nodejs npm systemd
+    chromium systemd
+# Node.js and npm run the browser test; a machine that already has them (from Debian or from
+# another repository, whose nodejs package conflicts with Debian's npm) keeps its own.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt-get install -y -q --no-install-recommends nodejs npm
+fi
