@@ -1,6 +1,6 @@
 /* scheduler.c: the queue, the step-level batching loop and the encoder (see scheduler.h).
  *
- * Threads: the denoising thread owns the engine; the encoding thread turns decoded frames into
+ * Threads: the denoising thread owns the engine; a few encoding threads turn decoded frames into
  * MP4 and PNG files; any thread may submit, cancel and ask for positions. One mutex guards the
  * queue, the running batch and the encoder's queue. Store writes and events happen outside the
  * lock except where their order matters. */
@@ -14,7 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_ATTEMPTS 3 /* a job whose runs were cut short by this many restarts fails */
+#define MAX_ATTEMPTS 3    /* a job whose runs were cut short by this many restarts fails */
+#define ENCODER_THREADS 4 /* videos finishing together are encoded in parallel */
 
 typedef struct {
     vd_job job;
@@ -56,7 +57,7 @@ struct vd_scheduler {
     char preparing[VD_JOB_ID_LEN];  /* the job being prepared for the engine, "" when none */
     int preparing_cancel;           /* a cancel arrived for it meanwhile */
     int stopping, finish_running, encoder_stop;
-    pthread_t denoiser, encoder;
+    pthread_t denoiser, encoders[ENCODER_THREADS];
 };
 
 static int64_t now_seconds(void) { return (int64_t)time(NULL); }
@@ -413,7 +414,10 @@ vd_scheduler *vd_scheduler_start(vd_engine *engine, vd_store *store, vd_events *
     pthread_cond_init(&s->encode_wake, NULL);
     recover(s);
     update_queue_metrics_locked(s);
-    if (pthread_create(&s->encoder, NULL, encoder_main, s) != 0 || pthread_create(&s->denoiser, NULL, denoiser_main, s) != 0) {
+    int started = pthread_create(&s->denoiser, NULL, denoiser_main, s) == 0;
+    for (int i = 0; i < ENCODER_THREADS && started; i++)
+        started = pthread_create(&s->encoders[i], NULL, encoder_main, s) == 0;
+    if (!started) {
         VD_LOG(VD_LOG_ERROR, "cannot start the scheduler's threads");
         abort();
     }
@@ -509,9 +513,9 @@ void vd_scheduler_stop(vd_scheduler *s, int finish_running)
 
     pthread_mutex_lock(&s->lock);
     s->encoder_stop = 1;
-    pthread_cond_signal(&s->encode_wake);
+    pthread_cond_broadcast(&s->encode_wake);
     pthread_mutex_unlock(&s->lock);
-    pthread_join(s->encoder, NULL);
+    for (int i = 0; i < ENCODER_THREADS; i++) pthread_join(s->encoders[i], NULL);
 
     /* what did not finish stays queued or in_progress in the store for the next start */
     for (int i = 0; i < s->running_len; i++) {

@@ -4,7 +4,7 @@
  * cancelled videos from the running batch and admits queued jobs that fit (same frames, width
  * and height as the batch; at most max_batch videos), so a new request starts at the next step
  * instead of waiting for the whole batch. Finished videos are decoded to frames there and
- * handed to an encoding thread that writes the MP4 and thumbnail, so the GPU does not wait for
+ * handed to encoding threads that write the MP4 and thumbnail, so the GPU does not wait for
  * FFmpeg. Every state change is written to the store before it is announced as an event. */
 #ifndef VD_SCHEDULER_H
 #define VD_SCHEDULER_H
