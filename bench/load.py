@@ -35,7 +35,7 @@ def client(args, index, latencies, failures):
         start = time.monotonic()
         video = call(f"{args.url}/v1/videos", "POST", payload, args.key)
         while video["status"] in ("queued", "in_progress"):
-            time.sleep(0.02)
+            time.sleep(0.005)
             video = call(f"{args.url}/v1/videos/{video['id']}", key=args.key)
         if video["status"] == "completed":
             latencies.append(time.monotonic() - start)

@@ -26,6 +26,18 @@ for batch in 1 8; do
     python3 "$here/load.py" $common --clients 1 --videos-per-client "$per" --label "max_batch=$batch, 1 client"
     python3 "$here/load.py" $common --clients "$clients" --videos-per-client "$per" \
         --label "max_batch=$batch, $clients clients"
+    python3 - "$port" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+          if line.startswith(("vdmini_step_duration_seconds_sum", "vdmini_step_duration_seconds_count",
+                              "vdmini_step_batch_size_sum"))}
+steps = values.get("vdmini_step_duration_seconds_count", 0)
+if steps:
+    print(f"# steps {steps:.0f}, mean {1e3 * values['vdmini_step_duration_seconds_sum'] / steps:.1f} ms, "
+          f"mean batch {values.get('vdmini_step_batch_size_sum', 0) / steps:.2f} videos, "
+          f"stepping {values['vdmini_step_duration_seconds_sum']:.2f} s in all")
+PY
     kill -TERM $pid
     wait $pid || true
 done
