@@ -125,6 +125,27 @@ static void model_id_of(const char *path, char *out, size_t outlen)
     if (dot && dot[12] == 0) *dot = 0;
 }
 
+/* On the GPU, one step at every batch size the scheduler may form (default request shape), so
+ * that choosing cuDNN algorithms for those shapes happens before the first request. */
+static void warm_up(vd_server *srv)
+{
+    const vd_server_config *c = &srv->config;
+    if (strcmp(vd_engine_device_name(srv->engine), "cuda") != 0) return;
+    double t0 = vd_now();
+    vd_video **videos = vd_calloc((size_t)c->max_batch, sizeof *videos);
+    vd_gen_params p = {.prompt = "", .frames = c->default_frames, .width = c->default_width,
+                       .height = c->default_height, .steps = 1, .guidance = (float)c->default_guidance,
+                       .sampler = strcmp(c->default_sampler, "euler") == 0 ? VD_SAMPLER_EULER : VD_SAMPLER_DDIM};
+    char err[VD_ERR_LEN];
+    for (int n = 1; n <= c->max_batch; n++) {
+        for (int i = 0; i < n; i++) videos[i] = vd_video_begin(srv->engine, &p, err);
+        if (videos[0]) vd_step(srv->engine, videos, n);
+        for (int i = 0; i < n; i++) vd_video_free(srv->engine, videos[i]);
+    }
+    free(videos);
+    VD_LOG(VD_LOG_INFO, "warmed up batch sizes 1 to %d in %.1f s", c->max_batch, vd_now() - t0);
+}
+
 static void reload(vd_server *srv, const startup_args *a)
 {
     vd_server_config next;
@@ -192,6 +213,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "vdminid: %s\n", err);
         return 1;
     }
+    warm_up(&srv);
     srv.events = vd_events_new();
     srv.metrics = vd_metrics_new();
     vd_scheduler_config sc = scheduler_config(c);

@@ -151,6 +151,7 @@ static void cuda_destroy(vd_backend *be)
     free(st->constants);
     free(st->weight_copies);
 #ifdef VD_HAVE_CUDNN
+    free(st->conv_plans);
     CUDNN_CHECK(cudnnDestroy(st->cudnn));
 #endif
     CUBLAS_CHECK(cublasDestroy(st->cublas));

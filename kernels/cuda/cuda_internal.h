@@ -66,8 +66,6 @@ typedef struct {
     size_t workspace_bytes;
 } cuda_conv_plan;
 
-#define CUDA_CONV_PLAN_SLOTS 128
-
 /* A range the caller declared read-only (backend.h, declare_constant). */
 typedef struct {
     uintptr_t begin, end;
@@ -94,8 +92,8 @@ typedef struct {
     cublasHandle_t cublas;
 #ifdef VD_HAVE_CUDNN
     cudnnHandle_t cudnn;
-    cuda_conv_plan conv_plans[CUDA_CONV_PLAN_SLOTS];
-    int conv_plan_count;
+    cuda_conv_plan *conv_plans; /* every shape seen, kept: a server meets each batch size often */
+    int conv_plan_count, conv_plan_cap;
 #endif
     cuda_scratch workspace;      /* cuDNN workspace, im2col columns, attention scores and keys */
     cuda_scratch staging_input;  /* bf16 copies of activations for matrix products */

@@ -371,14 +371,18 @@ static const cuda_conv_plan *conv_plan(cuda_state *st, cudnnTensorDescriptor_t x
                                        cudnnConvolutionDescriptor_t conv_desc,
                                        cudnnTensorDescriptor_t y_desc, const cuda_conv_plan *key)
 {
-    for (int i = 0; i < st->conv_plan_count && i < CUDA_CONV_PLAN_SLOTS; i++) {
+    for (int i = 0; i < st->conv_plan_count; i++) {
         const cuda_conv_plan *p = &st->conv_plans[i];
         if (p->B == key->B && p->ci == key->ci && p->H == key->H && p->W == key->W &&
             p->co == key->co && p->kh == key->kh && p->kw == key->kw && p->stride == key->stride &&
             p->bf16 == key->bf16)
             return p->algo >= 0 ? p : NULL;
     }
-    cuda_conv_plan *slot = &st->conv_plans[st->conv_plan_count++ % CUDA_CONV_PLAN_SLOTS];
+    if (st->conv_plan_count == st->conv_plan_cap) {
+        st->conv_plan_cap = st->conv_plan_cap ? 2 * st->conv_plan_cap : 64;
+        st->conv_plans = (cuda_conv_plan *)vd_realloc(st->conv_plans, (size_t)st->conv_plan_cap * sizeof *st->conv_plans);
+    }
+    cuda_conv_plan *slot = &st->conv_plans[st->conv_plan_count++];
     *slot = *key;
     slot->algo = -1;
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
