@@ -113,6 +113,65 @@ struct vd_backend {
     /* y(n, dim) = table[ids[i]] for i < n; ids (n int32) in backend memory, each < rows. */
     void (*embedding)(vd_backend *be, float *y, const int32_t *ids, const float *table, int n,
                       int dim);
+
+    /* ---- ops, backward ----
+     * Each takes the forward's inputs and dy (the gradient of the forward's output) and writes
+     * the input gradients: activation gradients (dx, da, dq, ...) are written (=), parameter
+     * gradients (dw, db, dgamma, dbeta, dtable, dbias) are accumulated (+=). Any gradient
+     * pointer may be NULL when it is not wanted. Shapes are the forward's. Matrix products
+     * follow be->precision like their forward. */
+
+    void (*conv2d_backward)(vd_backend *be, float *dx, float *dw, float *db, const float *dy,
+                            const float *x, const float *w, int B, int ci, int H, int W, int co,
+                            int k, int stride);
+    void (*temporal_conv_backward)(vd_backend *be, float *dx, float *dw, float *db,
+                                   const float *dy, const float *x, const float *w, int N, int T,
+                                   int ci, int co, int S);
+    /* The norms recompute their statistics from x. */
+    void (*group_norm_backward)(vd_backend *be, float *dx, float *dgamma, float *dbeta,
+                                const float *dy, const float *x, const float *gamma, int B, int C,
+                                int S, int G, float eps);
+    void (*layer_norm_backward)(vd_backend *be, float *dx, float *dgamma, float *dbeta,
+                                const float *dy, const float *x, const float *gamma, int M, int C,
+                                float eps);
+    void (*silu_backward)(vd_backend *be, float *dx, const float *dy, const float *x, size_t n);
+    void (*gelu_backward)(vd_backend *be, float *dx, const float *dy, const float *x, size_t n);
+    void (*linear_backward)(vd_backend *be, float *dx, float *dw, float *db, const float *dy,
+                            const float *x, const float *w, int M, int in, int out);
+    /* dq is written; dk and dv (B / kv_group entries) are written with the sum over the
+     * kv_group query entries that share each key/value entry. */
+    void (*attention_backward)(vd_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, int B, int Lq,
+                               int Lk, int heads, int d, int kv_group);
+    /* dx (B, C, H, W) = sum of dy (B, C, 2H, 2W) over each 2x2 block. */
+    void (*upsample2x_backward)(vd_backend *be, float *dx, const float *dy, int B, int C, int H,
+                                int W);
+    /* Splits dy (B, ca + cb, S) into da (B, ca, S) and db (B, cb, S). */
+    void (*concat_channels_backward)(vd_backend *be, float *da, float *db, const float *dy,
+                                     int ca, int cb, int B, int S);
+    /* dx[i] += sum over o of dy[o, i] (the gradient of add_broadcast's table). */
+    void (*add_broadcast_backward)(vd_backend *be, float *dx, const float *dy, size_t outer,
+                                   size_t inner);
+    /* dbias(N, C)[n,c] += sum over t, s of dy(N, T, C, S)[n,t,c,s]. */
+    void (*add_channel_bias_backward)(vd_backend *be, float *dbias, const float *dy, int N, int T,
+                                      int C, int S);
+    /* dtable[ids[i]] += dy[i] for i < n (rows may repeat). */
+    void (*embedding_backward)(vd_backend *be, float *dtable, const float *dy, const int32_t *ids,
+                               int n, int dim);
+
+    /* ---- training ---- */
+
+    /* Mean squared error over n values: *loss (host) = mean((pred - target)^2) and
+     * dpred = 2 (pred - target) / n * scale. */
+    void (*mse_loss)(vd_backend *be, float *loss, float *dpred, const float *pred,
+                     const float *target, size_t n, float scale);
+    /* Sum of squares of x (n values) into *out (host), for gradient norms. */
+    void (*sum_squares)(vd_backend *be, double *out, const float *x, size_t n);
+    /* One AdamW step over n parameters: m, v are the moments, step counts from 1; the gradient
+     * is multiplied by grad_scale first (clipping); weight decay is decoupled. */
+    void (*adamw)(vd_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float weight_decay, int step,
+                  float grad_scale);
 };
 
 /* Constructors. The CPU backends always exist; vd_backend_cuda returns NULL (with a message
