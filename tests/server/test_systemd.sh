@@ -20,7 +20,7 @@ mkdir -p "$work/bin" "$work/etc/vdmini"
 printf '#!/bin/sh\nexit 0\n' >"$work/bin/vdminid"
 chmod +x "$work/bin/vdminid"
 unit="$work/vdminid.service"
-sed -e "s|@bindir@|$work/bin|g" -e "s|@sysconfdir@|$work/etc|g" "$template" >"$unit"
+sed -e "s|@bindir@|$work/bin|g" -e "s|@sysconfdir@|$work/etc|g" -e "s|@pkgdatadir@|$work/share|g" "$template" >"$unit"
 
 # verify exits 0 on unknown keys but prints them: any output is a failure
 if systemd-analyze verify "$unit" >"$work/out" 2>&1 && [ ! -s "$work/out" ]; then
