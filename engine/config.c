@@ -9,15 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static char **copy_strings(char *const *src, int n)
 {
     char **dst = vd_calloc((size_t)(n ? n : 1), sizeof(char *));
@@ -92,9 +83,9 @@ static int get_int(json_t *obj, const char *section, const char *key, int lo, in
                    char *err, size_t errlen)
 {
     json_t *v = json_object_get(obj, key);
-    if (!json_is_integer(v)) return fail(err, errlen, "config %s.%s: missing or not an integer", section, key);
+    if (!json_is_integer(v)) return vd_fail(err, errlen, "config %s.%s: missing or not an integer", section, key);
     json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi) return fail(err, errlen, "config %s.%s: %lld is outside [%d, %d]", section, key, (long long)x, lo, hi);
+    if (x < lo || x > hi) return vd_fail(err, errlen, "config %s.%s: %lld is outside [%d, %d]", section, key, (long long)x, lo, hi);
     *out = (int)x;
     return 0;
 }
@@ -104,13 +95,13 @@ static int get_int_list(json_t *obj, const char *section, const char *key, int l
 {
     json_t *v = json_object_get(obj, key);
     if (!json_is_array(v) || json_array_size(v) < 1 || json_array_size(v) > VD_MAX_LEVELS)
-        return fail(err, errlen, "config %s.%s: must be a list of 1 to %d integers", section, key, VD_MAX_LEVELS);
+        return vd_fail(err, errlen, "config %s.%s: must be a list of 1 to %d integers", section, key, VD_MAX_LEVELS);
     *count = (int)json_array_size(v);
     for (int i = 0; i < *count; i++) {
         json_t *e = json_array_get(v, (size_t)i);
         json_int_t x = json_is_boolean(e) ? json_is_true(e) : json_is_integer(e) ? json_integer_value(e) : -1;
         if ((!json_is_integer(e) && !json_is_boolean(e)) || x < lo || x > hi)
-            return fail(err, errlen, "config %s.%s[%d]: must be in [%d, %d]", section, key, i, lo, hi);
+            return vd_fail(err, errlen, "config %s.%s[%d]: must be in [%d, %d]", section, key, i, lo, hi);
         out[i] = (int)x;
     }
     return 0;
@@ -121,9 +112,9 @@ static int get_float(json_t *obj, const char *section, const char *key, double l
 {
     json_t *v = json_object_get(obj, key);
     if (!v) { *out = dflt; return 0; }
-    if (!json_is_number(v)) return fail(err, errlen, "config %s.%s: not a number", section, key);
+    if (!json_is_number(v)) return vd_fail(err, errlen, "config %s.%s: not a number", section, key);
     double x = json_number_value(v);
-    if (!(x >= lo && x <= hi)) return fail(err, errlen, "config %s.%s: %g is outside [%g, %g]", section, key, x, lo, hi);
+    if (!(x >= lo && x <= hi)) return vd_fail(err, errlen, "config %s.%s: %g is outside [%g, %g]", section, key, x, lo, hi);
     *out = (float)x;
     return 0;
 }
@@ -138,8 +129,8 @@ static int parse_ae(json_t *j, vd_ae_config *a, char *err, size_t errlen)
         get_float(j, "ae", "scale_factor", 1e-6, 1e6, 1.0f, &a->scale_factor, err, errlen))
         return -1;
     for (int l = 0; l < a->levels; l++)
-        if (a->channels[l] % a->groups) return fail(err, errlen, "config ae.channels[%d] = %d is not divisible by groups %d", l, a->channels[l], a->groups);
-    if (a->image_size % (1 << (a->levels - 1))) return fail(err, errlen, "config ae.image_size is not divisible by 2^(levels-1)");
+        if (a->channels[l] % a->groups) return vd_fail(err, errlen, "config ae.channels[%d] = %d is not divisible by groups %d", l, a->channels[l], a->groups);
+    if (a->image_size % (1 << (a->levels - 1))) return vd_fail(err, errlen, "config ae.image_size is not divisible by 2^(levels-1)");
     return 0;
 }
 
@@ -151,19 +142,19 @@ static int parse_text(json_t *j, vd_text_config *t, char *err, size_t errlen)
         get_int(j, "text", "layers", 0, 256, &t->layers, err, errlen) ||
         get_int(j, "text", "heads", 1, 256, &t->heads, err, errlen))
         return -1;
-    if (t->dim % t->heads) return fail(err, errlen, "config text.dim %d is not divisible by text.heads %d", t->dim, t->heads);
+    if (t->dim % t->heads) return vd_fail(err, errlen, "config text.dim %d is not divisible by text.heads %d", t->dim, t->heads);
     json_t *v = json_object_get(j, "vocab");
     if (!json_is_array(v) || json_array_size(v) < 2 || json_array_size(v) > 1000000)
-        return fail(err, errlen, "config text.vocab: must be a list of at least 2 words");
+        return vd_fail(err, errlen, "config text.vocab: must be a list of at least 2 words");
     t->vocab_size = (int)json_array_size(v);
     t->vocab = vd_calloc((size_t)t->vocab_size, sizeof(char *));
     for (int i = 0; i < t->vocab_size; i++) {
         const char *w = json_string_value(json_array_get(v, (size_t)i));
-        if (!w || !*w) { t->vocab_size = i; return fail(err, errlen, "config text.vocab[%d]: not a non-empty string", i); }
+        if (!w || !*w) { t->vocab_size = i; return vd_fail(err, errlen, "config text.vocab[%d]: not a non-empty string", i); }
         t->vocab[i] = strdup(w);
     }
     if (strcmp(t->vocab[0], "<pad>") || strcmp(t->vocab[1], "<unk>"))
-        return fail(err, errlen, "config text.vocab must start with \"<pad>\", \"<unk>\"");
+        return vd_fail(err, errlen, "config text.vocab must start with \"<pad>\", \"<unk>\"");
     return 0;
 }
 
@@ -182,16 +173,16 @@ static int parse_unet(json_t *j, vd_unet_config *u, char *err, size_t errlen)
         get_int(j, "unet", "frames", 1, 4096, &u->frames, err, errlen) ||
         get_int_list(j, "unet", "latent_size", 1, 4096, ls, &nls, err, errlen))
         return -1;
-    if (nat != u->levels) return fail(err, errlen, "config unet.attention has %d entries for %d levels", nat, u->levels);
-    if (nls != 2) return fail(err, errlen, "config unet.latent_size must be [height, width]");
+    if (nat != u->levels) return vd_fail(err, errlen, "config unet.attention has %d entries for %d levels", nat, u->levels);
+    if (nls != 2) return vd_fail(err, errlen, "config unet.latent_size must be [height, width]");
     u->latent_h = ls[0], u->latent_w = ls[1];
     for (int l = 0; l < u->levels; l++) {
-        if (u->channels[l] % u->groups) return fail(err, errlen, "config unet.channels[%d] = %d is not divisible by groups %d", l, u->channels[l], u->groups);
-        if (u->attention[l] && u->channels[l] % u->head_dim) return fail(err, errlen, "config unet.channels[%d] = %d is not divisible by head_dim %d", l, u->channels[l], u->head_dim);
-        if (u->channels[l] % 2) return fail(err, errlen, "config unet.channels[%d] must be even", l);
+        if (u->channels[l] % u->groups) return vd_fail(err, errlen, "config unet.channels[%d] = %d is not divisible by groups %d", l, u->channels[l], u->groups);
+        if (u->attention[l] && u->channels[l] % u->head_dim) return vd_fail(err, errlen, "config unet.channels[%d] = %d is not divisible by head_dim %d", l, u->channels[l], u->head_dim);
+        if (u->channels[l] % 2) return vd_fail(err, errlen, "config unet.channels[%d] must be even", l);
     }
     json_t *rm = json_object_get(j, "removed");
-    if (rm && !json_is_array(rm)) return fail(err, errlen, "config unet.removed: must be a list of block names");
+    if (rm && !json_is_array(rm)) return vd_fail(err, errlen, "config unet.removed: must be a list of block names");
     u->removed_count = rm ? (int)json_array_size(rm) : 0;
     u->removed = vd_calloc((size_t)(u->removed_count ? u->removed_count : 1), sizeof(char *));
     for (int i = 0; i < u->removed_count; i++) {
@@ -201,7 +192,7 @@ static int parse_unet(json_t *j, vd_unet_config *u, char *err, size_t errlen)
                           ((sscanf(name, "down.%d.%d%n", &l, &b, &n) == 2 || sscanf(name, "up.%d.%d%n", &l, &b, &n) == 2) &&
                            name[n] == 0 && l >= 0 && l < u->levels && b >= 0 &&
                            b < u->blocks_per_level + (name[0] == 'u')));
-        if (!ok) { u->removed_count = i; return fail(err, errlen, "config unet.removed[%d]: \"%s\" is not a block of this UNet", i, name ? name : "(not a string)"); }
+        if (!ok) { u->removed_count = i; return vd_fail(err, errlen, "config unet.removed[%d]: \"%s\" is not a block of this UNet", i, name ? name : "(not a string)"); }
         u->removed[i] = strdup(name);
     }
     return 0;
@@ -212,11 +203,11 @@ int vd_config_parse(const char *json, vd_model_config *c, char *err, size_t errl
     memset(c, 0, sizeof *c);
     json_error_t jerr;
     json_t *root = json_loads(json, 0, &jerr);
-    if (!root) return fail(err, errlen, "config is not valid JSON: %s", jerr.text);
+    if (!root) return vd_fail(err, errlen, "config is not valid JSON: %s", jerr.text);
     int rc = 0;
     const char *format = json_string_value(json_object_get(root, "format"));
     if (!json_is_object(root) || !format || strcmp(format, "vdmini") != 0) {
-        rc = fail(err, errlen, "config: \"format\" must be \"vdmini\"");
+        rc = vd_fail(err, errlen, "config: \"format\" must be \"vdmini\"");
         goto done;
     }
     json_t *ae = json_object_get(root, "ae"), *text = json_object_get(root, "text");
@@ -229,7 +220,7 @@ int vd_config_parse(const char *json, vd_model_config *c, char *err, size_t errl
     c->diffusion = (vd_diffusion_config){1000, 0.00085f, 0.012f};
     if (diff) {
         const char *pred = json_string_value(json_object_get(diff, "prediction"));
-        if (pred && strcmp(pred, "v") != 0) { rc = fail(err, errlen, "config diffusion.prediction: only \"v\" is supported"); goto done; }
+        if (pred && strcmp(pred, "v") != 0) { rc = vd_fail(err, errlen, "config diffusion.prediction: only \"v\" is supported"); goto done; }
         if (get_int(diff, "diffusion", "train_steps", 2, 100000, &c->diffusion.train_steps, err, errlen) ||
             get_float(diff, "diffusion", "beta_start", 1e-8, 0.5, 0.00085f, &c->diffusion.beta_start, err, errlen) ||
             get_float(diff, "diffusion", "beta_end", 1e-8, 0.999, 0.012f, &c->diffusion.beta_end, err, errlen)) {

@@ -21,15 +21,6 @@ struct vd_engine {
     vd_backend *be;
 };
 
-static int fail(char err[VD_ERR_LEN], const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, VD_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static vd_backend *open_backend(vd_device device, int bf16, char err[VD_ERR_LEN])
 {
     if (device == VD_DEVICE_CPU) return vd_backend_cpu();
@@ -40,7 +31,7 @@ static vd_backend *open_backend(vd_device device, int bf16, char err[VD_ERR_LEN]
         return be;
     }
     if (device == VD_DEVICE_CUDA) {
-        fail(err, "no CUDA device: %s", cuda_err);
+        vd_fail(err, VD_ERR_LEN, "no CUDA device: %s", cuda_err);
         return NULL;
     }
     VD_LOG(VD_LOG_INFO, "no GPU (%s); running on the CPU", cuda_err);
@@ -53,7 +44,7 @@ vd_engine *vd_engine_open(const char *model_path, const char *ae_path, vd_device
     vd_engine *e = vd_calloc(1, sizeof *e);
     if (vd_model_load(&e->model, model_path, err, VD_ERR_LEN)) goto fail;
     if (!e->model.cfg.text.present || !e->model.cfg.unet.present) {
-        fail(err, "%s: a model file needs a text encoder and a UNet", model_path);
+        vd_fail(err, VD_ERR_LEN, "%s: a model file needs a text encoder and a UNet", model_path);
         goto fail;
     }
     if (e->model.cfg.ae.present) {
@@ -68,13 +59,13 @@ vd_engine *vd_engine_open(const char *model_path, const char *ae_path, vd_device
         }
         if (vd_model_load(&e->ae_model, ae_path, err, VD_ERR_LEN)) goto fail;
         if (!e->ae_model.cfg.ae.present) {
-            fail(err, "%s: no autoencoder in this file", ae_path);
+            vd_fail(err, VD_ERR_LEN, "%s: no autoencoder in this file", ae_path);
             goto fail;
         }
         e->ae = &e->ae_model;
     }
     if (e->ae->cfg.ae.latent_channels * 2 + 1 != e->model.cfg.unet.in_channels) {
-        fail(err, "the autoencoder's %d latent channels do not fit the UNet's %d input channels",
+        vd_fail(err, VD_ERR_LEN, "the autoencoder's %d latent channels do not fit the UNet's %d input channels",
              e->ae->cfg.ae.latent_channels, e->model.cfg.unet.in_channels);
         goto fail;
     }
@@ -150,12 +141,12 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     const vd_text_config *tc = &m->cfg.text;
     vd_model_limits lim;
     vd_engine_limits(e, &lim);
-    if (p->frames < 1 || p->frames > 256) return fail(err, "frames must be between 1 and 256 (got %d)", p->frames), NULL;
+    if (p->frames < 1 || p->frames > 256) return vd_fail(err, VD_ERR_LEN, "frames must be between 1 and 256 (got %d)", p->frames), NULL;
     if (p->width < lim.latent_div || p->height < lim.latent_div || p->width % lim.latent_div || p->height % lim.latent_div)
-        return fail(err, "width and height must be positive multiples of %d (got %dx%d)", lim.latent_div, p->width, p->height), NULL;
+        return vd_fail(err, VD_ERR_LEN, "width and height must be positive multiples of %d (got %dx%d)", lim.latent_div, p->width, p->height), NULL;
     if (p->steps < 1 || p->steps > m->cfg.diffusion.train_steps)
-        return fail(err, "steps must be between 1 and %d (got %d)", m->cfg.diffusion.train_steps, p->steps), NULL;
-    if (!(p->guidance >= 0.0f && p->guidance <= 100.0f)) return fail(err, "guidance must be between 0 and 100"), NULL;
+        return vd_fail(err, VD_ERR_LEN, "steps must be between 1 and %d (got %d)", m->cfg.diffusion.train_steps, p->steps), NULL;
+    if (!(p->guidance >= 0.0f && p->guidance <= 100.0f)) return vd_fail(err, VD_ERR_LEN, "guidance must be between 0 and 100"), NULL;
 
     vd_video *v = vd_calloc(1, sizeof *v);
     v->params = *p;
@@ -272,7 +263,7 @@ int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress
 int vd_init_preset(const char *preset, uint64_t seed, const char *out_path, char err[VD_ERR_LEN])
 {
     vd_model_config cfg;
-    if (vd_config_preset(preset, &cfg)) return fail(err, "unknown preset \"%s\" (known: tiny, large)", preset);
+    if (vd_config_preset(preset, &cfg)) return vd_fail(err, VD_ERR_LEN, "unknown preset \"%s\" (known: tiny, large)", preset);
     vd_model m;
     int rc = vd_model_build(&m, &cfg, err, VD_ERR_LEN);
     vd_config_free(&cfg);
@@ -306,7 +297,7 @@ int vd_print_info(const char *path_or_preset, FILE *out, char err[VD_ERR_LEN])
         vd_st_file f;
         if (vd_st_read(path_or_preset, &f, err, VD_ERR_LEN)) return -1;
         const char *json = vd_st_meta(&f, "vdmini.config");
-        int rc = json ? vd_config_parse(json, &cfg, err, VD_ERR_LEN) : fail(err, "%s: no vdmini.config metadata", path_or_preset);
+        int rc = json ? vd_config_parse(json, &cfg, err, VD_ERR_LEN) : vd_fail(err, VD_ERR_LEN, "%s: no vdmini.config metadata", path_or_preset);
         vd_st_free(&f);
         if (rc) return -1;
     }

@@ -35,16 +35,6 @@ static const char *const rate_names[VD_RATE_COUNT] = {
 
 const char *vd_rate_name(vd_rate r) { return r < VD_RATE_COUNT ? rate_names[r] : "?"; }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static float dist3(const float *a, const float *b)
 {
     float d0 = a[0] - b[0], d1 = a[1] - b[1], d2 = a[2] - b[2];
@@ -828,7 +818,7 @@ static int judge_clip(const vd_clip_truth *t, const float *video, int count, int
                       const float *image, vd_eval_clip *out, char *err, size_t errlen)
 {
     if (count != t->frames || width != t->width || height != t->height)
-        return fail(err, errlen, "video is %d frames of %dx%d but its truth has %d frames of %dx%d", count, width,
+        return vd_fail(err, errlen, "video is %d frames of %dx%d but its truth has %d frames of %dx%d", count, width,
                     height, t->frames, t->width, t->height);
     memset(out, 0, sizeof *out);
     out->psnr = NAN;
@@ -909,7 +899,7 @@ static int check_size(int count, int width, int height, char *err, size_t errlen
 {
     if (count < 1 || count > VD_WORLD_MAX_FRAMES || width < 8 || height < 8 || width > VD_WORLD_MAX_SIDE ||
         height > VD_WORLD_MAX_SIDE)
-        return fail(err, errlen, "video of %d frames of %dx%d is outside what the evaluator judges", count, width, height);
+        return vd_fail(err, errlen, "video of %d frames of %dx%d is outside what the evaluator judges", count, width, height);
     return 0;
 }
 

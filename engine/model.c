@@ -13,15 +13,6 @@
 
 #define NORM_EPS 1e-5f
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* ------------------------------------------------------------------------------------------
  * Parameter table
  * ------------------------------------------------------------------------------------------ */
@@ -225,7 +216,7 @@ static int unet_plan(const vd_unet_config *u, unet_stage *st, char *err, size_t 
                             .attn = u->attention[l]};
             snprintf(s.name, sizeof s.name, "down.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
-            if (skip_n[l] >= MAX_SKIPS || n >= MAX_STAGES - 8) return fail(err, errlen, "UNet config too large");
+            if (skip_n[l] >= MAX_SKIPS || n >= MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
             st[n++] = s;
             h = s.co;
             skip_ch[l][skip_n[l]++] = h;
@@ -245,7 +236,7 @@ static int unet_plan(const vd_unet_config *u, unet_stage *st, char *err, size_t 
             unet_stage s = {.kind = ST_UP_BLOCK, .level = l, .co = u->channels[l], .push = -1, .attn = u->attention[l]};
             snprintf(s.name, sizeof s.name, "up.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
-            if (n >= MAX_STAGES - 8) return fail(err, errlen, "UNet config too large");
+            if (n >= MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
             s.skip_ch = skip_n[l] ? skip_ch[l][--skip_n[l]] : 0;
             s.ci = h + s.skip_ch;
             st[n++] = s;
@@ -258,11 +249,11 @@ static int unet_plan(const vd_unet_config *u, unet_stage *st, char *err, size_t 
         const unet_stage *s = &st[i];
         if (s->kind == ST_OUT || s->kind == ST_CONV_IN) {
             if (s->kind == ST_OUT && s->ci % u->groups)
-                return fail(err, errlen, "UNet output norm: %d channels not divisible by groups %d", s->ci, u->groups);
+                return vd_fail(err, errlen, "UNet output norm: %d channels not divisible by groups %d", s->ci, u->groups);
             continue;
         }
         if (s->ci % u->groups || s->co % u->groups)
-            return fail(err, errlen, "UNet %s: channels %d -> %d not divisible by groups %d",
+            return vd_fail(err, errlen, "UNet %s: channels %d -> %d not divisible by groups %d",
                         s->name[0] ? s->name : "resample", s->ci, s->co, u->groups);
     }
     return n;
@@ -362,13 +353,13 @@ int vd_model_build(vd_model *m, const vd_model_config *cfg, char *err, size_t er
     vd_config_copy(&m->cfg, cfg);
     if (cfg->ae.present) {
         for (int l = 0; l < cfg->ae.levels; l++)
-            if (cfg->ae.channels[l] % cfg->ae.groups) return fail(err, errlen, "autoencoder channels not divisible by groups");
+            if (cfg->ae.channels[l] % cfg->ae.groups) return vd_fail(err, errlen, "autoencoder channels not divisible by groups");
         declare_ae(m);
     }
     if (cfg->text.present) declare_text(m);
     if (cfg->unet.present) {
         if (cfg->text.present && cfg->unet.context_dim != cfg->text.dim)
-            return fail(err, errlen, "unet.context_dim %d differs from text.dim %d", cfg->unet.context_dim, cfg->text.dim);
+            return vd_fail(err, errlen, "unet.context_dim %d differs from text.dim %d", cfg->unet.context_dim, cfg->text.dim);
         if (declare_unet(m, err, errlen)) return -1;
     }
     index_rebuild(m);
@@ -405,7 +396,7 @@ void vd_model_init_random(vd_model *m, uint64_t seed)
 int vd_model_load_file(vd_model *m, const vd_st_file *f, char *err, size_t errlen)
 {
     const char *json = vd_st_meta(f, "vdmini.config");
-    if (!json) return fail(err, errlen, "no vdmini.config in the file's __metadata__: not a vdmini weights file");
+    if (!json) return vd_fail(err, errlen, "no vdmini.config in the file's __metadata__: not a vdmini weights file");
     vd_model_config cfg;
     if (vd_config_parse(json, &cfg, err, errlen)) return -1;
     int rc = vd_model_build(m, &cfg, err, errlen);
@@ -418,16 +409,16 @@ int vd_model_load_file(vd_model *m, const vd_st_file *f, char *err, size_t errle
     for (int i = 0; i < m->nparams && !rc; i++) {
         const vd_param *p = &m->params[i];
         const vd_st_tensor *t = vd_st_find(f, p->name);
-        if (!t) { rc = fail(err, errlen, "tensor %s is missing", p->name); break; }
+        if (!t) { rc = vd_fail(err, errlen, "tensor %s is missing", p->name); break; }
         int same = t->ndim == p->ndim;
         for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
-        if (!same) { rc = fail(err, errlen, "tensor %s has the wrong shape for this config", p->name); break; }
-        if (vd_st_to_f32(t, m->host + p->offset)) rc = fail(err, errlen, "tensor %s: not a floating-point dtype", p->name);
+        if (!same) { rc = vd_fail(err, errlen, "tensor %s has the wrong shape for this config", p->name); break; }
+        if (vd_st_to_f32(t, m->host + p->offset)) rc = vd_fail(err, errlen, "tensor %s: not a floating-point dtype", p->name);
     }
     if (!rc && f->count != m->nparams) {
         for (int i = 0; i < f->count; i++)
             if (!vd_model_param(m, f->tensors[i].name)) {
-                rc = fail(err, errlen, "tensor %s is not part of the model its config describes", f->tensors[i].name);
+                rc = vd_fail(err, errlen, "tensor %s is not part of the model its config describes", f->tensors[i].name);
                 break;
             }
     }
@@ -441,7 +432,7 @@ int vd_model_load(vd_model *m, const char *path, char *err, size_t errlen)
     char inner[256];
     if (vd_st_read(path, &f, err, errlen)) return -1;
     int rc = vd_model_load_file(m, &f, inner, sizeof inner);
-    if (rc) fail(err, errlen, "%s: %s", path, inner);
+    if (rc) vd_fail(err, errlen, "%s: %s", path, inner);
     vd_st_free(&f);
     return rc;
 }

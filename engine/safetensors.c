@@ -13,15 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static const struct {
     const char *name;
     vd_st_dtype dtype;
@@ -76,24 +67,24 @@ static int compare_offsets(const void *a, const void *b)
 /* Parses the header of f->bytes (already owned by f). */
 static int parse_owned(vd_st_file *f, char *err, size_t errlen)
 {
-    if (f->size < 8) return fail(err, errlen, "file too short for a safetensors header (%zu bytes)", f->size);
+    if (f->size < 8) return vd_fail(err, errlen, "file too short for a safetensors header (%zu bytes)", f->size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->bytes[i];
     if (hlen > VD_ST_MAX_HEADER)
-        return fail(err, errlen, "header length %llu exceeds the limit of %u bytes",
+        return vd_fail(err, errlen, "header length %llu exceeds the limit of %u bytes",
                     (unsigned long long)hlen, VD_ST_MAX_HEADER);
     if (hlen > f->size - 8)
-        return fail(err, errlen, "header length %llu runs past the end of the file (%zu bytes)",
+        return vd_fail(err, errlen, "header length %llu runs past the end of the file (%zu bytes)",
                     (unsigned long long)hlen, f->size);
     const uint8_t *data = f->bytes + 8 + hlen;
     size_t data_size = f->size - 8 - (size_t)hlen;
 
     json_error_t jerr;
     json_t *root = json_loadb((const char *)f->bytes + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) return fail(err, errlen, "header is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+    if (!root) return vd_fail(err, errlen, "header is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
     if (!json_is_object(root)) {
         json_decref(root);
-        return fail(err, errlen, "header is not a JSON object");
+        return vd_fail(err, errlen, "header is not a JSON object");
     }
     size_t n = json_object_size(root);
     f->tensors = vd_calloc(n, sizeof *f->tensors);
@@ -102,14 +93,14 @@ static int parse_owned(vd_st_file *f, char *err, size_t errlen)
     json_t *val;
     json_object_foreach(root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
-            if (!json_is_object(val)) { rc = fail(err, errlen, "__metadata__ is not an object"); break; }
+            if (!json_is_object(val)) { rc = vd_fail(err, errlen, "__metadata__ is not an object"); break; }
             size_t m = json_object_size(val);
             f->meta_keys = vd_calloc(m, sizeof(char *));
             f->meta_values = vd_calloc(m, sizeof(char *));
             const char *mk;
             json_t *mv;
             json_object_foreach(val, mk, mv) {
-                if (!json_is_string(mv)) { rc = fail(err, errlen, "__metadata__ value for \"%s\" is not a string", mk); break; }
+                if (!json_is_string(mv)) { rc = vd_fail(err, errlen, "__metadata__ value for \"%s\" is not a string", mk); break; }
                 f->meta_keys[f->meta_count] = strdup(mk);
                 f->meta_values[f->meta_count] = strdup(json_string_value(mv));
                 f->meta_count++;
@@ -117,18 +108,18 @@ static int parse_owned(vd_st_file *f, char *err, size_t errlen)
             if (rc) break;
             continue;
         }
-        if (!json_is_object(val)) { rc = fail(err, errlen, "tensor \"%s\": entry is not an object", key); break; }
+        if (!json_is_object(val)) { rc = vd_fail(err, errlen, "tensor \"%s\": entry is not an object", key); break; }
         vd_st_tensor *t = &f->tensors[f->count];
         const char *dt = json_string_value(json_object_get(val, "dtype"));
         json_t *shape = json_object_get(val, "shape");
         json_t *offs = json_object_get(val, "data_offsets");
-        if (!dt) { rc = fail(err, errlen, "tensor \"%s\": missing dtype", key); break; }
+        if (!dt) { rc = vd_fail(err, errlen, "tensor \"%s\": missing dtype", key); break; }
         size_t esize = 0;
         for (size_t i = 0; i < VD_ARRAY_LEN(dtype_table); i++)
             if (strcmp(dt, dtype_table[i].name) == 0) { t->dtype = dtype_table[i].dtype; esize = dtype_table[i].size; }
-        if (!esize) { rc = fail(err, errlen, "tensor \"%s\": unsupported dtype \"%s\"", key, dt); break; }
+        if (!esize) { rc = vd_fail(err, errlen, "tensor \"%s\": unsupported dtype \"%s\"", key, dt); break; }
         if (!json_is_array(shape) || json_array_size(shape) > VD_ST_MAX_DIMS) {
-            rc = fail(err, errlen, "tensor \"%s\": shape must be an array of at most %d integers", key, VD_ST_MAX_DIMS);
+            rc = vd_fail(err, errlen, "tensor \"%s\": shape must be an array of at most %d integers", key, VD_ST_MAX_DIMS);
             break;
         }
         t->ndim = (int)json_array_size(shape);
@@ -136,12 +127,12 @@ static int parse_owned(vd_st_file *f, char *err, size_t errlen)
         for (int d = 0; d < t->ndim && !rc; d++) {
             json_t *dim = json_array_get(shape, (size_t)d);
             if (!json_is_integer(dim) || json_integer_value(dim) < 0 || json_integer_value(dim) > ((int64_t)1 << 40)) {
-                rc = fail(err, errlen, "tensor \"%s\": dimension %d is not a sane non-negative integer", key, d);
+                rc = vd_fail(err, errlen, "tensor \"%s\": dimension %d is not a sane non-negative integer", key, d);
                 break;
             }
             t->shape[d] = json_integer_value(dim);
             if (t->shape[d] && numel > ((uint64_t)1 << 40) / (uint64_t)t->shape[d]) {
-                rc = fail(err, errlen, "tensor \"%s\": too many elements", key);
+                rc = vd_fail(err, errlen, "tensor \"%s\": too many elements", key);
                 break;
             }
             numel *= (uint64_t)t->shape[d];
@@ -149,18 +140,18 @@ static int parse_owned(vd_st_file *f, char *err, size_t errlen)
         if (rc) break;
         if (!json_is_array(offs) || json_array_size(offs) != 2 || !json_is_integer(json_array_get(offs, 0)) ||
             !json_is_integer(json_array_get(offs, 1))) {
-            rc = fail(err, errlen, "tensor \"%s\": data_offsets must be two integers", key);
+            rc = vd_fail(err, errlen, "tensor \"%s\": data_offsets must be two integers", key);
             break;
         }
         json_int_t begin = json_integer_value(json_array_get(offs, 0));
         json_int_t end = json_integer_value(json_array_get(offs, 1));
         if (begin < 0 || end < begin || (uint64_t)end > data_size) {
-            rc = fail(err, errlen, "tensor \"%s\": data_offsets [%lld, %lld] outside the data area of %zu bytes",
+            rc = vd_fail(err, errlen, "tensor \"%s\": data_offsets [%lld, %lld] outside the data area of %zu bytes",
                       key, (long long)begin, (long long)end, data_size);
             break;
         }
         if ((uint64_t)(end - begin) != numel * esize) {
-            rc = fail(err, errlen, "tensor \"%s\": %lld bytes for %llu elements of %s", key,
+            rc = vd_fail(err, errlen, "tensor \"%s\": %lld bytes for %llu elements of %s", key,
                       (long long)(end - begin), (unsigned long long)numel, dt);
             break;
         }
@@ -179,7 +170,7 @@ static int parse_owned(vd_st_file *f, char *err, size_t errlen)
         qsort(order, (size_t)f->count, sizeof *order, compare_offsets);
         for (int i = 1; i < f->count && !rc; i++)
             if (order[i - 1]->data + order[i - 1]->nbytes > order[i]->data)
-                rc = fail(err, errlen, "tensors \"%s\" and \"%s\" overlap", order[i - 1]->name, order[i]->name);
+                rc = vd_fail(err, errlen, "tensors \"%s\" and \"%s\" overlap", order[i - 1]->name, order[i]->name);
         free(order);
     }
     return rc;
@@ -202,11 +193,11 @@ int vd_st_read(const char *path, vd_st_file *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     FILE *fp = fopen(path, "rb");
-    if (!fp) return fail(err, errlen, "%s: %s", path, strerror(errno));
+    if (!fp) return vd_fail(err, errlen, "%s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(fp);
-        return fail(err, errlen, "%s: not a regular file", path);
+        return vd_fail(err, errlen, "%s: not a regular file", path);
     }
     out->size = (size_t)st.st_size;
     out->bytes = vd_malloc(out->size);
@@ -214,12 +205,12 @@ int vd_st_read(const char *path, vd_st_file *out, char *err, size_t errlen)
     fclose(fp);
     if (got != out->size) {
         vd_st_free(out);
-        return fail(err, errlen, "%s: short read", path);
+        return vd_fail(err, errlen, "%s: short read", path);
     }
     char inner[256];
     if (parse_owned(out, inner, sizeof inner) != 0) {
         vd_st_free(out);
-        return fail(err, errlen, "%s: %s", path, inner);
+        return vd_fail(err, errlen, "%s: %s", path, inner);
     }
     return 0;
 }
@@ -386,7 +377,7 @@ int vd_st_writer_save(vd_st_writer *w, const char *path, char *err, size_t errle
     int fd = mkstemp(tmp);
     int rc = 0;
     if (fd < 0) {
-        rc = fail(err, errlen, "%s: cannot create temporary file: %s", path, strerror(errno));
+        rc = vd_fail(err, errlen, "%s: cannot create temporary file: %s", path, strerror(errno));
     } else {
         FILE *fp = fdopen(fd, "wb");
         uint8_t len8[8];
@@ -398,7 +389,7 @@ int vd_st_writer_save(vd_st_writer *w, const char *path, char *err, size_t errle
         ok = ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
         ok = (fclose(fp) == 0) && ok;
         if (!ok || rename(tmp, path) != 0) {
-            rc = fail(err, errlen, "%s: write failed: %s", path, strerror(errno));
+            rc = vd_fail(err, errlen, "%s: write failed: %s", path, strerror(errno));
             unlink(tmp);
         } else {
             (void)chmod(path, 0644);

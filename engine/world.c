@@ -635,30 +635,20 @@ char *vd_world_truth_to_json(const vd_clip_truth *t, const char *video, const ch
     return s;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static int name_index(json_t *obj, const char *key, const char *const *names, int count, int *out, char *err,
                       size_t errlen)
 {
     const char *v = json_string_value(json_object_get(obj, key));
     for (int i = 0; v && i < count; i++)
         if (strcmp(v, names[i]) == 0) return *out = i, 0;
-    return fail(err, errlen, "\"%s\": %s%s%s is not a known name", key, v ? "\"" : "", v ? v : "missing", v ? "\"" : "");
+    return vd_fail(err, errlen, "\"%s\": %s%s%s is not a known name", key, v ? "\"" : "", v ? v : "missing", v ? "\"" : "");
 }
 
 static int int_field(json_t *obj, const char *key, long lo, long hi, int *out, char *err, size_t errlen)
 {
     json_t *v = json_object_get(obj, key);
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return fail(err, errlen, "\"%s\": must be an integer in [%ld, %ld]", key, lo, hi);
+        return vd_fail(err, errlen, "\"%s\": must be an integer in [%ld, %ld]", key, lo, hi);
     *out = (int)json_integer_value(v);
     return 0;
 }
@@ -667,7 +657,7 @@ static int number_field(json_t *obj, const char *key, float *out, char *err, siz
 {
     json_t *v = json_object_get(obj, key);
     if (!json_is_number(v) || !isfinite(json_number_value(v)) || fabs(json_number_value(v)) > 1e3)
-        return fail(err, errlen, "\"%s\": must be a number", key);
+        return vd_fail(err, errlen, "\"%s\": must be a number", key);
     *out = (float)json_number_value(v);
     return 0;
 }
@@ -681,7 +671,7 @@ int vd_world_truth_from_json(const char *json, vd_clip_truth *t, char *video, si
     json_t *root = json_loads(json, 0, &jerr);
     if (!json_is_object(root)) {
         json_decref(root);
-        return fail(err, errlen, "not a JSON object: %s", root ? "" : jerr.text);
+        return vd_fail(err, errlen, "not a JSON object: %s", root ? "" : jerr.text);
     }
     int rc = -1, bg = 0;
     json_t *objects = json_object_get(root, "objects"), *seed = json_object_get(root, "seed"), *index = json_object_get(root, "index");
@@ -694,7 +684,7 @@ int vd_world_truth_from_json(const char *json, vd_clip_truth *t, char *video, si
         goto done;
     t->background = (vd_background)bg;
     if (!json_is_array(objects) || json_array_size(objects) < 1 || json_array_size(objects) > VD_WORLD_MAX_OBJECTS) {
-        fail(err, errlen, "\"objects\": must be a list of 1 to %d objects", VD_WORLD_MAX_OBJECTS);
+        vd_fail(err, errlen, "\"objects\": must be a list of 1 to %d objects", VD_WORLD_MAX_OBJECTS);
         goto done;
     }
     t->seed = json_is_integer(seed) ? (uint64_t)json_integer_value(seed) : 0;
@@ -712,7 +702,7 @@ int vd_world_truth_from_json(const char *json, vd_clip_truth *t, char *video, si
             name_index(j, "motion", motion_names, VD_MOTION_COUNT, &motion, err, errlen) ||
             number_field(j, "start_x", &ob->start_x, err, errlen) || number_field(j, "start_y", &ob->start_y, err, errlen) ||
             number_field(j, "angle0", &ob->angle0, err, errlen) || number_field(j, "phase", &ob->phase, err, errlen)) {
-            if (!json_is_object(j)) fail(err, errlen, "\"objects\"[%d]: not an object", o);
+            if (!json_is_object(j)) vd_fail(err, errlen, "\"objects\"[%d]: not an object", o);
             goto done;
         }
         ob->shape = (vd_shape)shape, ob->colour = (vd_colour)colour, ob->size = (vd_size)size, ob->motion = (vd_motion)motion;

@@ -84,6 +84,17 @@ void *vd_realloc_checked(void *ptr, size_t bytes, const char *file, int line)
     return p;
 }
 
+int vd_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
 double vd_now(void)
 {
     struct timespec ts;

@@ -28,6 +28,10 @@ void *vd_realloc_checked(void *ptr, size_t bytes, const char *file, int line);
 #define vd_calloc(count, size) vd_calloc_checked((count), (size), __FILE__, __LINE__)
 #define vd_realloc(ptr, bytes) vd_realloc_checked((ptr), (bytes), __FILE__, __LINE__)
 
+/* Writes a formatted message into err (errlen bytes, may be 0) and returns -1: the one way every
+ * parser and loader reports what it rejected. */
+int vd_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Seconds from a monotonic clock. */
 double vd_now(void);
 

@@ -108,16 +108,6 @@ static const option *find_option(const char *name)
     return NULL;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static void free_list(char **items, int count)
 {
     for (int i = 0; i < count; i++) free(items[i]);
@@ -186,10 +176,10 @@ static void format_bound(const option *o, double value, char *buf, size_t buflen
 static int check_string(const option *o, const char *value, char *err, size_t errlen)
 {
     size_t len = strlen(value);
-    if (len < (size_t)o->min) return fail(err, errlen, "must not be empty");
-    if (len > (size_t)o->max) return fail(err, errlen, "longer than %.0f characters", o->max);
+    if (len < (size_t)o->min) return vd_fail(err, errlen, "must not be empty");
+    if (len > (size_t)o->max) return vd_fail(err, errlen, "longer than %.0f characters", o->max);
     if (o->choices && !in_choices(o->choices, value))
-        return fail(err, errlen, "'%s' is not one of %s", value, o->choices);
+        return vd_fail(err, errlen, "'%s' is not one of %s", value, o->choices);
     return 0;
 }
 
@@ -208,23 +198,23 @@ static int set_scalar(vd_server_config *c, const option *o, const char *text, ch
     }
     case OPT_BOOL: {
         int value;
-        if (parse_bool(text, &value) != 0) return fail(err, errlen, "'%s' is not true or false", text);
+        if (parse_bool(text, &value) != 0) return vd_fail(err, errlen, "'%s' is not true or false", text);
         *(int *)field(c, o->offset) = value;
         return 0;
     }
     case OPT_DOUBLE: {
         char *end;
         number = strtod(text, &end);
-        if (end == text || *end || !isfinite(number)) return fail(err, errlen, "'%s' is not a number", text);
+        if (end == text || *end || !isfinite(number)) return vd_fail(err, errlen, "'%s' is not a number", text);
         break;
     }
     case OPT_INT:
-        if (parse_quantity(text, 0, &number) != 0) return fail(err, errlen, "'%s' is not a whole number", text);
+        if (parse_quantity(text, 0, &number) != 0) return vd_fail(err, errlen, "'%s' is not a whole number", text);
         break;
     case OPT_SIZE:
     case OPT_COUNT:
         if (parse_quantity(text, 1, &number) != 0)
-            return fail(err, errlen, "'%s' is not a whole number (suffixes: k, M, G, kB, MB, GB)", text);
+            return vd_fail(err, errlen, "'%s' is not a whole number (suffixes: k, M, G, kB, MB, GB)", text);
         break;
     case OPT_LIST: {
         /* from text: comma separated items, "" for none */
@@ -253,7 +243,7 @@ static int set_scalar(vd_server_config *c, const option *o, const char *text, ch
         char lo[32], hi[32];
         format_bound(o, o->min, lo, sizeof lo);
         format_bound(o, o->max, hi, sizeof hi);
-        return fail(err, errlen, "%s is out of bounds (%s to %s)", text, lo, hi);
+        return vd_fail(err, errlen, "%s is out of bounds (%s to %s)", text, lo, hi);
     }
     if (o->type == OPT_INT) *(int *)field(c, o->offset) = (int)number;
     else if (o->type == OPT_SIZE) *(size_t *)field(c, o->offset) = (size_t)number;
@@ -308,9 +298,9 @@ int vd_server_config_set(vd_server_config *c, const char *name, const char *valu
                          size_t errlen)
 {
     const option *o = find_option(name);
-    if (!o) return fail(err, errlen, "%s: unknown option", name);
+    if (!o) return vd_fail(err, errlen, "%s: unknown option", name);
     char reason[512];
-    if (set_scalar(c, o, value, reason, sizeof reason) != 0) return fail(err, errlen, "%s: %s", name, reason);
+    if (set_scalar(c, o, value, reason, sizeof reason) != 0) return vd_fail(err, errlen, "%s: %s", name, reason);
     return 0;
 }
 
@@ -328,9 +318,9 @@ static int next_event(yaml_reader *r, yaml_event_t *event)
     if (yaml_parser_parse(&r->parser, event)) return 0;
     const yaml_parser_t *p = &r->parser;
     if (p->error == YAML_READER_ERROR) /* bad encoding or I/O: libyaml knows the byte, not the line */
-        return fail(r->err, r->errlen, "%s: cannot read: %s at byte %zu", r->path,
+        return vd_fail(r->err, r->errlen, "%s: cannot read: %s at byte %zu", r->path,
                     p->problem ? p->problem : "input error", p->problem_offset);
-    return fail(r->err, r->errlen, "%s:%zu: syntax error: %s%s%s", r->path, p->problem_mark.line + 1,
+    return vd_fail(r->err, r->errlen, "%s:%zu: syntax error: %s%s%s", r->path, p->problem_mark.line + 1,
                 p->problem ? p->problem : "unknown problem", p->context ? " " : "",
                 p->context ? p->context : "");
 }
@@ -345,7 +335,7 @@ static int read_list(yaml_reader *r, vd_server_config *c, const option *o, yaml_
     char reason[512];
     if (first->type == YAML_SCALAR_EVENT) {
         if (first->data.scalar.length > 0 || first->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-            return fail(r->err, r->errlen, "%s:%zu: %s: expected a list of strings", r->path,
+            return vd_fail(r->err, r->errlen, "%s:%zu: %s: expected a list of strings", r->path,
                         line_of(first), o->name);
     } else {
         for (;;) {
@@ -353,10 +343,10 @@ static int read_list(yaml_reader *r, vd_server_config *c, const option *o, yaml_
             if (next_event(r, &item) != 0) { status = -1; break; }
             if (item.type == YAML_SEQUENCE_END_EVENT) { yaml_event_delete(&item); break; }
             if (item.type != YAML_SCALAR_EVENT) {
-                status = fail(r->err, r->errlen, "%s:%zu: %s: list items must be strings", r->path,
+                status = vd_fail(r->err, r->errlen, "%s:%zu: %s: list items must be strings", r->path,
                               line_of(&item), o->name);
             } else if (check_string(o, (const char *)item.data.scalar.value, reason, sizeof reason) != 0) {
-                status = fail(r->err, r->errlen, "%s:%zu: %s: item %d: %s", r->path, line_of(&item),
+                status = vd_fail(r->err, r->errlen, "%s:%zu: %s: item %d: %s", r->path, line_of(&item),
                               o->name, count + 1, reason);
             } else {
                 items = vd_realloc(items, (size_t)(count + 1) * sizeof *items);
@@ -391,15 +381,15 @@ static int read_mapping(yaml_reader *r, vd_server_config *c)
         }
         if (key.type != YAML_SCALAR_EVENT) {
             yaml_event_delete(&key);
-            return fail(r->err, r->errlen, "%s:%zu: option names must be plain words", r->path, line_of(&key));
+            return vd_fail(r->err, r->errlen, "%s:%zu: option names must be plain words", r->path, line_of(&key));
         }
         const char *name = (const char *)key.data.scalar.value;
         const option *o = find_option(name);
         int status = 0;
         if (!o) {
-            status = fail(r->err, r->errlen, "%s:%zu: %s: unknown option", r->path, line_of(&key), name);
+            status = vd_fail(r->err, r->errlen, "%s:%zu: %s: unknown option", r->path, line_of(&key), name);
         } else if (first_line[o - options]) {
-            status = fail(r->err, r->errlen, "%s:%zu: %s: duplicate option (first set on line %zu)", r->path,
+            status = vd_fail(r->err, r->errlen, "%s:%zu: %s: duplicate option (first set on line %zu)", r->path,
                           line_of(&key), name, first_line[o - options]);
         } else {
             first_line[o - options] = line_of(&key);
@@ -412,15 +402,15 @@ static int read_mapping(yaml_reader *r, vd_server_config *c)
         if (o->type == OPT_LIST) {
             status = value.type == YAML_SEQUENCE_START_EVENT || value.type == YAML_SCALAR_EVENT
                          ? read_list(r, c, o, &value)
-                         : fail(r->err, r->errlen, "%s:%zu: %s: expected a list of strings", r->path,
+                         : vd_fail(r->err, r->errlen, "%s:%zu: %s: expected a list of strings", r->path,
                                 line_of(&value), name);
         } else if (value.type != YAML_SCALAR_EVENT) {
-            status = fail(r->err, r->errlen, "%s:%zu: %s: expected a single value, not %s", r->path,
+            status = vd_fail(r->err, r->errlen, "%s:%zu: %s: expected a single value, not %s", r->path,
                           line_of(&value), name,
                           value.type == YAML_SEQUENCE_START_EVENT ? "a list"
                           : value.type == YAML_MAPPING_START_EVENT ? "a mapping" : "an alias");
         } else if (set_scalar(c, o, (const char *)value.data.scalar.value, reason, sizeof reason) != 0) {
-            status = fail(r->err, r->errlen, "%s:%zu: %s: %s", r->path, line_of(&value), name, reason);
+            status = vd_fail(r->err, r->errlen, "%s:%zu: %s: %s", r->path, line_of(&value), name, reason);
         }
         yaml_event_delete(&key);
         yaml_event_delete(&value);
@@ -438,7 +428,7 @@ static int read_stream(yaml_reader *r, vd_server_config *c)
         if (next_event(r, &event) != 0) return -1;
         yaml_event_type_t type = event.type;
         if (type == YAML_DOCUMENT_START_EVENT && documents++ > 0) {
-            status = fail(r->err, r->errlen, "%s:%zu: only one YAML document is allowed", r->path,
+            status = vd_fail(r->err, r->errlen, "%s:%zu: only one YAML document is allowed", r->path,
                           line_of(&event));
         } else if (type == YAML_MAPPING_START_EVENT) {
             status = read_mapping(r, c);
@@ -446,7 +436,7 @@ static int read_stream(yaml_reader *r, vd_server_config *c)
                    event.data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
             /* an empty document */
         } else if (type == YAML_SCALAR_EVENT || type == YAML_SEQUENCE_START_EVENT || type == YAML_ALIAS_EVENT) {
-            status = fail(r->err, r->errlen, "%s:%zu: the file must be a mapping of option names to values",
+            status = vd_fail(r->err, r->errlen, "%s:%zu: the file must be a mapping of option names to values",
                           r->path, line_of(&event));
         }
         yaml_event_delete(&event);
@@ -457,22 +447,22 @@ static int read_stream(yaml_reader *r, vd_server_config *c)
 int vd_server_config_load(vd_server_config *c, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+    if (!f) return vd_fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
         fclose(f);
-        return fail(err, errlen, "%s: cannot read: %s", path, strerror(EISDIR));
+        return vd_fail(err, errlen, "%s: cannot read: %s", path, strerror(EISDIR));
     }
     yaml_reader r = {.path = path, .err = err, .errlen = errlen};
     if (!yaml_parser_initialize(&r.parser)) {
         fclose(f);
-        return fail(err, errlen, "%s: out of memory", path);
+        return vd_fail(err, errlen, "%s: out of memory", path);
     }
     yaml_parser_set_input_file(&r.parser, f);
     vd_server_config next;
     vd_server_config_copy(&next, c);
     int status = read_stream(&r, &next);
-    if (status == 0 && ferror(f)) status = fail(err, errlen, "%s: read error", path);
+    if (status == 0 && ferror(f)) status = vd_fail(err, errlen, "%s: read error", path);
     yaml_parser_delete(&r.parser);
     fclose(f);
     if (status != 0) {
@@ -529,17 +519,17 @@ int vd_server_config_validate(const vd_server_config *c, char *err, size_t errle
         const option *o = &options[i];
         if (o->type != OPT_STRING) continue;
         const char *value = *(char *const *)cfield(c, o->offset);
-        if (!value) return fail(err, errlen, "%s: not set", o->name);
+        if (!value) return vd_fail(err, errlen, "%s: not set", o->name);
         if (check_string(o, value, reason, sizeof reason) != 0)
-            return fail(err, errlen, "%s: %s", o->name, reason);
+            return vd_fail(err, errlen, "%s: %s", o->name, reason);
     }
     char host[256];
     int port;
     if (split_listen(c->listen, host, sizeof host, &port) != 0)
-        return fail(err, errlen, "listen: '%s' is not HOST:PORT (or [ADDR]:PORT) with a port from 0 (any free port) to 65535",
+        return vd_fail(err, errlen, "listen: '%s' is not HOST:PORT (or [ADDR]:PORT) with a port from 0 (any free port) to 65535",
                     c->listen);
     if (c->api_key_count == 0 && !is_loopback(host))
-        return fail(err, errlen,
+        return vd_fail(err, errlen,
                     "listen: refusing to listen on a public address without api_keys (%s is not loopback)",
                     host);
     const struct { const char *name, *max_name; int value, max; } within[] = {
@@ -550,7 +540,7 @@ int vd_server_config_validate(const vd_server_config *c, char *err, size_t errle
     };
     for (size_t i = 0; i < VD_ARRAY_LEN(within); i++)
         if (within[i].value > within[i].max)
-            return fail(err, errlen, "%s: %d is above %s (%d)", within[i].name, within[i].value,
+            return vd_fail(err, errlen, "%s: %d is above %s (%d)", within[i].name, within[i].value,
                         within[i].max_name, within[i].max);
     return 0;
 }

@@ -2,23 +2,12 @@
  * delimiter, part headers line by line, then the part's content up to the next delimiter,
  * which must be "CRLF--boundary" followed by "--" (the end) or CRLF (another part). */
 #include "multipart.h"
+#include "common.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static int is_space(char c) { return c == ' ' || c == '\t'; }
 
@@ -90,17 +79,17 @@ int vd_multipart_boundary(const char *content_type, const char **boundary, size_
     while (is_space(*s)) s++;
     if (strncasecmp(s, media, sizeof media - 1) != 0 ||
         (s[sizeof media - 1] && s[sizeof media - 1] != ';' && !is_space(s[sizeof media - 1])))
-        return fail(err, errlen, "Content-Type is not multipart/form-data");
+        return vd_fail(err, errlen, "Content-Type is not multipart/form-data");
     s += sizeof media - 1;
     int r = find_param(s, end, "boundary", boundary, len);
-    if (r < 0) return fail(err, errlen, "malformed parameters in the multipart Content-Type");
-    if (r == 0) return fail(err, errlen, "multipart/form-data Content-Type without a boundary");
+    if (r < 0) return vd_fail(err, errlen, "malformed parameters in the multipart Content-Type");
+    if (r == 0) return vd_fail(err, errlen, "multipart/form-data Content-Type without a boundary");
     if (*len == 0 || *len > VD_MULTIPART_MAX_BOUNDARY)
-        return fail(err, errlen, "multipart boundary must be 1 to %d characters", VD_MULTIPART_MAX_BOUNDARY);
+        return vd_fail(err, errlen, "multipart boundary must be 1 to %d characters", VD_MULTIPART_MAX_BOUNDARY);
     for (size_t i = 0; i < *len; i++)
         if (!is_boundary_char((*boundary)[i]))
-            return fail(err, errlen, "multipart boundary has a character RFC 2046 does not allow");
-    if ((*boundary)[*len - 1] == ' ') return fail(err, errlen, "multipart boundary ends in a space");
+            return vd_fail(err, errlen, "multipart boundary has a character RFC 2046 does not allow");
+    if ((*boundary)[*len - 1] == ' ') return vd_fail(err, errlen, "multipart boundary ends in a space");
     return 0;
 }
 
@@ -108,34 +97,34 @@ int vd_multipart_boundary(const char *content_type, const char **boundary, size_
 static int parse_header_line(const char *line, const char *line_end, vd_multipart_part *part,
                              int *has_disposition, char *err, size_t errlen)
 {
-    if (is_space(*line)) return fail(err, errlen, "folded part header lines are not accepted");
+    if (is_space(*line)) return vd_fail(err, errlen, "folded part header lines are not accepted");
     const char *colon = memchr(line, ':', (size_t)(line_end - line));
-    if (!colon) return fail(err, errlen, "part header line without a colon");
+    if (!colon) return vd_fail(err, errlen, "part header line without a colon");
     size_t name_len = (size_t)(colon - line);
     for (size_t i = 0; i < name_len; i++)
         if (is_space(line[i]) || (unsigned char)line[i] < 0x21 || (unsigned char)line[i] > 0x7e)
-            return fail(err, errlen, "malformed part header name");
-    if (name_len == 0) return fail(err, errlen, "part header line with an empty name");
+            return vd_fail(err, errlen, "malformed part header name");
+    if (name_len == 0) return vd_fail(err, errlen, "part header line with an empty name");
     const char *value = colon + 1, *value_end = line_end;
     while (value < value_end && is_space(*value)) value++;
     while (value_end > value && is_space(value_end[-1])) value_end--;
 
     if (name_len == 19 && strncasecmp(line, "Content-Disposition", 19) == 0) {
-        if (*has_disposition) return fail(err, errlen, "part with two Content-Disposition headers");
+        if (*has_disposition) return vd_fail(err, errlen, "part with two Content-Disposition headers");
         *has_disposition = 1;
         static const char form_data[] = "form-data";
         size_t n = sizeof form_data - 1;
         if ((size_t)(value_end - value) < n || strncasecmp(value, form_data, n) != 0 ||
             (value + n < value_end && value[n] != ';' && !is_space(value[n])))
-            return fail(err, errlen, "part Content-Disposition is not form-data");
+            return vd_fail(err, errlen, "part Content-Disposition is not form-data");
         int r = find_param(value + n, value_end, "name", &part->name, &part->name_len);
-        if (r < 0) return fail(err, errlen, "malformed part Content-Disposition parameters");
-        if (r == 0 || part->name_len == 0) return fail(err, errlen, "part Content-Disposition without a name");
+        if (r < 0) return vd_fail(err, errlen, "malformed part Content-Disposition parameters");
+        if (r == 0 || part->name_len == 0) return vd_fail(err, errlen, "part Content-Disposition without a name");
         r = find_param(value + n, value_end, "filename", &part->filename, &part->filename_len);
-        if (r < 0) return fail(err, errlen, "malformed part Content-Disposition parameters");
+        if (r < 0) return vd_fail(err, errlen, "malformed part Content-Disposition parameters");
         if (r == 0) part->filename = NULL, part->filename_len = 0;
     } else if (name_len == 12 && strncasecmp(line, "Content-Type", 12) == 0) {
-        if (part->content_type) return fail(err, errlen, "part with two Content-Type headers");
+        if (part->content_type) return vd_fail(err, errlen, "part with two Content-Type headers");
         part->content_type = value;
         part->content_type_len = (size_t)(value_end - value);
     }
@@ -147,7 +136,7 @@ int vd_multipart_parse(const char *body, size_t body_len, const char *boundary, 
 {
     *count = 0;
     if (boundary_len == 0 || boundary_len > VD_MULTIPART_MAX_BOUNDARY)
-        return fail(err, errlen, "bad multipart boundary length");
+        return vd_fail(err, errlen, "bad multipart boundary length");
     /* "\r\n--" + boundary: the delimiter as it appears after a part's content */
     char delimiter[4 + VD_MULTIPART_MAX_BOUNDARY];
     memcpy(delimiter, "\r\n--", 4);
@@ -161,7 +150,7 @@ int vd_multipart_parse(const char *body, size_t body_len, const char *boundary, 
         p = body + delimiter_len - 2;
     } else {
         const char *first = memmem(body, body_len, delimiter, delimiter_len);
-        if (!first) return fail(err, errlen, "multipart body does not contain its boundary");
+        if (!first) return vd_fail(err, errlen, "multipart body does not contain its boundary");
         p = first + delimiter_len;
     }
 
@@ -169,10 +158,10 @@ int vd_multipart_parse(const char *body, size_t body_len, const char *boundary, 
         /* after a delimiter: "--" ends the body, else optional padding and CRLF open a part */
         if (end - p >= 2 && p[0] == '-' && p[1] == '-') return 0;
         while (p < end && is_space(*p)) p++;
-        if (end - p < 2) return fail(err, errlen, "multipart body truncated after a boundary");
-        if (p[0] != '\r' || p[1] != '\n') return fail(err, errlen, "multipart boundary not followed by CRLF");
+        if (end - p < 2) return vd_fail(err, errlen, "multipart body truncated after a boundary");
+        if (p[0] != '\r' || p[1] != '\n') return vd_fail(err, errlen, "multipart boundary not followed by CRLF");
         p += 2;
-        if (*count == max_parts) return fail(err, errlen, "too many multipart parts (at most %d)", max_parts);
+        if (*count == max_parts) return vd_fail(err, errlen, "too many multipart parts (at most %d)", max_parts);
 
         vd_multipart_part *part = &parts[*count];
         memset(part, 0, sizeof *part);
@@ -183,23 +172,23 @@ int vd_multipart_parse(const char *body, size_t body_len, const char *boundary, 
             const char *eol = memmem(p, window, "\r\n", 2);
             if (!eol) {
                 if ((size_t)(end - headers_start) > VD_MULTIPART_MAX_HEADER_BYTES)
-                    return fail(err, errlen, "multipart part headers too large (over %d bytes)",
+                    return vd_fail(err, errlen, "multipart part headers too large (over %d bytes)",
                                 VD_MULTIPART_MAX_HEADER_BYTES);
-                return fail(err, errlen, "multipart body truncated in part headers");
+                return vd_fail(err, errlen, "multipart body truncated in part headers");
             }
             if ((size_t)(eol + 2 - headers_start) > VD_MULTIPART_MAX_HEADER_BYTES)
-                return fail(err, errlen, "multipart part headers too large (over %d bytes)",
+                return vd_fail(err, errlen, "multipart part headers too large (over %d bytes)",
                             VD_MULTIPART_MAX_HEADER_BYTES);
             if (eol == p) { /* the empty line that ends the headers */
                 p = eol + 2;
                 break;
             }
             if (++lines > VD_MULTIPART_MAX_HEADERS)
-                return fail(err, errlen, "too many part header lines (at most %d)", VD_MULTIPART_MAX_HEADERS);
+                return vd_fail(err, errlen, "too many part header lines (at most %d)", VD_MULTIPART_MAX_HEADERS);
             if (parse_header_line(p, eol, part, &has_disposition, err, errlen)) return -1;
             p = eol + 2;
         }
-        if (!has_disposition) return fail(err, errlen, "multipart part without Content-Disposition");
+        if (!has_disposition) return vd_fail(err, errlen, "multipart part without Content-Disposition");
 
         /* the content runs to the next delimiter that is followed by "--" or padding and CRLF;
          * the boundary text followed by anything else is content */
@@ -207,13 +196,13 @@ int vd_multipart_parse(const char *body, size_t body_len, const char *boundary, 
         for (const char *search = p;; search = d + 1) {
             d = memmem(search, (size_t)(end - search), delimiter, delimiter_len);
             if (!d)
-                return fail(err, errlen, "multipart body truncated: part \"%.*s\" has no closing boundary",
+                return vd_fail(err, errlen, "multipart body truncated: part \"%.*s\" has no closing boundary",
                             (int)(part->name_len > 64 ? 64 : part->name_len), part->name);
             const char *q = d + delimiter_len;
             if (end - q >= 2 && q[0] == '-' && q[1] == '-') break;
             while (q < end && is_space(*q)) q++;
             if (end - q >= 2 && q[0] == '\r' && q[1] == '\n') break;
-            if (end - q < 2) return fail(err, errlen, "multipart body truncated after a boundary");
+            if (end - q < 2) return vd_fail(err, errlen, "multipart body truncated after a boundary");
         }
         part->data = (const unsigned char *)p;
         part->size = (size_t)(d - p);

@@ -109,19 +109,9 @@ struct vd_store {
 
 static const char *const file_kinds[] = {"mp4", "png", "input.png"};
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static int db_fail(vd_store *s, char *err, size_t errlen)
 {
-    return fail(err, errlen, "%s: %s", s->db_path, sqlite3_errmsg(s->db));
+    return vd_fail(err, errlen, "%s: %s", s->db_path, sqlite3_errmsg(s->db));
 }
 
 /* Makes stmt ready for its next use. */
@@ -143,13 +133,13 @@ static int make_dirs(const char *dir, mode_t mode, char *err, size_t errlen)
         char saved = *p;
         *p = '\0';
         if (mkdir(path, mode) != 0 && errno != EEXIST)
-            status = fail(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+            status = vd_fail(err, errlen, "%s: cannot create: %s", path, strerror(errno));
         *p = saved;
         if (saved == '\0') break;
     }
     struct stat st;
     if (status == 0 && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)))
-        status = fail(err, errlen, "%s: not a directory", dir);
+        status = vd_fail(err, errlen, "%s: not a directory", dir);
     free(path);
     return status;
 }
@@ -158,7 +148,7 @@ static int exec_sql(vd_store *s, const char *sql, char *err, size_t errlen)
 {
     char *message = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &message) == SQLITE_OK) return 0;
-    fail(err, errlen, "%s: %s", s->db_path, message ? message : sqlite3_errmsg(s->db));
+    vd_fail(err, errlen, "%s: %s", s->db_path, message ? message : sqlite3_errmsg(s->db));
     sqlite3_free(message);
     return -1;
 }
@@ -180,7 +170,7 @@ static int migrate(vd_store *s, char *err, size_t errlen)
     if (query_int(s, "PRAGMA user_version", &version, err, errlen) != 0) return -1;
     int latest = (int)VD_ARRAY_LEN(migrations);
     if (version > latest)
-        return fail(err, errlen, "%s: schema version %d is newer than this vdmini's (%d)", s->db_path,
+        return vd_fail(err, errlen, "%s: schema version %d is newer than this vdmini's (%d)", s->db_path,
                     version, latest);
     for (; version < latest; version++) {
         char set_version[64];
@@ -207,7 +197,7 @@ static int configure_db(vd_store *s, char *err, size_t errlen)
     int wal = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(stmt, 0), "wal") == 0;
     sqlite3_finalize(stmt);
     if (rc != SQLITE_ROW) return db_fail(s, err, errlen);
-    if (!wal) return fail(err, errlen, "%s: cannot switch to WAL journaling", s->db_path);
+    if (!wal) return vd_fail(err, errlen, "%s: cannot switch to WAL journaling", s->db_path);
     if (exec_sql(s, "PRAGMA synchronous = NORMAL", err, errlen) != 0) return -1;
     if (migrate(s, err, errlen) != 0) return -1;
     for (int i = 0; i < STMT_COUNT; i++)
@@ -232,11 +222,11 @@ vd_store *vd_store_open(const char *data_dir, char *err, size_t errlen)
     if (status == 0) {
         /* create the file ourselves so that it (and SQLite's -wal and -shm beside it) is 0640 */
         int fd = open(s->db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-        if (fd < 0) status = fail(err, errlen, "%s: cannot open: %s", s->db_path, strerror(errno));
+        if (fd < 0) status = vd_fail(err, errlen, "%s: cannot open: %s", s->db_path, strerror(errno));
         else close(fd);
     }
     if (status == 0 && sqlite3_open_v2(s->db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
-        status = s->db ? db_fail(s, err, errlen) : fail(err, errlen, "%s: out of memory", s->db_path);
+        status = s->db ? db_fail(s, err, errlen) : vd_fail(err, errlen, "%s: out of memory", s->db_path);
     if (status == 0) status = configure_db(s, err, errlen);
     if (status != 0) {
         vd_store_close(s);
@@ -427,7 +417,7 @@ static int remove_files(vd_store *s, const char *id, char *err, size_t errlen)
     for (size_t i = 0; i < VD_ARRAY_LEN(file_kinds); i++) {
         vd_store_path(s, id, file_kinds[i], path, sizeof path);
         if (unlink(path) != 0 && errno != ENOENT)
-            return fail(err, errlen, "%s: cannot remove: %s", path, strerror(errno));
+            return vd_fail(err, errlen, "%s: cannot remove: %s", path, strerror(errno));
     }
     return 0;
 }
@@ -472,7 +462,7 @@ int vd_store_list(vd_store *s, int limit, const char *after, int ascending, vd_j
 {
     *jobs = NULL;
     *count = *has_more = 0;
-    if (limit < 1) return fail(err, errlen, "list limit %d is not positive", limit);
+    if (limit < 1) return vd_fail(err, errlen, "list limit %d is not positive", limit);
     pthread_mutex_lock(&s->lock);
     int64_t created_at = 0, rowid = 0;
     int status = after ? created_at_locked(s, after, &created_at, &rowid, err, errlen) : 0;
