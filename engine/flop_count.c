@@ -1,6 +1,8 @@
 /* flop_count.c: a backend that computes nothing and counts the floating-point operations of the
  * matrix-product ops (conv2d, temporal_conv, linear, attention: 2 per multiply-add), so that
- * `vdmini info` can report GFLOPs per step by running the real forward pass. Its memory is
+ * `vdmini info` can report GFLOPs per step by running the real forward pass. Their backward ops
+ * count twice their forward's (one product for the input gradient, one for the weights; for
+ * attention, the query and the key/value gradients); every other op counts nothing. Its memory is
  * address space only: pointers are handed out and never dereferenced. */
 #include "flop_count.h"
 #include "common.h"
@@ -109,6 +111,86 @@ static void fc_emb(vd_backend *be, float *y, const int32_t *ids, const float *ta
     (void)be, (void)y, (void)ids, (void)table, (void)n, (void)dim;
 }
 
+static void fc_conv2d_bwd(vd_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *w, int B, int ci, int H, int W, int co, int k, int stride)
+{
+    (void)dx, (void)dw, (void)db, (void)dy, (void)x, (void)w;
+    double ho = (H + 2 * (k / 2) - k) / stride + 1, wo = (W + 2 * (k / 2) - k) / stride + 1;
+    C(be)->flops += 4.0 * B * co * ho * wo * ci * k * k;
+}
+static void fc_tconv_bwd(vd_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
+                         const float *w, int N, int T, int ci, int co, int S)
+{
+    (void)dx, (void)dw, (void)db, (void)dy, (void)x, (void)w;
+    C(be)->flops += 4.0 * N * T * co * ci * 3.0 * S;
+}
+static void fc_norm_bwd(vd_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
+                        const float *g, int B, int C_, int S, int G, float eps)
+{
+    (void)be, (void)dx, (void)dg, (void)db, (void)dy, (void)x, (void)g, (void)B, (void)C_, (void)S, (void)G,
+        (void)eps;
+}
+static void fc_lnorm_bwd(vd_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
+                         const float *g, int M, int C_, float eps)
+{
+    (void)be, (void)dx, (void)dg, (void)db, (void)dy, (void)x, (void)g, (void)M, (void)C_, (void)eps;
+}
+static void fc_unary_bwd(vd_backend *be, float *dx, const float *dy, const float *x, size_t n)
+{
+    (void)be, (void)dx, (void)dy, (void)x, (void)n;
+}
+static void fc_linear_bwd(vd_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *w, int M, int in, int out)
+{
+    (void)dx, (void)dw, (void)db, (void)dy, (void)x, (void)w;
+    C(be)->flops += 4.0 * M * in * out;
+}
+static void fc_attention_bwd(vd_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                             const float *k, const float *v, int B, int Lq, int Lk, int heads, int d,
+                             int kv_group)
+{
+    (void)dq, (void)dk, (void)dv, (void)dout, (void)q, (void)k, (void)v, (void)kv_group;
+    C(be)->flops += 8.0 * B * heads * (double)Lq * Lk * d;
+}
+static void fc_up_bwd(vd_backend *be, float *dx, const float *dy, int B, int C_, int H, int W)
+{
+    (void)be, (void)dx, (void)dy, (void)B, (void)C_, (void)H, (void)W;
+}
+static void fc_concat_bwd(vd_backend *be, float *da, float *db, const float *dy, int ca, int cb, int B, int S)
+{
+    (void)be, (void)da, (void)db, (void)dy, (void)ca, (void)cb, (void)B, (void)S;
+}
+static void fc_bcast_bwd(vd_backend *be, float *dx, const float *dy, size_t o, size_t i)
+{
+    (void)be, (void)dx, (void)dy, (void)o, (void)i;
+}
+static void fc_cbias_bwd(vd_backend *be, float *dbias, const float *dy, int N, int T, int C_, int S)
+{
+    (void)be, (void)dbias, (void)dy, (void)N, (void)T, (void)C_, (void)S;
+}
+static void fc_emb_bwd(vd_backend *be, float *dtable, const float *dy, const int32_t *ids, int n, int dim)
+{
+    (void)be, (void)dtable, (void)dy, (void)ids, (void)n, (void)dim;
+}
+/* The training ops: the host results they report are zero, since nothing was computed. */
+static void fc_mse(vd_backend *be, float *loss, float *dpred, const float *pred, const float *target, size_t n,
+                   float scale)
+{
+    (void)be, (void)dpred, (void)pred, (void)target, (void)n, (void)scale;
+    *loss = 0.0f;
+}
+static void fc_sumsq(vd_backend *be, double *out, const float *x, size_t n)
+{
+    (void)be, (void)x, (void)n;
+    *out = 0.0;
+}
+static void fc_adamw(vd_backend *be, float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                     float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale)
+{
+    (void)be, (void)param, (void)grad, (void)m, (void)v, (void)n, (void)lr, (void)beta1, (void)beta2, (void)eps,
+        (void)weight_decay, (void)step, (void)grad_scale;
+}
+
 vd_backend *vd_backend_flop_counter(void)
 {
     vd_backend *be = vd_calloc(1, sizeof *be);
@@ -123,6 +205,13 @@ vd_backend *vd_backend_flop_counter(void)
         .upsample2x = fc_up, .add = fc_add, .axpby = fc_axpby, .add_broadcast = fc_bcast,
         .add_channel_bias = fc_cbias, .concat_channels = fc_concat, .transpose = fc_transpose,
         .timestep_embedding = fc_temb, .embedding = fc_emb,
+        .conv2d_backward = fc_conv2d_bwd, .temporal_conv_backward = fc_tconv_bwd,
+        .group_norm_backward = fc_norm_bwd, .layer_norm_backward = fc_lnorm_bwd,
+        .silu_backward = fc_unary_bwd, .gelu_backward = fc_unary_bwd, .linear_backward = fc_linear_bwd,
+        .attention_backward = fc_attention_bwd, .upsample2x_backward = fc_up_bwd,
+        .concat_channels_backward = fc_concat_bwd, .add_broadcast_backward = fc_bcast_bwd,
+        .add_channel_bias_backward = fc_cbias_bwd, .embedding_backward = fc_emb_bwd,
+        .mse_loss = fc_mse, .sum_squares = fc_sumsq, .adamw = fc_adamw,
     };
     return be;
 }

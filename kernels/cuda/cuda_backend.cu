@@ -223,6 +223,7 @@ extern "C" vd_backend *vd_backend_cuda(int device, char *err, size_t errlen)
     be->declare_constant = cuda_declare_constant;
     be->memory_info = cuda_memory_info;
     cuda_set_ops(be);
+    cuda_set_backward_ops(be);
 
     cudaDeviceProp prop;
     CUDA_CHECK(cudaGetDeviceProperties(&prop, device));

@@ -123,6 +123,9 @@ void cuda_drop_weight_copies(cuda_state *st, uintptr_t begin, uintptr_t end);
 /* Fills the op members of be (cuda_ops.cu). */
 void cuda_set_ops(vd_backend *be);
 
+/* Fills the backward and training members of be (cuda_backward.cu). */
+void cuda_set_backward_ops(vd_backend *be);
+
 /* Checks that this build carries code the device can run; returns a cudaError_t. */
 cudaError_t cuda_probe_kernels(void);
 

@@ -1,8 +1,8 @@
 #!/bin/sh
 # test_reference.sh: the C engine against the PyTorch reference in tools/reference/ (Debian's
 # python3-torch, CPU, fp32): every op on both CPU backends, then a tiny model's tokenizer, text
-# encoder, autoencoder, UNet step and DDIM/Euler sampling runs. Fresh random weights and inputs
-# each run (the seed is printed).
+# encoder, autoencoder, UNet step and DDIM/Euler sampling runs, and the autoencoder's training
+# gradients against autograd. Fresh random weights and inputs each run (the seed is printed).
 set -eu
 : "${top_srcdir:=.}" "${top_builddir:=.}" "${TORCH_PYTHON:=/usr/bin/python3}"
 if ! "$TORCH_PYTHON" -c 'import torch' 2>/dev/null; then
@@ -21,3 +21,7 @@ echo "seed $seed"
 "$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/tiny.safetensors" \
     --out "$work/cases.safetensors" --seed "$((seed % 100000))"
 "$top_builddir/tests/engine/check_reference" "$work/tiny.safetensors" "$work/cases.safetensors"
+
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/tiny.safetensors" \
+    --out "$work/train.safetensors" --seed "$((seed % 100000))"
+"$top_builddir/tests/engine/check_train" "$work/tiny.safetensors" "$work/train.safetensors"

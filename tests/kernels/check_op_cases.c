@@ -5,9 +5,12 @@
  *
  * The file's __metadata__["vdmini.op_cases"] is a JSON list of {"name", "op", "args"}; the
  * tensors of case NAME are "NAME/<arg>" (backend.h's parameter names) and the expected output is
- * "NAME/out". Ops that update their output take its initial value from "NAME/y". Prints one line
- * per case; exits 0 when every case is within tolerance, 1 when any is not, 2 when the file is
- * malformed (with a message naming the problem) or cannot be read. */
+ * "NAME/out". Ops that update their output take its initial value from "NAME/y". A case whose
+ * file holds the upstream gradient of its op's backward ("NAME/dy", or "NAME/dout" for attention)
+ * also runs that backward and compares the input gradients with "NAME/d<arg>" (parameter
+ * gradients accumulate from zero; activation gradients start as NaN). Prints one line per case
+ * and one per backward; exits 0 when every case is within tolerance, 1 when any is not, 2 when
+ * the file is malformed (with a message naming the problem) or cannot be read. */
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -39,6 +42,14 @@ typedef struct {
     int64_t out;
 } case_sizes;
 
+/* One input gradient of an op's backward: its tensor name, the input whose shape it has, and
+ * whether it accumulates (+=, a parameter) or is written (=, an activation). */
+typedef struct {
+    const char *name;
+    int input;
+    int accumulates;
+} grad_spec;
+
 typedef struct {
     const char *op;
     const char *int_args[MAX_INT_ARGS + 1];     /* NULL-terminated */
@@ -51,6 +62,13 @@ typedef struct {
     const char *(*sizes)(const case_args *a, case_sizes *s);
     /* Runs the op; in[i] is input i in backend memory (NULL when absent), out the output. */
     void (*run)(vd_backend *be, float *out, void *const *in, const case_args *a);
+    /* The backward, for ops that have one: the upstream gradient's name (shaped as the output),
+     * the input gradients (a name of NULL ends them), and the call; grad[i] is gradient i of
+     * `grads` (NULL when its input is absent). */
+    const char *upstream;
+    grad_spec grads[MAX_INPUTS + 1];
+    void (*run_backward)(vd_backend *be, float *const *grad, const float *dy, void *const *in,
+                         const case_args *a);
 } op_spec;
 
 /* ---- per-op shape rules and calls ---- */
@@ -276,34 +294,143 @@ static void embedding_run(vd_backend *be, float *out, void *const *in, const cas
     be->embedding(be, out, in[0], in[1], (int)a->ints[0], (int)a->ints[1]);
 }
 
+/* ---- backward calls ---- */
+
+static void conv2d_backward_run(vd_backend *be, float *const *g, const float *dy, void *const *in,
+                                const case_args *a)
+{
+    const int64_t *i = a->ints;
+    be->conv2d_backward(be, g[0], g[1], g[2], dy, in[0], in[1], (int)i[0], (int)i[1], (int)i[2],
+                        (int)i[3], (int)i[4], (int)i[5], (int)i[6]);
+}
+
+static void temporal_conv_backward_run(vd_backend *be, float *const *g, const float *dy,
+                                       void *const *in, const case_args *a)
+{
+    const int64_t *i = a->ints;
+    be->temporal_conv_backward(be, g[0], g[1], g[2], dy, in[0], in[1], (int)i[0], (int)i[1],
+                               (int)i[2], (int)i[3], (int)i[4]);
+}
+
+static void group_norm_backward_run(vd_backend *be, float *const *g, const float *dy,
+                                    void *const *in, const case_args *a)
+{
+    const int64_t *i = a->ints;
+    be->group_norm_backward(be, g[0], g[1], g[2], dy, in[0], in[1], (int)i[0], (int)i[1],
+                            (int)i[2], (int)i[3], (float)a->floats[0]);
+}
+
+static void layer_norm_backward_run(vd_backend *be, float *const *g, const float *dy,
+                                    void *const *in, const case_args *a)
+{
+    be->layer_norm_backward(be, g[0], g[1], g[2], dy, in[0], in[1], (int)a->ints[0],
+                            (int)a->ints[1], (float)a->floats[0]);
+}
+
+static void silu_backward_run(vd_backend *be, float *const *g, const float *dy, void *const *in,
+                              const case_args *a)
+{
+    be->silu_backward(be, g[0], dy, in[0], (size_t)a->ints[0]);
+}
+
+static void gelu_backward_run(vd_backend *be, float *const *g, const float *dy, void *const *in,
+                              const case_args *a)
+{
+    be->gelu_backward(be, g[0], dy, in[0], (size_t)a->ints[0]);
+}
+
+static void linear_backward_run(vd_backend *be, float *const *g, const float *dy, void *const *in,
+                                const case_args *a)
+{
+    be->linear_backward(be, g[0], g[1], g[2], dy, in[0], in[1], (int)a->ints[0], (int)a->ints[1],
+                        (int)a->ints[2]);
+}
+
+static void attention_backward_run(vd_backend *be, float *const *g, const float *dout,
+                                   void *const *in, const case_args *a)
+{
+    const int64_t *i = a->ints;
+    be->attention_backward(be, g[0], g[1], g[2], dout, in[0], in[1], in[2], (int)i[0], (int)i[1],
+                           (int)i[2], (int)i[3], (int)i[4], (int)i[5]);
+}
+
+static void upsample2x_backward_run(vd_backend *be, float *const *g, const float *dy,
+                                    void *const *in, const case_args *a)
+{
+    (void)in;
+    const int64_t *i = a->ints;
+    be->upsample2x_backward(be, g[0], dy, (int)i[0], (int)i[1], (int)i[2], (int)i[3]);
+}
+
+static void concat_channels_backward_run(vd_backend *be, float *const *g, const float *dy,
+                                         void *const *in, const case_args *a)
+{
+    (void)in;
+    const int64_t *i = a->ints;
+    be->concat_channels_backward(be, g[0], g[1], dy, (int)i[0], (int)i[1], (int)i[2], (int)i[3]);
+}
+
+static void add_broadcast_backward_run(vd_backend *be, float *const *g, const float *dy,
+                                       void *const *in, const case_args *a)
+{
+    (void)in;
+    be->add_broadcast_backward(be, g[0], dy, (size_t)a->ints[0], (size_t)a->ints[1]);
+}
+
+static void add_channel_bias_backward_run(vd_backend *be, float *const *g, const float *dy,
+                                          void *const *in, const case_args *a)
+{
+    (void)in;
+    const int64_t *i = a->ints;
+    be->add_channel_bias_backward(be, g[0], dy, (int)i[0], (int)i[1], (int)i[2], (int)i[3]);
+}
+
+static void embedding_backward_run(vd_backend *be, float *const *g, const float *dy,
+                                   void *const *in, const case_args *a)
+{
+    be->embedding_backward(be, g[0], dy, in[0], (int)a->ints[0], (int)a->ints[1]);
+}
+
 static const op_spec op_specs[] = {
     {"conv2d", {"B", "ci", "H", "W", "co", "k", "stride"}, {NULL}, {"x", "w", "b"}, NULL,
-     conv2d_sizes, conv2d_run},
+     conv2d_sizes, conv2d_run, "dy", {{"dx", 0, 0}, {"dw", 1, 1}, {"db", 2, 1}},
+     conv2d_backward_run},
     {"temporal_conv", {"N", "T", "ci", "co", "S"}, {NULL}, {"x", "w", "b"}, NULL,
-     temporal_conv_sizes, temporal_conv_run},
+     temporal_conv_sizes, temporal_conv_run, "dy", {{"dx", 0, 0}, {"dw", 1, 1}, {"db", 2, 1}},
+     temporal_conv_backward_run},
     {"group_norm", {"B", "C", "S", "G"}, {"eps"}, {"x", "gamma", "beta"}, NULL, group_norm_sizes,
-     group_norm_run},
+     group_norm_run, "dy", {{"dx", 0, 0}, {"dgamma", 1, 1}, {"dbeta", 2, 1}},
+     group_norm_backward_run},
     {"layer_norm", {"M", "C"}, {"eps"}, {"x", "gamma", "beta"}, NULL, layer_norm_sizes,
-     layer_norm_run},
-    {"silu", {"n"}, {NULL}, {"x"}, NULL, n_values_sizes, silu_run},
-    {"gelu", {"n"}, {NULL}, {"x"}, NULL, n_values_sizes, gelu_run},
-    {"linear", {"M", "in", "out"}, {NULL}, {"x", "w", "b"}, "b", linear_sizes, linear_run},
+     layer_norm_run, "dy", {{"dx", 0, 0}, {"dgamma", 1, 1}, {"dbeta", 2, 1}},
+     layer_norm_backward_run},
+    {"silu", {"n"}, {NULL}, {"x"}, NULL, n_values_sizes, silu_run, "dy", {{"dx", 0, 0}},
+     silu_backward_run},
+    {"gelu", {"n"}, {NULL}, {"x"}, NULL, n_values_sizes, gelu_run, "dy", {{"dx", 0, 0}},
+     gelu_backward_run},
+    {"linear", {"M", "in", "out"}, {NULL}, {"x", "w", "b"}, "b", linear_sizes, linear_run,
+     "dy", {{"dx", 0, 0}, {"dw", 1, 1}, {"db", 2, 1}}, linear_backward_run},
     {"attention", {"B", "Lq", "Lk", "heads", "d", "kv_group"}, {NULL}, {"q", "k", "v"}, NULL,
-     attention_sizes, attention_run},
-    {"upsample2x", {"B", "C", "H", "W"}, {NULL}, {"x"}, NULL, upsample2x_sizes, upsample2x_run},
-    {"add", {"n"}, {NULL}, {"a", "b"}, NULL, n_values_sizes, add_run},
-    {"axpby", {"n"}, {"alpha", "beta"}, {"y", "x"}, NULL, n_values_sizes, axpby_run},
+     attention_sizes, attention_run, "dout", {{"dq", 0, 0}, {"dk", 1, 0}, {"dv", 2, 0}},
+     attention_backward_run},
+    {"upsample2x", {"B", "C", "H", "W"}, {NULL}, {"x"}, NULL, upsample2x_sizes, upsample2x_run,
+     "dy", {{"dx", 0, 0}}, upsample2x_backward_run},
+    {"add", {"n"}, {NULL}, {"a", "b"}, NULL, n_values_sizes, add_run, NULL, {{NULL}}, NULL},
+    {"axpby", {"n"}, {"alpha", "beta"}, {"y", "x"}, NULL, n_values_sizes, axpby_run, NULL,
+     {{NULL}}, NULL},
     {"add_broadcast", {"outer", "inner"}, {NULL}, {"y", "x"}, NULL, add_broadcast_sizes,
-     add_broadcast_run},
+     add_broadcast_run, "dy", {{"dx", 1, 1}}, add_broadcast_backward_run},
     {"add_channel_bias", {"N", "T", "C", "S"}, {NULL}, {"y", "bias"}, NULL,
-     add_channel_bias_sizes, add_channel_bias_run},
+     add_channel_bias_sizes, add_channel_bias_run, "dy", {{"dbias", 1, 1}},
+     add_channel_bias_backward_run},
     {"concat_channels", {"ca", "cb", "B", "S"}, {NULL}, {"a", "b"}, NULL, concat_channels_sizes,
-     concat_channels_run},
-    {"transpose", {"A", "B", "C", "D"}, {NULL}, {"x"}, NULL, transpose_sizes, transpose_run},
+     concat_channels_run, "dy", {{"da", 0, 0}, {"db", 1, 0}}, concat_channels_backward_run},
+    {"transpose", {"A", "B", "C", "D"}, {NULL}, {"x"}, NULL, transpose_sizes, transpose_run, NULL,
+     {{NULL}}, NULL},
     {"timestep_embedding", {"n", "dim"}, {NULL}, {"t"}, NULL, timestep_embedding_sizes,
-     timestep_embedding_run},
+     timestep_embedding_run, NULL, {{NULL}}, NULL},
     {"embedding", {"n", "dim", "rows"}, {NULL}, {"ids", "table"}, NULL, embedding_sizes,
-     embedding_run},
+     embedding_run, "dy", {{"dtable", 1, 1}}, embedding_backward_run},
 };
 
 /* Ops that update their output (axpby, add_broadcast, add_channel_bias) list "y", its initial
@@ -322,6 +449,8 @@ typedef struct {
     case_sizes sizes;
     void *inputs[MAX_INPUTS]; /* host copies: float, or int32 for "ids"; NULL when absent */
     float *expected;
+    float *upstream;                  /* the backward's upstream gradient, or NULL: no backward */
+    float *expected_grads[MAX_INPUTS]; /* in the order of spec->grads; NULL for an absent input */
 } loaded_case;
 
 static int malformed(char *err, size_t errlen, const char *fmt, ...)
@@ -338,8 +467,9 @@ static int malformed(char *err, size_t errlen, const char *fmt, ...)
 
 static void free_case(loaded_case *c)
 {
-    for (int i = 0; i < MAX_INPUTS; i++) free(c->inputs[i]);
+    for (int i = 0; i < MAX_INPUTS; i++) free(c->inputs[i]), free(c->expected_grads[i]);
     free(c->expected);
+    free(c->upstream);
     memset(c, 0, sizeof *c);
 }
 
@@ -430,6 +560,23 @@ static int load_case(const vd_st_file *file, json_t *entry, size_t index, loaded
     c->expected = expected;
     if (loaded != 0) return -1;
 
+    if (c->spec->upstream) {
+        void *upstream;
+        if (load_tensor(file, c->name, c->spec->upstream, c->sizes.out, 1, &upstream, err,
+                        errlen) != 0)
+            return -1;
+        c->upstream = upstream;
+        for (int g = 0; c->upstream && c->spec->grads[g].name; g++) {
+            int input = c->spec->grads[g].input;
+            if (!c->inputs[input]) continue; /* an absent optional input has no gradient */
+            void *grad;
+            if (load_tensor(file, c->name, c->spec->grads[g].name, c->sizes.inputs[input], 0,
+                            &grad, err, errlen) != 0)
+                return -1;
+            c->expected_grads[g] = grad;
+        }
+    }
+
     if (strcmp(c->spec->op, "embedding") == 0) {
         const int32_t *ids = c->inputs[0];
         for (int64_t i = 0; i < c->sizes.inputs[0]; i++)
@@ -469,6 +616,52 @@ static double run_case(vd_backend *be, const loaded_case *c)
         if (device_inputs[i]) be->release(be, device_inputs[i]);
     free(host_out);
     return err;
+}
+
+/* Runs a loaded case's backward on one backend: parameter gradients start at zero, activation
+ * gradients as NaN. Returns the largest relative error over its input gradients. */
+static double run_backward_case(vd_backend *be, const loaded_case *c)
+{
+    void *device_inputs[MAX_INPUTS] = {NULL};
+    float *device_grads[MAX_INPUTS] = {NULL};
+    for (int i = 0; c->spec->inputs[i]; i++) {
+        if (!c->inputs[i]) continue;
+        size_t bytes = (size_t)c->sizes.inputs[i] * 4;
+        device_inputs[i] = be->alloc(be, bytes);
+        be->upload(be, device_inputs[i], c->inputs[i], bytes);
+    }
+    size_t out_bytes = (size_t)c->sizes.out * sizeof(float);
+    float *upstream = be->alloc(be, out_bytes);
+    be->upload(be, upstream, c->upstream, out_bytes);
+    for (int g = 0; c->spec->grads[g].name; g++) {
+        if (!c->expected_grads[g]) continue;
+        size_t n = (size_t)c->sizes.inputs[c->spec->grads[g].input];
+        device_grads[g] = be->alloc(be, n * sizeof(float));
+        if (c->spec->grads[g].accumulates) {
+            be->zero(be, device_grads[g], n * sizeof(float));
+        } else {
+            float *poison = vd_malloc(n * sizeof *poison);
+            test_poison(poison, n);
+            be->upload(be, device_grads[g], poison, n * sizeof *poison);
+            free(poison);
+        }
+    }
+    c->spec->run_backward(be, device_grads, upstream, device_inputs, &c->args);
+    double worst = 0.0;
+    for (int g = 0; c->spec->grads[g].name; g++) {
+        if (!device_grads[g]) continue;
+        size_t n = (size_t)c->sizes.inputs[c->spec->grads[g].input];
+        float *host = vd_malloc(n * sizeof *host);
+        be->download(be, host, device_grads[g], n * sizeof *host);
+        double err = test_rel_error(host, c->expected_grads[g], n);
+        if (!(err <= worst)) worst = err; /* a NaN error is kept as the worst */
+        free(host);
+        be->release(be, device_grads[g]);
+    }
+    be->release(be, upstream);
+    for (int i = 0; i < MAX_INPUTS; i++)
+        if (device_inputs[i]) be->release(be, device_inputs[i]);
+    return worst;
 }
 
 int main(int argc, char **argv)
@@ -520,7 +713,7 @@ int main(int argc, char **argv)
 
     if (status == 0) {
         vd_backend *backends[2] = {vd_backend_cpu(), vd_backend_cpu_reference()};
-        int failures = 0;
+        int failures = 0, backward_checks = 0;
         for (size_t i = 0; i < count; i++) {
             printf("%-24s %-18s", loaded[i].name, loaded[i].spec->op);
             int ok = 1;
@@ -531,8 +724,22 @@ int main(int argc, char **argv)
             }
             printf("  %s\n", ok ? "ok" : "FAIL");
             failures += !ok;
+            if (!loaded[i].upstream) continue;
+            char backward_name[64];
+            snprintf(backward_name, sizeof backward_name, "%s_backward", loaded[i].spec->op);
+            printf("%-24s %-18s", loaded[i].name, backward_name);
+            ok = 1;
+            for (int b = 0; b < 2; b++) {
+                double rel = run_backward_case(backends[b], &loaded[i]);
+                printf("  %s %.2e", backends[b]->name, rel);
+                if (!(rel <= REL_TOL)) ok = 0;
+            }
+            printf("  %s\n", ok ? "ok" : "FAIL");
+            failures += !ok;
+            backward_checks++;
         }
-        printf("%zu cases, %d failed (tolerance: relative error %.0e)\n", count, failures, REL_TOL);
+        printf("%zu cases (%d with a backward), %d failed (tolerance: relative error %.0e)\n",
+               count, backward_checks, failures, REL_TOL);
         status = failures ? 1 : 0;
         for (int b = 0; b < 2; b++) backends[b]->destroy(backends[b]);
     }
