@@ -393,7 +393,8 @@ static void cuda_temporal_conv_backward(vd_backend *be, float *dx, float *dw, fl
 
 /* One block per (image, group) of x, dy, dx (B, C, S): statistics as in the forward (double sums),
  * then per channel sum(dy) and sum(dy * xhat) (accumulated into dbeta, dgamma), then
- * dx = inv_std (gamma dy - mean(gamma dy) - xhat mean(gamma dy xhat)). */
+ * dx = inv_std (gamma dy - mean(gamma dy) - xhat mean(gamma dy xhat)), formed in double: in a
+ * small group the three terms nearly cancel, and float would keep only their rounding. */
 static __global__ void __launch_bounds__(THREADS)
 group_norm_backward_kernel(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                            const float *gamma, int C, int S, int G, float eps)
@@ -414,8 +415,7 @@ group_norm_backward_kernel(float *dx, float *dgamma, float *dbeta, const float *
     double mean = sum / count;
     double variance = sum_sq / count - mean * mean;
     if (variance < 0.0) variance = 0.0;
-    float inv_std = (float)(1.0 / sqrt(variance + eps));
-    float mean_f = (float)mean;
+    double inv_std = 1.0 / sqrt(variance + (double)eps);
     double gdy_total = 0.0, gdy_xhat_total = 0.0;
     for (int ch = 0; ch < channels; ch++) {
         int c = group * channels + ch;
@@ -425,7 +425,7 @@ group_norm_backward_kernel(float *dx, float *dgamma, float *dbeta, const float *
         for (int s = threadIdx.x; s < S; s += blockDim.x) {
             float g = dy_c[s];
             dy_sum += g;
-            dy_xhat += (double)g * ((x_c[s] - mean_f) * inv_std);
+            dy_xhat += (double)g * (((double)x_c[s] - mean) * inv_std);
         }
         dy_sum = block_total(dy_sum, shared);
         dy_xhat = block_total(dy_xhat, shared);
@@ -437,11 +437,11 @@ group_norm_backward_kernel(float *dx, float *dgamma, float *dbeta, const float *
         gdy_xhat_total += gamma[c] * dy_xhat;
     }
     if (!dx) return;
-    float mean_gdy = (float)(gdy_total / count), mean_gdy_xhat = (float)(gdy_xhat_total / count);
+    double mean_gdy = gdy_total / count, mean_gdy_xhat = gdy_xhat_total / count;
     for (size_t i = threadIdx.x; i < count; i += blockDim.x) {
         int c = group * channels + (int)(i / S);
-        float xhat = (x[base + i] - mean_f) * inv_std;
-        dx[base + i] = inv_std * (gamma[c] * dy[base + i] - mean_gdy - xhat * mean_gdy_xhat);
+        double xhat = ((double)x[base + i] - mean) * inv_std;
+        dx[base + i] = (float)(inv_std * ((double)gamma[c] * dy[base + i] - mean_gdy - xhat * mean_gdy_xhat));
     }
 }
 
