@@ -218,13 +218,13 @@ int main(int argc, char **argv)
     srv.metrics = vd_metrics_new();
     vd_scheduler_config sc = scheduler_config(c);
     srv.scheduler = vd_scheduler_start(srv.engine, srv.store, srv.events, srv.metrics, &sc);
+    srv.ready = 1; /* the model is loaded and the scheduler runs: the first request may come */
     vd_http *http = vd_http_start(&srv, err, sizeof err);
     if (!http) {
         fprintf(stderr, "vdminid: %s\n", err);
         vd_scheduler_stop(srv.scheduler, 0);
         return 1;
     }
-    srv.ready = 1;
     VD_LOG(VD_LOG_INFO, "serving model %s on %s at http://%s/ (port %d)%s", srv.model_id,
            vd_engine_device_name(srv.engine), c->listen, vd_http_port(http),
            c->api_key_count ? "" : "; no api_keys configured, so only loopback clients can reach it");
