@@ -762,12 +762,19 @@ static void *loader_worker(void *arg)
 
 vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int threads, int depth)
 {
+    return vd_loader_new_from(seed, 0, width, height, frames, threads, depth);
+}
+
+vd_loader *vd_loader_new_from(uint64_t seed, uint64_t first, int width, int height, int frames, int threads,
+                              int depth)
+{
     if (width < 8 || height < 8 || width > VD_WORLD_MAX_SIDE || height > VD_WORLD_MAX_SIDE || frames < 1 ||
         frames > VD_WORLD_MAX_FRAMES || threads < 1 || threads > 256 || depth < 1 || depth > 4096)
         return NULL;
     pthread_once(&world_once, world_init);
     vd_loader *l = vd_calloc(1, sizeof *l);
-    *l = (vd_loader){.seed = seed, .width = width, .height = height, .frames = frames, .threads = threads, .depth = depth};
+    *l = (vd_loader){.seed = seed, .width = width, .height = height, .frames = frames, .threads = threads, .depth = depth,
+                     .next_claim = first, .next_deliver = first};
     l->slots = vd_calloc((size_t)depth, sizeof *l->slots);
     for (int i = 0; i < depth; i++) l->slots[i].frames = vd_malloc((size_t)frames * 3 * width * height * sizeof(float));
     pthread_mutex_init(&l->lock, NULL);

@@ -137,6 +137,9 @@ typedef struct vd_loader vd_loader;
 
 /* threads >= 1 workers keep up to depth >= 1 clips rendered ahead. NULL for bad arguments. */
 vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int threads, int depth);
+/* Same, handing out clips first, first + 1, ... (a resumed training run picks up where it was). */
+vd_loader *vd_loader_new_from(uint64_t seed, uint64_t first, int width, int height, int frames, int threads,
+                              int depth);
 /* Blocks until the next clip is ready; copies its frames (frames, 3, height, width) and, when
  * truth is not NULL, its ground truth. */
 void vd_loader_next(vd_loader *l, float *frames, vd_clip_truth *truth);

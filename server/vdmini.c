@@ -9,16 +9,21 @@
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
  *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 7.5] [--i2v]
  *               [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
+ *   vdmini train ae --config FILE.json [--resume DIR] [--device auto|cpu|cuda]
  *
  * generate writes the MP4 and, beside it, FILE.png (the first frame). world writes clips of the
  * synthetic world: DIR/clip_NNNNN.mp4, its first frame DIR/clip_NNNNN.png and one line of ground
  * truth per clip in DIR/truth.jsonl. eval judges videos against their ground truth (or renders
  * prompts from the world, generates them with the model and judges those) and prints a Markdown
  * table; --json writes the same figures as JSON; --i2v judges image-to-video, the world's first
- * frame being the given image. Every bad argument gets a message naming it and exit status 2; a
+ * frame being the given image. train ae trains the autoencoder as the JSON config says (README.md,
+ * "Training"), printing a progress line on stderr; --resume continues from a checkpoint directory
+ * exactly. Every bad argument gets a message naming it and exit status 2; a
  * failure while running gets status 1. */
+#include "backend.h"
 #include "common.h"
 #include "evaluator.h"
+#include "train.h"
 #include "video.h"
 #include "vdmini.h"
 #include "world.h"
@@ -47,7 +52,8 @@ static void usage(FILE *out)
             "  vdmini world --count N [--seed N] [--size WxH] [--frames N] [--fps N] --out DIR\n"
             "  vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]\n"
             "  vdmini eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--i2v]\n"
-            "              [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n");
+            "              [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n"
+            "  vdmini train ae --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n");
 }
 
 static int bad_arg(const char *flag, const char *why)
@@ -569,6 +575,78 @@ static int cmd_eval(int argc, char **argv)
     return rc;
 }
 
+typedef struct {
+    int tty, log_every;
+} train_progress;
+
+static int print_train_progress(void *user, const vd_train_stats *st, int total, double steps_per_s)
+{
+    const train_progress *p = user;
+    int last = st->step == total;
+    if (!p->tty && !last && st->step % p->log_every) return 0;
+    long eta = steps_per_s > 0 ? (long)((total - st->step) / steps_per_s + 0.5) : 0;
+    fprintf(stderr, "%sstep %d/%d  loss %.5f  lr %.3g  %.2f steps/s  ETA %ld:%02ld:%02ld%s", p->tty ? "\r" : "",
+            st->step, total, st->loss, st->lr, steps_per_s, eta / 3600, eta / 60 % 60, eta % 60,
+            p->tty && !last ? "  " : "\n");
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    if (argc < 3) return bad_arg("train", "which model: ae (the autoencoder) or denoiser");
+    if (strcmp(argv[2], "denoiser") == 0)
+        return bad_arg("train denoiser", "not available yet; only \"train ae\" can be run for now");
+    if (strcmp(argv[2], "ae") != 0) return bad_arg(argv[2], "unknown model to train (ae or denoiser)");
+    const char *config = NULL, *resume = NULL;
+    vd_device device = VD_DEVICE_AUTO;
+    for (int i = 3; i < argc; i++) {
+        const char *f = argv[i], *v;
+        if (strcmp(f, "--config") == 0) {
+            if (!(config = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(f, "--resume") == 0) {
+            if (!(resume = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(f, "--device") == 0) {
+            if (!(v = flag_value(argc, argv, &i))) return EXIT_USAGE;
+            if (strcmp(v, "auto") == 0) device = VD_DEVICE_AUTO;
+            else if (strcmp(v, "cpu") == 0) device = VD_DEVICE_CPU;
+            else if (strcmp(v, "cuda") == 0) device = VD_DEVICE_CUDA;
+            else return bad_arg("--device", "expected auto, cpu or cuda");
+        } else {
+            return bad_arg(f, "unknown option for train ae");
+        }
+    }
+    if (!config) return bad_arg("--config", "required (a JSON training config)");
+    vd_train_config cfg;
+    char err[VD_ERR_LEN * 2];
+    vd_train_config_defaults(&cfg);
+    if (vd_train_config_load(config, &cfg, err, sizeof err)) return bad_arg("--config", err);
+    struct stat sb;
+    if (resume && (stat(resume, &sb) || !S_ISDIR(sb.st_mode)))
+        return bad_arg("--resume", "not a checkpoint directory");
+
+    vd_backend *be = NULL;
+    if (device != VD_DEVICE_CPU) {
+        char cuda_err[VD_ERR_LEN];
+        be = vd_backend_cuda(0, cuda_err, sizeof cuda_err);
+        if (!be && device == VD_DEVICE_CUDA) {
+            fprintf(stderr, "vdmini: --device cuda: no CUDA device: %s\n", cuda_err);
+            return 1;
+        }
+    }
+    if (!be) be = vd_backend_cpu();
+    fprintf(stderr, "vdmini: training the autoencoder on %s for %d steps into %s%s%s\n", be->name, cfg.steps,
+            cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
+    train_progress progress = {.tty = isatty(STDERR_FILENO), .log_every = cfg.log_every};
+    int rc = vd_train_ae(&cfg, be, resume, print_train_progress, &progress, err, sizeof err);
+    be->destroy(be);
+    if (rc) {
+        fprintf(stderr, "vdmini: train ae: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "vdmini: wrote %s/ae.safetensors, ae-ema.safetensors, train.csv and loss.svg\n", cfg.out_dir);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -580,6 +658,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc, argv);
     if (strcmp(argv[1], "world") == 0) return cmd_world(argc, argv);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc, argv);
+    if (strcmp(argv[1], "train") == 0) return cmd_train(argc, argv);
     fprintf(stderr, "vdmini: unknown command \"%s\"\n", argv[1]);
     usage(stderr);
     return EXIT_USAGE;

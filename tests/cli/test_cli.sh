@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and
-# image to video) producing a real MP4 and PNG, determinism of a seed, and a clear error with
-# exit status 2 for each kind of bad argument.
+# image to video) producing a real MP4 and PNG, determinism of a seed, a short autoencoder
+# training run and its exact resume, and a clear error with exit status 2 for each kind of bad
+# argument.
 set -u
 : "${top_builddir:=.}"
 vdmini="$top_builddir/vdmini"
@@ -97,6 +98,40 @@ expect_usage_error "eval bad prompts" "--prompts" eval --model "$model" --prompt
 expect_usage_error "eval unknown option" "--speed" eval --videos "$world" --truth "$world/truth.jsonl" --speed 2
 "$vdmini" eval --videos "$world" --truth "$work/none.jsonl" 2>"$work/err"
 if [ $? -eq 1 ] && grep -q "none.jsonl" "$work/err"; then ok "eval missing truth file"; else bad "eval missing truth file"; fi
+
+# Training the autoencoder: a few steps of a very small one, then a resume from the checkpoint
+# halfway that must log the same losses.
+cat >"$work/train.json" <<EOF
+{"steps": 4, "batch": 2, "warmup_steps": 1, "log_every": 1, "checkpoint_every": 2, "loader_threads": 2,
+ "out_dir": "$work/train", "ae": {"channels": [8, 16], "latent_channels": 4, "groups": 4, "image_size": 32}}
+EOF
+if "$vdmini" train ae --config "$work/train.json" --device cpu 2>"$work/err" &&
+   [ -s "$work/train/ae.safetensors" ] && [ -s "$work/train/ae-ema.safetensors" ] &&
+   [ "$(head -n 1 "$work/train/train.csv")" = "step,loss,lr,grad_norm,clips_per_s" ] &&
+   [ "$(wc -l <"$work/train/train.csv")" -eq 5 ] && grep -q '<polyline' "$work/train/loss.svg" &&
+   [ -s "$work/train/step-000002/manifest.json" ] && grep -q "step 4/4  loss" "$work/err" &&
+   "$vdmini" info "$work/train/ae.safetensors" | grep -q "autoencoder: channels 8 16"; then
+    ok "train ae writes weights, CSV, SVG and checkpoints"
+else
+    bad "train ae: $(cat "$work/err")"
+fi
+cut -d, -f1-4 "$work/train/train.csv" >"$work/straight.csv"
+if "$vdmini" train ae --config "$work/train.json" --device cpu --resume "$work/train/step-000002" 2>"$work/err" &&
+   cut -d, -f1-4 "$work/train/train.csv" | cmp -s - "$work/straight.csv"; then
+    ok "train ae resumes exactly"
+else
+    bad "train ae resume: $(cat "$work/err")"
+fi
+printf '{"steps": 2, "out_dir": "%s", "stepz": 1}' "$work/t2" >"$work/typo.json"
+expect_usage_error "train without model" "ae" train
+expect_usage_error "train denoiser" "not available yet" train denoiser --config "$work/train.json"
+expect_usage_error "train unknown model" "unknown model" train vae --config "$work/train.json"
+expect_usage_error "train without config" "--config" train ae
+expect_usage_error "train missing config" "--config" train ae --config "$work/none.json"
+expect_usage_error "train unknown config field" "stepz" train ae --config "$work/typo.json"
+expect_usage_error "train bad device" "--device" train ae --config "$work/train.json" --device tpu
+expect_usage_error "train bad resume" "--resume" train ae --config "$work/train.json" --resume "$work/none"
+expect_usage_error "train unknown option" "--epochs" train ae --config "$work/train.json" --epochs 3
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

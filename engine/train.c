@@ -1,0 +1,718 @@
+/* train.c: the autoencoder's training driver (see train.h): config, schedule, EMA, gradient
+ * accumulation over loader clips, sharded atomic checkpoints and exact resume, CSV log, SVG plot. */
+#include "train.h"
+#include "ae_train.h"
+#include "common.h"
+#include "model.h"
+#include "safetensors.h"
+#include "world.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MANIFEST_FORMAT "vdmini.ae-train/1"
+
+static const char *const GROUPS[] = {"weights", "ema", "adam_m", "adam_v"};
+enum { GROUP_WEIGHTS, GROUP_EMA, GROUP_ADAM_M, GROUP_ADAM_V, GROUP_COUNT };
+
+/* ---- config ---- */
+
+void vd_train_config_defaults(vd_train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->steps = 1000, c->batch = 8;
+    c->lr = 4e-4f, c->min_lr = 4e-5f, c->warmup_steps = 100;
+    c->weight_decay = 0.01f, c->beta1 = 0.9f, c->beta2 = 0.999f, c->eps = 1e-8f;
+    c->clip_norm = 1.0f, c->ema_decay = 0.999f, c->grad_accum = 1;
+    c->loader_threads = 4, c->checkpoint_every = 1000, c->log_every = 10;
+    snprintf(c->init, sizeof c->init, "tiny");
+    c->max_shard_bytes = VD_TRAIN_SHARD_BYTES;
+}
+
+static int get_int(json_t *v, const char *key, long long lo, long long hi, long long *out, char *err, size_t errlen)
+{
+    if (!json_is_integer(v)) return vd_fail(err, errlen, "training config %s: not an integer", key);
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi) return vd_fail(err, errlen, "training config %s: %lld is outside [%lld, %lld]", key, x, lo, hi);
+    *out = x;
+    return 0;
+}
+
+static int get_float(json_t *v, const char *key, double lo, double hi, float *out, char *err, size_t errlen)
+{
+    if (!json_is_number(v)) return vd_fail(err, errlen, "training config %s: not a number", key);
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) return vd_fail(err, errlen, "training config %s: %g is outside [%g, %g]", key, x, lo, hi);
+    *out = (float)x;
+    return 0;
+}
+
+static int get_string(json_t *v, const char *key, char *out, size_t len, char *err, size_t errlen)
+{
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= len)
+        return vd_fail(err, errlen, "training config %s: must be a non-empty string shorter than %zu", key, len);
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+/* The inline autoencoder goes through the model config's own parser. */
+static int parse_inline_ae(json_t *v, vd_ae_config *ae, char *err, size_t errlen)
+{
+    if (!json_is_object(v)) return vd_fail(err, errlen, "training config ae: not an object");
+    json_t *wrap = json_pack("{s:s, s:O}", "format", "vdmini", "ae", v);
+    char *text = json_dumps(wrap, JSON_COMPACT);
+    json_decref(wrap);
+    vd_model_config mc;
+    char inner[256];
+    int rc = vd_config_parse(text, &mc, inner, sizeof inner);
+    free(text);
+    if (rc) return vd_fail(err, errlen, "training config ae: %s", inner);
+    *ae = mc.ae;
+    vd_config_free(&mc);
+    return 0;
+}
+
+int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    if (!root) return vd_fail(err, errlen, "training config: line %d: %s", jerr.line, jerr.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return vd_fail(err, errlen, "training config: not a JSON object");
+    }
+    int rc = 0, have_out = 0, have_init = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        long long i = 0;
+        if (strcmp(key, "steps") == 0) rc = get_int(v, key, 1, 100000000, &i, err, errlen), c->steps = (int)i;
+        else if (strcmp(key, "batch") == 0) rc = get_int(v, key, 1, VD_WORLD_MAX_FRAMES, &i, err, errlen), c->batch = (int)i;
+        else if (strcmp(key, "image_size") == 0) rc = get_int(v, key, 8, VD_WORLD_MAX_SIDE, &i, err, errlen), c->image_size = (int)i;
+        else if (strcmp(key, "warmup_steps") == 0) rc = get_int(v, key, 0, 100000000, &i, err, errlen), c->warmup_steps = (int)i;
+        else if (strcmp(key, "grad_accum") == 0) rc = get_int(v, key, 1, 4096, &i, err, errlen), c->grad_accum = (int)i;
+        else if (strcmp(key, "seed") == 0) rc = get_int(v, key, 0, INT64_MAX, &i, err, errlen), c->seed = (uint64_t)i;
+        else if (strcmp(key, "loader_threads") == 0) rc = get_int(v, key, 1, 256, &i, err, errlen), c->loader_threads = (int)i;
+        else if (strcmp(key, "checkpoint_every") == 0) rc = get_int(v, key, 0, 100000000, &i, err, errlen), c->checkpoint_every = (int)i;
+        else if (strcmp(key, "log_every") == 0) rc = get_int(v, key, 1, 100000000, &i, err, errlen), c->log_every = (int)i;
+        else if (strcmp(key, "lr") == 0) rc = get_float(v, key, 0, 10, &c->lr, err, errlen);
+        else if (strcmp(key, "min_lr") == 0) rc = get_float(v, key, 0, 10, &c->min_lr, err, errlen);
+        else if (strcmp(key, "weight_decay") == 0) rc = get_float(v, key, 0, 10, &c->weight_decay, err, errlen);
+        else if (strcmp(key, "beta1") == 0) rc = get_float(v, key, 0, 0.999999, &c->beta1, err, errlen);
+        else if (strcmp(key, "beta2") == 0) rc = get_float(v, key, 0, 0.999999, &c->beta2, err, errlen);
+        else if (strcmp(key, "eps") == 0) rc = get_float(v, key, 1e-30, 1, &c->eps, err, errlen);
+        else if (strcmp(key, "clip_norm") == 0) rc = get_float(v, key, 0, 1e9, &c->clip_norm, err, errlen);
+        else if (strcmp(key, "ema_decay") == 0) rc = get_float(v, key, 0, 1, &c->ema_decay, err, errlen);
+        else if (strcmp(key, "out_dir") == 0) rc = get_string(v, key, c->out_dir, sizeof c->out_dir, err, errlen), have_out = 1;
+        else if (strcmp(key, "init") == 0) rc = get_string(v, key, c->init, sizeof c->init, err, errlen), have_init = 1;
+        else if (strcmp(key, "ae") == 0) rc = parse_inline_ae(v, &c->ae, err, errlen), c->has_ae = 1;
+        else rc = vd_fail(err, errlen, "training config: unknown field \"%s\"", key);
+        if (rc) break;
+    }
+    json_decref(root);
+    if (rc) return -1;
+    if (!have_out) return vd_fail(err, errlen, "training config out_dir: required");
+    if (have_init && c->has_ae) return vd_fail(err, errlen, "training config: give init or ae, not both");
+    if (c->has_ae) c->init[0] = 0;
+    if (c->warmup_steps > c->steps) return vd_fail(err, errlen, "training config warmup_steps: more than steps");
+    if (c->min_lr > c->lr) return vd_fail(err, errlen, "training config min_lr: above lr");
+    return 0;
+}
+
+/* The whole file as a NUL-terminated string, or NULL with a message. */
+static char *read_text(const char *path, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        vd_fail(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = vd_malloc(cap);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0) buf = vd_realloc(buf, cap *= 2);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        vd_fail(err, errlen, "%s: read error", path);
+        return NULL;
+    }
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+int vd_train_config_load(const char *path, vd_train_config *c, char *err, size_t errlen)
+{
+    char *text = read_text(path, NULL, err, errlen);
+    if (!text) return -1;
+    char inner[256];
+    int rc = vd_train_config_parse(text, c, inner, sizeof inner);
+    free(text);
+    if (rc) return vd_fail(err, errlen, "%s: %s", path, inner);
+    return 0;
+}
+
+/* ---- schedule ---- */
+
+float vd_train_lr(const vd_train_config *c, int step)
+{
+    if (step < c->warmup_steps) return c->lr * (float)(step + 1) / (float)c->warmup_steps;
+    int span = c->steps - 1 - c->warmup_steps;
+    double p = span > 0 ? (double)(step - c->warmup_steps) / span : 1.0;
+    if (p > 1) p = 1;
+    return (float)(c->min_lr + (c->lr - c->min_lr) * 0.5 * (1.0 + cos(3.14159265358979323846 * p)));
+}
+
+/* ---- files ---- */
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int make_dir(const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0777) && errno != EEXIST) return vd_fail(err, errlen, "%s: %s", dir, strerror(errno));
+    return 0;
+}
+
+/* Writes path through path.tmp: write, fsync, rename. */
+static int write_atomic(const char *path, const char *data, size_t len, char *err, size_t errlen)
+{
+    char tmp[VD_TRAIN_PATH_LEN + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return vd_fail(err, errlen, "%s: %s", tmp, strerror(errno));
+    int bad = fwrite(data, 1, len, f) != len || fflush(f) || fsync(fileno(f));
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        unlink(tmp);
+        return vd_fail(err, errlen, "%s: cannot write", path);
+    }
+    return 0;
+}
+
+/* Removes a directory of plain files (a checkpoint being replaced). */
+static void remove_flat_dir(const char *dir)
+{
+    char path[VD_TRAIN_PATH_LEN * 2];
+    for (int i = 0;; i++) {
+        snprintf(path, sizeof path, "%s/shard-%05d.safetensors", dir, i);
+        if (unlink(path)) break;
+    }
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* ---- the run ---- */
+
+struct vd_train_run {
+    vd_train_config cfg;
+    vd_backend *be;
+    vd_model model;
+    vd_ae_trainer trainer;
+    float *ema;          /* backend, the model's layout */
+    vd_loader *loader;
+    uint64_t next_clip;  /* the loader's position */
+    int side;            /* frames are side x side */
+    float *frames_host, *frames_dev;
+};
+
+static int check_side(const vd_train_config *c, const vd_ae_config *ae, int *side, char *err, size_t errlen)
+{
+    *side = c->image_size ? c->image_size : ae->image_size;
+    int factor = 1 << (ae->levels - 1);
+    if (*side % factor || *side < 8 || *side > VD_WORLD_MAX_SIDE)
+        return vd_fail(err, errlen, "image_size %d: must be in [8, %d] and a multiple of %d", *side, VD_WORLD_MAX_SIDE,
+                       factor);
+    return 0;
+}
+
+/* The autoencoder of the config's init (preset or file) or inline config, built and filled. */
+static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t errlen)
+{
+    vd_model_config mc;
+    memset(&mc, 0, sizeof mc);
+    vd_st_file f;
+    int from_file = 0;
+    if (c->has_ae) {
+        mc.ae = c->ae;
+    } else if (vd_config_preset(c->init, &mc) == 0) {
+        vd_ae_config ae = mc.ae;
+        vd_config_free(&mc);
+        memset(&mc, 0, sizeof mc);
+        mc.ae = ae;
+    } else {
+        char inner[256];
+        if (vd_st_read(c->init, &f, inner, sizeof inner))
+            return vd_fail(err, errlen, "init: neither a preset nor a readable weights file: %s", inner);
+        const char *json = vd_st_meta(&f, "vdmini.config");
+        vd_model_config full;
+        if (!json || vd_config_parse(json, &full, inner, sizeof inner)) {
+            vd_st_free(&f);
+            return vd_fail(err, errlen, "init %s: no valid model config in the file", c->init);
+        }
+        mc.ae = full.ae;
+        vd_config_free(&full);
+        if (!mc.ae.present) {
+            vd_st_free(&f);
+            return vd_fail(err, errlen, "init %s: the file has no autoencoder", c->init);
+        }
+        from_file = 1;
+    }
+    int rc = vd_model_build(m, &mc, err, errlen);
+    if (rc == 0) {
+        vd_model_init_random(m, c->seed);
+        for (int i = 0; from_file && i < m->nparams && rc == 0; i++) {
+            const vd_param *p = &m->params[i];
+            const vd_st_tensor *t = vd_st_find(&f, p->name);
+            if (!t || (size_t)vd_st_numel(t) != p->numel || vd_st_to_f32(t, m->host + p->offset))
+                rc = vd_fail(err, errlen, "init %s: tensor %s missing or of the wrong shape", c->init, p->name);
+        }
+    }
+    if (from_file) vd_st_free(&f);
+    return rc;
+}
+
+static float *group_buffer(vd_train_run *r, int g)
+{
+    return g == GROUP_WEIGHTS ? r->model.weights : g == GROUP_EMA ? r->ema : g == GROUP_ADAM_M ? r->trainer.adam_m
+                                                                                               : r->trainer.adam_v;
+}
+
+/* Reads a checkpoint directory into the run's (already built) model and its buffers. */
+static int load_checkpoint(vd_train_run *r, const char *dir, json_t *manifest, char *err, size_t errlen)
+{
+    vd_model *m = &r->model;
+    size_t bytes = m->total * sizeof(float);
+    float *host[GROUP_COUNT];
+    unsigned char *seen = vd_calloc((size_t)GROUP_COUNT * m->nparams, 1);
+    for (int g = 0; g < GROUP_COUNT; g++) host[g] = vd_malloc(bytes);
+    json_t *shards = json_object_get(manifest, "shards");
+    int rc = json_is_array(shards) ? 0 : vd_fail(err, errlen, "%s: manifest has no shard list", dir);
+    for (size_t s = 0; rc == 0 && s < json_array_size(shards); s++) {
+        const char *name = json_string_value(json_array_get(shards, s));
+        char path[VD_TRAIN_PATH_LEN * 2], inner[256];
+        if (!name || strchr(name, '/')) {
+            rc = vd_fail(err, errlen, "%s: bad shard name in the manifest", dir);
+            break;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        vd_st_file f;
+        if (vd_st_read(path, &f, inner, sizeof inner)) {
+            rc = vd_fail(err, errlen, "%s", inner);
+            break;
+        }
+        for (int i = 0; rc == 0 && i < f.count; i++) {
+            const vd_st_tensor *t = &f.tensors[i];
+            const char *dot = strchr(t->name, '.');
+            int g = 0;
+            while (g < GROUP_COUNT && !(dot && (size_t)(dot - t->name) == strlen(GROUPS[g]) &&
+                                        strncmp(t->name, GROUPS[g], strlen(GROUPS[g])) == 0))
+                g++;
+            const vd_param *p = g < GROUP_COUNT ? vd_model_param(m, dot + 1) : NULL;
+            if (!p || t->dtype != VD_ST_F32 || (size_t)vd_st_numel(t) != p->numel) {
+                rc = vd_fail(err, errlen, "%s: unexpected tensor %s", path, t->name);
+                break;
+            }
+            vd_st_to_f32(t, host[g] + p->offset);
+            seen[(size_t)g * m->nparams + (size_t)(p - m->params)] = 1;
+        }
+        vd_st_free(&f);
+    }
+    for (int g = 0; rc == 0 && g < GROUP_COUNT; g++)
+        for (int i = 0; rc == 0 && i < m->nparams; i++)
+            if (!seen[(size_t)g * m->nparams + i])
+                rc = vd_fail(err, errlen, "%s: %s.%s missing", dir, GROUPS[g], m->params[i].name);
+    if (rc == 0) {
+        memcpy(m->host, host[GROUP_WEIGHTS], bytes);
+        for (int g = 0; g < GROUP_COUNT; g++) r->be->upload(r->be, group_buffer(r, g), host[g], bytes);
+        r->be->declare_constant(r->be, m->weights, bytes);
+    }
+    for (int g = 0; g < GROUP_COUNT; g++) free(host[g]);
+    free(seen);
+    return rc;
+}
+
+static json_t *read_manifest(const char *dir, char *err, size_t errlen)
+{
+    char path[VD_TRAIN_PATH_LEN * 2];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) {
+        vd_fail(err, errlen, "%s: %s", path, jerr.text);
+        return NULL;
+    }
+    if (!json_is_string(json_object_get(root, "format")) ||
+        strcmp(json_string_value(json_object_get(root, "format")), MANIFEST_FORMAT) != 0) {
+        json_decref(root);
+        vd_fail(err, errlen, "%s: not a vdmini autoencoder checkpoint", path);
+        return NULL;
+    }
+    return root;
+}
+
+static int manifest_int(json_t *root, const char *key, long long *out)
+{
+    json_t *v = json_object_get(root, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0) return -1;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* Builds the model described by a checkpoint's manifest and checks the config against it. */
+static int open_from_checkpoint(vd_train_run *r, const char *dir, char *err, size_t errlen)
+{
+    json_t *root = read_manifest(dir, err, errlen);
+    if (!root) return -1;
+    long long step = 0, clip = 0, seed = 0, batch = 0, side = 0;
+    const char *model_json = json_string_value(json_object_get(root, "model_config"));
+    vd_model_config mc;
+    char inner[256];
+    int rc = 0;
+    if (manifest_int(root, "step", &step) || manifest_int(root, "next_clip", &clip) ||
+        manifest_int(root, "seed", &seed) || manifest_int(root, "batch", &batch) ||
+        manifest_int(root, "image_size", &side) || !model_json) {
+        rc = vd_fail(err, errlen, "%s: manifest incomplete", dir);
+    } else if (vd_config_parse(model_json, &mc, inner, sizeof inner)) {
+        rc = vd_fail(err, errlen, "%s: model config: %s", dir, inner);
+    } else {
+        if ((uint64_t)seed != r->cfg.seed || batch != r->cfg.batch)
+            rc = vd_fail(err, errlen, "%s: written with seed %lld and batch %lld; the config says %llu and %d", dir, seed,
+                         batch, (unsigned long long)r->cfg.seed, r->cfg.batch);
+        else if (check_side(&r->cfg, &mc.ae, &r->side, err, errlen))
+            rc = -1;
+        else if (r->side != side)
+            rc = vd_fail(err, errlen, "%s: written with image size %lld; the config says %d", dir, side, r->side);
+        if (rc == 0) rc = vd_model_build(&r->model, &mc, err, errlen);
+        vd_config_free(&mc);
+    }
+    if (rc == 0) {
+        r->model.host = vd_malloc(r->model.total * sizeof(float));
+        vd_model_attach(&r->model, r->be);
+        vd_ae_trainer_init(&r->trainer, &r->model);
+        r->ema = r->be->alloc(r->be, r->model.total * sizeof(float));
+        rc = load_checkpoint(r, dir, root, err, errlen);
+        r->trainer.step = (int)step;
+        r->next_clip = (uint64_t)clip;
+    }
+    json_decref(root);
+    return rc;
+}
+
+vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char *resume_dir, char *err, size_t errlen)
+{
+    vd_train_run *r = vd_calloc(1, sizeof *r);
+    r->cfg = *c;
+    r->be = be;
+    int rc;
+    if (resume_dir) {
+        rc = open_from_checkpoint(r, resume_dir, err, errlen);
+    } else {
+        rc = init_model(&r->model, c, err, errlen);
+        if (rc == 0) rc = check_side(c, &r->model.cfg.ae, &r->side, err, errlen);
+        if (rc == 0) {
+            vd_model_attach(&r->model, be);
+            vd_ae_trainer_init(&r->trainer, &r->model);
+            size_t bytes = r->model.total * sizeof(float);
+            r->ema = be->alloc(be, bytes);
+            be->copy(be, r->ema, r->model.weights, bytes);
+        }
+    }
+    if (rc) {
+        vd_train_close(r);
+        return NULL;
+    }
+    r->loader = vd_loader_new_from(c->seed, r->next_clip, r->side, r->side, c->batch, c->loader_threads,
+                                   2 * c->loader_threads + c->grad_accum);
+    size_t n = (size_t)c->batch * 3 * r->side * r->side;
+    r->frames_host = vd_malloc(n * sizeof(float));
+    r->frames_dev = be->alloc(be, n * sizeof(float));
+    return r;
+}
+
+void vd_train_close(vd_train_run *r)
+{
+    if (!r) return;
+    vd_loader_free(r->loader);
+    if (r->frames_dev) r->be->release(r->be, r->frames_dev);
+    free(r->frames_host);
+    if (r->ema) r->be->release(r->be, r->ema);
+    if (r->trainer.m) vd_ae_trainer_free(&r->trainer);
+    vd_model_free(&r->model);
+    free(r);
+}
+
+int vd_train_done_steps(const vd_train_run *r) { return r->trainer.step; }
+
+size_t vd_train_param_count(const vd_train_run *r) { return r->model.total; }
+
+void vd_train_step(vd_train_run *r, vd_train_stats *st)
+{
+    const vd_train_config *c = &r->cfg;
+    vd_backend *be = r->be;
+    vd_model *m = &r->model;
+    size_t n = (size_t)c->batch * 3 * r->side * r->side;
+    vd_ae_zero_grads(&r->trainer);
+    double loss = 0;
+    for (int k = 0; k < c->grad_accum; k++) {
+        vd_loader_next(r->loader, r->frames_host, NULL);
+        r->next_clip++;
+        be->upload(be, r->frames_dev, r->frames_host, n * sizeof(float));
+        loss += vd_ae_loss_and_grads(&r->trainer, r->frames_dev, c->batch, r->side, r->side);
+    }
+    if (c->grad_accum > 1) /* the mean gradient over the micro-batches (elementwise, in place) */
+        be->axpby(be, r->trainer.grads, 0.0f, r->trainer.grads, 1.0f / (float)c->grad_accum, m->total);
+    float lr = vd_train_lr(c, r->trainer.step);
+    vd_adamw_config opt = {.lr = lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
+                           .weight_decay = c->weight_decay, .clip_norm = c->clip_norm};
+    double norm = vd_ae_optimizer_step(&r->trainer, &opt);
+    be->axpby(be, r->ema, 1.0f - c->ema_decay, m->weights, c->ema_decay, m->total);
+    *st = (vd_train_stats){.step = r->trainer.step, .loss = (float)(loss / c->grad_accum), .lr = lr, .grad_norm = norm};
+}
+
+void vd_train_weights(vd_train_run *r, int ema, float *host)
+{
+    r->be->download(r->be, host, ema ? r->ema : r->model.weights, r->model.total * sizeof(float));
+}
+
+/* ---- checkpoints ---- */
+
+/* Bytes a tensor adds to a shard's header, generously. */
+static size_t header_bytes(const char *name) { return strlen(name) + 128; }
+
+int vd_train_checkpoint(vd_train_run *r, char *err, size_t errlen)
+{
+    vd_model *m = &r->model;
+    const vd_train_config *c = &r->cfg;
+    char final_dir[VD_TRAIN_PATH_LEN + 32], tmp_dir[VD_TRAIN_PATH_LEN + 40];
+    if (make_dir(c->out_dir, err, errlen)) return -1;
+    snprintf(final_dir, sizeof final_dir, "%s/step-%06d", c->out_dir, r->trainer.step);
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/.step-%06d.tmp", c->out_dir, r->trainer.step);
+    remove_flat_dir(tmp_dir);
+    if (make_dir(tmp_dir, err, errlen)) return -1;
+
+    size_t bytes = m->total * sizeof(float);
+    float *host[GROUP_COUNT];
+    for (int g = 0; g < GROUP_COUNT; g++) {
+        host[g] = vd_malloc(bytes);
+        r->be->download(r->be, host[g], group_buffer(r, g), bytes);
+    }
+    json_t *shards = json_array();
+    vd_st_writer *w = NULL;
+    size_t used = 0;
+    int rc = 0;
+    for (int g = 0; rc == 0 && g <= GROUP_COUNT; g++) {
+        for (int i = 0; rc == 0 && i < (g < GROUP_COUNT ? m->nparams : 1); i++) {
+            const vd_param *p = g < GROUP_COUNT ? &m->params[i] : NULL;
+            char name[256];
+            size_t need = 0;
+            if (p) {
+                snprintf(name, sizeof name, "%s.%s", GROUPS[g], p->name);
+                need = p->numel * sizeof(float) + header_bytes(name);
+                if (need + 64 > c->max_shard_bytes) {
+                    rc = vd_fail(err, errlen, "tensor %s does not fit in a %zu-byte shard", name, c->max_shard_bytes);
+                    break;
+                }
+            }
+            /* close the shard when this tensor would overflow it, and at the very end */
+            if (w && (!p || used + need > c->max_shard_bytes)) {
+                char shard[64], path[VD_TRAIN_PATH_LEN + 128];
+                snprintf(shard, sizeof shard, "shard-%05zu.safetensors", json_array_size(shards));
+                snprintf(path, sizeof path, "%s/%s", tmp_dir, shard);
+                rc = vd_st_writer_save(w, path, err, errlen);
+                vd_st_writer_free(w);
+                w = NULL;
+                json_array_append_new(shards, json_string(shard));
+            }
+            if (p && rc == 0) {
+                if (!w) w = vd_st_writer_new(), used = 64;
+                vd_st_writer_add_f32(w, name, VD_ST_F32, host[g] + p->offset, p->ndim, p->shape);
+                used += need;
+            }
+        }
+    }
+    if (w) vd_st_writer_free(w);
+    for (int g = 0; g < GROUP_COUNT; g++) free(host[g]);
+
+    if (rc == 0) {
+        char *model_json = vd_config_to_json(&m->cfg);
+        json_t *root = json_pack("{s:s, s:i, s:I, s:I, s:i, s:i, s:s, s:o}", "format", MANIFEST_FORMAT, "step",
+                                 r->trainer.step, "next_clip", (json_int_t)r->next_clip, "seed", (json_int_t)c->seed,
+                                 "batch", c->batch, "image_size", r->side, "model_config", model_json, "shards",
+                                 shards);
+        free(model_json);
+        char *text = json_dumps(root, JSON_INDENT(2));
+        json_decref(root);
+        char path[VD_TRAIN_PATH_LEN + 64];
+        snprintf(path, sizeof path, "%s/manifest.json", tmp_dir);
+        rc = write_atomic(path, text, strlen(text), err, errlen);
+        free(text);
+    } else {
+        json_decref(shards);
+    }
+    if (rc == 0) {
+        fsync_dir(tmp_dir);
+        remove_flat_dir(final_dir); /* a checkpoint of this step from an earlier, longer run */
+        if (rename(tmp_dir, final_dir)) rc = vd_fail(err, errlen, "%s: %s", final_dir, strerror(errno));
+        else fsync_dir(c->out_dir);
+    }
+    if (rc) remove_flat_dir(tmp_dir);
+    return rc;
+}
+
+/* ---- log and plot ---- */
+
+/* Keeps the CSV's header and its rows up to step `upto` (a resumed run rewrites what follows);
+ * creates it with a header when absent. */
+static int prepare_csv(const char *path, int upto, char *err, size_t errlen)
+{
+    static const char header[] = "step,loss,lr,grad_norm,clips_per_s\n";
+    size_t len;
+    char scratch[256];
+    char *text = read_text(path, &len, scratch, sizeof scratch);
+    if (!text) return write_atomic(path, header, strlen(header), err, errlen);
+    size_t keep = 0;
+    for (char *line = text; *line;) {
+        char *end = strchr(line, '\n');
+        size_t next = end ? (size_t)(end - text) + 1 : len;
+        int step;
+        if (line != text && (sscanf(line, "%d,", &step) != 1 || step > upto)) break;
+        keep = next;
+        line = text + next;
+    }
+    int rc = write_atomic(path, text, keep, err, errlen);
+    free(text);
+    return rc;
+}
+
+#define PLOT_W 720
+#define PLOT_H 420
+#define PLOT_LEFT 70
+#define PLOT_RIGHT 20
+#define PLOT_TOP 30
+#define PLOT_BOTTOM 50
+
+int vd_train_plot(const char *csv_path, const char *svg_path, char *err, size_t errlen)
+{
+    char *text = read_text(csv_path, NULL, err, errlen);
+    if (!text) return -1;
+    int cap = 256, n = 0;
+    double *xs = vd_malloc((size_t)cap * sizeof(double)), *ys = vd_malloc((size_t)cap * sizeof(double));
+    double xmax = 1, ymin = INFINITY, ymax = -INFINITY;
+    for (char *line = strchr(text, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        int step;
+        double loss;
+        if (sscanf(line + 1, "%d,%lf", &step, &loss) != 2 || !(loss > 0) || !isfinite(loss)) continue;
+        if (n == cap) {
+            cap *= 2;
+            xs = vd_realloc(xs, (size_t)cap * sizeof(double));
+            ys = vd_realloc(ys, (size_t)cap * sizeof(double));
+        }
+        xs[n] = step, ys[n] = log10(loss), n++;
+        if (step > xmax) xmax = step;
+        if (ys[n - 1] < ymin) ymin = ys[n - 1];
+        if (ys[n - 1] > ymax) ymax = ys[n - 1];
+    }
+    free(text);
+    if (n == 0) ymin = -1, ymax = 0;
+    double lo = floor(ymin), hi = ceil(ymax);
+    if (hi <= lo) hi = lo + 1;
+    double pw = PLOT_W - PLOT_LEFT - PLOT_RIGHT, ph = PLOT_H - PLOT_TOP - PLOT_BOTTOM;
+    size_t cap_out = 4096 + (size_t)n * 32, used = 0;
+    char *svg = vd_malloc(cap_out);
+#define EMIT(...) used += (size_t)snprintf(svg + used, cap_out - used, __VA_ARGS__)
+    EMIT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+         "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+         PLOT_W, PLOT_H);
+    EMIT("<text x=\"%d\" y=\"18\" font-size=\"14\">autoencoder reconstruction loss</text>\n", PLOT_LEFT);
+    for (int d = (int)lo; d <= (int)hi; d++) { /* one gridline per decade */
+        double y = PLOT_TOP + ph * (hi - d) / (hi - lo);
+        EMIT("<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+             "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">1e%d</text>\n",
+             PLOT_LEFT, y, PLOT_LEFT + pw, y, PLOT_LEFT - 6, y + 4, d);
+    }
+    EMIT("<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n", PLOT_LEFT, PLOT_TOP,
+         pw, ph);
+    EMIT("<text x=\"%d\" y=\"%d\" text-anchor=\"start\">0</text><text x=\"%.0f\" y=\"%d\" text-anchor=\"end\">%.0f</text>"
+         "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\">step</text>\n",
+         PLOT_LEFT, PLOT_H - PLOT_BOTTOM + 16, PLOT_LEFT + pw, PLOT_H - PLOT_BOTTOM + 16, xmax, PLOT_LEFT + pw / 2,
+         PLOT_H - 12);
+    EMIT("<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"");
+    for (int i = 0; i < n; i++)
+        EMIT("%.1f,%.1f ", PLOT_LEFT + pw * xs[i] / xmax, PLOT_TOP + ph * (hi - ys[i]) / (hi - lo));
+    EMIT("\"/>\n</svg>\n");
+#undef EMIT
+    free(xs), free(ys);
+    int rc = write_atomic(svg_path, svg, used, err, errlen);
+    free(svg);
+    return rc;
+}
+
+/* ---- the whole run ---- */
+
+static int save_weights(vd_train_run *r, int ema, const char *name, char *err, size_t errlen)
+{
+    char path[VD_TRAIN_PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/%s", r->cfg.out_dir, name);
+    vd_train_weights(r, ema, r->model.host);
+    return vd_model_save(&r->model, path, VD_ST_F32, err, errlen);
+}
+
+int vd_train_ae(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
+                void *user, char *err, size_t errlen)
+{
+    if (make_dir(c->out_dir, err, errlen)) return -1;
+    vd_train_run *r = vd_train_open(c, be, resume_dir, err, errlen);
+    if (!r) return -1;
+    char csv_path[VD_TRAIN_PATH_LEN + 16], svg_path[VD_TRAIN_PATH_LEN + 16];
+    snprintf(csv_path, sizeof csv_path, "%s/train.csv", c->out_dir);
+    snprintf(svg_path, sizeof svg_path, "%s/loss.svg", c->out_dir);
+    int rc = prepare_csv(csv_path, vd_train_done_steps(r), err, errlen);
+    FILE *csv = rc ? NULL : fopen(csv_path, "a");
+    if (!rc && !csv) rc = vd_fail(err, errlen, "%s: %s", csv_path, strerror(errno));
+    int first = vd_train_done_steps(r), stopped = 0;
+    double start = vd_now(), window_start = start;
+    int window_steps = 0;
+    while (rc == 0 && !stopped && vd_train_done_steps(r) < c->steps) {
+        vd_train_stats st;
+        vd_train_step(r, &st);
+        window_steps++;
+        double now = vd_now();
+        if (st.step % c->log_every == 0 || st.step == c->steps) {
+            double clips_per_s = window_steps * c->grad_accum / fmax(now - window_start, 1e-9);
+            fprintf(csv, "%d,%.8g,%.8g,%.8g,%.4g\n", st.step, st.loss, st.lr, st.grad_norm, clips_per_s);
+            fflush(csv);
+            window_start = now, window_steps = 0;
+        }
+        if (progress && progress(user, &st, c->steps, (st.step - first) / fmax(now - start, 1e-9))) stopped = 1;
+        if (stopped || st.step == c->steps || (c->checkpoint_every && st.step % c->checkpoint_every == 0)) {
+            rc = vd_train_checkpoint(r, err, errlen);
+            if (rc == 0) rc = vd_train_plot(csv_path, svg_path, err, errlen);
+        }
+    }
+    if (csv && fclose(csv) && rc == 0) rc = vd_fail(err, errlen, "%s: write error", csv_path);
+    if (rc == 0 && !stopped) rc = save_weights(r, 0, "ae.safetensors", err, errlen);
+    if (rc == 0 && !stopped) rc = save_weights(r, 1, "ae-ema.safetensors", err, errlen);
+    if (rc == 0 && first == c->steps) rc = vd_train_plot(csv_path, svg_path, err, errlen);
+    vd_train_close(r);
+    return rc;
+}

@@ -1,0 +1,104 @@
+/* train.h: the autoencoder's training driver — a run's JSON config, the learning-rate schedule
+ * (linear warm-up, then cosine down to min_lr), an EMA of the weights, gradient accumulation,
+ * frames from the world's threaded loader, sharded atomic checkpoints that resume a run exactly,
+ * a CSV log and an SVG plot of the loss.
+ *
+ * Data: every micro-batch is the `batch` frames of one clip of the world (clip k of the loader is
+ * clip k of the world's seed), so an optimizer step sees grad_accum clips. Frames of one clip
+ * share background and objects; across steps the clips vary, and the per-frame reconstruction
+ * loss does not care which clip a frame came from. The loader's position (the next clip) is the
+ * whole of the data's state, so a checkpoint stores it and a resumed run draws the same clips.
+ *
+ * A checkpoint is a directory out_dir/step-NNNNNN holding manifest.json (step, next clip, model
+ * config, the shards) and safetensors shards of at most max_shard_bytes each with the tensors
+ * "weights.NAME", "ema.NAME", "adam_m.NAME" and "adam_v.NAME" for every parameter NAME. It is
+ * written into a temporary directory, every file fsync'd, then renamed into place. */
+#ifndef VD_TRAIN_H
+#define VD_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+
+#define VD_TRAIN_SHARD_BYTES (16u << 20)
+#define VD_TRAIN_PATH_LEN 1024
+
+typedef struct {
+    int steps;            /* optimizer steps in the whole run */
+    int batch;            /* frames per micro-batch (one clip) */
+    int image_size;       /* frames are image_size x image_size; 0: the autoencoder's image_size */
+    float lr, min_lr;     /* peak learning rate, and where the cosine ends */
+    int warmup_steps;     /* linear ramp up to lr */
+    float weight_decay, beta1, beta2, eps;
+    float clip_norm;      /* global gradient norm limit; 0: no clipping */
+    float ema_decay;      /* ema = decay * ema + (1 - decay) * weights after each step */
+    int grad_accum;       /* micro-batches summed per optimizer step */
+    uint64_t seed;        /* the world's clips and the random initialisation */
+    int loader_threads;
+    int checkpoint_every; /* steps; 0: only at the end */
+    int log_every;        /* steps between CSV rows */
+    char out_dir[VD_TRAIN_PATH_LEN];
+    char init[VD_TRAIN_PATH_LEN]; /* a preset name or a weights file holding an autoencoder */
+    int has_ae;                   /* ae below was given inline (random initialisation) */
+    vd_ae_config ae;
+    size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
+} vd_train_config;
+
+/* Defaults: steps 1000, batch 8, image_size 0, lr 4e-4, min_lr 4e-5, warmup_steps 100,
+ * weight_decay 0.01, beta1 0.9, beta2 0.999, eps 1e-8, clip_norm 1, ema_decay 0.999,
+ * grad_accum 1, seed 0, loader_threads 4, checkpoint_every 1000, log_every 10, init "tiny". */
+void vd_train_config_defaults(vd_train_config *c);
+/* Parses a JSON object over the defaults: every key is checked (unknown keys are errors), and
+ * out_dir is required. "ae" is an inline autoencoder config (as in a model file) instead of
+ * "init". Returns 0, or -1 with a message naming the field. */
+int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_t errlen);
+int vd_train_config_load(const char *path, vd_train_config *c, char *err, size_t errlen);
+
+/* Learning rate of optimizer step `step` (0-based): lr * (step + 1) / warmup_steps during the
+ * warm-up, then min_lr + (lr - min_lr) (1 + cos(pi p)) / 2 with p going from 0 at the first step
+ * after the warm-up to 1 at the last step. */
+float vd_train_lr(const vd_train_config *c, int step);
+
+typedef struct vd_train_run vd_train_run;
+
+typedef struct {
+    int step;             /* steps done, this one included */
+    float loss, lr;       /* the step's mean reconstruction loss and learning rate */
+    double grad_norm;     /* before clipping */
+} vd_train_stats;
+
+/* Starts a run on be (the CPU or a GPU backend with backward ops): from the config's init, or
+ * from the checkpoint directory resume_dir (NULL for a fresh start). The config must match the
+ * checkpoint's seed, batch and image size. NULL with a message on failure. */
+vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char *resume_dir, char *err,
+                            size_t errlen);
+/* One optimizer step: grad_accum micro-batches, clipping, AdamW at the scheduled rate, EMA. */
+void vd_train_step(vd_train_run *r, vd_train_stats *st);
+int vd_train_done_steps(const vd_train_run *r);
+/* Floats in the model's parameter buffer (what vd_train_weights writes). */
+size_t vd_train_param_count(const vd_train_run *r);
+/* Writes out_dir/step-NNNNNN for the steps done so far (replacing one of that name). */
+int vd_train_checkpoint(vd_train_run *r, char *err, size_t errlen);
+/* Copies the weights (ema 0) or their EMA (ema 1) to host, in the model's parameter layout. */
+void vd_train_weights(vd_train_run *r, int ema, float *host);
+void vd_train_close(vd_train_run *r);
+
+/* Called after every step with the throughput so far; return non-zero to stop (after a
+ * checkpoint). */
+typedef int (*vd_train_progress_fn)(void *user, const vd_train_stats *st, int total, double steps_per_s);
+
+/* The whole run: steps until c->steps with a CSV row every log_every steps (out_dir/train.csv:
+ * step,loss,lr,grad_norm,clips_per_s; a resumed run drops rows past its checkpoint), a checkpoint
+ * every checkpoint_every steps and at the end, out_dir/loss.svg redrawn at each checkpoint, and
+ * finally out_dir/ae.safetensors (the weights) and out_dir/ae-ema.safetensors (their EMA).
+ * Returns 0, or -1 with a message. */
+int vd_train_ae(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
+                void *user, char *err, size_t errlen);
+
+/* Reads a CSV written by vd_train_ae and writes an SVG of loss against step, the loss axis
+ * logarithmic. */
+int vd_train_plot(const char *csv_path, const char *svg_path, char *err, size_t errlen);
+
+#endif

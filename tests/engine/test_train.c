@@ -1,0 +1,249 @@
+/* test_train.c: the autoencoder's training driver — the config parser, the learning-rate
+ * schedule, the EMA update, a checkpoint cut into several small shards that reads back bit for
+ * bit, and resume exactness: 6 steps straight against 3 steps, a checkpoint, everything freed,
+ * and 3 more steps from the checkpoint, which must give the same losses, weights and EMA bit for
+ * bit. Runs on the CPU reference backend (plain loops, one thread: deterministic) with a very
+ * small autoencoder. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "common.h"
+#include "train.h"
+
+#define STEPS 6
+
+static char work_dir[] = "vdmini-train-XXXXXX";
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return mkdtemp(work_dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return nftw(work_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A tiny run in work_dir/NAME: channels [8, 16], 32x32 frames, two frames per clip, two clips
+ * per step. */
+static void tiny_config(vd_train_config *c, const char *name)
+{
+    char json[1024], err[256];
+    snprintf(json, sizeof json,
+             "{\"steps\": %d, \"batch\": 2, \"lr\": 0.002, \"min_lr\": 0.0002, \"warmup_steps\": 2,"
+             " \"grad_accum\": 2, \"ema_decay\": 0.9, \"loader_threads\": 2, \"seed\": 7, \"out_dir\": \"%s/%s\","
+             " \"ae\": {\"channels\": [8, 16], \"latent_channels\": 4, \"groups\": 4, \"image_size\": 32}}",
+             STEPS, work_dir, name);
+    vd_train_config_defaults(c);
+    int rc = vd_train_config_parse(json, c, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    vd_train_config c;
+    char err[256];
+    tiny_config(&c, "parsed");
+    assert_int_equal(c.steps, STEPS);
+    assert_int_equal(c.grad_accum, 2);
+    assert_int_equal(c.ae.levels, 2);
+    assert_int_equal(c.checkpoint_every, 1000); /* a default kept */
+    vd_train_config_defaults(&c);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"stepz\": 3}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "stepz"));
+    vd_train_config_defaults(&c);
+    assert_int_equal(vd_train_config_parse("{\"steps\": 3}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "out_dir"));
+    vd_train_config_defaults(&c);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"lr\": -1}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "lr"));
+    vd_train_config_defaults(&c);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"init\": \"tiny\", \"ae\": {}}", &c, err, sizeof err), -1);
+}
+
+static void test_schedule(void **state)
+{
+    (void)state;
+    vd_train_config c;
+    vd_train_config_defaults(&c);
+    c.steps = 13, c.warmup_steps = 4, c.lr = 1.0f, c.min_lr = 0.1f;
+    assert_float_equal(vd_train_lr(&c, 0), 0.25, 1e-6);
+    assert_float_equal(vd_train_lr(&c, 1), 0.5, 1e-6);
+    assert_float_equal(vd_train_lr(&c, 3), 1.0, 1e-6);
+    assert_float_equal(vd_train_lr(&c, 4), 1.0, 1e-6);   /* cosine starts at the peak */
+    assert_float_equal(vd_train_lr(&c, 8), 0.55, 1e-6);  /* halfway: the middle of [min_lr, lr] */
+    assert_float_equal(vd_train_lr(&c, 12), 0.1, 1e-6);  /* the last step runs at min_lr */
+    for (int s = 5; s < 13; s++) assert_true(vd_train_lr(&c, s) < vd_train_lr(&c, s - 1));
+    c.warmup_steps = 0;
+    assert_float_equal(vd_train_lr(&c, 0), 1.0, 1e-6);
+}
+
+static void test_ema(void **state)
+{
+    (void)state;
+    vd_train_config c;
+    char err[256];
+    tiny_config(&c, "ema");
+    vd_train_run *r = vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err);
+    assert_non_null(r);
+    size_t n = vd_train_param_count(r);
+    float *w0 = vd_malloc(n * sizeof(float)), *w1 = vd_malloc(n * sizeof(float)), *ema = vd_malloc(n * sizeof(float));
+    vd_train_weights(r, 0, w0);
+    vd_train_weights(r, 1, ema);
+    assert_memory_equal(w0, ema, n * sizeof(float)); /* the EMA starts at the initial weights */
+    vd_train_stats st;
+    vd_train_step(r, &st);
+    assert_int_equal(st.step, 1);
+    assert_true(st.loss > 0 && st.grad_norm > 0);
+    assert_float_equal(st.lr, c.lr / 2, 1e-9); /* first of two warm-up steps */
+    vd_train_weights(r, 0, w1);
+    vd_train_weights(r, 1, ema);
+    double worst = 0, moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        double want = c.ema_decay * (double)w0[i] + (1 - c.ema_decay) * (double)w1[i];
+        worst = fmax(worst, fabs(ema[i] - want));
+        moved = fmax(moved, fabs(w1[i] - w0[i]));
+    }
+    assert_true(moved > 1e-4);
+    assert_true(worst < 1e-6);
+    free(w0), free(w1), free(ema);
+    vd_train_close(r);
+}
+
+/* Runs STEPS steps in work_dir/NAME, stopped after `cut` steps, checkpointed, freed and resumed
+ * (cut 0: straight through); returns losses, final weights and EMA. */
+static void run(const char *name, int cut, size_t shard_bytes, float *losses, float **weights, float **ema, size_t *n)
+{
+    vd_train_config c;
+    char err[256];
+    tiny_config(&c, name);
+    c.max_shard_bytes = shard_bytes;
+    vd_backend *be = vd_backend_cpu_reference();
+    vd_train_run *r = vd_train_open(&c, be, NULL, err, sizeof err);
+    assert_non_null(r);
+    for (int s = 0; s < STEPS; s++) {
+        if (cut && s == cut) {
+            assert_int_equal(vd_train_checkpoint(r, err, sizeof err), 0);
+            vd_train_close(r);
+            char dir[1200];
+            snprintf(dir, sizeof dir, "%s/step-%06d", c.out_dir, cut);
+            r = vd_train_open(&c, be, dir, err, sizeof err);
+            if (!r) fprintf(stderr, "%s\n", err);
+            assert_non_null(r);
+            assert_int_equal(vd_train_done_steps(r), cut);
+        }
+        vd_train_stats st;
+        vd_train_step(r, &st);
+        assert_int_equal(st.step, s + 1);
+        losses[s] = st.loss;
+    }
+    *n = vd_train_param_count(r);
+    *weights = vd_malloc(*n * sizeof(float)), *ema = vd_malloc(*n * sizeof(float));
+    vd_train_weights(r, 0, *weights);
+    vd_train_weights(r, 1, *ema);
+    vd_train_close(r);
+}
+
+static void test_resume_exact(void **state)
+{
+    (void)state;
+    float straight[STEPS], resumed[STEPS], *w_a, *w_b, *ema_a, *ema_b;
+    size_t n_a, n_b;
+    run("straight", 0, VD_TRAIN_SHARD_BYTES, straight, &w_a, &ema_a, &n_a);
+    run("resumed", 3, VD_TRAIN_SHARD_BYTES, resumed, &w_b, &ema_b, &n_b);
+    for (int s = 0; s < STEPS; s++) fprintf(stderr, "step %d: loss %.9g / %.9g\n", s + 1, straight[s], resumed[s]);
+    assert_true(straight[STEPS - 1] < straight[0]);
+    assert_memory_equal(straight, resumed, sizeof straight);
+    assert_int_equal(n_a, n_b);
+    assert_memory_equal(w_a, w_b, n_a * sizeof(float));
+    assert_memory_equal(ema_a, ema_b, n_a * sizeof(float));
+    free(w_a), free(w_b), free(ema_a), free(ema_b);
+}
+
+/* A shard limit far below the checkpoint's size: several shards, none over the limit, and the
+ * checkpoint reads back to the same weights and EMA. */
+static void test_shards(void **state)
+{
+    (void)state;
+    const size_t limit = 48 << 10;
+    vd_train_config c;
+    char err[256], dir[1200], path[1300];
+    tiny_config(&c, "shards");
+    c.max_shard_bytes = limit;
+    vd_backend *be = vd_backend_cpu_reference();
+    vd_train_run *r = vd_train_open(&c, be, NULL, err, sizeof err);
+    assert_non_null(r);
+    vd_train_stats st;
+    vd_train_step(r, &st);
+    assert_int_equal(vd_train_checkpoint(r, err, sizeof err), 0);
+    size_t n = vd_train_param_count(r);
+    float *w = vd_malloc(n * sizeof(float)), *ema = vd_malloc(n * sizeof(float)), *back = vd_malloc(n * sizeof(float));
+    vd_train_weights(r, 0, w);
+    vd_train_weights(r, 1, ema);
+    vd_train_close(r);
+
+    snprintf(dir, sizeof dir, "%s/step-000001", c.out_dir);
+    int shards = 0;
+    size_t total = 0;
+    struct stat sb;
+    for (;; shards++) {
+        snprintf(path, sizeof path, "%s/shard-%05d.safetensors", dir, shards);
+        if (stat(path, &sb)) break;
+        assert_true((size_t)sb.st_size <= limit);
+        total += (size_t)sb.st_size;
+    }
+    assert_true(total >= 4 * n * sizeof(float));
+    assert_true(shards >= 4);
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    assert_int_equal(stat(path, &sb), 0);
+    snprintf(path, sizeof path, "%s/.step-000001.tmp", c.out_dir);
+    assert_int_not_equal(stat(path, &sb), 0); /* the temporary directory is gone */
+
+    r = vd_train_open(&c, be, dir, err, sizeof err);
+    assert_non_null(r);
+    vd_train_weights(r, 0, back);
+    assert_memory_equal(w, back, n * sizeof(float));
+    vd_train_weights(r, 1, back);
+    assert_memory_equal(ema, back, n * sizeof(float));
+    vd_train_close(r);
+
+    /* a config that does not match the checkpoint is refused */
+    c.batch = 3;
+    assert_null(vd_train_open(&c, be, dir, err, sizeof err));
+    assert_non_null(strstr(err, "batch"));
+    free(w), free(ema), free(back);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_ema),
+        cmocka_unit_test(test_shards),
+        cmocka_unit_test(test_resume_exact),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
