@@ -186,69 +186,57 @@ static void declare_attn3d(vd_model *m, const char *p, int c, int ctx)
 
 /* ------------------------------------------------------------------------------------------
  * The UNet's stage plan: one list, derived from the config, that both the parameter
- * declaration and the forward pass walk, so skip bookkeeping lives in one place.
+ * declaration, the forward pass and the training pass (denoiser_train.c) walk, so skip
+ * bookkeeping lives in one place.
  * ------------------------------------------------------------------------------------------ */
 
-typedef enum { ST_CONV_IN, ST_DOWN_BLOCK, ST_DOWNSAMPLE, ST_MID, ST_UP_BLOCK, ST_UPSAMPLE, ST_OUT } stage_kind;
-
-typedef struct {
-    stage_kind kind;
-    char name[16]; /* block name for blocks, else empty */
-    int level;     /* resolution level the stage runs at (its input) */
-    int ci, co;    /* channels in (after any skip concat) and out */
-    int skip_ch;   /* channels of the skip popped and concatenated before it, 0 if none */
-    int push;      /* level whose skip stack gets the output, -1 if none */
-    int attn;      /* block has an attention part */
-} unet_stage;
-
-#define MAX_STAGES 512
 #define MAX_SKIPS 64
 
-static int unet_plan(const vd_unet_config *u, unet_stage *st, char *err, size_t errlen)
+int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t errlen)
 {
     int n = 0, K = u->levels, R = u->blocks_per_level, h = u->channels[0];
     int skip_ch[VD_MAX_LEVELS][MAX_SKIPS], skip_n[VD_MAX_LEVELS] = {0};
-    st[n++] = (unet_stage){.kind = ST_CONV_IN, .level = 0, .ci = u->in_channels, .co = h, .push = 0};
+    st[n++] = (vd_unet_stage){.kind = VD_STAGE_CONV_IN, .level = 0, .ci = u->in_channels, .co = h, .push = 0};
     skip_ch[0][skip_n[0]++] = h;
     for (int l = 0; l < K; l++) {
         for (int b = 0; b < R; b++) {
-            unet_stage s = {.kind = ST_DOWN_BLOCK, .level = l, .ci = h, .co = u->channels[l], .push = l,
-                            .attn = u->attention[l]};
+            vd_unet_stage s = {.kind = VD_STAGE_DOWN_BLOCK, .level = l, .ci = h, .co = u->channels[l], .push = l,
+                               .attn = u->attention[l]};
             snprintf(s.name, sizeof s.name, "down.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
-            if (skip_n[l] >= MAX_SKIPS || n >= MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
+            if (skip_n[l] >= MAX_SKIPS || n >= VD_UNET_MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
             st[n++] = s;
             h = s.co;
             skip_ch[l][skip_n[l]++] = h;
         }
         if (l < K - 1) {
-            st[n++] = (unet_stage){.kind = ST_DOWNSAMPLE, .level = l, .ci = h, .co = h, .push = l + 1};
+            st[n++] = (vd_unet_stage){.kind = VD_STAGE_DOWNSAMPLE, .level = l, .ci = h, .co = h, .push = l + 1};
             skip_ch[l + 1][skip_n[l + 1]++] = h;
         }
     }
     if (!vd_unet_block_removed(u, "mid")) {
-        st[n] = (unet_stage){.kind = ST_MID, .level = K - 1, .ci = h, .co = h, .push = -1, .attn = u->attention[K - 1]};
+        st[n] = (vd_unet_stage){.kind = VD_STAGE_MID, .level = K - 1, .ci = h, .co = h, .push = -1, .attn = u->attention[K - 1]};
         snprintf(st[n].name, sizeof st[n].name, "mid");
         n++;
     }
     for (int l = K - 1; l >= 0; l--) {
         for (int b = 0; b <= R; b++) {
-            unet_stage s = {.kind = ST_UP_BLOCK, .level = l, .co = u->channels[l], .push = -1, .attn = u->attention[l]};
+            vd_unet_stage s = {.kind = VD_STAGE_UP_BLOCK, .level = l, .co = u->channels[l], .push = -1, .attn = u->attention[l]};
             snprintf(s.name, sizeof s.name, "up.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
-            if (n >= MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
+            if (n >= VD_UNET_MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
             s.skip_ch = skip_n[l] ? skip_ch[l][--skip_n[l]] : 0;
             s.ci = h + s.skip_ch;
             st[n++] = s;
             h = s.co;
         }
-        if (l > 0) st[n++] = (unet_stage){.kind = ST_UPSAMPLE, .level = l, .ci = h, .co = h, .push = -1};
+        if (l > 0) st[n++] = (vd_unet_stage){.kind = VD_STAGE_UPSAMPLE, .level = l, .ci = h, .co = h, .push = -1};
     }
-    st[n++] = (unet_stage){.kind = ST_OUT, .level = 0, .ci = h, .co = u->out_channels, .push = -1};
+    st[n++] = (vd_unet_stage){.kind = VD_STAGE_OUT, .level = 0, .ci = h, .co = u->out_channels, .push = -1};
     for (int i = 0; i < n; i++) {
-        const unet_stage *s = &st[i];
-        if (s->kind == ST_OUT || s->kind == ST_CONV_IN) {
-            if (s->kind == ST_OUT && s->ci % u->groups)
+        const vd_unet_stage *s = &st[i];
+        if (s->kind == VD_STAGE_OUT || s->kind == VD_STAGE_CONV_IN) {
+            if (s->kind == VD_STAGE_OUT && s->ci % u->groups)
                 return vd_fail(err, errlen, "UNet output norm: %d channels not divisible by groups %d", s->ci, u->groups);
             continue;
         }
@@ -261,9 +249,9 @@ static int unet_plan(const vd_unet_config *u, unet_stage *st, char *err, size_t 
 
 int vd_unet_block_names(const vd_unet_config *u, char names[][16], int max)
 {
-    unet_stage st[MAX_STAGES];
+    vd_unet_stage st[VD_UNET_MAX_STAGES];
     char err[128];
-    int n = unet_plan(u, st, err, sizeof err), count = 0;
+    int n = vd_unet_plan(u, st, err, sizeof err), count = 0;
     for (int i = 0; i < n && count < max; i++)
         if (st[i].name[0]) snprintf(names[count++], 16, "%s", st[i].name);
     return count;
@@ -272,30 +260,30 @@ int vd_unet_block_names(const vd_unet_config *u, char names[][16], int max)
 static int declare_unet(vd_model *m, char *err, size_t errlen)
 {
     const vd_unet_config *u = &m->cfg.unet;
-    unet_stage st[MAX_STAGES];
-    int n = unet_plan(u, st, err, errlen);
+    vd_unet_stage st[VD_UNET_MAX_STAGES];
+    int n = vd_unet_plan(u, st, err, errlen);
     if (n < 0) return -1;
     int c0 = u->channels[0], temb = 4 * c0;
     char p[96];
     declare_linear(m, "unet.time.fc1", c0, temb, 1);
     declare_linear(m, "unet.time.fc2", temb, temb, 1);
     for (int i = 0; i < n; i++) {
-        const unet_stage *s = &st[i];
+        const vd_unet_stage *s = &st[i];
         switch (s->kind) {
-        case ST_CONV_IN: declare_conv(m, "unet.conv_in", s->ci, s->co, 3); break;
-        case ST_DOWN_BLOCK:
-        case ST_UP_BLOCK:
+        case VD_STAGE_CONV_IN: declare_conv(m, "unet.conv_in", s->ci, s->co, 3); break;
+        case VD_STAGE_DOWN_BLOCK:
+        case VD_STAGE_UP_BLOCK:
             snprintf(p, sizeof p, "unet.%s.res", s->name), declare_res3d(m, p, s->ci, s->co, temb);
             if (s->attn) snprintf(p, sizeof p, "unet.%s.attn", s->name), declare_attn3d(m, p, s->co, u->context_dim);
             break;
-        case ST_DOWNSAMPLE: snprintf(p, sizeof p, "unet.down.%d.down", s->level), declare_conv(m, p, s->ci, s->co, 3); break;
-        case ST_UPSAMPLE: snprintf(p, sizeof p, "unet.up.%d.up", s->level), declare_conv(m, p, s->ci, s->co, 3); break;
-        case ST_MID:
+        case VD_STAGE_DOWNSAMPLE: snprintf(p, sizeof p, "unet.down.%d.down", s->level), declare_conv(m, p, s->ci, s->co, 3); break;
+        case VD_STAGE_UPSAMPLE: snprintf(p, sizeof p, "unet.up.%d.up", s->level), declare_conv(m, p, s->ci, s->co, 3); break;
+        case VD_STAGE_MID:
             declare_res3d(m, "unet.mid.res1", s->ci, s->co, temb);
             if (s->attn) declare_attn3d(m, "unet.mid.attn", s->co, u->context_dim);
             declare_res3d(m, "unet.mid.res2", s->co, s->co, temb);
             break;
-        case ST_OUT:
+        case VD_STAGE_OUT:
             declare_vec_pair(m, "unet.norm_out", s->ci);
             declare_conv(m, "unet.conv_out", s->ci, s->co, 3);
             break;
@@ -802,9 +790,9 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
 {
     const vd_unet_config *cfg = &m->cfg.unet;
     vd_backend *be = m->be;
-    unet_stage st[MAX_STAGES];
+    vd_unet_stage st[VD_UNET_MAX_STAGES];
     char err[128];
-    int nst = unet_plan(cfg, st, err, sizeof err);
+    int nst = vd_unet_plan(cfg, st, err, sizeof err);
     int c0 = cfg->channels[0], B = N * T;
     unet_ctx u = {.N = N, .T = T, .G = cfg->groups, .ctx = ctx, .L = L, .temb_dim = 4 * c0};
 
@@ -829,31 +817,31 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
     float *cur = NULL;
     int H = h, Wd = w;
     for (int i = 0; i < nst; i++) {
-        const unet_stage *s = &st[i];
+        const vd_unet_stage *s = &st[i];
         float *y = NULL;
         switch (s->kind) {
-        case ST_CONV_IN:
+        case VD_STAGE_CONV_IN:
             y = tmp(m, (size_t)B * s->co * H * Wd);
             conv(m, "unet.conv_in", y, x, B, s->ci, H, Wd, s->co, 3, 1);
             break;
-        case ST_DOWN_BLOCK:
+        case VD_STAGE_DOWN_BLOCK:
             y = unet_block(m, &u, s->name, cur, s->ci, s->co, s->attn, H, Wd);
             break;
-        case ST_DOWNSAMPLE: {
+        case VD_STAGE_DOWNSAMPLE: {
             char p[96];
             y = tmp(m, (size_t)B * s->co * (H / 2) * (Wd / 2));
             snprintf(p, sizeof p, "unet.down.%d.down", s->level), conv(m, p, y, cur, B, s->ci, H, Wd, s->co, 3, 2);
             H /= 2, Wd /= 2;
             break;
         }
-        case ST_MID: {
+        case VD_STAGE_MID: {
             float *a = res3d(m, &u, "unet.mid.res1", cur, s->ci, s->co, H, Wd);
             if (s->attn) attn3d(m, &u, "unet.mid.attn", a, s->co, H, Wd, cfg->head_dim, cfg->context_dim);
             y = res3d(m, &u, "unet.mid.res2", a, s->co, s->co, H, Wd);
             done(m, a);
             break;
         }
-        case ST_UP_BLOCK: {
+        case VD_STAGE_UP_BLOCK: {
             const float *in = cur;
             float *cat = NULL;
             if (s->skip_ch) {
@@ -867,7 +855,7 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
             if (cat) done(m, cat);
             break;
         }
-        case ST_UPSAMPLE: {
+        case VD_STAGE_UPSAMPLE: {
             char p[96];
             float *up = tmp(m, (size_t)B * s->ci * H * Wd * 4);
             be->upsample2x(be, up, cur, B, s->ci, H, Wd);
@@ -877,7 +865,7 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
             done(m, up);
             break;
         }
-        case ST_OUT: {
+        case VD_STAGE_OUT: {
             float *a = tmp(m, (size_t)B * s->ci * H * Wd);
             norm_silu(m, "unet.norm_out", a, cur, B, s->ci, H * Wd, cfg->groups);
             conv(m, "unet.conv_out", out, a, B, s->ci, H, Wd, s->co, 3, 1);

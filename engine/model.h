@@ -82,6 +82,36 @@ void vd_ae_decode(vd_model *m, const float *z, int B, int h, int w, float *img);
 void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *ctx, int L, int N,
                      int T, int h, int w, float *out);
 
+/* The UNet's stage plan (docs/architecture.md's layout): the stages in execution order, as the
+ * parameter declaration, vd_unet_forward and the training pass walk them. Each stage's input is
+ * the previous stage's output, concatenated over channels with a popped skip when skip_ch > 0;
+ * a stage with push >= 0 pushes its output on that level's skip stack. */
+typedef enum {
+    VD_STAGE_CONV_IN,
+    VD_STAGE_DOWN_BLOCK,
+    VD_STAGE_DOWNSAMPLE,
+    VD_STAGE_MID,
+    VD_STAGE_UP_BLOCK,
+    VD_STAGE_UPSAMPLE,
+    VD_STAGE_OUT
+} vd_unet_stage_kind;
+
+typedef struct {
+    vd_unet_stage_kind kind;
+    char name[16]; /* block name for blocks, else empty */
+    int level;     /* resolution level the stage runs at (its input) */
+    int ci, co;    /* channels in (after any skip concat) and out */
+    int skip_ch;   /* channels of the skip popped and concatenated before it, 0 if none */
+    int push;      /* level whose skip stack gets the output, -1 if none */
+    int attn;      /* block has an attention part */
+} vd_unet_stage;
+
+#define VD_UNET_MAX_STAGES 512
+
+/* Fills st (VD_UNET_MAX_STAGES entries) with cfg's plan; returns the stage count, or -1 with a
+ * message when the config cannot be built. */
+int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t errlen);
+
 /* Names of the UNet's blocks in execution order ("down.0.0", ..., "mid", ..., "up.0.2"); count
  * returned, names written into names (each at most 16 chars) up to max. */
 int vd_unet_block_names(const vd_unet_config *u, char names[][16], int max);

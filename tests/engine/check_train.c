@@ -1,7 +1,8 @@
-/* check_train.c: the autoencoder's training pass against PyTorch autograd, on cases written by
- * tools/reference/make_train_cases.py — the loss and the gradient of every autoencoder
- * parameter — on both CPU backends; then a few AdamW steps on the same batch must lower the
- * loss.
+/* check_train.c: the training passes against PyTorch autograd, on cases written by
+ * tools/reference/make_train_cases.py, on both CPU backends: the autoencoder's loss and the
+ * gradient of every autoencoder parameter, then a few AdamW steps on the same batch must lower
+ * the loss; the denoiser's v-prediction loss and the gradient of every text encoder and UNet
+ * parameter (when the cases have them).
  *
  *   check_train WEIGHTS.safetensors CASES.safetensors
  *
@@ -9,6 +10,7 @@
 #include "ae_train.h"
 #include "backend.h"
 #include "common.h"
+#include "denoiser_train.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -27,34 +29,41 @@ static void report(const char *backend, const char *what, double value, int ok)
     ok ? passed++ : failed++;
 }
 
-static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases)
+static float *upload_f32(vd_backend *be, const vd_st_tensor *t)
 {
-    vd_model_attach(m, be);
-    const vd_st_tensor *in = vd_st_find(cases, "ae.train.in"), *want_loss = vd_st_find(cases, "ae.train.loss");
-    int B = (int)in->shape[0], H = (int)in->shape[2], W = (int)in->shape[3];
-    size_t n = (size_t)vd_st_numel(in);
-    float *host = vd_malloc(n * sizeof(float));
-    vd_st_to_f32(in, host);
-    float *img = be->alloc(be, n * sizeof(float));
-    be->upload(be, img, host, n * sizeof(float));
+    size_t n = (size_t)vd_st_numel(t);
+    float *host = vd_malloc(n * sizeof(float)), *dev = be->alloc(be, n * sizeof(float));
+    vd_st_to_f32(t, host);
+    be->upload(be, dev, host, n * sizeof(float));
     free(host);
+    return dev;
+}
 
-    vd_ae_trainer t;
-    vd_ae_trainer_init(&t, m);
-    vd_ae_zero_grads(&t);
-    float loss = vd_ae_loss_and_grads(&t, img, B, H, W), expected;
+static void check_loss(const char *backend, const vd_st_tensor *want_loss, float loss)
+{
+    float expected;
     vd_st_to_f32(want_loss, &expected);
-    double loss_err = fabs(loss - expected) / fabs(expected);
-    report(be->name, "loss", loss_err, loss_err <= TOLERANCE);
+    double err = fabs(loss - expected) / fabs(expected);
+    report(backend, "loss", err, err <= TOLERANCE);
+}
 
+/* The gradients (backend memory, the model's layout) of every parameter whose name starts with
+ * one of prefixes against the cases' "grad.<name>": the aggregate relative error, and the worst
+ * single parameter printed. */
+static void check_grads(vd_model *m, const float *dev_grads, const vd_st_file *cases, const char *const *prefixes,
+                        int nprefixes)
+{
+    vd_backend *be = m->be;
     float *grads = vd_malloc(m->total * sizeof(float));
-    be->download(be, grads, t.grads, m->total * sizeof(float));
+    be->download(be, grads, dev_grads, m->total * sizeof(float));
     double num = 0, den = 0, worst = 0;
     const char *worst_name = "";
     int compared = 0;
     for (int i = 0; i < m->nparams; i++) {
         const vd_param *p = &m->params[i];
-        if (strncmp(p->name, "ae.", 3) != 0) continue;
+        int wanted = 0;
+        for (int k = 0; k < nprefixes && !wanted; k++) wanted = strncmp(p->name, prefixes[k], strlen(prefixes[k])) == 0;
+        if (!wanted) continue;
         char name[200];
         snprintf(name, sizeof name, "grad.%s", p->name);
         const vd_st_tensor *g = vd_st_find(cases, name);
@@ -81,6 +90,21 @@ static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases)
     report(be->name, what, all, all <= TOLERANCE);
     printf("%-14s worst single parameter: %s %.3e\n", be->name, worst_name, worst);
     free(grads);
+}
+
+static void check_autoencoder(vd_model *m, const vd_st_file *cases)
+{
+    vd_backend *be = m->be;
+    const vd_st_tensor *in = vd_st_find(cases, "ae.train.in");
+    int B = (int)in->shape[0], H = (int)in->shape[2], W = (int)in->shape[3];
+    float *img = upload_f32(be, in);
+
+    vd_ae_trainer t;
+    vd_ae_trainer_init(&t, m);
+    vd_ae_zero_grads(&t);
+    float loss = vd_ae_loss_and_grads(&t, img, B, H, W);
+    check_loss(be->name, vd_st_find(cases, "ae.train.loss"), loss);
+    check_grads(m, t.grads, cases, (const char *const[]){"ae."}, 1);
 
     /* a few optimizer steps on this batch lower the loss */
     vd_adamw_config opt = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f,
@@ -96,6 +120,44 @@ static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases)
 
     vd_ae_trainer_free(&t);
     be->release(be, img);
+}
+
+static void check_denoiser(vd_model *m, const vd_st_file *cases)
+{
+    vd_backend *be = m->be;
+    const vd_st_tensor *ids_t = vd_st_find(cases, "unet.train.ids"), *x_t = vd_st_find(cases, "unet.train.x");
+    int N = (int)x_t->shape[0], T = (int)x_t->shape[1], h = (int)x_t->shape[3], w = (int)x_t->shape[4];
+    int32_t *ids = be->alloc(be, ids_t->nbytes);
+    be->upload(be, ids, ids_t->data, ids_t->nbytes);
+    float *x = upload_f32(be, x_t), *t = upload_f32(be, vd_st_find(cases, "unet.train.t"));
+    float *v = upload_f32(be, vd_st_find(cases, "unet.train.v"));
+    float *grads = be->alloc(be, m->total * sizeof(float));
+    be->zero(be, grads, m->total * sizeof(float));
+
+    float loss = vd_denoiser_loss_and_grads(m, grads, ids, x, t, v, N, T, h, w);
+    check_loss(be->name, vd_st_find(cases, "unet.train.loss"), loss);
+    check_grads(m, grads, cases, (const char *const[]){"text.", "unet."}, 2);
+
+    be->release(be, ids), be->release(be, x), be->release(be, t), be->release(be, v), be->release(be, grads);
+}
+
+static int has(const vd_st_file *cases, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!vd_st_find(cases, names[i])) return 0;
+    return 1;
+}
+
+static const char *const ae_cases[] = {"ae.train.in", "ae.train.loss"};
+static const char *const denoiser_cases[] = {"unet.train.ids", "unet.train.x", "unet.train.t", "unet.train.v",
+                                             "unet.train.loss"};
+
+static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases)
+{
+    vd_model_attach(m, be);
+    if (has(cases, ae_cases, 2)) check_autoencoder(m, cases);
+    /* the denoiser is checked second: the autoencoder's optimizer steps do not touch its weights */
+    if (has(cases, denoiser_cases, 5)) check_denoiser(m, cases);
     for (int i = 0; i < m->pool_count; i++) be->release(be, m->pool[i].ptr);
     m->pool_count = 0;
     be->release(be, m->weights);
@@ -115,7 +177,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    if (!vd_st_find(&cases, "ae.train.in") || !vd_st_find(&cases, "ae.train.loss")) {
+    if (!has(&cases, ae_cases, 2) && !has(&cases, denoiser_cases, 5)) {
         fprintf(stderr, "%s: not a training cases file\n", argv[2]);
         return 1;
     }

@@ -1,8 +1,9 @@
 #!/bin/sh
 # test_reference.sh: the C engine against the PyTorch reference in tools/reference/ (Debian's
 # python3-torch, CPU, fp32): every op on both CPU backends, then a tiny model's tokenizer, text
-# encoder, autoencoder, UNet step and DDIM/Euler sampling runs, and the autoencoder's training
-# gradients against autograd. Fresh random weights and inputs each run (the seed is printed).
+# encoder, autoencoder, UNet step and DDIM/Euler sampling runs, and the training gradients of the
+# autoencoder and of the denoiser (text encoder and UNet) against autograd. Fresh random weights
+# and inputs each run (the seed is printed).
 set -eu
 : "${top_srcdir:=.}" "${top_builddir:=.}" "${TORCH_PYTHON:=/usr/bin/python3}"
 if ! "$TORCH_PYTHON" -c 'import torch' 2>/dev/null; then
