@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NORM_EPS 1e-5f
-
 /* ------------------------------------------------------------------------------------------
  * Parameter table
  * ------------------------------------------------------------------------------------------ */
@@ -533,7 +531,7 @@ static void conv(vd_model *m, const char *p, float *y, const float *x, int B, in
 /* y = SiLU(GroupNorm(x)) over images (B, C, S). */
 static void norm_silu(vd_model *m, const char *p, float *y, const float *x, int B, int C, int S, int G)
 {
-    m->be->group_norm(m->be, y, x, W(m, "%s.weight", p), W(m, "%s.bias", p), B, C, S, G, NORM_EPS);
+    m->be->group_norm(m->be, y, x, W(m, "%s.weight", p), W(m, "%s.bias", p), B, C, S, G, VD_NORM_EPS);
     m->be->silu(m->be, y, y, (size_t)B * C * S);
 }
 
@@ -589,7 +587,7 @@ static void ff_residual(vd_model *m, const char *norm, const char *ff, float *h,
     vd_backend *be = m->be;
     char n[160];
     float *a = tmp(m, (size_t)M * c), *mid = tmp(m, (size_t)M * 4 * c);
-    be->layer_norm(be, a, h, W(m, "%s.weight", norm), W(m, "%s.bias", norm), M, c, NORM_EPS);
+    be->layer_norm(be, a, h, W(m, "%s.weight", norm), W(m, "%s.bias", norm), M, c, VD_NORM_EPS);
     snprintf(n, sizeof n, "%s.fc1", ff), linear(m, n, mid, a, M, c, 4 * c);
     be->gelu(be, mid, mid, (size_t)M * 4 * c);
     snprintf(n, sizeof n, "%s.fc2", ff), linear(m, n, a, mid, M, 4 * c, c);
@@ -603,7 +601,7 @@ static void attn_residual(vd_model *m, const char *norm, const char *attn, float
 {
     vd_backend *be = m->be;
     float *a = tmp(m, (size_t)B * L * c), *o = tmp(m, (size_t)B * L * c);
-    be->layer_norm(be, a, src, W(m, "%s.weight", norm), W(m, "%s.bias", norm), B * L, c, NORM_EPS);
+    be->layer_norm(be, a, src, W(m, "%s.weight", norm), W(m, "%s.bias", norm), B * L, c, VD_NORM_EPS);
     if (ctx) attention(m, attn, o, a, ctx, B, L, Lk, c, kvdim, heads, kv_group);
     else attention(m, attn, o, a, a, B, L, L, c, c, heads, 1);
     be->add(be, h, h, o, (size_t)B * L * c);
@@ -629,7 +627,7 @@ void vd_text_forward(vd_model *m, const int32_t *ids, int N, float *out)
         snprintf(p1, sizeof p1, "text.layers.%d.norm2", i), snprintf(p2, sizeof p2, "text.layers.%d.ff", i);
         ff_residual(m, p1, p2, x, N * L, D);
     }
-    be->layer_norm(be, out, x, W(m, "text.norm_out.weight"), W(m, "text.norm_out.bias"), N * L, D, NORM_EPS);
+    be->layer_norm(be, out, x, W(m, "text.norm_out.weight"), W(m, "text.norm_out.bias"), N * L, D, VD_NORM_EPS);
     done(m, x);
 }
 
@@ -748,7 +746,7 @@ static void attn3d(vd_model *m, const unet_ctx *u, const char *p, float *x, int 
     char n1[160], n2[160];
     float *g = tmp(m, n_all), *h = tmp(m, n_all);
     join_name(n1, p, ".norm");
-    be->group_norm(be, g, x, W(m, "%s.weight", n1), W(m, "%s.bias", n1), B, c, S, u->G, NORM_EPS);
+    be->group_norm(be, g, x, W(m, "%s.weight", n1), W(m, "%s.bias", n1), B, c, S, u->G, VD_NORM_EPS);
     be->transpose(be, h, g, B, c, S, 1); /* (B, c, S) -> (B, S, c) */
     join_name(n1, p, ".proj_in"), linear(m, n1, g, h, B * S, c, c);
     /* g is now the token stream (B, S, c) */

@@ -16,6 +16,9 @@
 #include "config.h"
 #include "safetensors.h"
 
+/* The epsilon of every GroupNorm and LayerNorm (docs/architecture.md). */
+#define VD_NORM_EPS 1e-5f
+
 typedef struct {
     char *name;
     int ndim;
