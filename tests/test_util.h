@@ -5,6 +5,8 @@
 #define VD_TEST_UTIL_H
 
 #include <math.h>
+#include <stdlib.h>
+#include <time.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,6 +75,17 @@ static inline double test_max_abs_diff(const float *got, const float *want, size
         if (d > largest) largest = d;
     }
     return largest;
+}
+
+/* The seed of a randomised test run: VDMINI_TEST_SEED when set (to repeat a run), else the
+ * clock, so that every run draws fresh inputs. */
+static inline uint64_t test_seed(void)
+{
+    const char *env = getenv("VDMINI_TEST_SEED");
+    if (env) return strtoull(env, NULL, 0);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000000007ull + (uint64_t)now.tv_nsec;
 }
 
 #endif

@@ -599,27 +599,6 @@ static void cuda_gelu_backward(vd_backend *be, float *dx, const float *dy, const
 /* ---------------------------------------------------------------------------------------------
  * attention */
 
-/* Softmax over each of `rows` rows of length n, in place; one warp per row. */
-static __global__ void softmax_kernel(float *x, size_t rows, int n)
-{
-    size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
-    if (row >= rows) return;
-    float *r = x + row * n;
-    float largest = -INFINITY;
-    for (int j = lane; j < n; j += 32) largest = fmaxf(largest, r[j]);
-    for (int off = 16; off; off /= 2) largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, off));
-    float total = 0.0f;
-    for (int j = lane; j < n; j += 32) {
-        float e = expf(r[j] - largest);
-        r[j] = e;
-        total += e;
-    }
-    for (int off = 16; off; off /= 2) total += __shfl_xor_sync(0xffffffffu, total, off);
-    float inv = 1.0f / total;
-    for (int j = lane; j < n; j += 32) r[j] *= inv;
-}
-
 /* Per row of p, dp (rows, n): ds = scale * p (dp - sum_j p dp), written over dp; with bf16 copies
  * p16 and ds16 as well (when p16 is not NULL). One warp per row. */
 static __global__ void softmax_backward_kernel(float *dp, const float *p, __nv_bfloat16 *p16,
@@ -721,8 +700,7 @@ static void cuda_attention_backward(vd_backend *be, float *dq, float *dk, float 
                     gemm(st, bf16, CUBLAS_OP_T, CUBLAS_OP_N, Lk, rows, d, scale, k_h, (int)rs, kv_stride, q_h,
                          (int)rs, q_stride, 0.0f, p, Lk, score_stride, batch);
                     size_t score_rows = (size_t)batch * rows;
-                    softmax_kernel<<<(unsigned)((score_rows + 7) / 8), THREADS, 0, st->stream>>>(p, score_rows, Lk);
-                    CUDA_LAUNCH_CHECK();
+                    cuda_softmax_rows(st, p, score_rows, Lk);
                     /* dp(rows, Lk) = dout v^T: column-major (Lk, rows) = V (Lk, d) dout^T */
                     gemm(st, bf16, CUBLAS_OP_T, CUBLAS_OP_N, Lk, rows, d, 1.0f, v_h, (int)rs, kv_stride, dout_h,
                          (int)rs, q_stride, 0.0f, dp, Lk, score_stride, batch);

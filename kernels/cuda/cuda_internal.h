@@ -126,6 +126,9 @@ void cuda_set_ops(vd_backend *be);
 /* Fills the backward and training members of be (cuda_backward.cu). */
 void cuda_set_backward_ops(vd_backend *be);
 
+/* Softmax over each of `rows` rows of length n, in place (cuda_ops.cu). */
+void cuda_softmax_rows(cuda_state *st, float *x, size_t rows, int n);
+
 /* Checks that this build carries code the device can run; returns a cudaError_t. */
 cudaError_t cuda_probe_kernels(void);
 

@@ -902,7 +902,7 @@ attention_bf16_kernel(float *o, const float *q, const __nv_bfloat16 *k16, const 
 }
 
 /* Softmax over each of `rows` rows of length n, in place; one warp per row. */
-__global__ void softmax_rows_kernel(float *x, size_t rows, int n)
+static __global__ void softmax_rows_kernel(float *x, size_t rows, int n)
 {
     size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
@@ -920,6 +920,12 @@ __global__ void softmax_rows_kernel(float *x, size_t rows, int n)
     for (int off = 16; off; off /= 2) total += __shfl_xor_sync(0xffffffffu, total, off);
     float inv = 1.0f / total;
     for (int j = lane; j < n; j += 32) r[j] *= inv;
+}
+
+void cuda_softmax_rows(cuda_state *st, float *x, size_t rows, int n)
+{
+    softmax_rows_kernel<<<(unsigned)((rows + 7) / 8), THREADS, 0, st->stream>>>(x, rows, n);
+    CUDA_LAUNCH_CHECK();
 }
 
 /* Attention for heads wider than the fused kernels take (d > 128): scores for a block of query
@@ -944,7 +950,7 @@ static void attention_unfused(cuda_state *st, float *o, const float *q, const fl
             gemm(st, false, CUBLAS_OP_T, CUBLAS_OP_N, Lk, rows, d, scale, k_b, row_stride, d,
                  q_rows, row_stride, d, 0.0f, scores, Lk, (long long)rows * Lk, heads);
             size_t score_rows = (size_t)heads * rows;
-            softmax_rows_kernel<<<(unsigned)((score_rows + 7) / 8), THREADS, 0, st->stream>>>(scores, score_rows, Lk);
+            cuda_softmax_rows(st, scores, score_rows, Lk);
             CUDA_LAUNCH_CHECK();
             /* Per head: O_h(rows, d), column-major (d, rows) = V_h^T (d, Lk) * P^T (Lk, rows). */
             gemm(st, false, CUBLAS_OP_N, CUBLAS_OP_N, d, rows, Lk, 1.0f, v_b, row_stride, d, scores,

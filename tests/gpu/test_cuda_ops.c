@@ -634,11 +634,7 @@ int main(void)
     }
     vd_backend *ref = vd_backend_cpu_reference();
 
-    const char *seed_env = getenv("VDMINI_TEST_SEED");
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0)
-                             : (uint64_t)now.tv_sec * 1000000007ull + (uint64_t)now.tv_nsec;
+    uint64_t seed = test_seed();
     next_seed = seed;
     printf("seed %llu (set VDMINI_TEST_SEED to repeat)\n", (unsigned long long)seed);
     printf("%-18s %-44s %-5s %10s  %s\n", "op", "shape", "prec", "rel err", "result");
