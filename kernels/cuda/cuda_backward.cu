@@ -567,7 +567,7 @@ struct silu_grad {
 struct gelu_grad {
     __device__ float operator()(float g, float v) const
     {
-        float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+        float cdf = 0.5f * erfcf(-v * 0.70710678118654752f); /* accurate in the negative tail */
         float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
         return g * (cdf + v * pdf);
     }

@@ -1168,8 +1168,9 @@ struct silu_op {
     __device__ float operator()(float v) const { return v / (1.0f + expf(-v)); }
 };
 
+/* x erfc(-x / sqrt 2) / 2: exact gelu, accurate in the negative tail where 1 + erf cancels. */
 struct gelu_op {
-    __device__ float operator()(float v) const { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+    __device__ float operator()(float v) const { return 0.5f * v * erfcf(-v * 0.70710678118654752f); }
 };
 
 template <typename Op>
