@@ -4,7 +4,7 @@
 #
 #   bench/gpu.sh tests|tiny|large [OUTDIR]
 #
-# "tests" runs the CUDA op and whole-model tests; "tiny" and "large" time one denoiser step of
+# "tests" runs the CUDA op, gradient and whole-model tests; "tiny" and "large" time one denoiser step of
 # that preset at batch 2 (one video with guidance) and 16, vdmini bf16 against the PyTorch
 # reference in eager mode and with torch.compile (bf16 autocast), in the same run on the same
 # card, and print the comparison table. Raw JSON lines go to OUTDIR/bench-PRESET.jsonl.
@@ -16,8 +16,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 case $what in
 tests)
     test_cuda_ops; ops=$?
+    test_cuda_grads; grads=$?
     test_cuda_model; model=$?
-    [ $ops -eq 0 ] && [ $model -eq 0 ]
+    [ $ops -eq 0 ] && [ $grads -eq 0 ] && [ $model -eq 0 ]
     ;;
 tiny|large)
     config=$(mktemp)
