@@ -1,11 +1,12 @@
 #!/bin/sh
 # gpu.sh: the GPU checks and speed comparison, run on a machine with an NVIDIA GPU, the engine's
-# programs on PATH (bench_step, test_cuda_ops, test_cuda_model) and a CUDA PyTorch as python3.
+# programs on PATH (bench_step, test_cuda_ops, test_cuda_grads, test_cuda_model) and a CUDA
+# PyTorch as python3.
 #
 #   bench/gpu.sh tests|tiny|large [OUTDIR]
 #
-# "tests" runs the CUDA op, gradient and whole-model tests; "tiny" and "large" time one denoiser step of
-# that preset at batch 2 (one video with guidance) and 16, vdmini bf16 against the PyTorch
+# "tests" runs the CUDA op, gradient and whole-model tests; "tiny" and "large" time one denoiser
+# step of that preset at batch 2 (one video with guidance) and 16, vdmini bf16 against the PyTorch
 # reference in eager mode and with torch.compile (bf16 autocast), in the same run on the same
 # card, and print the comparison table. Raw JSON lines go to OUTDIR/bench-PRESET.jsonl.
 set -u
