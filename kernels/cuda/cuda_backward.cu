@@ -12,25 +12,6 @@
 #include <math.h>
 #include <stdint.h>
 
-#define CHUNK_BYTES ((size_t)256 << 20)
-#define THREADS 256
-
-#define GRID_STRIDE(i, n) \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
-
-static bool use_bf16(const vd_backend *be)
-{
-    return be->precision == VD_PRECISION_BF16;
-}
-
-/* Blocks for a grid-stride loop over n items. */
-static unsigned grid_for(const cuda_state *st, size_t n)
-{
-    size_t blocks = (n + THREADS - 1) / THREADS;
-    size_t cap = (size_t)st->sm_count * 32;
-    if (blocks > cap) blocks = cap;
-    return blocks ? (unsigned)blocks : 1u;
-}
 
 static __host__ __device__ size_t min_size(size_t a, size_t b)
 {
@@ -465,17 +446,8 @@ static __global__ void layer_norm_backward_kernel(float *dx, float *stats, const
     int lane = threadIdx.x % 32;
     if (row >= (size_t)M) return;
     const float *xr = x + row * C, *dyr = dy + row * C;
-    float sum = 0.0f;
-    for (int c = lane; c < C; c += 32) sum += xr[c];
-    for (int off = 16; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    float mean = sum / C;
-    float sum_sq = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        float centred = xr[c] - mean;
-        sum_sq += centred * centred;
-    }
-    for (int off = 16; off; off /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, off);
-    float inv_std = rsqrtf(sum_sq / C + eps);
+    float mean, inv_std;
+    warp_row_stats(xr, C, eps, lane, &mean, &inv_std);
     if (stats && lane == 0) {
         stats[2 * row] = mean;
         stats[2 * row + 1] = inv_std;

@@ -132,4 +132,47 @@ void cuda_softmax_rows(cuda_state *st, float *x, size_t rows, int n);
 /* Checks that this build carries code the device can run; returns a cudaError_t. */
 cudaError_t cuda_probe_kernels(void);
 
+/* ---- launch helpers shared by cuda_ops.cu and cuda_backward.cu ---- */
+
+/* Largest temporary buffer (im2col columns, bf16 staging of activations, attention scores and
+ * keys) one chunk of an op may use; bigger ops are split into chunks of this size. */
+#define CHUNK_BYTES ((size_t)256 << 20)
+
+#define THREADS 256
+
+#define GRID_STRIDE(i, n) \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+static inline bool use_bf16(const vd_backend *be)
+{
+    return be->precision == VD_PRECISION_BF16;
+}
+
+/* Blocks for a grid-stride loop over n items. */
+static inline unsigned grid_for(const cuda_state *st, size_t n)
+{
+    size_t blocks = (n + THREADS - 1) / THREADS;
+    size_t cap = (size_t)st->sm_count * 32;
+    if (blocks > cap) blocks = cap;
+    return blocks ? (unsigned)blocks : 1u;
+}
+
+/* Mean and 1/sqrt(variance + eps) of one row xr (C values), computed by the 32 lanes of a warp
+ * (variance about the mean, in two passes); every lane gets both. */
+static __device__ inline void warp_row_stats(const float *xr, int C, float eps, int lane, float *mean,
+                                             float *inv_std)
+{
+    float sum = 0.0f;
+    for (int c = lane; c < C; c += 32) sum += xr[c];
+    for (int off = 16; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    float m = sum / C, sum_sq = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float centred = xr[c] - m;
+        sum_sq += centred * centred;
+    }
+    for (int off = 16; off; off /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, off);
+    *mean = m;
+    *inv_std = rsqrtf(sum_sq / C + eps);
+}
+
 #endif

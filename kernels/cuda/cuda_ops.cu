@@ -14,25 +14,6 @@
 #include <math.h>
 #include <stdint.h>
 
-/* Largest temporary buffer (im2col columns, bf16 staging of activations, attention scores and
- * keys) one chunk of an op may use; bigger ops are split into chunks of this size. */
-#define CHUNK_BYTES ((size_t)256 << 20)
-
-#define THREADS 256
-
-static bool use_bf16(const vd_backend *be)
-{
-    return be->precision == VD_PRECISION_BF16;
-}
-
-/* Blocks for a grid-stride loop over n items. */
-static unsigned grid_for(const cuda_state *st, size_t n)
-{
-    size_t blocks = (n + THREADS - 1) / THREADS;
-    size_t cap = (size_t)st->sm_count * 32;
-    if (blocks > cap) blocks = cap;
-    return blocks ? (unsigned)blocks : 1u;
-}
 
 /* True when all three pointers are 16-byte aligned (float4 access). */
 static bool aligned16(const void *a, const void *b, const void *c)
@@ -40,8 +21,6 @@ static bool aligned16(const void *a, const void *b, const void *c)
     return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
 }
 
-#define GRID_STRIDE(i, n) \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 /* ---------------------------------------------------------------------------------------------
  * bf16 staging of activations and weights */
@@ -1134,17 +1113,8 @@ __global__ void layer_norm_kernel(float *y, const float *x, const float *gamma, 
     if (row >= (size_t)M) return;
     const float *xr = x + row * C;
     float *yr = y + row * C;
-    float sum = 0.0f;
-    for (int c = lane; c < C; c += 32) sum += xr[c];
-    for (int off = 16; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    float mean = sum / C;
-    float sum_sq = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        float centred = xr[c] - mean;
-        sum_sq += centred * centred;
-    }
-    for (int off = 16; off; off /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, off);
-    float inv_std = rsqrtf(sum_sq / C + eps);
+    float mean, inv_std;
+    warp_row_stats(xr, C, eps, lane, &mean, &inv_std);
     for (int c = lane; c < C; c += 32) yr[c] = (xr[c] - mean) * inv_std * gamma[c] + beta[c];
 }
 
