@@ -150,13 +150,14 @@ static void ae_backward(tl_ctx *c, ae_recs *r, const float *drec)
 
 /* ---- trainer ---- */
 
-/* The autoencoder's parameters are one contiguous range of the buffer (declared first). */
-static void ae_range(const vd_model *m, size_t *begin, size_t *end)
+void vd_param_range(const vd_model *m, const char *const *prefixes, int count, size_t *begin, size_t *end)
 {
     *begin = (size_t)-1, *end = 0;
     for (int i = 0; i < m->nparams; i++) {
         const vd_param *p = &m->params[i];
-        if (strncmp(p->name, "ae.", 3) != 0) continue;
+        int match = 0;
+        for (int k = 0; k < count && !match; k++) match = strncmp(p->name, prefixes[k], strlen(prefixes[k])) == 0;
+        if (!match) continue;
         if (p->offset < *begin) *begin = p->offset;
         if (p->offset + p->numel > *end) *end = p->offset + p->numel;
     }
@@ -205,10 +206,16 @@ float vd_ae_loss_and_grads(vd_ae_trainer *t, const float *img, int B, int H, int
 
 double vd_ae_optimizer_step(vd_ae_trainer *t, const vd_adamw_config *cfg)
 {
+    static const char *const ae_prefix[] = {"ae."}; /* the autoencoder's parameters: one contiguous range */
+    size_t begin, end;
+    vd_param_range(t->m, ae_prefix, 1, &begin, &end);
+    return vd_adamw_range_step(t, cfg, begin, end);
+}
+
+double vd_adamw_range_step(vd_ae_trainer *t, const vd_adamw_config *cfg, size_t begin, size_t end)
+{
     vd_model *m = t->m;
     vd_backend *be = m->be;
-    size_t begin, end;
-    ae_range(m, &begin, &end);
     double sq = 0;
     be->sum_squares(be, &sq, t->grads + begin, end - begin);
     double norm = sqrt(sq);

@@ -17,7 +17,8 @@ typedef struct {
     int step;           /* optimizer steps taken */
 } vd_ae_trainer;
 
-/* The model must have an autoencoder and be attached to a backend with backward ops. */
+/* The model must be attached to a backend with backward ops (and, for vd_ae_loss_and_grads,
+ * have an autoencoder). */
 void vd_ae_trainer_init(vd_ae_trainer *t, vd_model *m);
 void vd_ae_trainer_free(vd_ae_trainer *t);
 
@@ -31,5 +32,12 @@ void vd_ae_zero_grads(vd_ae_trainer *t);
  * clip_norm by their global norm); returns that norm before clipping. Declares the weights
  * changed to the backend. */
 double vd_ae_optimizer_step(vd_ae_trainer *t, const vd_adamw_config *cfg);
+
+/* The smallest range [begin, end) of the parameter buffer holding every parameter whose name
+ * starts with one of the count prefixes (begin > end when none does). */
+void vd_param_range(const vd_model *m, const char *const *prefixes, int count, size_t *begin, size_t *end);
+/* The same AdamW step over the floats [begin, end) of the parameter buffer (the trainer's buffers
+ * serve any part of the model: the denoiser's driver steps the text encoder and UNet with it). */
+double vd_adamw_range_step(vd_ae_trainer *t, const vd_adamw_config *cfg, size_t begin, size_t end);
 
 #endif

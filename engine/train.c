@@ -1,10 +1,15 @@
-/* train.c: the autoencoder's training driver (see train.h): config, schedule, EMA, gradient
- * accumulation over loader clips, sharded atomic checkpoints and exact resume, CSV log, SVG plot. */
+/* train.c: the training driver of the autoencoder and the denoiser (see train.h): config,
+ * schedule, EMA, gradient accumulation over loader clips, the denoiser's noised latents, sharded
+ * atomic checkpoints and exact resume, CSV log, SVG plot. */
 #include "train.h"
 #include "ae_train.h"
 #include "common.h"
+#include "denoiser_train.h"
 #include "model.h"
+#include "rng.h"
 #include "safetensors.h"
+#include "sampler.h"
+#include "tokenizer.h"
 #include "world.h"
 
 #include <errno.h>
@@ -17,7 +22,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MANIFEST_FORMAT "vdmini.ae-train/1"
+static const char *const MANIFEST_FORMATS[] = {"vdmini.ae-train/1", "vdmini.denoiser-train/1"};
+/* The denoiser's random choices: stream DENOISER_STREAM ^ seed, two keys per clip. */
+#define DENOISER_STREAM 0x64656e6f69736572ull
+#define EMPTY_PROMPT_RATE 0.1
+#define FIRST_FRAME_RATE 0.5
 
 static const char *const GROUPS[] = {"weights", "ema", "adam_m", "adam_v"};
 enum { GROUP_WEIGHTS, GROUP_EMA, GROUP_ADAM_M, GROUP_ADAM_V, GROUP_COUNT };
@@ -112,6 +121,8 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
         else if (strcmp(key, "ema_decay") == 0) rc = get_float(v, key, 0, 1, &c->ema_decay, err, errlen);
         else if (strcmp(key, "out_dir") == 0) rc = get_string(v, key, c->out_dir, sizeof c->out_dir, err, errlen), have_out = 1;
         else if (strcmp(key, "init") == 0) rc = get_string(v, key, c->init, sizeof c->init, err, errlen), have_init = 1;
+        else if (strcmp(key, "ae") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_string(v, key, c->ae_path, sizeof c->ae_path, err, errlen);
         else if (strcmp(key, "ae") == 0) rc = parse_inline_ae(v, &c->ae, err, errlen), c->has_ae = 1;
         else rc = vd_fail(err, errlen, "training config: unknown field \"%s\"", key);
         if (rc) break;
@@ -119,6 +130,8 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
     json_decref(root);
     if (rc) return -1;
     if (!have_out) return vd_fail(err, errlen, "training config out_dir: required");
+    if (c->target == VD_TRAIN_DENOISER && !c->ae_path[0])
+        return vd_fail(err, errlen, "training config ae: required (the trained autoencoder's weights file)");
     if (have_init && c->has_ae) return vd_fail(err, errlen, "training config: give init or ae, not both");
     if (c->has_ae) c->init[0] = 0;
     if (c->warmup_steps > c->steps) return vd_fail(err, errlen, "training config warmup_steps: more than steps");
@@ -233,6 +246,15 @@ struct vd_train_run {
     uint64_t next_clip;  /* the loader's position */
     int side;            /* frames are side x side */
     float *frames_host, *frames_dev;
+    size_t begin, end;   /* the floats of the parameter buffer the optimizer steps */
+    /* the denoiser's: the frozen autoencoder, its schedule, the clip's truth and the UNet's inputs */
+    vd_model ae;
+    double *abar;
+    vd_clip_truth *truth;
+    float *z0_host, *x_host, *v_host;
+    int32_t *ids_host;
+    float *z0_dev, *x_dev, *v_dev, *t_dev;
+    int32_t *ids_dev;
 };
 
 static int check_side(const vd_train_config *c, const vd_ae_config *ae, int *side, char *err, size_t errlen)
@@ -245,39 +267,49 @@ static int check_side(const vd_train_config *c, const vd_ae_config *ae, int *sid
     return 0;
 }
 
-/* The autoencoder of the config's init (preset or file) or inline config, built and filled. */
+/* Keeps the parts of full that the run trains (the autoencoder, or the text encoder and UNet with
+ * the diffusion schedule) in mc, and frees full. */
+static int keep_trained_parts(vd_model_config *mc, vd_model_config *full, vd_train_target target, const char *init,
+                              char *err, size_t errlen)
+{
+    int rc = 0;
+    memset(mc, 0, sizeof *mc);
+    if (target == VD_TRAIN_AE) {
+        if (!full->ae.present) rc = vd_fail(err, errlen, "init %s: no autoencoder", init);
+        mc->ae = full->ae;
+        vd_config_free(full);
+    } else {
+        if (!full->text.present || !full->unet.present) rc = vd_fail(err, errlen, "init %s: no text encoder and UNet", init);
+        *mc = *full; /* takes over full's allocations */
+        memset(&mc->ae, 0, sizeof mc->ae);
+    }
+    return rc;
+}
+
+/* The trained model of the config's init (preset or file) or inline config, built and filled. */
 static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t errlen)
 {
-    vd_model_config mc;
+    vd_model_config mc, full;
     memset(&mc, 0, sizeof mc);
     vd_st_file f;
-    int from_file = 0;
+    int from_file = 0, rc = 0;
     if (c->has_ae) {
         mc.ae = c->ae;
-    } else if (vd_config_preset(c->init, &mc) == 0) {
-        vd_ae_config ae = mc.ae;
-        vd_config_free(&mc);
-        memset(&mc, 0, sizeof mc);
-        mc.ae = ae;
+    } else if (vd_config_preset(c->init, &full) == 0) {
+        rc = keep_trained_parts(&mc, &full, c->target, c->init, err, errlen);
     } else {
         char inner[256];
         if (vd_st_read(c->init, &f, inner, sizeof inner))
             return vd_fail(err, errlen, "init: neither a preset nor a readable weights file: %s", inner);
-        const char *json = vd_st_meta(&f, "vdmini.config");
-        vd_model_config full;
-        if (!json || vd_config_parse(json, &full, inner, sizeof inner)) {
-            vd_st_free(&f);
-            return vd_fail(err, errlen, "init %s: no valid model config in the file", c->init);
-        }
-        mc.ae = full.ae;
-        vd_config_free(&full);
-        if (!mc.ae.present) {
-            vd_st_free(&f);
-            return vd_fail(err, errlen, "init %s: the file has no autoencoder", c->init);
-        }
         from_file = 1;
+        const char *json = vd_st_meta(&f, "vdmini.config");
+        if (!json || vd_config_parse(json, &full, inner, sizeof inner))
+            rc = vd_fail(err, errlen, "init %s: no valid model config in the file", c->init);
+        else
+            rc = keep_trained_parts(&mc, &full, c->target, c->init, err, errlen);
     }
-    int rc = vd_model_build(m, &mc, err, errlen);
+    if (rc == 0) rc = vd_model_build(m, &mc, err, errlen);
+    vd_config_free(&mc);
     if (rc == 0) {
         vd_model_init_random(m, c->seed);
         for (int i = 0; from_file && i < m->nparams && rc == 0; i++) {
@@ -351,7 +383,7 @@ static int load_checkpoint(vd_train_run *r, const char *dir, json_t *manifest, c
     return rc;
 }
 
-static json_t *read_manifest(const char *dir, char *err, size_t errlen)
+static json_t *read_manifest(const char *dir, vd_train_target target, char *err, size_t errlen)
 {
     char path[VD_TRAIN_PATH_LEN * 2];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
@@ -362,9 +394,9 @@ static json_t *read_manifest(const char *dir, char *err, size_t errlen)
         return NULL;
     }
     if (!json_is_string(json_object_get(root, "format")) ||
-        strcmp(json_string_value(json_object_get(root, "format")), MANIFEST_FORMAT) != 0) {
+        strcmp(json_string_value(json_object_get(root, "format")), MANIFEST_FORMATS[target]) != 0) {
         json_decref(root);
-        vd_fail(err, errlen, "%s: not a vdmini autoencoder checkpoint", path);
+        vd_fail(err, errlen, "%s: not a vdmini %s checkpoint", path, target == VD_TRAIN_AE ? "autoencoder" : "denoiser");
         return NULL;
     }
     return root;
@@ -381,7 +413,7 @@ static int manifest_int(json_t *root, const char *key, long long *out)
 /* Builds the model described by a checkpoint's manifest and checks the config against it. */
 static int open_from_checkpoint(vd_train_run *r, const char *dir, char *err, size_t errlen)
 {
-    json_t *root = read_manifest(dir, err, errlen);
+    json_t *root = read_manifest(dir, r->cfg.target, err, errlen);
     if (!root) return -1;
     long long step = 0, clip = 0, seed = 0, batch = 0, side = 0;
     const char *model_json = json_string_value(json_object_get(root, "model_config"));
@@ -398,7 +430,7 @@ static int open_from_checkpoint(vd_train_run *r, const char *dir, char *err, siz
         if ((uint64_t)seed != r->cfg.seed || batch != r->cfg.batch)
             rc = vd_fail(err, errlen, "%s: written with seed %lld and batch %lld; the config says %llu and %d", dir, seed,
                          batch, (unsigned long long)r->cfg.seed, r->cfg.batch);
-        else if (check_side(&r->cfg, &mc.ae, &r->side, err, errlen))
+        else if (check_side(&r->cfg, r->cfg.target == VD_TRAIN_AE ? &mc.ae : &r->ae.cfg.ae, &r->side, err, errlen))
             rc = -1;
         else if (r->side != side)
             rc = vd_fail(err, errlen, "%s: written with image size %lld; the config says %d", dir, side, r->side);
@@ -418,17 +450,58 @@ static int open_from_checkpoint(vd_train_run *r, const char *dir, char *err, siz
     return rc;
 }
 
+/* The denoiser's frozen autoencoder, read from the config's file and checked against the UNet. */
+static int open_autoencoder(vd_train_run *r, char *err, size_t errlen)
+{
+    const vd_train_config *c = &r->cfg;
+    char inner[256];
+    if (vd_model_load(&r->ae, c->ae_path, inner, sizeof inner))
+        return vd_fail(err, errlen, "ae %s: %s", c->ae_path, inner);
+    if (!r->ae.cfg.ae.present) return vd_fail(err, errlen, "ae %s: the file has no autoencoder", c->ae_path);
+    vd_model_attach(&r->ae, r->be);
+    return 0;
+}
+
+static int check_denoiser(const vd_train_run *r, char *err, size_t errlen)
+{
+    const vd_unet_config *u = &r->model.cfg.unet;
+    int lc = r->ae.cfg.ae.latent_channels;
+    if (u->in_channels != 2 * lc + 1 || u->out_channels != lc)
+        return vd_fail(err, errlen, "the UNet takes %d channels and gives %d; the autoencoder's %d latent channels need %d "
+                       "and %d", u->in_channels, u->out_channels, lc, 2 * lc + 1, lc);
+    return 0;
+}
+
+/* The denoiser's buffers for one micro-batch: a clip of batch frames, side x side. */
+static void alloc_denoiser_buffers(vd_train_run *r)
+{
+    vd_backend *be = r->be;
+    const vd_model_config *mc = &r->model.cfg;
+    int T = r->cfg.batch, lc = r->ae.cfg.ae.latent_channels, f = 1 << (r->ae.cfg.ae.levels - 1);
+    size_t S = (size_t)(r->side / f) * (r->side / f), zn = (size_t)T * lc * S, xn = (size_t)T * mc->unet.in_channels * S;
+    int L = mc->text.max_tokens;
+    r->abar = vd_alphas_cumprod(&mc->diffusion);
+    r->truth = vd_malloc(sizeof *r->truth);
+    r->z0_host = vd_malloc(zn * sizeof(float)), r->v_host = vd_malloc(zn * sizeof(float));
+    r->x_host = vd_malloc(xn * sizeof(float));
+    r->ids_host = vd_malloc((size_t)L * sizeof(int32_t));
+    r->z0_dev = be->alloc(be, zn * sizeof(float)), r->v_dev = be->alloc(be, zn * sizeof(float));
+    r->x_dev = be->alloc(be, xn * sizeof(float)), r->t_dev = be->alloc(be, sizeof(float));
+    r->ids_dev = be->alloc(be, (size_t)L * sizeof(int32_t));
+}
+
 vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char *resume_dir, char *err, size_t errlen)
 {
     vd_train_run *r = vd_calloc(1, sizeof *r);
     r->cfg = *c;
     r->be = be;
-    int rc;
-    if (resume_dir) {
+    int denoiser = c->target == VD_TRAIN_DENOISER;
+    int rc = denoiser ? open_autoencoder(r, err, errlen) : 0;
+    if (rc == 0 && resume_dir) {
         rc = open_from_checkpoint(r, resume_dir, err, errlen);
-    } else {
+    } else if (rc == 0) {
         rc = init_model(&r->model, c, err, errlen);
-        if (rc == 0) rc = check_side(c, &r->model.cfg.ae, &r->side, err, errlen);
+        if (rc == 0) rc = check_side(c, denoiser ? &r->ae.cfg.ae : &r->model.cfg.ae, &r->side, err, errlen);
         if (rc == 0) {
             vd_model_attach(&r->model, be);
             vd_ae_trainer_init(&r->trainer, &r->model);
@@ -437,33 +510,84 @@ vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char
             be->copy(be, r->ema, r->model.weights, bytes);
         }
     }
+    if (rc == 0 && denoiser) rc = check_denoiser(r, err, errlen);
     if (rc) {
         vd_train_close(r);
         return NULL;
     }
+    static const char *const ae_part[] = {"ae."}, *const denoiser_parts[] = {"text.", "unet."};
+    vd_param_range(&r->model, denoiser ? denoiser_parts : ae_part, denoiser ? 2 : 1, &r->begin, &r->end);
     r->loader = vd_loader_new_from(c->seed, r->next_clip, r->side, r->side, c->batch, c->loader_threads,
                                    2 * c->loader_threads + c->grad_accum);
     size_t n = (size_t)c->batch * 3 * r->side * r->side;
     r->frames_host = vd_malloc(n * sizeof(float));
     r->frames_dev = be->alloc(be, n * sizeof(float));
+    if (denoiser) alloc_denoiser_buffers(r);
     return r;
 }
 
 void vd_train_close(vd_train_run *r)
 {
     if (!r) return;
+    vd_backend *be = r->be;
     vd_loader_free(r->loader);
-    if (r->frames_dev) r->be->release(r->be, r->frames_dev);
-    free(r->frames_host);
-    if (r->ema) r->be->release(r->be, r->ema);
+    float *dev[] = {r->frames_dev, r->ema, r->z0_dev, r->x_dev, r->v_dev, r->t_dev, (float *)r->ids_dev};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
+        if (dev[i]) be->release(be, dev[i]);
+    free(r->frames_host), free(r->z0_host), free(r->x_host), free(r->v_host), free(r->ids_host);
+    free(r->abar), free(r->truth);
     if (r->trainer.m) vd_ae_trainer_free(&r->trainer);
     vd_model_free(&r->model);
+    vd_model_free(&r->ae);
     free(r);
 }
 
 int vd_train_done_steps(const vd_train_run *r) { return r->trainer.step; }
 
 size_t vd_train_param_count(const vd_train_run *r) { return r->model.total; }
+
+/* The denoiser's loss on the clip in frames_host (clip number `clip` of the run), its gradients
+ * accumulated into the trainer's. */
+static float denoiser_micro_batch(vd_train_run *r, uint64_t clip)
+{
+    const vd_train_config *c = &r->cfg;
+    vd_backend *be = r->be;
+    vd_model *m = &r->model;
+    int T = c->batch, lc = r->ae.cfg.ae.latent_channels, f = 1 << (r->ae.cfg.ae.levels - 1);
+    int h = r->side / f, w = r->side / f;
+    size_t S = (size_t)h * w, zn = (size_t)T * lc * S, frame_in = (size_t)(2 * lc + 1) * S;
+    be->upload(be, r->frames_dev, r->frames_host, (size_t)T * 3 * r->side * r->side * sizeof(float));
+    vd_ae_encode(&r->ae, r->frames_dev, T, r->side, r->side, r->z0_dev);
+    be->download(be, r->z0_host, r->z0_dev, zn * sizeof(float));
+
+    uint64_t stream = c->seed ^ DENOISER_STREAM;
+    uint64_t choices = vd_rng_u64(stream, 2 * clip), noise = vd_rng_u64(stream, 2 * clip + 1);
+    int empty_prompt = vd_rng_uniform(choices, 0) < EMPTY_PROMPT_RATE;
+    int first_frame = vd_rng_uniform(choices, 1) < FIRST_FRAME_RATE;
+    int t = (int)(vd_rng_u64(choices, 2) % (uint64_t)m->cfg.diffusion.train_steps);
+    vd_rng_normal(noise, 0, r->v_host, zn); /* eps, overwritten by v below */
+    float a = (float)sqrt(r->abar[t]), b = (float)sqrt(1.0 - r->abar[t]);
+
+    /* x: per frame z_t, then the condition latent and its mask; v = a eps - b z0 */
+    for (int k = 0; k < T; k++) {
+        const float *z0 = r->z0_host + (size_t)k * lc * S;
+        float *eps = r->v_host + (size_t)k * lc * S, *x = r->x_host + (size_t)k * frame_in;
+        for (size_t i = 0; i < (size_t)lc * S; i++) {
+            x[i] = a * z0[i] + b * eps[i];
+            eps[i] = a * eps[i] - b * z0[i];
+        }
+        if (first_frame) memcpy(x + (size_t)lc * S, r->z0_host, (size_t)lc * S * sizeof(float));
+        else memset(x + (size_t)lc * S, 0, (size_t)lc * S * sizeof(float));
+        for (size_t i = 0; i < S; i++) x[(size_t)2 * lc * S + i] = first_frame ? 1.0f : 0.0f;
+    }
+    vd_tokenize(&m->cfg.text, empty_prompt ? "" : r->truth->prompt, r->ids_host, NULL, 0);
+    float tf = (float)t;
+    be->upload(be, r->x_dev, r->x_host, (size_t)T * frame_in * sizeof(float));
+    be->upload(be, r->v_dev, r->v_host, zn * sizeof(float));
+    be->upload(be, r->t_dev, &tf, sizeof tf);
+    be->upload(be, r->ids_dev, r->ids_host, (size_t)m->cfg.text.max_tokens * sizeof(int32_t));
+    return vd_denoiser_loss_and_grads(m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->v_dev, 1, T, h, w);
+}
 
 void vd_train_step(vd_train_run *r, vd_train_stats *st)
 {
@@ -474,17 +598,21 @@ void vd_train_step(vd_train_run *r, vd_train_stats *st)
     vd_ae_zero_grads(&r->trainer);
     double loss = 0;
     for (int k = 0; k < c->grad_accum; k++) {
-        vd_loader_next(r->loader, r->frames_host, NULL);
+        vd_loader_next(r->loader, r->frames_host, r->truth);
+        if (c->target == VD_TRAIN_DENOISER) {
+            loss += denoiser_micro_batch(r, r->next_clip);
+        } else {
+            be->upload(be, r->frames_dev, r->frames_host, n * sizeof(float));
+            loss += vd_ae_loss_and_grads(&r->trainer, r->frames_dev, c->batch, r->side, r->side);
+        }
         r->next_clip++;
-        be->upload(be, r->frames_dev, r->frames_host, n * sizeof(float));
-        loss += vd_ae_loss_and_grads(&r->trainer, r->frames_dev, c->batch, r->side, r->side);
     }
     if (c->grad_accum > 1) /* the mean gradient over the micro-batches (elementwise, in place) */
         be->axpby(be, r->trainer.grads, 0.0f, r->trainer.grads, 1.0f / (float)c->grad_accum, m->total);
     float lr = vd_train_lr(c, r->trainer.step);
     vd_adamw_config opt = {.lr = lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
                            .weight_decay = c->weight_decay, .clip_norm = c->clip_norm};
-    double norm = vd_ae_optimizer_step(&r->trainer, &opt);
+    double norm = vd_adamw_range_step(&r->trainer, &opt, r->begin, r->end);
     be->axpby(be, r->ema, 1.0f - c->ema_decay, m->weights, c->ema_decay, m->total);
     *st = (vd_train_stats){.step = r->trainer.step, .loss = (float)(loss / c->grad_accum), .lr = lr, .grad_norm = norm};
 }
@@ -555,7 +683,7 @@ int vd_train_checkpoint(vd_train_run *r, char *err, size_t errlen)
 
     if (rc == 0) {
         char *model_json = vd_config_to_json(&m->cfg);
-        json_t *root = json_pack("{s:s, s:i, s:I, s:I, s:i, s:i, s:s, s:o}", "format", MANIFEST_FORMAT, "step",
+        json_t *root = json_pack("{s:s, s:i, s:I, s:I, s:i, s:i, s:s, s:o}", "format", MANIFEST_FORMATS[c->target], "step",
                                  r->trainer.step, "next_clip", (json_int_t)r->next_clip, "seed", (json_int_t)c->seed,
                                  "batch", c->batch, "image_size", r->side, "model_config", model_json, "shards",
                                  shards);
@@ -643,7 +771,7 @@ int vd_train_plot(const char *csv_path, const char *svg_path, char *err, size_t 
     EMIT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
          "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
          PLOT_W, PLOT_H);
-    EMIT("<text x=\"%d\" y=\"18\" font-size=\"14\">autoencoder reconstruction loss</text>\n", PLOT_LEFT);
+    EMIT("<text x=\"%d\" y=\"18\" font-size=\"14\">training loss</text>\n", PLOT_LEFT);
     for (int d = (int)lo; d <= (int)hi; d++) { /* one gridline per decade */
         double y = PLOT_TOP + ph * (hi - d) / (hi - lo);
         EMIT("<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
@@ -677,8 +805,8 @@ static int save_weights(vd_train_run *r, int ema, const char *name, char *err, s
     return vd_model_save(&r->model, path, VD_ST_F32, err, errlen);
 }
 
-int vd_train_ae(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
-                void *user, char *err, size_t errlen)
+int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
+             void *user, char *err, size_t errlen)
 {
     if (make_dir(c->out_dir, err, errlen)) return -1;
     vd_train_run *r = vd_train_open(c, be, resume_dir, err, errlen);
@@ -710,8 +838,9 @@ int vd_train_ae(const vd_train_config *c, vd_backend *be, const char *resume_dir
         }
     }
     if (csv && fclose(csv) && rc == 0) rc = vd_fail(err, errlen, "%s: write error", csv_path);
-    if (rc == 0 && !stopped) rc = save_weights(r, 0, "ae.safetensors", err, errlen);
-    if (rc == 0 && !stopped) rc = save_weights(r, 1, "ae-ema.safetensors", err, errlen);
+    int ae = c->target == VD_TRAIN_AE;
+    if (rc == 0 && !stopped) rc = save_weights(r, 0, ae ? "ae.safetensors" : "teacher.safetensors", err, errlen);
+    if (rc == 0 && !stopped) rc = save_weights(r, 1, ae ? "ae-ema.safetensors" : "teacher-ema.safetensors", err, errlen);
     if (rc == 0 && first == c->steps) rc = vd_train_plot(csv_path, svg_path, err, errlen);
     vd_train_close(r);
     return rc;

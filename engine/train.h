@@ -1,4 +1,5 @@
-/* train.h: the autoencoder's training driver — a run's JSON config, the learning-rate schedule
+/* train.h: the training driver of the autoencoder and of the denoiser (text encoder and UNet
+ * together) — a run's JSON config, the learning-rate schedule
  * (linear warm-up, then cosine down to min_lr), an EMA of the weights, gradient accumulation,
  * frames from the world's threaded loader, sharded atomic checkpoints that resume a run exactly,
  * a CSV log and an SVG plot of the loss.
@@ -12,7 +13,16 @@
  * A checkpoint is a directory out_dir/step-NNNNNN holding manifest.json (step, next clip, model
  * config, the shards) and safetensors shards of at most max_shard_bytes each with the tensors
  * "weights.NAME", "ema.NAME", "adam_m.NAME" and "adam_v.NAME" for every parameter NAME. It is
- * written into a temporary directory, every file fsync'd, then renamed into place. */
+ * written into a temporary directory, every file fsync'd, then renamed into place.
+ *
+ * The denoiser trains on the same clips, each encoded frame by frame by a trained, frozen
+ * autoencoder (config "ae": its file) into z0 (batch, latent, h, w). Per micro-batch, from the
+ * counter RNG keyed by the seed and the clip's number (so a resumed run draws the same): the
+ * clip's prompt, or the empty prompt one time in ten; the first frame's latent as the condition
+ * (on every frame, mask 1) half of the time, else zeros; a timestep t in [0, train_steps) and
+ * noise eps; then z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps and the v-prediction target
+ * v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0. Only the text encoder and the UNet are trained
+ * (and checkpointed); the autoencoder is not part of the run's model. */
 #ifndef VD_TRAIN_H
 #define VD_TRAIN_H
 
@@ -25,7 +35,10 @@
 #define VD_TRAIN_SHARD_BYTES (16u << 20)
 #define VD_TRAIN_PATH_LEN 1024
 
+typedef enum { VD_TRAIN_AE, VD_TRAIN_DENOISER } vd_train_target;
+
 typedef struct {
+    vd_train_target target; /* set before parsing: what the run trains (the defaults: VD_TRAIN_AE) */
     int steps;            /* optimizer steps in the whole run */
     int batch;            /* frames per micro-batch (one clip) */
     int image_size;       /* frames are image_size x image_size; 0: the autoencoder's image_size */
@@ -40,9 +53,10 @@ typedef struct {
     int checkpoint_every; /* steps; 0: only at the end */
     int log_every;        /* steps between CSV rows */
     char out_dir[VD_TRAIN_PATH_LEN];
-    char init[VD_TRAIN_PATH_LEN]; /* a preset name or a weights file holding an autoencoder */
-    int has_ae;                   /* ae below was given inline (random initialisation) */
+    char init[VD_TRAIN_PATH_LEN]; /* a preset name or a weights file holding the trained parts */
+    int has_ae;                   /* autoencoder: ae below was given inline (random initialisation) */
     vd_ae_config ae;
+    char ae_path[VD_TRAIN_PATH_LEN]; /* denoiser: the trained autoencoder's weights file */
     size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
 } vd_train_config;
 
@@ -51,8 +65,10 @@ typedef struct {
  * grad_accum 1, seed 0, loader_threads 4, checkpoint_every 1000, log_every 10, init "tiny". */
 void vd_train_config_defaults(vd_train_config *c);
 /* Parses a JSON object over the defaults: every key is checked (unknown keys are errors), and
- * out_dir is required. "ae" is an inline autoencoder config (as in a model file) instead of
- * "init". Returns 0, or -1 with a message naming the field. */
+ * out_dir is required. Training the autoencoder, "ae" is an inline autoencoder config (as in a
+ * model file) instead of "init"; training the denoiser, "ae" is required and names the trained
+ * autoencoder's weights file, and "init" gives the text encoder and UNet. Returns 0, or -1 with a
+ * message naming the field. */
 int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_t errlen);
 int vd_train_config_load(const char *path, vd_train_config *c, char *err, size_t errlen);
 
@@ -65,7 +81,7 @@ typedef struct vd_train_run vd_train_run;
 
 typedef struct {
     int step;             /* steps done, this one included */
-    float loss, lr;       /* the step's mean reconstruction loss and learning rate */
+    float loss, lr;       /* the step's mean loss (reconstruction or v-prediction) and learning rate */
     double grad_norm;     /* before clipping */
 } vd_train_stats;
 
@@ -92,12 +108,13 @@ typedef int (*vd_train_progress_fn)(void *user, const vd_train_stats *st, int to
 /* The whole run: steps until c->steps with a CSV row every log_every steps (out_dir/train.csv:
  * step,loss,lr,grad_norm,clips_per_s; a resumed run drops rows past its checkpoint), a checkpoint
  * every checkpoint_every steps and at the end, out_dir/loss.svg redrawn at each checkpoint, and
- * finally out_dir/ae.safetensors (the weights) and out_dir/ae-ema.safetensors (their EMA).
- * Returns 0, or -1 with a message. */
-int vd_train_ae(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
-                void *user, char *err, size_t errlen);
+ * finally the weights and their EMA: out_dir/ae.safetensors and ae-ema.safetensors for the
+ * autoencoder, out_dir/teacher.safetensors and teacher-ema.safetensors (text encoder and UNet)
+ * for the denoiser. Returns 0, or -1 with a message. */
+int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
+             void *user, char *err, size_t errlen);
 
-/* Reads a CSV written by vd_train_ae and writes an SVG of loss against step, the loss axis
+/* Reads a CSV written by vd_train and writes an SVG of loss against step, the loss axis
  * logarithmic. */
 int vd_train_plot(const char *csv_path, const char *svg_path, char *err, size_t errlen);
 

@@ -9,17 +9,18 @@
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
  *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 7.5] [--i2v]
  *               [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
- *   vdmini train ae --config FILE.json [--resume DIR] [--device auto|cpu|cuda]
+ *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda]
  *
  * generate writes the MP4 and, beside it, FILE.png (the first frame). world writes clips of the
  * synthetic world: DIR/clip_NNNNN.mp4, its first frame DIR/clip_NNNNN.png and one line of ground
  * truth per clip in DIR/truth.jsonl. eval judges videos against their ground truth (or renders
  * prompts from the world, generates them with the model and judges those) and prints a Markdown
  * table; --json writes the same figures as JSON; --i2v judges image-to-video, the world's first
- * frame being the given image. train ae trains the autoencoder as the JSON config says (README.md,
- * "Training"), printing a progress line on stderr; --resume continues from a checkpoint directory
- * exactly. Every bad argument gets a message naming it and exit status 2; a
- * failure while running gets status 1. */
+ * frame being the given image. train trains the autoencoder, or the denoiser (text encoder and
+ * UNet, on latents of a trained autoencoder), as the JSON config says (README.md, "Training"),
+ * printing a progress line on stderr; --resume continues from a checkpoint directory exactly.
+ * Every bad argument gets a message naming it and exit status 2; a failure while running gets
+ * status 1. */
 #include "backend.h"
 #include "common.h"
 #include "evaluator.h"
@@ -53,7 +54,7 @@ static void usage(FILE *out)
             "  vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]\n"
             "  vdmini eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--i2v]\n"
             "              [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n"
-            "  vdmini train ae --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n");
+            "  vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n");
 }
 
 static int bad_arg(const char *flag, const char *why)
@@ -594,9 +595,9 @@ static int print_train_progress(void *user, const vd_train_stats *st, int total,
 static int cmd_train(int argc, char **argv)
 {
     if (argc < 3) return bad_arg("train", "which model: ae (the autoencoder) or denoiser");
-    if (strcmp(argv[2], "denoiser") == 0)
-        return bad_arg("train denoiser", "not available yet; only \"train ae\" can be run for now");
-    if (strcmp(argv[2], "ae") != 0) return bad_arg(argv[2], "unknown model to train (ae or denoiser)");
+    int denoiser = strcmp(argv[2], "denoiser") == 0;
+    if (!denoiser && strcmp(argv[2], "ae") != 0) return bad_arg(argv[2], "unknown model to train (ae or denoiser)");
+    const char *what = denoiser ? "train denoiser" : "train ae";
     const char *config = NULL, *resume = NULL;
     vd_device device = VD_DEVICE_AUTO;
     for (int i = 3; i < argc; i++) {
@@ -612,13 +613,14 @@ static int cmd_train(int argc, char **argv)
             else if (strcmp(v, "cuda") == 0) device = VD_DEVICE_CUDA;
             else return bad_arg("--device", "expected auto, cpu or cuda");
         } else {
-            return bad_arg(f, "unknown option for train ae");
+            return bad_arg(f, denoiser ? "unknown option for train denoiser" : "unknown option for train ae");
         }
     }
     if (!config) return bad_arg("--config", "required (a JSON training config)");
     vd_train_config cfg;
     char err[VD_ERR_LEN * 2];
     vd_train_config_defaults(&cfg);
+    cfg.target = denoiser ? VD_TRAIN_DENOISER : VD_TRAIN_AE;
     if (vd_train_config_load(config, &cfg, err, sizeof err)) return bad_arg("--config", err);
     struct stat sb;
     if (resume && (stat(resume, &sb) || !S_ISDIR(sb.st_mode)))
@@ -634,16 +636,17 @@ static int cmd_train(int argc, char **argv)
         }
     }
     if (!be) be = vd_backend_cpu();
-    fprintf(stderr, "vdmini: training the autoencoder on %s for %d steps into %s%s%s\n", be->name, cfg.steps,
-            cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
+    fprintf(stderr, "vdmini: training the %s on %s for %d steps into %s%s%s\n",
+            denoiser ? "denoiser" : "autoencoder", be->name, cfg.steps, cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
     train_progress progress = {.tty = isatty(STDERR_FILENO), .log_every = cfg.log_every};
-    int rc = vd_train_ae(&cfg, be, resume, print_train_progress, &progress, err, sizeof err);
+    int rc = vd_train(&cfg, be, resume, print_train_progress, &progress, err, sizeof err);
     be->destroy(be);
     if (rc) {
-        fprintf(stderr, "vdmini: train ae: %s\n", err);
+        fprintf(stderr, "vdmini: %s: %s\n", what, err);
         return 1;
     }
-    fprintf(stderr, "vdmini: wrote %s/ae.safetensors, ae-ema.safetensors, train.csv and loss.svg\n", cfg.out_dir);
+    fprintf(stderr, "vdmini: wrote %s/%s, train.csv and loss.svg\n", cfg.out_dir,
+            denoiser ? "teacher.safetensors, teacher-ema.safetensors" : "ae.safetensors, ae-ema.safetensors");
     return 0;
 }
 

@@ -1,8 +1,8 @@
 #!/bin/sh
 # test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and
 # image to video) producing a real MP4 and PNG, determinism of a seed, a short autoencoder
-# training run and its exact resume, and a clear error with exit status 2 for each kind of bad
-# argument.
+# training run and its exact resume, two steps of denoiser training, and a clear error with exit
+# status 2 for each kind of bad argument.
 set -u
 : "${top_builddir:=.}"
 vdmini="$top_builddir/vdmini"
@@ -122,9 +122,23 @@ if "$vdmini" train ae --config "$work/train.json" --device cpu --resume "$work/t
 else
     bad "train ae resume: $(cat "$work/err")"
 fi
+# Training the denoiser (the tiny preset's text encoder and UNet) on latents of the autoencoder
+# just trained: two steps.
+cat >"$work/train-denoiser.json" <<EOF
+{"steps": 2, "batch": 4, "warmup_steps": 1, "log_every": 1, "loader_threads": 2,
+ "out_dir": "$work/denoiser", "ae": "$work/train/ae.safetensors", "init": "tiny"}
+EOF
+if "$vdmini" train denoiser --config "$work/train-denoiser.json" --device cpu 2>"$work/err" &&
+   [ -s "$work/denoiser/teacher.safetensors" ] && [ -s "$work/denoiser/teacher-ema.safetensors" ] &&
+   [ "$(wc -l <"$work/denoiser/train.csv")" -eq 3 ] && [ -s "$work/denoiser/step-000002/manifest.json" ] &&
+   grep -q "step 2/2  loss" "$work/err"; then
+    ok "train denoiser writes weights, CSV and a checkpoint"
+else
+    bad "train denoiser: $(cat "$work/err")"
+fi
 printf '{"steps": 2, "out_dir": "%s", "stepz": 1}' "$work/t2" >"$work/typo.json"
 expect_usage_error "train without model" "ae" train
-expect_usage_error "train denoiser" "not available yet" train denoiser --config "$work/train.json"
+expect_usage_error "train denoiser without autoencoder file" "training config ae" train denoiser --config "$work/train.json"
 expect_usage_error "train unknown model" "unknown model" train vae --config "$work/train.json"
 expect_usage_error "train without config" "--config" train ae
 expect_usage_error "train missing config" "--config" train ae --config "$work/none.json"

@@ -1,9 +1,10 @@
-/* test_train.c: the autoencoder's training driver — the config parser, the learning-rate
- * schedule, the EMA update, a checkpoint cut into several small shards that reads back bit for
- * bit, and resume exactness: 6 steps straight against 3 steps, a checkpoint, everything freed,
- * and 3 more steps from the checkpoint, which must give the same losses, weights and EMA bit for
- * bit. Runs on the CPU reference backend (plain loops, one thread: deterministic) with a very
- * small autoencoder. */
+/* test_train.c: the training driver — the config parser, the learning-rate schedule, the EMA
+ * update, a checkpoint cut into several small shards that reads back bit for bit, and resume
+ * exactness: 6 steps straight against 3 steps, a checkpoint, everything freed, and 3 more steps
+ * from the checkpoint, which must give the same losses, weights and EMA bit for bit. The same
+ * resume check runs for the denoiser, whose loss must also be finite and fall over its steps.
+ * Runs on the CPU reference backend (plain loops, one thread: deterministic) with a very small
+ * autoencoder, text encoder and UNet. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,9 +21,12 @@
 
 #include "backend.h"
 #include "common.h"
+#include "config.h"
+#include "model.h"
 #include "train.h"
 
 #define STEPS 6
+#define DENOISER_STEPS 10
 
 static char work_dir[] = "vdmini-train-XXXXXX";
 
@@ -60,6 +64,50 @@ static void tiny_config(vd_train_config *c, const char *name)
     assert_int_equal(rc, 0);
 }
 
+/* A model file with a very small autoencoder (channels [8, 16], 32x32 images), text encoder
+ * (dim 32, one layer) and UNet (channels [16, 32], one block per level, attention on level 1),
+ * randomly initialised: the denoiser runs take their autoencoder and their start from it. */
+static void tiny_model_file(char *path, size_t len)
+{
+    snprintf(path, len, "%s/tiny-model.safetensors", work_dir);
+    if (access(path, F_OK) == 0) return;
+    vd_model_config mc;
+    assert_int_equal(vd_config_preset("tiny", &mc), 0);
+    mc.ae = (vd_ae_config){.present = 1, .levels = 2, .channels = {8, 16}, .latent_channels = 4, .groups = 4,
+                           .image_size = 32, .scale_factor = 1.0f};
+    mc.text.dim = 32, mc.text.layers = 1, mc.text.heads = 2;
+    vd_unet_config *u = &mc.unet;
+    u->levels = 2, u->channels[0] = 16, u->channels[1] = 32, u->attention[0] = 0, u->attention[1] = 1;
+    u->blocks_per_level = 1, u->head_dim = 16, u->groups = 4, u->context_dim = 32;
+    u->frames = 4, u->latent_h = 16, u->latent_w = 16;
+    vd_model m;
+    char err[256];
+    int rc = vd_model_build(&m, &mc, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    vd_model_init_random(&m, 3);
+    assert_int_equal(vd_model_save(&m, path, VD_ST_F32, err, sizeof err), 0);
+    vd_model_free(&m);
+    vd_config_free(&mc);
+}
+
+/* A denoiser run in work_dir/NAME on tiny_model_file: clips of 4 frames, one clip per step. */
+static void denoiser_config(vd_train_config *c, const char *name)
+{
+    char json[4096], err[256], model[1100];
+    tiny_model_file(model, sizeof model);
+    snprintf(json, sizeof json,
+             "{\"steps\": %d, \"batch\": 4, \"lr\": 0.002, \"min_lr\": 0.0002, \"warmup_steps\": 2,"
+             " \"ema_decay\": 0.9, \"loader_threads\": 2, \"seed\": 5, \"out_dir\": \"%s/%s\","
+             " \"ae\": \"%s\", \"init\": \"%s\"}",
+             DENOISER_STEPS, work_dir, name, model, model);
+    vd_train_config_defaults(c);
+    c->target = VD_TRAIN_DENOISER;
+    int rc = vd_train_config_parse(json, c, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+}
+
 static void test_config(void **state)
 {
     (void)state;
@@ -81,6 +129,15 @@ static void test_config(void **state)
     assert_non_null(strstr(err, "lr"));
     vd_train_config_defaults(&c);
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"init\": \"tiny\", \"ae\": {}}", &c, err, sizeof err), -1);
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\"}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "ae"));
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"ae\": \"ae.safetensors\"}", &c, err, sizeof err), 0);
+    assert_string_equal(c.ae_path, "ae.safetensors");
+    assert_string_equal(c.init, "tiny");
 }
 
 static void test_schedule(void **state)
@@ -132,18 +189,19 @@ static void test_ema(void **state)
     vd_train_close(r);
 }
 
-/* Runs STEPS steps in work_dir/NAME, stopped after `cut` steps, checkpointed, freed and resumed
- * (cut 0: straight through); returns losses, final weights and EMA. */
-static void run(const char *name, int cut, size_t shard_bytes, float *losses, float **weights, float **ema, size_t *n)
+/* Runs the config's steps in work_dir/NAME, stopped after `cut` steps, checkpointed, freed and
+ * resumed (cut 0: straight through); returns losses, final weights and EMA. */
+static void run(void (*configure)(vd_train_config *, const char *), const char *name, int cut, float *losses,
+                float **weights, float **ema, size_t *n)
 {
     vd_train_config c;
     char err[256];
-    tiny_config(&c, name);
-    c.max_shard_bytes = shard_bytes;
+    configure(&c, name);
     vd_backend *be = vd_backend_cpu_reference();
     vd_train_run *r = vd_train_open(&c, be, NULL, err, sizeof err);
+    if (!r) fprintf(stderr, "%s\n", err);
     assert_non_null(r);
-    for (int s = 0; s < STEPS; s++) {
+    for (int s = 0; s < c.steps; s++) {
         if (cut && s == cut) {
             assert_int_equal(vd_train_checkpoint(r, err, sizeof err), 0);
             vd_train_close(r);
@@ -171,10 +229,34 @@ static void test_resume_exact(void **state)
     (void)state;
     float straight[STEPS], resumed[STEPS], *w_a, *w_b, *ema_a, *ema_b;
     size_t n_a, n_b;
-    run("straight", 0, VD_TRAIN_SHARD_BYTES, straight, &w_a, &ema_a, &n_a);
-    run("resumed", 3, VD_TRAIN_SHARD_BYTES, resumed, &w_b, &ema_b, &n_b);
+    run(tiny_config, "straight", 0, straight, &w_a, &ema_a, &n_a);
+    run(tiny_config, "resumed", 3, resumed, &w_b, &ema_b, &n_b);
     for (int s = 0; s < STEPS; s++) fprintf(stderr, "step %d: loss %.9g / %.9g\n", s + 1, straight[s], resumed[s]);
     assert_true(straight[STEPS - 1] < straight[0]);
+    assert_memory_equal(straight, resumed, sizeof straight);
+    assert_int_equal(n_a, n_b);
+    assert_memory_equal(w_a, w_b, n_a * sizeof(float));
+    assert_memory_equal(ema_a, ema_b, n_a * sizeof(float));
+    free(w_a), free(w_b), free(ema_a), free(ema_b);
+}
+
+/* The denoiser: a finite loss that falls (the mean of the last three steps below the first
+ * three's), and a run cut after 4 steps and resumed that matches the straight run bit for bit. */
+static void test_denoiser_resume_exact(void **state)
+{
+    (void)state;
+    float straight[DENOISER_STEPS], resumed[DENOISER_STEPS], *w_a, *w_b, *ema_a, *ema_b;
+    size_t n_a, n_b;
+    run(denoiser_config, "denoiser-straight", 0, straight, &w_a, &ema_a, &n_a);
+    run(denoiser_config, "denoiser-resumed", 4, resumed, &w_b, &ema_b, &n_b);
+    double first = 0, last = 0;
+    for (int s = 0; s < DENOISER_STEPS; s++) {
+        fprintf(stderr, "denoiser step %d: loss %.9g / %.9g\n", s + 1, straight[s], resumed[s]);
+        assert_true(isfinite(straight[s]) && straight[s] > 0);
+        if (s < 3) first += straight[s];
+        if (s >= DENOISER_STEPS - 3) last += straight[s];
+    }
+    assert_true(last < first);
     assert_memory_equal(straight, resumed, sizeof straight);
     assert_int_equal(n_a, n_b);
     assert_memory_equal(w_a, w_b, n_a * sizeof(float));
@@ -244,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_ema),
         cmocka_unit_test(test_shards),
         cmocka_unit_test(test_resume_exact),
+        cmocka_unit_test(test_denoiser_resume_exact),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -389,6 +389,9 @@ browserTest('with API keys the page asks for a key and then works with it', asyn
   const id = await submitAndGetId();
   await waitForStatus('completed');
   assertEventsStreamed(id);
+  /* the page fetches the video with the header once the job completes, then shows a blob */
+  await page.waitForFunction(() => document.querySelector('#job-video').src.startsWith('blob:'), null,
+    { timeout: 15_000 }).catch(() => {});
   assert.match(await page.$eval('#job-video', (video) => video.src), /^blob:/,
     'with a key the video is fetched with the header and shown from a blob');
   await checkResult(id, size);
