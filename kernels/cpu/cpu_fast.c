@@ -970,32 +970,31 @@ static void gelu_backward_block(float *dx, const float *dy, const float *x, size
     }
 }
 
-static void fast_silu_backward(vd_backend *be, float *dx, const float *dy, const float *x,
-                               size_t n)
+/* Runs an activation's backward over n values in blocks, in parallel. */
+static void activation_backward(void (*block_fn)(float *, const float *, const float *, size_t), float *dx,
+                                const float *dy, const float *x, size_t n)
 {
-    (void)be;
     if (!dx) return;
     size_t blocks = (n + ACTIVATION_BLOCK - 1) / ACTIVATION_BLOCK;
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN_ELEMENTS)
     for (size_t block = 0; block < blocks; block++) {
         size_t begin = block * ACTIVATION_BLOCK;
-        silu_backward_block(dx + begin, dy + begin, x + begin,
-                            min_size(ACTIVATION_BLOCK, n - begin));
+        block_fn(dx + begin, dy + begin, x + begin, min_size(ACTIVATION_BLOCK, n - begin));
     }
+}
+
+static void fast_silu_backward(vd_backend *be, float *dx, const float *dy, const float *x,
+                               size_t n)
+{
+    (void)be;
+    activation_backward(silu_backward_block, dx, dy, x, n);
 }
 
 static void fast_gelu_backward(vd_backend *be, float *dx, const float *dy, const float *x,
                                size_t n)
 {
     (void)be;
-    if (!dx) return;
-    size_t blocks = (n + ACTIVATION_BLOCK - 1) / ACTIVATION_BLOCK;
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN_ELEMENTS)
-    for (size_t block = 0; block < blocks; block++) {
-        size_t begin = block * ACTIVATION_BLOCK;
-        gelu_backward_block(dx + begin, dy + begin, x + begin,
-                            min_size(ACTIVATION_BLOCK, n - begin));
-    }
+    activation_backward(gelu_backward_block, dx, dy, x, n);
 }
 
 /* linear: dy (M, out); dx (M, in) = dy w, in row blocks of M (or column blocks of in when M is

@@ -63,18 +63,6 @@ static const void *offset_of(const void *p, bool bf16, size_t offset)
 /* ---------------------------------------------------------------------------------------------
  * reductions */
 
-/* Sums a double over the block (blockDim.x == THREADS); every thread gets the total. */
-static __device__ double block_total(double value, double *shared /* THREADS / 32 */)
-{
-    for (int off = 16; off; off /= 2) value += __shfl_xor_sync(0xffffffffu, value, off);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    __syncthreads(); /* shared may still be read from a previous call */
-    if (lane == 0) shared[warp] = value;
-    __syncthreads();
-    double total = 0.0;
-    for (int w = 0; w < THREADS / 32; w++) total += shared[w];
-    return total;
-}
 
 #define COLUMN_ROWS_PER_BLOCK 256
 
@@ -123,7 +111,7 @@ static __global__ void sum_channels_kernel(float *dbias, const float *dy, int T,
         size_t t = i / S, s = i % S;
         sum += dy[((n * T + t) * C + c) * S + s];
     }
-    sum = block_total(sum, shared);
+    sum = block_sum(sum, shared);
     if (threadIdx.x == 0) dbias[blockIdx.x] += (float)sum;
 }
 
@@ -391,8 +379,8 @@ group_norm_backward_kernel(float *dx, float *dgamma, float *dbeta, const float *
         sum += v;
         sum_sq += v * v;
     }
-    sum = block_total(sum, shared);
-    sum_sq = block_total(sum_sq, shared);
+    sum = block_sum(sum, shared);
+    sum_sq = block_sum(sum_sq, shared);
     double mean = sum / count;
     double variance = sum_sq / count - mean * mean;
     if (variance < 0.0) variance = 0.0;
@@ -408,8 +396,8 @@ group_norm_backward_kernel(float *dx, float *dgamma, float *dbeta, const float *
             dy_sum += g;
             dy_xhat += (double)g * (((double)x_c[s] - mean) * inv_std);
         }
-        dy_sum = block_total(dy_sum, shared);
-        dy_xhat = block_total(dy_xhat, shared);
+        dy_sum = block_sum(dy_sum, shared);
+        dy_xhat = block_sum(dy_xhat, shared);
         if (threadIdx.x == 0) {
             if (dbeta) atomicAdd(&dbeta[c], (float)dy_sum);
             if (dgamma) atomicAdd(&dgamma[c], (float)dy_xhat);
@@ -786,7 +774,7 @@ static __global__ void squares_kernel(double *partials, float *dpred, const floa
         sum += (double)diff * diff;
         if (dpred) dpred[i] = factor * diff;
     }
-    sum = block_total(sum, shared);
+    sum = block_sum(sum, shared);
     if (threadIdx.x == 0) partials[blockIdx.x] = sum;
 }
 
@@ -796,7 +784,7 @@ static __global__ void finish_sum_kernel(double *partials, unsigned count)
     __shared__ double shared[THREADS / 32];
     double sum = 0.0;
     for (unsigned i = threadIdx.x; i < count; i += blockDim.x) sum += partials[i];
-    sum = block_total(sum, shared);
+    sum = block_sum(sum, shared);
     if (threadIdx.x == 0) partials[0] = sum;
 }
 

@@ -175,4 +175,17 @@ static __device__ inline void warp_row_stats(const float *xr, int C, float eps, 
     *inv_std = rsqrtf(sum_sq / C + eps);
 }
 
+/* Sums a (double) over the block; every thread gets the total. blockDim.x is THREADS. */
+static __device__ inline double block_sum(double value, double *shared /* THREADS / 32 */)
+{
+    for (int off = 16; off; off /= 2) value += __shfl_xor_sync(0xffffffffu, value, off);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads(); /* shared may still be read from a previous call */
+    if (lane == 0) shared[warp] = value;
+    __syncthreads();
+    double total = 0.0;
+    for (int w = 0; w < (int)(blockDim.x / 32); w++) total += shared[w];
+    return total;
+}
+
 #endif

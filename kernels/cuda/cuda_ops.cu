@@ -1029,18 +1029,6 @@ static void cuda_attention(vd_backend *be, float *o, const float *q, const float
 /* ---------------------------------------------------------------------------------------------
  * normalisation */
 
-/* Sums a (double) over the block; every thread gets the total. blockDim.x is THREADS. */
-__device__ double block_sum(double value, double *shared /* THREADS / 32 */)
-{
-    for (int off = 16; off; off /= 2) value += __shfl_xor_sync(0xffffffffu, value, off);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    __syncthreads(); /* shared may still be read from a previous call */
-    if (lane == 0) shared[warp] = value;
-    __syncthreads();
-    double total = 0.0;
-    for (int w = 0; w < (int)(blockDim.x / 32); w++) total += shared[w];
-    return total;
-}
 
 /* One block per (image, group): x, y (B, C, S), the group's C/G channels are contiguous. Sums go
  * in double so that E[x^2] - E[x]^2 keeps its precision. With `vectors` set (S a multiple of 4,
