@@ -446,12 +446,20 @@ void vd_model_attach(vd_model *m, vd_backend *be)
     be->declare_constant(be, m->weights, m->total * sizeof(float));
 }
 
-void vd_model_free(vd_model *m)
+void vd_model_detach(vd_model *m)
 {
     if (m->be) {
         for (int i = 0; i < m->pool_count; i++) m->be->release(m->be, m->pool[i].ptr);
         if (m->weights) m->be->release(m->be, m->weights);
     }
+    m->pool_count = 0;
+    m->weights = NULL;
+    m->be = NULL;
+}
+
+void vd_model_free(vd_model *m)
+{
+    vd_model_detach(m);
     for (int i = 0; i < m->nparams; i++) free(m->params[i].name);
     free(m->params);
     free(m->index);

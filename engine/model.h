@@ -61,6 +61,9 @@ int vd_model_save(const vd_model *m, const char *path, vd_st_dtype dtype, char *
 /* Copies the weights to a backend (the model keeps using it until freed); a model without host
  * weights gets uninitialised backend memory (for FLOP counting and speed measurement). */
 void vd_model_attach(vd_model *m, vd_backend *be);
+/* Gives back everything the model holds in backend memory (weights, scratch pool); the host
+ * weights stay, so it can be attached to another backend. */
+void vd_model_detach(vd_model *m);
 void vd_model_free(vd_model *m);
 
 const vd_param *vd_model_param(const vd_model *m, const char *name);

@@ -153,12 +153,7 @@ static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases, 
             vd_sampler_plan_free(&plan);
         }
     }
-    /* detach: release this backend's buffers so the next backend starts clean */
-    for (int i = 0; i < m->pool_count; i++) be->release(be, m->pool[i].ptr);
-    m->pool_count = 0;
-    be->release(be, m->weights);
-    m->weights = NULL;
-    m->be = NULL;
+    vd_model_detach(m); /* the next backend starts clean */
 }
 
 int main(int argc, char **argv)

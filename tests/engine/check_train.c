@@ -158,11 +158,7 @@ static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases)
     if (has(cases, ae_cases, 2)) check_autoencoder(m, cases);
     /* the denoiser is checked second: the autoencoder's optimizer steps do not touch its weights */
     if (has(cases, denoiser_cases, 5)) check_denoiser(m, cases);
-    for (int i = 0; i < m->pool_count; i++) be->release(be, m->pool[i].ptr);
-    m->pool_count = 0;
-    be->release(be, m->weights);
-    m->weights = NULL;
-    m->be = NULL;
+    vd_model_detach(m);
 }
 
 int main(int argc, char **argv)
