@@ -1,16 +1,19 @@
 #!/bin/sh
 # gpu.sh: the GPU checks and speed comparison, run on a machine with an NVIDIA GPU, the engine's
-# programs on PATH (bench_step, test_cuda_ops, test_cuda_grads, test_cuda_model) and a CUDA
-# PyTorch as python3.
+# programs on PATH (bench_step, bench_train, test_cuda_ops, test_cuda_grads, test_cuda_model) and
+# a CUDA PyTorch as python3.
 #
-#   bench/gpu.sh tests|tiny|large [OUTDIR]
+#   bench/gpu.sh tests|tiny|large|train [OUTDIR]
 #
 # "tests" runs the CUDA op, gradient and whole-model tests; "tiny" and "large" time one denoiser
 # step of that preset at batch 2 (one video with guidance) and 16, vdmini bf16 against the PyTorch
 # reference in eager mode and with torch.compile (bf16 autocast), in the same run on the same
 # card, and print the comparison table. Raw JSON lines go to OUTDIR/bench-PRESET.jsonl.
+# "train" times one training step of the tiny preset's denoiser (text encoder and UNet: forward,
+# backward, AdamW) at 1 and 8 clips of 16 frames, vdmini bf16 against the PyTorch reference
+# eager and compiled (bf16 autocast), the same way, into OUTDIR/bench-train.jsonl.
 set -u
-what=${1:?usage: gpu.sh tests|tiny|large [OUTDIR]}
+what=${1:?usage: gpu.sh tests|tiny|large|train [OUTDIR]}
 out=${2:-.}
 here=$(dirname "$0")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -33,6 +36,19 @@ tiny|large)
     done
     PYTHONPATH="$here/../tools/reference" python3 "$here/../tools/reference/bench_torch.py" --config "$config" \
         --device cuda --dtype bf16 --mode eager compile --batch 2 16 --repeats $iters | tee -a "$log"
+    python3 "$here/compare.py" <"$log"
+    rm -f "$config"
+    ;;
+train)
+    config=$(mktemp)
+    bench_train --print-config tiny >"$config"
+    log=$out/bench-train.jsonl
+    : >"$log"
+    for clips in 1 8; do
+        bench_train --preset tiny --clips "$clips" --frames 16 --device cuda --bf16 --iters 20 | tee -a "$log"
+    done
+    PYTHONPATH="$here/../tools/reference" python3 "$here/../tools/reference/bench_train_torch.py" --config "$config" \
+        --device cuda --dtype bf16 --mode eager compile --clips 1 8 --frames 16 --repeats 20 | tee -a "$log"
     python3 "$here/compare.py" <"$log"
     rm -f "$config"
     ;;

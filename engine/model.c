@@ -449,10 +449,9 @@ void vd_model_attach(vd_model *m, vd_backend *be)
 void vd_model_detach(vd_model *m)
 {
     if (m->be) {
-        for (int i = 0; i < m->pool_count; i++) m->be->release(m->be, m->pool[i].ptr);
+        vd_pool_clear(&m->pool, m->be);
         if (m->weights) m->be->release(m->be, m->weights);
     }
-    m->pool_count = 0;
     m->weights = NULL;
     m->be = NULL;
 }
@@ -464,7 +463,6 @@ void vd_model_free(vd_model *m)
     free(m->params);
     free(m->index);
     free(m->host);
-    free(m->pool);
     vd_config_free(&m->cfg);
     memset(m, 0, sizeof *m);
 }
@@ -476,33 +474,9 @@ void vd_model_free(vd_model *m)
 #define tmp vd_model_scratch
 #define done vd_model_scratch_done
 
-/* A buffer of n floats in backend memory, reused from the pool when one of that size is free. */
-float *vd_model_scratch(vd_model *m, size_t n)
-{
-    for (int i = 0; i < m->pool_count; i++)
-        if (!m->pool[i].in_use && m->pool[i].floats == n) {
-            m->pool[i].in_use = 1;
-            return m->pool[i].ptr;
-        }
-    if (m->pool_count == m->pool_cap) {
-        m->pool_cap = m->pool_cap ? 2 * m->pool_cap : 64;
-        m->pool = vd_realloc(m->pool, (size_t)m->pool_cap * sizeof *m->pool);
-    }
-    vd_pool_entry *e = &m->pool[m->pool_count++];
-    e->ptr = m->be->alloc(m->be, n * sizeof(float));
-    e->floats = n;
-    e->in_use = 1;
-    return e->ptr;
-}
+float *vd_model_scratch(vd_model *m, size_t n) { return vd_pool_take(&m->pool, m->be, n); }
 
-void vd_model_scratch_done(vd_model *m, const float *p)
-{
-    for (int i = 0; i < m->pool_count; i++)
-        if (m->pool[i].ptr == p) {
-            m->pool[i].in_use = 0;
-            return;
-        }
-}
+void vd_model_scratch_done(vd_model *m, const float *p) { vd_pool_give(&m->pool, p); }
 
 /* Weight pointer in backend memory by name; a missing name is a programming error. */
 static const float *W(vd_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "pool.h"
 #include "safetensors.h"
 
 /* The epsilon of every GroupNorm and LayerNorm (docs/architecture.md). */
@@ -26,12 +27,6 @@ typedef struct {
     size_t offset, numel; /* in floats, within the parameter buffer */
 } vd_param;
 
-typedef struct {
-    float *ptr;
-    size_t floats;
-    int in_use;
-} vd_pool_entry;
-
 typedef struct vd_model {
     vd_model_config cfg;
     vd_param *params;
@@ -42,8 +37,7 @@ typedef struct vd_model {
     float *host;  /* the parameters on the host, fp32 */
     vd_backend *be;
     float *weights; /* the parameters in backend memory */
-    vd_pool_entry *pool;
-    int pool_count, pool_cap;
+    vd_pool pool;   /* scratch buffers of the passes */
 } vd_model;
 
 /* Declares the parameters of cfg (no weights yet: host stays NULL until init or load). Returns

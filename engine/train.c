@@ -36,7 +36,7 @@ enum { GROUP_WEIGHTS, GROUP_EMA, GROUP_ADAM_M, GROUP_ADAM_V, GROUP_COUNT };
 void vd_train_config_defaults(vd_train_config *c)
 {
     memset(c, 0, sizeof *c);
-    c->steps = 1000, c->batch = 8;
+    c->steps = 1000, c->batch = 8, c->clips = 1;
     c->lr = 4e-4f, c->min_lr = 4e-5f, c->warmup_steps = 100;
     c->weight_decay = 0.01f, c->beta1 = 0.9f, c->beta2 = 0.999f, c->eps = 1e-8f;
     c->clip_norm = 1.0f, c->ema_decay = 0.999f, c->grad_accum = 1;
@@ -104,6 +104,7 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
         long long i = 0;
         if (strcmp(key, "steps") == 0) rc = get_int(v, key, 1, 100000000, &i, err, errlen), c->steps = (int)i;
         else if (strcmp(key, "batch") == 0) rc = get_int(v, key, 1, VD_WORLD_MAX_FRAMES, &i, err, errlen), c->batch = (int)i;
+        else if (strcmp(key, "clips") == 0) rc = get_int(v, key, 1, 4096, &i, err, errlen), c->clips = (int)i;
         else if (strcmp(key, "image_size") == 0) rc = get_int(v, key, 8, VD_WORLD_MAX_SIDE, &i, err, errlen), c->image_size = (int)i;
         else if (strcmp(key, "warmup_steps") == 0) rc = get_int(v, key, 0, 100000000, &i, err, errlen), c->warmup_steps = (int)i;
         else if (strcmp(key, "grad_accum") == 0) rc = get_int(v, key, 1, 4096, &i, err, errlen), c->grad_accum = (int)i;
@@ -244,14 +245,15 @@ struct vd_train_run {
     float *ema;          /* backend, the model's layout */
     vd_loader *loader;
     uint64_t next_clip;  /* the loader's position */
+    int frames;          /* frames per micro-batch: clips * batch */
     int side;            /* frames are side x side */
     float *frames_host, *frames_dev;
     size_t begin, end;   /* the floats of the parameter buffer the optimizer steps */
-    /* the denoiser's: the frozen autoencoder, its schedule, the clip's truth and the UNet's inputs */
+    vd_clip_truth *truth; /* the micro-batch's clips */
+    /* the denoiser's: the frozen autoencoder, its schedule and the UNet's inputs */
     vd_model ae;
     double *abar;
-    vd_clip_truth *truth;
-    float *z0_host, *x_host, *v_host;
+    float *z0_host, *x_host, *v_host, *t_host;
     int32_t *ids_host;
     float *z0_dev, *x_dev, *v_dev, *t_dev;
     int32_t *ids_dev;
@@ -415,21 +417,21 @@ static int open_from_checkpoint(vd_train_run *r, const char *dir, char *err, siz
 {
     json_t *root = read_manifest(dir, r->cfg.target, err, errlen);
     if (!root) return -1;
-    long long step = 0, clip = 0, seed = 0, batch = 0, side = 0;
+    long long step = 0, clip = 0, seed = 0, batch = 0, clips = 0, side = 0;
     const char *model_json = json_string_value(json_object_get(root, "model_config"));
     vd_model_config mc;
     char inner[256];
     int rc = 0;
     if (manifest_int(root, "step", &step) || manifest_int(root, "next_clip", &clip) ||
-        manifest_int(root, "seed", &seed) || manifest_int(root, "batch", &batch) ||
+        manifest_int(root, "seed", &seed) || manifest_int(root, "batch", &batch) || manifest_int(root, "clips", &clips) ||
         manifest_int(root, "image_size", &side) || !model_json) {
         rc = vd_fail(err, errlen, "%s: manifest incomplete", dir);
     } else if (vd_config_parse(model_json, &mc, inner, sizeof inner)) {
         rc = vd_fail(err, errlen, "%s: model config: %s", dir, inner);
     } else {
-        if ((uint64_t)seed != r->cfg.seed || batch != r->cfg.batch)
-            rc = vd_fail(err, errlen, "%s: written with seed %lld and batch %lld; the config says %llu and %d", dir, seed,
-                         batch, (unsigned long long)r->cfg.seed, r->cfg.batch);
+        if ((uint64_t)seed != r->cfg.seed || batch != r->cfg.batch || clips != r->cfg.clips)
+            rc = vd_fail(err, errlen, "%s: written with seed %lld, batch %lld and clips %lld; the config says %llu, %d and %d",
+                         dir, seed, batch, clips, (unsigned long long)r->cfg.seed, r->cfg.batch, r->cfg.clips);
         else if (check_side(&r->cfg, r->cfg.target == VD_TRAIN_AE ? &mc.ae : &r->ae.cfg.ae, &r->side, err, errlen))
             rc = -1;
         else if (r->side != side)
@@ -472,22 +474,21 @@ static int check_denoiser(const vd_train_run *r, char *err, size_t errlen)
     return 0;
 }
 
-/* The denoiser's buffers for one micro-batch: a clip of batch frames, side x side. */
+/* The denoiser's buffers for one micro-batch: clips of batch frames, side x side. */
 static void alloc_denoiser_buffers(vd_train_run *r)
 {
     vd_backend *be = r->be;
     const vd_model_config *mc = &r->model.cfg;
-    int T = r->cfg.batch, lc = r->ae.cfg.ae.latent_channels, f = 1 << (r->ae.cfg.ae.levels - 1);
+    int N = r->cfg.clips, T = r->frames, lc = r->ae.cfg.ae.latent_channels, f = 1 << (r->ae.cfg.ae.levels - 1);
     size_t S = (size_t)(r->side / f) * (r->side / f), zn = (size_t)T * lc * S, xn = (size_t)T * mc->unet.in_channels * S;
-    int L = mc->text.max_tokens;
+    size_t L = (size_t)mc->text.max_tokens * N;
     r->abar = vd_alphas_cumprod(&mc->diffusion);
-    r->truth = vd_malloc(sizeof *r->truth);
     r->z0_host = vd_malloc(zn * sizeof(float)), r->v_host = vd_malloc(zn * sizeof(float));
-    r->x_host = vd_malloc(xn * sizeof(float));
-    r->ids_host = vd_malloc((size_t)L * sizeof(int32_t));
+    r->x_host = vd_malloc(xn * sizeof(float)), r->t_host = vd_malloc((size_t)N * sizeof(float));
+    r->ids_host = vd_malloc(L * sizeof(int32_t));
     r->z0_dev = be->alloc(be, zn * sizeof(float)), r->v_dev = be->alloc(be, zn * sizeof(float));
-    r->x_dev = be->alloc(be, xn * sizeof(float)), r->t_dev = be->alloc(be, sizeof(float));
-    r->ids_dev = be->alloc(be, (size_t)L * sizeof(int32_t));
+    r->x_dev = be->alloc(be, xn * sizeof(float)), r->t_dev = be->alloc(be, (size_t)N * sizeof(float));
+    r->ids_dev = be->alloc(be, L * sizeof(int32_t));
 }
 
 vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char *resume_dir, char *err, size_t errlen)
@@ -518,8 +519,10 @@ vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char
     static const char *const ae_part[] = {"ae."}, *const denoiser_parts[] = {"text.", "unet."};
     vd_param_range(&r->model, denoiser ? denoiser_parts : ae_part, denoiser ? 2 : 1, &r->begin, &r->end);
     r->loader = vd_loader_new_from(c->seed, r->next_clip, r->side, r->side, c->batch, c->loader_threads,
-                                   2 * c->loader_threads + c->grad_accum);
-    size_t n = (size_t)c->batch * 3 * r->side * r->side;
+                                   2 * c->loader_threads + c->clips * c->grad_accum);
+    r->frames = c->clips * c->batch;
+    r->truth = vd_malloc((size_t)c->clips * sizeof *r->truth);
+    size_t n = (size_t)r->frames * 3 * r->side * r->side;
     r->frames_host = vd_malloc(n * sizeof(float));
     r->frames_dev = be->alloc(be, n * sizeof(float));
     if (denoiser) alloc_denoiser_buffers(r);
@@ -534,7 +537,7 @@ void vd_train_close(vd_train_run *r)
     float *dev[] = {r->frames_dev, r->ema, r->z0_dev, r->x_dev, r->v_dev, r->t_dev, (float *)r->ids_dev};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
         if (dev[i]) be->release(be, dev[i]);
-    free(r->frames_host), free(r->z0_host), free(r->x_host), free(r->v_host), free(r->ids_host);
+    free(r->frames_host), free(r->z0_host), free(r->x_host), free(r->v_host), free(r->t_host), free(r->ids_host);
     free(r->abar), free(r->truth);
     if (r->trainer.m) vd_ae_trainer_free(&r->trainer);
     vd_model_free(&r->model);
@@ -546,47 +549,52 @@ int vd_train_done_steps(const vd_train_run *r) { return r->trainer.step; }
 
 size_t vd_train_param_count(const vd_train_run *r) { return r->model.total; }
 
-/* The denoiser's loss on the clip in frames_host (clip number `clip` of the run), its gradients
- * accumulated into the trainer's. */
-static float denoiser_micro_batch(vd_train_run *r, uint64_t clip)
+/* The denoiser's loss on the clips in frames_host (clip numbers first, first + 1, ... of the
+ * run), its gradients accumulated into the trainer's. */
+static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
 {
     const vd_train_config *c = &r->cfg;
     vd_backend *be = r->be;
     vd_model *m = &r->model;
-    int T = c->batch, lc = r->ae.cfg.ae.latent_channels, f = 1 << (r->ae.cfg.ae.levels - 1);
-    int h = r->side / f, w = r->side / f;
-    size_t S = (size_t)h * w, zn = (size_t)T * lc * S, frame_in = (size_t)(2 * lc + 1) * S;
-    be->upload(be, r->frames_dev, r->frames_host, (size_t)T * 3 * r->side * r->side * sizeof(float));
-    vd_ae_encode(&r->ae, r->frames_dev, T, r->side, r->side, r->z0_dev);
-    be->download(be, r->z0_host, r->z0_dev, zn * sizeof(float));
+    int N = c->clips, T = c->batch, L = m->cfg.text.max_tokens, lc = r->ae.cfg.ae.latent_channels;
+    int f = 1 << (r->ae.cfg.ae.levels - 1), h = r->side / f, w = r->side / f;
+    size_t S = (size_t)h * w, clip_z = (size_t)T * lc * S, frame_in = (size_t)(2 * lc + 1) * S;
+    be->upload(be, r->frames_dev, r->frames_host, (size_t)N * T * 3 * r->side * r->side * sizeof(float));
+    vd_ae_encode(&r->ae, r->frames_dev, N * T, r->side, r->side, r->z0_dev);
+    be->download(be, r->z0_host, r->z0_dev, (size_t)N * clip_z * sizeof(float));
 
     uint64_t stream = c->seed ^ DENOISER_STREAM;
-    uint64_t choices = vd_rng_u64(stream, 2 * clip), noise = vd_rng_u64(stream, 2 * clip + 1);
-    int empty_prompt = vd_rng_uniform(choices, 0) < EMPTY_PROMPT_RATE;
-    int first_frame = vd_rng_uniform(choices, 1) < FIRST_FRAME_RATE;
-    int t = (int)(vd_rng_u64(choices, 2) % (uint64_t)m->cfg.diffusion.train_steps);
-    vd_rng_normal(noise, 0, r->v_host, zn); /* eps, overwritten by v below */
-    float a = (float)sqrt(r->abar[t]), b = (float)sqrt(1.0 - r->abar[t]);
+    for (int n = 0; n < N; n++) {
+        uint64_t clip = first + (uint64_t)n;
+        uint64_t choices = vd_rng_u64(stream, 2 * clip), noise = vd_rng_u64(stream, 2 * clip + 1);
+        int empty_prompt = vd_rng_uniform(choices, 0) < EMPTY_PROMPT_RATE;
+        int first_frame = vd_rng_uniform(choices, 1) < FIRST_FRAME_RATE;
+        int t = (int)(vd_rng_u64(choices, 2) % (uint64_t)m->cfg.diffusion.train_steps);
+        const float *z0_clip = r->z0_host + (size_t)n * clip_z;
+        float *v_clip = r->v_host + (size_t)n * clip_z, *x_clip = r->x_host + (size_t)n * T * frame_in;
+        vd_rng_normal(noise, 0, v_clip, clip_z); /* eps, overwritten by v below */
+        float a = (float)sqrt(r->abar[t]), b = (float)sqrt(1.0 - r->abar[t]);
 
-    /* x: per frame z_t, then the condition latent and its mask; v = a eps - b z0 */
-    for (int k = 0; k < T; k++) {
-        const float *z0 = r->z0_host + (size_t)k * lc * S;
-        float *eps = r->v_host + (size_t)k * lc * S, *x = r->x_host + (size_t)k * frame_in;
-        for (size_t i = 0; i < (size_t)lc * S; i++) {
-            x[i] = a * z0[i] + b * eps[i];
-            eps[i] = a * eps[i] - b * z0[i];
+        /* x: per frame z_t, then the condition latent and its mask; v = a eps - b z0 */
+        for (int k = 0; k < T; k++) {
+            const float *z0 = z0_clip + (size_t)k * lc * S;
+            float *eps = v_clip + (size_t)k * lc * S, *x = x_clip + (size_t)k * frame_in;
+            for (size_t i = 0; i < (size_t)lc * S; i++) {
+                x[i] = a * z0[i] + b * eps[i];
+                eps[i] = a * eps[i] - b * z0[i];
+            }
+            if (first_frame) memcpy(x + (size_t)lc * S, z0_clip, (size_t)lc * S * sizeof(float));
+            else memset(x + (size_t)lc * S, 0, (size_t)lc * S * sizeof(float));
+            for (size_t i = 0; i < S; i++) x[(size_t)2 * lc * S + i] = first_frame ? 1.0f : 0.0f;
         }
-        if (first_frame) memcpy(x + (size_t)lc * S, r->z0_host, (size_t)lc * S * sizeof(float));
-        else memset(x + (size_t)lc * S, 0, (size_t)lc * S * sizeof(float));
-        for (size_t i = 0; i < S; i++) x[(size_t)2 * lc * S + i] = first_frame ? 1.0f : 0.0f;
+        vd_tokenize(&m->cfg.text, empty_prompt ? "" : r->truth[n].prompt, r->ids_host + (size_t)n * L, NULL, 0);
+        r->t_host[n] = (float)t;
     }
-    vd_tokenize(&m->cfg.text, empty_prompt ? "" : r->truth->prompt, r->ids_host, NULL, 0);
-    float tf = (float)t;
-    be->upload(be, r->x_dev, r->x_host, (size_t)T * frame_in * sizeof(float));
-    be->upload(be, r->v_dev, r->v_host, zn * sizeof(float));
-    be->upload(be, r->t_dev, &tf, sizeof tf);
-    be->upload(be, r->ids_dev, r->ids_host, (size_t)m->cfg.text.max_tokens * sizeof(int32_t));
-    return vd_denoiser_loss_and_grads(m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->v_dev, 1, T, h, w);
+    be->upload(be, r->x_dev, r->x_host, (size_t)N * T * frame_in * sizeof(float));
+    be->upload(be, r->v_dev, r->v_host, (size_t)N * clip_z * sizeof(float));
+    be->upload(be, r->t_dev, r->t_host, (size_t)N * sizeof(float));
+    be->upload(be, r->ids_dev, r->ids_host, (size_t)N * L * sizeof(int32_t));
+    return vd_denoiser_loss_and_grads(m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->v_dev, N, T, h, w);
 }
 
 void vd_train_step(vd_train_run *r, vd_train_stats *st)
@@ -594,18 +602,19 @@ void vd_train_step(vd_train_run *r, vd_train_stats *st)
     const vd_train_config *c = &r->cfg;
     vd_backend *be = r->be;
     vd_model *m = &r->model;
-    size_t n = (size_t)c->batch * 3 * r->side * r->side;
+    size_t clip_floats = (size_t)c->batch * 3 * r->side * r->side;
     vd_ae_zero_grads(&r->trainer);
     double loss = 0;
     for (int k = 0; k < c->grad_accum; k++) {
-        vd_loader_next(r->loader, r->frames_host, r->truth);
+        for (int n = 0; n < c->clips; n++)
+            vd_loader_next(r->loader, r->frames_host + (size_t)n * clip_floats, &r->truth[n]);
         if (c->target == VD_TRAIN_DENOISER) {
             loss += denoiser_micro_batch(r, r->next_clip);
         } else {
-            be->upload(be, r->frames_dev, r->frames_host, n * sizeof(float));
-            loss += vd_ae_loss_and_grads(&r->trainer, r->frames_dev, c->batch, r->side, r->side);
+            be->upload(be, r->frames_dev, r->frames_host, (size_t)c->clips * clip_floats * sizeof(float));
+            loss += vd_ae_loss_and_grads(&r->trainer, r->frames_dev, r->frames, r->side, r->side);
         }
-        r->next_clip++;
+        r->next_clip += (uint64_t)c->clips;
     }
     if (c->grad_accum > 1) /* the mean gradient over the micro-batches (elementwise, in place) */
         be->axpby(be, r->trainer.grads, 0.0f, r->trainer.grads, 1.0f / (float)c->grad_accum, m->total);
@@ -683,10 +692,10 @@ int vd_train_checkpoint(vd_train_run *r, char *err, size_t errlen)
 
     if (rc == 0) {
         char *model_json = vd_config_to_json(&m->cfg);
-        json_t *root = json_pack("{s:s, s:i, s:I, s:I, s:i, s:i, s:s, s:o}", "format", MANIFEST_FORMATS[c->target], "step",
-                                 r->trainer.step, "next_clip", (json_int_t)r->next_clip, "seed", (json_int_t)c->seed,
-                                 "batch", c->batch, "image_size", r->side, "model_config", model_json, "shards",
-                                 shards);
+        json_t *root = json_pack("{s:s, s:i, s:I, s:I, s:i, s:i, s:i, s:s, s:o}", "format", MANIFEST_FORMATS[c->target],
+                                 "step", r->trainer.step, "next_clip", (json_int_t)r->next_clip, "seed",
+                                 (json_int_t)c->seed, "batch", c->batch, "clips", c->clips, "image_size", r->side,
+                                 "model_config", model_json, "shards", shards);
         free(model_json);
         char *text = json_dumps(root, JSON_INDENT(2));
         json_decref(root);
@@ -704,6 +713,68 @@ int vd_train_checkpoint(vd_train_run *r, char *err, size_t errlen)
         else fsync_dir(c->out_dir);
     }
     if (rc) remove_flat_dir(tmp_dir);
+    return rc;
+}
+
+int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtype dtype, char *err, size_t errlen)
+{
+    char path[VD_TRAIN_PATH_LEN * 2];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) return vd_fail(err, errlen, "%s: %s", path, jerr.text);
+    const char *format = json_string_value(json_object_get(root, "format"));
+    const char *model_json = json_string_value(json_object_get(root, "model_config"));
+    json_t *shards = json_object_get(root, "shards");
+    vd_model m;
+    memset(&m, 0, sizeof m);
+    vd_model_config mc;
+    char inner[256];
+    int rc = 0;
+    if (!format || (strcmp(format, MANIFEST_FORMATS[0]) && strcmp(format, MANIFEST_FORMATS[1])) || !model_json ||
+        !json_is_array(shards))
+        rc = vd_fail(err, errlen, "%s: not a vdmini training checkpoint", path);
+    else if (vd_config_parse(model_json, &mc, inner, sizeof inner))
+        rc = vd_fail(err, errlen, "%s: model config: %s", path, inner);
+    else {
+        rc = vd_model_build(&m, &mc, err, errlen);
+        vd_config_free(&mc);
+    }
+    unsigned char *seen = NULL;
+    if (rc == 0) {
+        m.host = vd_calloc(m.total, sizeof(float));
+        seen = vd_calloc((size_t)m.nparams, 1);
+    }
+    for (size_t s = 0; rc == 0 && s < json_array_size(shards); s++) {
+        const char *name = json_string_value(json_array_get(shards, s));
+        if (!name || strchr(name, '/')) {
+            rc = vd_fail(err, errlen, "%s: bad shard name in the manifest", dir);
+            break;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        vd_st_file f;
+        if (vd_st_read(path, &f, inner, sizeof inner)) {
+            rc = vd_fail(err, errlen, "%s", inner);
+            break;
+        }
+        for (int i = 0; i < f.count; i++) {
+            const vd_st_tensor *t = &f.tensors[i];
+            if (strncmp(t->name, "ema.", 4) != 0) continue;
+            const vd_param *p = vd_model_param(&m, t->name + 4);
+            if (!p || (size_t)vd_st_numel(t) != p->numel || vd_st_to_f32(t, m.host + p->offset)) {
+                rc = vd_fail(err, errlen, "%s: unexpected tensor %s", path, t->name);
+                break;
+            }
+            seen[p - m.params] = 1;
+        }
+        vd_st_free(&f);
+    }
+    for (int i = 0; rc == 0 && i < m.nparams; i++)
+        if (!seen[i]) rc = vd_fail(err, errlen, "%s: ema.%s missing", dir, m.params[i].name);
+    if (rc == 0) rc = vd_model_save(&m, out_path, dtype, err, errlen);
+    free(seen);
+    if (m.params) vd_model_free(&m);
+    json_decref(root);
     return rc;
 }
 
@@ -797,12 +868,56 @@ int vd_train_plot(const char *csv_path, const char *svg_path, char *err, size_t 
 
 /* ---- the whole run ---- */
 
+#define SCALE_BATCHES 8 /* micro-batches of clips measured for the latent scale */
+
+/* The autoencoder's scale_factor for the weights in the model's buffer: one over the standard
+ * deviation of the encoder's raw output over the loader's next clips, so that the latents the
+ * denoiser learns have unit variance. */
+static float latent_scale(vd_train_run *r)
+{
+    vd_model *m = &r->model;
+    vd_backend *be = r->be;
+    int f = 1 << (m->cfg.ae.levels - 1);
+    size_t zn = (size_t)r->frames * m->cfg.ae.latent_channels * (r->side / f) * (r->side / f);
+    size_t clip_floats = (size_t)r->cfg.batch * 3 * r->side * r->side;
+    float *z_dev = be->alloc(be, zn * sizeof(float)), *z = vd_malloc(zn * sizeof(float));
+    float kept = m->cfg.ae.scale_factor;
+    m->cfg.ae.scale_factor = 1.0f;
+    double sum = 0, sum_sq = 0;
+    for (int k = 0; k < SCALE_BATCHES; k++) {
+        for (int n = 0; n < r->cfg.clips; n++)
+            vd_loader_next(r->loader, r->frames_host + (size_t)n * clip_floats, &r->truth[n]);
+        be->upload(be, r->frames_dev, r->frames_host, (size_t)r->cfg.clips * clip_floats * sizeof(float));
+        vd_ae_encode(m, r->frames_dev, r->frames, r->side, r->side, z_dev);
+        be->download(be, z, z_dev, zn * sizeof(float));
+        for (size_t i = 0; i < zn; i++) sum += z[i], sum_sq += (double)z[i] * z[i];
+    }
+    m->cfg.ae.scale_factor = kept;
+    be->release(be, z_dev);
+    free(z);
+    double count = (double)SCALE_BATCHES * zn, var = sum_sq / count - (sum / count) * (sum / count);
+    return var > 0 ? (float)(1.0 / sqrt(var)) : 1.0f;
+}
+
+/* Writes the weights (ema 0) or their EMA (ema 1) as out_dir/name; an autoencoder gets the
+ * scale_factor measured for them. The EMA goes last: it replaces the weights in backend memory. */
 static int save_weights(vd_train_run *r, int ema, const char *name, char *err, size_t errlen)
 {
     char path[VD_TRAIN_PATH_LEN + 32];
     snprintf(path, sizeof path, "%s/%s", r->cfg.out_dir, name);
-    vd_train_weights(r, ema, r->model.host);
-    return vd_model_save(&r->model, path, VD_ST_F32, err, errlen);
+    vd_model *m = &r->model;
+    vd_train_weights(r, ema, m->host);
+    float trained_scale = m->cfg.ae.scale_factor;
+    if (r->cfg.target == VD_TRAIN_AE) {
+        if (ema) {
+            r->be->copy(r->be, m->weights, r->ema, m->total * sizeof(float));
+            r->be->declare_constant(r->be, m->weights, m->total * sizeof(float));
+        }
+        m->cfg.ae.scale_factor = latent_scale(r);
+    }
+    int rc = vd_model_save(m, path, VD_ST_F32, err, errlen);
+    m->cfg.ae.scale_factor = trained_scale;
+    return rc;
 }
 
 int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
@@ -826,7 +941,7 @@ int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, v
         window_steps++;
         double now = vd_now();
         if (st.step % c->log_every == 0 || st.step == c->steps) {
-            double clips_per_s = window_steps * c->grad_accum / fmax(now - window_start, 1e-9);
+            double clips_per_s = (double)window_steps * c->grad_accum * c->clips / fmax(now - window_start, 1e-9);
             fprintf(csv, "%d,%.8g,%.8g,%.8g,%.4g\n", st.step, st.loss, st.lr, st.grad_norm, clips_per_s);
             fflush(csv);
             window_start = now, window_steps = 0;

@@ -4,8 +4,9 @@
  * frames from the world's threaded loader, sharded atomic checkpoints that resume a run exactly,
  * a CSV log and an SVG plot of the loss.
  *
- * Data: every micro-batch is the `batch` frames of one clip of the world (clip k of the loader is
- * clip k of the world's seed), so an optimizer step sees grad_accum clips. Frames of one clip
+ * Data: every micro-batch is `clips` clips of the world of `batch` frames each (clip k of the
+ * loader is clip k of the world's seed), so an optimizer step sees clips * grad_accum clips; a
+ * GPU wants several clips per micro-batch to be busy. Frames of one clip
  * share background and objects; across steps the clips vary, and the per-frame reconstruction
  * loss does not care which clip a frame came from. The loader's position (the next clip) is the
  * whole of the data's state, so a checkpoint stores it and a resumed run draws the same clips.
@@ -16,7 +17,7 @@
  * written into a temporary directory, every file fsync'd, then renamed into place.
  *
  * The denoiser trains on the same clips, each encoded frame by frame by a trained, frozen
- * autoencoder (config "ae": its file) into z0 (batch, latent, h, w). Per micro-batch, from the
+ * autoencoder (config "ae": its file) into z0 (batch, latent, h, w). Per clip, from the
  * counter RNG keyed by the seed and the clip's number (so a resumed run draws the same): the
  * clip's prompt, or the empty prompt one time in ten; the first frame's latent as the condition
  * (on every frame, mask 1) half of the time, else zeros; a timestep t in [0, train_steps) and
@@ -31,6 +32,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "safetensors.h"
 
 #define VD_TRAIN_SHARD_BYTES (16u << 20)
 #define VD_TRAIN_PATH_LEN 1024
@@ -40,7 +42,8 @@ typedef enum { VD_TRAIN_AE, VD_TRAIN_DENOISER } vd_train_target;
 typedef struct {
     vd_train_target target; /* set before parsing: what the run trains (the defaults: VD_TRAIN_AE) */
     int steps;            /* optimizer steps in the whole run */
-    int batch;            /* frames per micro-batch (one clip) */
+    int batch;            /* frames per clip */
+    int clips;            /* clips per micro-batch */
     int image_size;       /* frames are image_size x image_size; 0: the autoencoder's image_size */
     float lr, min_lr;     /* peak learning rate, and where the cosine ends */
     int warmup_steps;     /* linear ramp up to lr */
@@ -60,7 +63,7 @@ typedef struct {
     size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
 } vd_train_config;
 
-/* Defaults: steps 1000, batch 8, image_size 0, lr 4e-4, min_lr 4e-5, warmup_steps 100,
+/* Defaults: steps 1000, batch 8, clips 1, image_size 0, lr 4e-4, min_lr 4e-5, warmup_steps 100,
  * weight_decay 0.01, beta1 0.9, beta2 0.999, eps 1e-8, clip_norm 1, ema_decay 0.999,
  * grad_accum 1, seed 0, loader_threads 4, checkpoint_every 1000, log_every 10, init "tiny". */
 void vd_train_config_defaults(vd_train_config *c);
@@ -87,7 +90,7 @@ typedef struct {
 
 /* Starts a run on be (the CPU or a GPU backend with backward ops): from the config's init, or
  * from the checkpoint directory resume_dir (NULL for a fresh start). The config must match the
- * checkpoint's seed, batch and image size. NULL with a message on failure. */
+ * checkpoint's seed, batch, clips and image size. NULL with a message on failure. */
 vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char *resume_dir, char *err,
                             size_t errlen);
 /* One optimizer step: grad_accum micro-batches, clipping, AdamW at the scheduled rate, EMA. */
@@ -113,6 +116,11 @@ typedef int (*vd_train_progress_fn)(void *user, const vd_train_stats *st, int to
  * for the denoiser. Returns 0, or -1 with a message. */
 int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
              void *user, char *err, size_t errlen);
+
+/* Writes the EMA of the weights in the checkpoint directory dir as a model file (the trained
+ * parts only, in dtype): what a run that stopped early has learnt so far. Returns 0, or -1 with a
+ * message. */
+int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtype dtype, char *err, size_t errlen);
 
 /* Reads a CSV written by vd_train and writes an SVG of loss against step, the loss axis
  * logarithmic. */

@@ -29,9 +29,9 @@ float *tl_grad(tl_ctx *c, const char *prefix, const char *suffix)
     return c->grads + tl_lookup(c, prefix, suffix, 0)->offset;
 }
 
-float *tl_buffer(tl_ctx *c, size_t n) { return c->be->alloc(c->be, n * sizeof(float)); }
+float *tl_buffer(tl_ctx *c, size_t n) { return vd_model_scratch(c->m, n); }
 
-void tl_release(tl_ctx *c, float *p) { c->be->release(c->be, p); }
+void tl_release(tl_ctx *c, float *p) { vd_model_scratch_done(c->m, p); }
 
 /* A forward activation: lives until the end of the training pass. */
 float *tl_kept(tl_ctx *c, size_t n)

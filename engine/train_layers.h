@@ -52,7 +52,7 @@ const float *tl_weight(tl_ctx *c, const char *prefix, const char *suffix);
 
 float *tl_grad(tl_ctx *c, const char *prefix, const char *suffix);
 
-/* A scratch buffer of n floats in backend memory, and its release. */
+/* A scratch buffer of n floats from the model's pool (model.h), and its release. */
 float *tl_buffer(tl_ctx *c, size_t n);
 void tl_release(tl_ctx *c, float *p);
 

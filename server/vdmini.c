@@ -9,7 +9,9 @@
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
  *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 7.5] [--i2v]
  *               [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
- *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda]
+ *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
+ *                            [--time-limit SECONDS]
+ *   vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH
  *
  * generate writes the MP4 and, beside it, FILE.png (the first frame). world writes clips of the
  * synthetic world: DIR/clip_NNNNN.mp4, its first frame DIR/clip_NNNNN.png and one line of ground
@@ -24,6 +26,7 @@
 #include "backend.h"
 #include "common.h"
 #include "evaluator.h"
+#include "model.h"
 #include "train.h"
 #include "video.h"
 #include "vdmini.h"
@@ -32,6 +35,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +58,9 @@ static void usage(FILE *out)
             "  vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]\n"
             "  vdmini eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--i2v]\n"
             "              [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n"
-            "  vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n");
+            "  vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]\n"
+            "                          [--time-limit SECONDS]\n"
+            "  vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH\n");
 }
 
 static int bad_arg(const char *flag, const char *why)
@@ -578,18 +584,28 @@ static int cmd_eval(int argc, char **argv)
 
 typedef struct {
     int tty, log_every;
+    double start, time_limit; /* seconds; 0: none */
 } train_progress;
+
+/* SIGINT or SIGTERM: stop training after a checkpoint. */
+static volatile sig_atomic_t train_stop_requested;
+static void request_train_stop(int sig) { (void)sig, train_stop_requested = 1; }
 
 static int print_train_progress(void *user, const vd_train_stats *st, int total, double steps_per_s)
 {
     const train_progress *p = user;
     int last = st->step == total;
+    int stop = !last && (train_stop_requested || (p->time_limit > 0 && vd_now() - p->start > p->time_limit));
+    if (stop) last = 1; /* the line ends here */
     if (!p->tty && !last && st->step % p->log_every) return 0;
     long eta = steps_per_s > 0 ? (long)((total - st->step) / steps_per_s + 0.5) : 0;
     fprintf(stderr, "%sstep %d/%d  loss %.5f  lr %.3g  %.2f steps/s  ETA %ld:%02ld:%02ld%s", p->tty ? "\r" : "",
             st->step, total, st->loss, st->lr, steps_per_s, eta / 3600, eta / 60 % 60, eta % 60,
             p->tty && !last ? "  " : "\n");
-    return 0;
+    if (stop)
+        fprintf(stderr, "vdmini: stopping at step %d (%s); resume from the checkpoint step-%06d\n", st->step,
+                train_stop_requested ? "signal" : "time limit", st->step);
+    return stop;
 }
 
 static int cmd_train(int argc, char **argv)
@@ -600,6 +616,7 @@ static int cmd_train(int argc, char **argv)
     const char *what = denoiser ? "train denoiser" : "train ae";
     const char *config = NULL, *resume = NULL;
     vd_device device = VD_DEVICE_AUTO;
+    int bf16 = 0, time_limit = 0;
     for (int i = 3; i < argc; i++) {
         const char *f = argv[i], *v;
         if (strcmp(f, "--config") == 0) {
@@ -612,6 +629,10 @@ static int cmd_train(int argc, char **argv)
             else if (strcmp(v, "cpu") == 0) device = VD_DEVICE_CPU;
             else if (strcmp(v, "cuda") == 0) device = VD_DEVICE_CUDA;
             else return bad_arg("--device", "expected auto, cpu or cuda");
+        } else if (strcmp(f, "--bf16") == 0) {
+            bf16 = 1;
+        } else if (strcmp(f, "--time-limit") == 0) {
+            if (!(v = flag_value(argc, argv, &i)) || parse_int(f, v, 1, INT_MAX, &time_limit)) return EXIT_USAGE;
         } else {
             return bad_arg(f, denoiser ? "unknown option for train denoiser" : "unknown option for train ae");
         }
@@ -636,17 +657,69 @@ static int cmd_train(int argc, char **argv)
         }
     }
     if (!be) be = vd_backend_cpu();
-    fprintf(stderr, "vdmini: training the %s on %s for %d steps into %s%s%s\n",
-            denoiser ? "denoiser" : "autoencoder", be->name, cfg.steps, cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
-    train_progress progress = {.tty = isatty(STDERR_FILENO), .log_every = cfg.log_every};
+    /* bf16 matrix products on the GPU; the weights, optimizer state and everything else stay fp32 */
+    if (bf16 && strcmp(be->name, "cuda") == 0) be->precision = VD_PRECISION_BF16;
+    fprintf(stderr, "vdmini: training the %s on %s%s for %d steps into %s%s%s\n",
+            denoiser ? "denoiser" : "autoencoder", be->name, be->precision == VD_PRECISION_BF16 ? " (bf16)" : "", cfg.steps, cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
+    train_progress progress = {.tty = isatty(STDERR_FILENO), .log_every = cfg.log_every, .start = vd_now(),
+                               .time_limit = time_limit};
+    signal(SIGINT, request_train_stop);
+    signal(SIGTERM, request_train_stop);
     int rc = vd_train(&cfg, be, resume, print_train_progress, &progress, err, sizeof err);
     be->destroy(be);
     if (rc) {
         fprintf(stderr, "vdmini: %s: %s\n", what, err);
         return 1;
     }
+    if (train_stop_requested || (time_limit && vd_now() - progress.start > time_limit))
+        return 0; /* stopped early: the checkpoint is written, the final weights are not */
     fprintf(stderr, "vdmini: wrote %s/%s, train.csv and loss.svg\n", cfg.out_dir,
             denoiser ? "teacher.safetensors, teacher-ema.safetensors" : "ae.safetensors, ae-ema.safetensors");
+    return 0;
+}
+
+/* Rewrites a weights file with its tensors in another dtype (bf16 for shipping, f32 to train on),
+ * or writes the EMA weights of a training checkpoint directory as a weights file. */
+static int cmd_convert(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL, *dtype = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--model") == 0) {
+            if (!(in = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(argv[i], "--out") == 0) {
+            if (!(out = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else if (strcmp(argv[i], "--dtype") == 0) {
+            if (!(dtype = flag_value(argc, argv, &i))) return EXIT_USAGE;
+        } else {
+            return bad_arg(argv[i], "unknown option for convert");
+        }
+    }
+    if (!in) return bad_arg("--model", "required");
+    if (!out) return bad_arg("--out", "required");
+    if (!dtype || (strcmp(dtype, "bf16") != 0 && strcmp(dtype, "f32") != 0)) return bad_arg("--dtype", "expected bf16 or f32");
+    vd_st_dtype type = strcmp(dtype, "bf16") == 0 ? VD_ST_BF16 : VD_ST_F32;
+    char err[VD_ERR_LEN * 2];
+    struct stat sb;
+    if (stat(in, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        if (vd_train_export_checkpoint(in, out, type, err, sizeof err)) {
+            fprintf(stderr, "vdmini: convert: %s\n", err);
+            return 1;
+        }
+        fprintf(stderr, "vdmini: wrote %s (the checkpoint's EMA weights, %s)\n", out, dtype);
+        return 0;
+    }
+    vd_model m;
+    if (vd_model_load(&m, in, err, sizeof err)) {
+        fprintf(stderr, "vdmini: convert: %s\n", err);
+        return 1;
+    }
+    int rc = vd_model_save(&m, out, type, err, sizeof err);
+    vd_model_free(&m);
+    if (rc) {
+        fprintf(stderr, "vdmini: convert: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "vdmini: wrote %s (%s)\n", out, dtype);
     return 0;
 }
 
@@ -662,6 +735,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "world") == 0) return cmd_world(argc, argv);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc, argv);
+    if (strcmp(argv[1], "convert") == 0) return cmd_convert(argc, argv);
     fprintf(stderr, "vdmini: unknown command \"%s\"\n", argv[1]);
     usage(stderr);
     return EXIT_USAGE;

@@ -1,0 +1,136 @@
+/* bench_train.c: milliseconds per training step of the denoiser (text encoder and UNet) of a
+ * preset model with random weights on one backend: zero the gradients, the forward and backward
+ * of the v-prediction loss (vd_denoiser_loss_and_grads), one AdamW step over the text.* and
+ * unet.* parameters with the global gradient norm clipped to 1 (as the training driver does).
+ * The inputs are random latents: the autoencoder is not part of it. It links only the engine
+ * library, so it travels to the GPU machine in a small bundle; tools/reference/
+ * bench_train_torch.py times the same step in PyTorch.
+ *
+ *   bench_train --preset tiny|large [--clips N] [--frames T] [--device cpu|cuda] [--bf16]
+ *               [--warmup W] [--iters K]
+ *   bench_train --print-config tiny|large     (the preset's JSON config, for the PyTorch baseline)
+ *
+ * Prints one JSON line: the median over K steps after W warm-up steps, each step synchronised. */
+#include "ae_train.h"
+#include "backend.h"
+#include "common.h"
+#include "config.h"
+#include "denoiser_train.h"
+#include "model.h"
+#include "rng.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static float *random_on(vd_backend *be, size_t n, uint64_t seed)
+{
+    float *host = vd_malloc(n * sizeof(float));
+    vd_rng_normal(seed, 0, host, n);
+    float *dev = be->alloc(be, n * sizeof(float));
+    be->upload(be, dev, host, n * sizeof(float));
+    free(host);
+    return dev;
+}
+
+int main(int argc, char **argv)
+{
+    const char *preset = "tiny", *device = "cpu";
+    int clips = 1, frames = 0, bf16 = 0, warmup = 2, iters = 5;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--print-config") == 0 && v) {
+            vd_model_config cfg;
+            if (vd_config_preset(v, &cfg)) return fprintf(stderr, "unknown preset %s\n", v), 2;
+            char *json = vd_config_to_json(&cfg);
+            puts(json);
+            free(json);
+            vd_config_free(&cfg);
+            return 0;
+        }
+        if (strcmp(a, "--bf16") == 0) { bf16 = 1; continue; }
+        if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
+        if (strcmp(a, "--preset") == 0) preset = v;
+        else if (strcmp(a, "--device") == 0) device = v;
+        else if (strcmp(a, "--clips") == 0) clips = atoi(v);
+        else if (strcmp(a, "--frames") == 0) frames = atoi(v);
+        else if (strcmp(a, "--warmup") == 0) warmup = atoi(v);
+        else if (strcmp(a, "--iters") == 0) iters = atoi(v);
+        else return fprintf(stderr, "unknown option %s\n", a), 2;
+        i++;
+    }
+    if (clips < 1 || frames < 0 || iters < 1 || warmup < 0)
+        return fprintf(stderr, "bad --clips, --frames, --iters or --warmup\n"), 2;
+
+    vd_model_config cfg;
+    if (vd_config_preset(preset, &cfg)) return fprintf(stderr, "unknown preset %s\n", preset), 2;
+    cfg.ae.present = 0; /* trained here: the text encoder and the UNet */
+    vd_model m;
+    char err[256];
+    if (vd_model_build(&m, &cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+    vd_model_init_random(&m, 1);
+
+    vd_backend *be = NULL;
+    if (strcmp(device, "cuda") == 0) {
+        be = vd_backend_cuda(0, err, sizeof err);
+        if (!be) return fprintf(stderr, "cuda: %s\n", err), 1;
+        be->precision = bf16 ? VD_PRECISION_BF16 : VD_PRECISION_F32;
+    } else {
+        be = vd_backend_cpu();
+    }
+    vd_model_attach(&m, be);
+    vd_ae_trainer trainer;
+    vd_ae_trainer_init(&trainer, &m);
+    static const char *const denoiser_parts[] = {"text.", "unet."};
+    size_t begin, end;
+    vd_param_range(&m, denoiser_parts, 2, &begin, &end);
+    /* the training driver's defaults (train.h), at a constant learning rate */
+    const vd_adamw_config opt = {.lr = 4e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.01f,
+                                 .clip_norm = 1.0f};
+
+    /* the batch: UNet inputs x, targets v, timesteps t and token ids, all random */
+    const vd_unet_config *u = &cfg.unet;
+    int N = clips, T = frames > 0 ? frames : u->frames, h = u->latent_h, w = u->latent_w, L = cfg.text.max_tokens;
+    float *x = random_on(be, (size_t)N * T * u->in_channels * h * w, 2);
+    float *v = random_on(be, (size_t)N * T * u->out_channels * h * w, 3);
+    float *t_host = vd_malloc((size_t)N * sizeof(float));
+    for (int i = 0; i < N; i++) t_host[i] = (float)(vd_rng_u64(4, (uint64_t)i) % (uint64_t)cfg.diffusion.train_steps);
+    float *t = be->alloc(be, (size_t)N * sizeof(float));
+    be->upload(be, t, t_host, (size_t)N * sizeof(float));
+    free(t_host);
+    int32_t *ids_host = vd_malloc((size_t)N * L * sizeof(int32_t));
+    for (int i = 0; i < N * L; i++) ids_host[i] = (int32_t)(vd_rng_u64(5, (uint64_t)i) % (uint64_t)cfg.text.vocab_size);
+    int32_t *ids = be->alloc(be, (size_t)N * L * sizeof(int32_t));
+    be->upload(be, ids, ids_host, (size_t)N * L * sizeof(int32_t));
+    free(ids_host);
+
+    double *ms = vd_malloc((size_t)iters * sizeof(double));
+    float loss = 0.0f;
+    for (int i = 0; i < warmup + iters; i++) {
+        double t0 = vd_now();
+        vd_ae_zero_grads(&trainer);
+        loss = vd_denoiser_loss_and_grads(&m, trainer.grads, ids, x, t, v, N, T, h, w);
+        vd_adamw_range_step(&trainer, &opt, begin, end);
+        be->synchronize(be);
+        if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
+    }
+    qsort(ms, (size_t)iters, sizeof *ms, compare_doubles);
+    printf("{\"impl\": \"vdmini\", \"what\": \"train\", \"preset\": \"%s\", \"clips\": %d, \"frames\": %d, "
+           "\"latent\": [%d, %d], \"device\": \"%s\", \"dtype\": \"%s\", \"params\": %zu, \"ms_per_step\": %.3f, "
+           "\"min_ms\": %.3f, \"iters\": %d, \"loss\": %.6g, \"finite\": %s}\n",
+           preset, N, T, h, w, be->name, be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", end - begin,
+           ms[iters / 2], ms[0], iters, loss, loss == loss ? "true" : "false");
+    free(ms);
+    be->release(be, x), be->release(be, v), be->release(be, t), be->release(be, ids);
+    vd_ae_trainer_free(&trainer);
+    vd_model_free(&m);
+    vd_config_free(&cfg);
+    be->destroy(be);
+    return 0;
+}

@@ -1,0 +1,53 @@
+#!/bin/sh
+# train-models.sh: trains the shipped models from scratch, the autoencoder and then the teacher
+# (text encoder and UNet), with the recipes in models/recipes/, and writes them in bf16 as
+# OUTDIR/ae.safetensors and OUTDIR/teacher.safetensors (copy both into models/ to serve them).
+#
+#   tools/train-models.sh [--time-limit SECONDS] OUTDIR
+#
+# Run it from anywhere with `vdmini` on PATH (or built in the source tree). Each run resumes
+# from the newest checkpoint under OUTDIR, so a long training can be done in chunks: with
+# --time-limit the run stops after about that many seconds (after a checkpoint) and exits 3;
+# run it again to go on. Training takes the GPU when there is one (bf16 matrix products, fp32
+# weights); on the CPU the recipes take days.
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+limit=0
+if [ "${1:-}" = --time-limit ]; then
+    limit=${2:?--time-limit needs a number of seconds}
+    shift 2
+fi
+out=${1:?usage: train-models.sh [--time-limit SECONDS] OUTDIR}
+vdmini=$(command -v vdmini || echo "$here/vdmini")
+mkdir -p "$out"
+cd "$out"
+start=$(date +%s)
+
+# Runs `vdmini train WHAT` from its recipe, resuming from the newest checkpoint in DIR; returns 3
+# when the time limit stopped it before the end.
+train() {
+    what=$1 recipe=$2 dir=$3 final=$4
+    [ -f "$dir/$final" ] && return 0
+    set -- train "$what" --config "$recipe" --device auto --bf16
+    latest=$(ls -d "$dir"/step-* 2>/dev/null | sort | tail -n 1 || true)
+    [ -n "$latest" ] && set -- "$@" --resume "$latest"
+    if [ "$limit" -gt 0 ]; then
+        left=$((limit - ($(date +%s) - start)))
+        [ "$left" -gt 0 ] || return 3
+        set -- "$@" --time-limit "$left"
+    fi
+    "$vdmini" "$@"
+    [ -f "$dir/$final" ] || return 3
+}
+
+status=0
+train ae "$here/models/recipes/ae.json" ae ae-ema.safetensors || status=$?
+[ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher.json" teacher teacher-ema.safetensors || status=$?; }
+if [ $status -eq 3 ]; then
+    echo "train-models.sh: stopped at the time limit; run it again to continue" >&2
+    exit 3
+fi
+[ $status -eq 0 ] || exit $status
+"$vdmini" convert --model ae/ae-ema.safetensors --dtype bf16 --out ae.safetensors
+"$vdmini" convert --model teacher/teacher-ema.safetensors --dtype bf16 --out teacher.safetensors
+echo "train-models.sh: wrote $out/ae.safetensors and $out/teacher.safetensors" >&2
