@@ -5,8 +5,10 @@
 #
 #   tools/train-models.sh [--time-limit SECONDS] OUTDIR
 #
-# Run it from anywhere with `vdmini` on PATH (or built in the source tree). Each run resumes
-# from the newest checkpoint under OUTDIR, so a long training can be done in chunks: with
+# The program it runs is $VDMINI when set (e.g. VDMINI=/opt/vdmini/bin/vdmini-core), else
+# vdmini-core on PATH (vdmini without video: all that training needs), else vdmini on PATH, else
+# the one built in the source tree (./vdmini-core, then ./vdmini). Run it from anywhere. Each run
+# resumes from the newest checkpoint under OUTDIR, so a long training can be done in chunks: with
 # --time-limit the run stops after about that many seconds (after a checkpoint) and exits 3;
 # run it again to go on. Training takes the GPU when there is one (bf16 matrix products, fp32
 # weights); on the CPU the recipes take days.
@@ -18,7 +20,9 @@ if [ "${1:-}" = --time-limit ]; then
     shift 2
 fi
 out=${1:?usage: train-models.sh [--time-limit SECONDS] OUTDIR}
-vdmini=$(command -v vdmini || echo "$here/vdmini")
+default=$(command -v vdmini-core || command -v vdmini ||
+    { [ -x "$here/vdmini-core" ] && echo "$here/vdmini-core"; } || echo "$here/vdmini")
+vdmini=${VDMINI:-$default}
 mkdir -p "$out"
 cd "$out"
 start=$(date +%s)
@@ -36,7 +40,7 @@ train() {
         [ "$left" -gt 0 ] || return 3
         set -- "$@" --time-limit "$left"
     fi
-    "$vdmini" "$@"
+    "$vdmini" "$@" || return $?
     [ -f "$dir/$final" ] || return 3
 }
 

@@ -2,10 +2,12 @@
 # test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and
 # image to video) producing a real MP4 and PNG, determinism of a seed, a short autoencoder
 # training run and its exact resume, two steps of denoiser training, and a clear error with exit
-# status 2 for each kind of bad argument.
+# status 2 for each kind of bad argument. Then vdmini-core, the same CLI without video: it runs
+# info, refuses generate and eval --videos, and links no FFmpeg.
 set -u
 : "${top_builddir:=.}"
 vdmini="$top_builddir/vdmini"
+vdmini_core="$top_builddir/vdmini-core"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 passed=0 failed=0
@@ -146,6 +148,22 @@ expect_usage_error "train unknown config field" "stepz" train ae --config "$work
 expect_usage_error "train bad device" "--device" train ae --config "$work/train.json" --device tpu
 expect_usage_error "train bad resume" "--resume" train ae --config "$work/train.json" --resume "$work/none"
 expect_usage_error "train unknown option" "--epochs" train ae --config "$work/train.json" --epochs 3
+
+# vdmini-core: vdmini without video.
+if "$vdmini_core" info tiny | grep -q "GFLOPs per denoiser step"; then ok "vdmini-core info"; else bad "vdmini-core info"; fi
+"$vdmini_core" generate --model "$model" --prompt p --out "$work/x.mp4" >/dev/null 2>"$work/err"
+if [ $? -eq 2 ] && grep -q 'unknown command "generate"' "$work/err"; then ok "vdmini-core has no generate"; else bad "vdmini-core generate: $(cat "$work/err")"; fi
+"$vdmini_core" eval --videos "$world" --truth "$world/truth.jsonl" >/dev/null 2>"$work/err"
+if [ $? -eq 2 ] && grep -q "use vdmini" "$work/err"; then ok "vdmini-core refuses eval --videos"; else bad "vdmini-core eval --videos: $(cat "$work/err")"; fi
+if command -v ldd >/dev/null 2>&1; then
+    if ldd "$vdmini_core" >"$work/ldd" 2>&1 && ! grep -q libavcodec "$work/ldd"; then
+        ok "vdmini-core links no FFmpeg"
+    else
+        bad "vdmini-core links no FFmpeg: $(cat "$work/ldd")"
+    fi
+else
+    echo "ldd is not installed: skipped vdmini-core links no FFmpeg"
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

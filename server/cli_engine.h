@@ -1,0 +1,63 @@
+/* cli_engine.h: the engine-only half of the command line, shared by vdmini (the full CLI, with
+ * video) and vdmini-core (the same CLI without FFmpeg, for training and evaluation hosts). It
+ * holds the commands that need only the engine library — init, info, train, convert and
+ * eval --model — the command dispatcher, and the small argument helpers every command uses.
+ * A program describes itself in a cli_program (its name, usage text, its own extra commands and,
+ * when it can decode video, eval --videos) and hands argv to cli_main. */
+#ifndef VD_CLI_ENGINE_H
+#define VD_CLI_ENGINE_H
+
+#include "evaluator.h"
+#include "world.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+/* Every bad argument gets a message naming it and this exit status; a failure while running, 1. */
+#define CLI_EXIT_USAGE 2
+
+/* A command: argv[1] is its name, its options follow. Returns the exit status. */
+typedef int (*cli_command_fn)(int argc, char **argv);
+
+typedef struct {
+    const char *name;
+    cli_command_fn run;
+} cli_command;
+
+/* eval --videos: judges each clip of DIR against its line of the truth file, adding the clips to
+ * set and the truth's own clips to reference. Returns 0, or 1 after printing a message. */
+typedef int (*cli_eval_videos_fn)(const char *dir, const char *truth_path, int i2v, vd_eval_set *set,
+                                  vd_eval_set *reference);
+
+typedef struct {
+    const char *name;               /* for messages of the dispatcher: "vdmini", "vdmini-core" */
+    void (*usage)(FILE *out);       /* the program's whole usage text */
+    const cli_command *commands;    /* the program's own commands beside the engine ones, ended by
+                                     * {NULL, NULL}; NULL for none */
+    cli_eval_videos_fn eval_videos; /* NULL: eval --videos is refused (use vdmini) */
+} cli_program;
+
+/* Runs the command argv[1] (an engine command or one of p->commands); with no command, or --help,
+ * prints the usage. Returns the exit status. */
+int cli_main(const cli_program *p, int argc, char **argv);
+
+/* The engine commands' usage lines for program prog, in the order vdmini lists them: the head
+ * ("usage:", init, info), eval --model, and the tail (train, convert). */
+void cli_usage_head(FILE *out, const char *prog);
+void cli_usage_eval_model(FILE *out, const char *prog);
+void cli_usage_tail(FILE *out, const char *prog);
+
+/* Prints "vdmini: FLAG: WHY" and returns CLI_EXIT_USAGE. */
+int cli_bad_arg(const char *flag, const char *why);
+/* Parse a flag's value; on a bad one they print a message naming the flag and return -1. */
+int cli_parse_int(const char *flag, const char *s, long lo, long hi, int *out);
+int cli_parse_u64(const char *flag, const char *s, uint64_t *out);
+/* Returns the value after the flag argv[*i] (advancing *i), or NULL (with a message) when it is
+ * missing. */
+const char *cli_flag_value(int argc, char **argv, int *i);
+
+/* Judges the truth's own clip (rendered by the world) into reference, the real side of the
+ * Fréchet distance; its first frame goes to image (3 x height x width floats) unless NULL. */
+void cli_judge_reference(const vd_clip_truth *t, vd_eval_set *reference, float *image);
+
+#endif
