@@ -1,19 +1,22 @@
 /* cli_engine.c: the commands of the command line that need only the engine library — init, info,
- * train ae|denoiser, convert and eval --model — with the dispatcher and argument helpers, shared
+ * train ae|denoiser, convert, analyze, plan, prune and eval --model — with the dispatcher and argument helpers, shared
  * by vdmini (server/vdmini.c, which adds generate, world and eval --videos through the video
  * layer) and vdmini-core (server/vdmini_core.c, the same CLI without FFmpeg). No video here: what
  * this file links is libvdmini.a and its libraries only. Commands and options: server/vdmini.c. */
 #include "cli_engine.h"
 
+#include "analysis.h"
 #include "backend.h"
 #include "common.h"
 #include "evaluator.h"
 #include "model.h"
+#include "prune.h"
 #include "train.h"
 #include "vdmini.h"
 #include "world.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
@@ -49,8 +52,13 @@ void cli_usage_tail(FILE *out, const char *prog)
     fprintf(out,
             "  %s train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]\n"
             "%*s[--time-limit SECONDS]\n"
-            "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH\n",
-            prog, indent, "", prog);
+            "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH\n"
+            "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
+            "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 7.5]\n"
+            "%*s[--device auto|cpu|cuda] [--bf16] --out FILE.json\n"
+            "  %s plan --analysis FILE.json --params F|--latency F [--rule shallow|deep|random] [--seed N]\n"
+            "%*s--out PLAN.json\n",
+            prog, indent, "", prog, prog, prog, indent - 6, "", prog, indent - 9, "");
 }
 
 /* ---- argument helpers ---- */
@@ -71,6 +79,30 @@ int cli_parse_int(const char *flag, const char *s, long lo, long hi, int *out)
         return -1;
     }
     *out = (int)v;
+    return 0;
+}
+
+int cli_parse_device(const char *flag, const char *s, vd_device *out)
+{
+    if (strcmp(s, "auto") == 0) *out = VD_DEVICE_AUTO;
+    else if (strcmp(s, "cpu") == 0) *out = VD_DEVICE_CPU;
+    else if (strcmp(s, "cuda") == 0) *out = VD_DEVICE_CUDA;
+    else {
+        cli_bad_arg(flag, "expected auto, cpu or cuda");
+        return -1;
+    }
+    return 0;
+}
+
+int cli_parse_guidance(const char *flag, const char *s, float *out)
+{
+    char *end;
+    float g = strtof(s, &end);
+    if (end == s || *end || !(g >= 0.0f && g <= 100.0f)) {
+        cli_bad_arg(flag, "expected a number between 0 and 100");
+        return -1;
+    }
+    *out = g;
     return 0;
 }
 
@@ -228,17 +260,9 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
         } else if (strcmp(f, "--seed") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64(f, v, &m.seed)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--guidance") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
-            char *end;
-            m.guidance = strtof(v, &end);
-            if (end == v || *end || !(m.guidance >= 0.0f && m.guidance <= 100.0f))
-                return cli_bad_arg(f, "expected a number between 0 and 100");
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &m.guidance)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
-            if (strcmp(v, "auto") == 0) m.device = VD_DEVICE_AUTO;
-            else if (strcmp(v, "cpu") == 0) m.device = VD_DEVICE_CPU;
-            else if (strcmp(v, "cuda") == 0) m.device = VD_DEVICE_CUDA;
-            else return cli_bad_arg(f, "expected auto, cpu or cuda");
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &m.device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--i2v") == 0) {
             m.i2v = 1;
         } else if (strcmp(f, "--bf16") == 0) {
@@ -323,11 +347,7 @@ static int cmd_train(int argc, char **argv)
         } else if (strcmp(f, "--resume") == 0) {
             if (!(resume = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
-            if (strcmp(v, "auto") == 0) device = VD_DEVICE_AUTO;
-            else if (strcmp(v, "cpu") == 0) device = VD_DEVICE_CPU;
-            else if (strcmp(v, "cuda") == 0) device = VD_DEVICE_CUDA;
-            else return cli_bad_arg("--device", "expected auto, cpu or cuda");
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--bf16") == 0) {
             bf16 = 1;
         } else if (strcmp(f, "--time-limit") == 0) {
@@ -422,6 +442,210 @@ static int cmd_convert(int argc, char **argv)
     return 0;
 }
 
+/* VDMini's pruning: the teacher without the plan's blocks, the kept blocks' weights copied. */
+static int cmd_prune(int argc, char **argv)
+{
+    const char *teacher_path = NULL, *plan_path = NULL, *out = NULL, *v;
+    uint64_t seed = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--teacher") == 0) {
+            if (!(teacher_path = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(argv[i], "--plan") == 0) {
+            if (!(plan_path = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(argv[i], "--out") == 0) {
+            if (!(out = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(argv[i], "--seed") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64("--seed", v, &seed)) return CLI_EXIT_USAGE;
+        } else {
+            return cli_bad_arg(argv[i], "unknown option for prune");
+        }
+    }
+    if (!teacher_path) return cli_bad_arg("--teacher", "required");
+    if (!plan_path) return cli_bad_arg("--plan", "required (a JSON file {\"remove\": [block names]})");
+    if (!out) return cli_bad_arg("--out", "required");
+    char err[VD_ERR_LEN * 2], **names;
+    int count;
+    if (vd_prune_plan_load(plan_path, &names, &count, err, sizeof err)) return cli_bad_arg("--plan", err);
+    vd_model teacher, student;
+    vd_prune_report report;
+    int rc = vd_model_load(&teacher, teacher_path, err, sizeof err) ? 1 : 0;
+    if (rc) {
+        fprintf(stderr, "vdmini: prune: %s\n", err);
+    } else {
+        if (vd_prune(&teacher, names, count, seed, &student, &report, err, sizeof err)) {
+            fprintf(stderr, "vdmini: prune: %s\n", err);
+            rc = CLI_EXIT_USAGE;
+        } else {
+            if (vd_model_save(&student, out, VD_ST_F32, err, sizeof err)) {
+                fprintf(stderr, "vdmini: prune: %s\n", err);
+                rc = 1;
+            } else {
+                fprintf(stderr,
+                        "vdmini: wrote %s: %d blocks removed, UNet %.3f M -> %.3f M parameters; %d tensors copied, %d "
+                        "sliced, %d freshly initialised\n",
+                        out, count, vd_model_count_params(&teacher, "unet.") / 1e6,
+                        vd_model_count_params(&student, "unet.") / 1e6, report.copied, report.sliced, report.fresh);
+            }
+            vd_model_free(&student);
+        }
+        vd_model_free(&teacher);
+    }
+    vd_prune_plan_free(names, count);
+    return rc;
+}
+
+static int print_analysis_progress(void *user, int done, int total, const char *what)
+{
+    (void)user;
+    fprintf(stderr, "vdmini: analyze %d/%d: %s\n", done + 1, total, what);
+    return 0;
+}
+
+/* VDMini's block-importance analysis of a teacher: a table on stdout and the JSON report. */
+static int cmd_analyze(int argc, char **argv)
+{
+    const char *teacher = NULL, *ae = NULL, *out = NULL, *v;
+    vd_analysis_options o = {.prompts = 8, .steps = 25, .seed = 1000, .guidance = 7.5f, .device = VD_DEVICE_AUTO};
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (strcmp(f, "--teacher") == 0) {
+            if (!(teacher = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--ae") == 0) {
+            if (!(ae = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--out") == 0) {
+            if (!(out = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--prompts") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, 100000, &o.prompts)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--steps") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, 1000, &o.steps)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--seed") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64(f, v, &o.seed)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--guidance") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &o.guidance)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--device") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &o.device)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--bf16") == 0) {
+            o.bf16 = 1;
+        } else {
+            return cli_bad_arg(f, "unknown option for analyze");
+        }
+    }
+    if (!teacher) return cli_bad_arg("--teacher", "required");
+    if (!out) return cli_bad_arg("--out", "required (the JSON report)");
+    const char *tmp = getenv("TMPDIR");
+    vd_analysis *a = vd_malloc(sizeof *a);
+    char err[VD_ERR_LEN * 2];
+    if (vd_analyze(teacher, ae, tmp && tmp[0] ? tmp : "/tmp", &o, print_analysis_progress, NULL, a, err, sizeof err)) {
+        fprintf(stderr, "vdmini: analyze: %s\n", err);
+        free(a);
+        return 1;
+    }
+    printf("teacher: content %.4f, motion %.4f, %.1f ms per video\n", a->content, a->motion, a->video_ms);
+    printf("| block | content drop | motion drop | output change | parameters | latency |\n|---|---|---|---|---|---|\n");
+    for (int b = 0; b < a->count; b++) {
+        const vd_block_importance *bi = &a->blocks[b];
+        printf("| %s | %.4f | %.4f | %.4f | %.1f%% | %.1f%% |\n", bi->name, bi->content_drop, bi->motion_drop,
+               bi->output_change, 100 * bi->param_share, 100 * bi->latency_share);
+    }
+    char *json = vd_analysis_json(a);
+    FILE *f = fopen(out, "w");
+    int rc = !f || fputs(json, f) < 0 || fputc('\n', f) < 0;
+    if (f && fclose(f)) rc = 1;
+    if (rc) fprintf(stderr, "vdmini: analyze: %s: cannot write\n", out);
+    free(json);
+    free(a);
+    return rc;
+}
+
+/* The whole file as a NUL-terminated string (malloc'd), or NULL with a message. */
+static char *read_whole_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = vd_malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0)
+        if ((n += got) == cap - 1) buf = vd_realloc(buf, cap *= 2);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: read error", path);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+/* A pruning plan from an analysis report: the blocks a rule picks for a parameter or latency target. */
+static int cmd_plan(int argc, char **argv)
+{
+    const char *analysis_path = NULL, *out = NULL, *rule_name = "shallow", *v;
+    double target = 0;
+    int by_latency = -1;
+    uint64_t seed = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (strcmp(f, "--analysis") == 0) {
+            if (!(analysis_path = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--out") == 0) {
+            if (!(out = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--rule") == 0) {
+            if (!(rule_name = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--seed") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64(f, v, &seed)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--params") == 0 || strcmp(f, "--latency") == 0) {
+            if (by_latency >= 0) return cli_bad_arg(f, "give one target: --params or --latency");
+            if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+            char *end;
+            target = strtod(v, &end);
+            if (end == v || *end || !(target > 0 && target < 1)) return cli_bad_arg(f, "expected a fraction between 0 and 1");
+            by_latency = strcmp(f, "--latency") == 0;
+        } else {
+            return cli_bad_arg(f, "unknown option for plan");
+        }
+    }
+    if (!analysis_path) return cli_bad_arg("--analysis", "required (a report of vdmini analyze)");
+    if (by_latency < 0) return cli_bad_arg("--params", "required: the fraction of parameters to remove (or --latency)");
+    if (!out) return cli_bad_arg("--out", "required");
+    vd_plan_rule rule;
+    if (strcmp(rule_name, "shallow") == 0) rule = VD_PLAN_SHALLOW;
+    else if (strcmp(rule_name, "deep") == 0) rule = VD_PLAN_DEEP;
+    else if (strcmp(rule_name, "random") == 0) rule = VD_PLAN_RANDOM;
+    else return cli_bad_arg("--rule", "expected shallow, deep or random");
+    char err[VD_ERR_LEN * 2];
+    char *text = read_whole_file(analysis_path, err, sizeof err);
+    if (!text) return cli_bad_arg("--analysis", err);
+    vd_analysis *a = vd_malloc(sizeof *a);
+    char names[VD_ANALYSIS_MAX_BLOCKS][16];
+    int count = 0, rc = vd_analysis_from_json(text, a, err, sizeof err) ? CLI_EXIT_USAGE : 0;
+    free(text);
+    if (rc == 0 && vd_plan_make(a, rule, by_latency, target, seed, names, &count, err, sizeof err)) rc = 1;
+    if (rc) {
+        fprintf(stderr, "vdmini: plan: %s\n", err);
+        free(a);
+        return rc;
+    }
+    json_t *remove = json_array();
+    for (int i = 0; i < count; i++) json_array_append_new(remove, json_string(names[i]));
+    json_t *root = json_pack("{s:o}", "remove", remove);
+    if (json_dump_file(root, out, JSON_INDENT(2))) {
+        fprintf(stderr, "vdmini: plan: %s: cannot write\n", out);
+        rc = 1;
+    }
+    json_decref(root);
+    if (rc == 0) {
+        fprintf(stderr, "vdmini: wrote %s (%s rule):", out, rule_name);
+        for (int i = 0; i < count; i++) fprintf(stderr, " %s", names[i]);
+        fprintf(stderr, "\n");
+    }
+    free(a);
+    return rc;
+}
+
 /* ---- dispatch ---- */
 
 int cli_main(const cli_program *p, int argc, char **argv)
@@ -435,6 +659,9 @@ int cli_main(const cli_program *p, int argc, char **argv)
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(p, argc, argv);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc, argv);
     if (strcmp(argv[1], "convert") == 0) return cmd_convert(argc, argv);
+    if (strcmp(argv[1], "prune") == 0) return cmd_prune(argc, argv);
+    if (strcmp(argv[1], "analyze") == 0) return cmd_analyze(argc, argv);
+    if (strcmp(argv[1], "plan") == 0) return cmd_plan(argc, argv);
     for (const cli_command *c = p->commands; c && c->name; c++)
         if (strcmp(argv[1], c->name) == 0) return c->run(argc, argv);
     fprintf(stderr, "%s: unknown command \"%s\"\n", p->name, argv[1]);

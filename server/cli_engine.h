@@ -1,13 +1,14 @@
 /* cli_engine.h: the engine-only half of the command line, shared by vdmini (the full CLI, with
  * video) and vdmini-core (the same CLI without FFmpeg, for training and evaluation hosts). It
- * holds the commands that need only the engine library — init, info, train, convert and
- * eval --model — the command dispatcher, and the small argument helpers every command uses.
+ * holds the commands that need only the engine library — init, info, train, convert, prune
+ * and eval --model — the command dispatcher, and the small argument helpers every command uses.
  * A program describes itself in a cli_program (its name, usage text, its own extra commands and,
  * when it can decode video, eval --videos) and hands argv to cli_main. */
 #ifndef VD_CLI_ENGINE_H
 #define VD_CLI_ENGINE_H
 
 #include "evaluator.h"
+#include "vdmini.h"
 #include "world.h"
 
 #include <stdint.h>
@@ -52,6 +53,9 @@ int cli_bad_arg(const char *flag, const char *why);
 /* Parse a flag's value; on a bad one they print a message naming the flag and return -1. */
 int cli_parse_int(const char *flag, const char *s, long lo, long hi, int *out);
 int cli_parse_u64(const char *flag, const char *s, uint64_t *out);
+/* auto, cpu or cuda; a guidance scale in [0, 100]. 0, or -1 after the message. */
+int cli_parse_device(const char *flag, const char *s, vd_device *out);
+int cli_parse_guidance(const char *flag, const char *s, float *out);
 /* Returns the value after the flag argv[*i] (advancing *i), or NULL (with a message) when it is
  * missing. */
 const char *cli_flag_value(int argc, char **argv, int *i);

@@ -12,6 +12,9 @@
  *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                            [--time-limit SECONDS]
  *   vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH
+ *   vdmini prune --teacher PATH --plan FILE.json [--seed N] --out PATH
+ *   vdmini analyze --teacher PATH [--prompts 8] [--steps 25] ... --out FILE.json
+ *   vdmini plan --analysis FILE.json --params F|--latency F [--rule shallow|deep|random] --out PLAN.json
  *
  * generate writes the MP4 and, beside it, FILE.png (the first frame). world writes clips of the
  * synthetic world: DIR/clip_NNNNN.mp4, its first frame DIR/clip_NNNNN.png and one line of ground
@@ -116,22 +119,14 @@ static int cmd_generate(int argc, char **argv)
             if (sscanf(v, "%dx%d%c", &width, &height, &tail) != 2 || width < 1 || height < 1 || width > 4096 || height > 4096)
                 return cli_bad_arg(f, "expected WIDTHxHEIGHT, e.g. 128x128");
         } else if (strcmp(f, "--guidance") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
-            char *end;
-            guidance = strtof(v, &end);
-            if (end == v || *end || !(guidance >= 0.0f && guidance <= 100.0f))
-                return cli_bad_arg(f, "expected a number between 0 and 100");
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &guidance)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--sampler") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
             if (strcmp(v, "ddim") == 0) sampler = VD_SAMPLER_DDIM;
             else if (strcmp(v, "euler") == 0) sampler = VD_SAMPLER_EULER;
             else return cli_bad_arg(f, "expected ddim or euler");
         } else if (strcmp(f, "--device") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
-            if (strcmp(v, "auto") == 0) device = VD_DEVICE_AUTO;
-            else if (strcmp(v, "cpu") == 0) device = VD_DEVICE_CPU;
-            else if (strcmp(v, "cuda") == 0) device = VD_DEVICE_CUDA;
-            else return cli_bad_arg(f, "expected auto, cpu or cuda");
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--bf16") == 0) {
             bf16 = 1;
         } else {

@@ -1,0 +1,290 @@
+/* analysis.c: the block-importance analysis (see analysis.h). */
+#include "analysis.h"
+#include "common.h"
+#include "evaluator.h"
+#include "model.h"
+#include "prune.h"
+#include "rng.h"
+#include "world.h"
+
+#include <jansson.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    double content, motion, video_ms, change;
+} variant_result;
+
+/* Generates the option's prompts with the model file and scores them. With reference NULL the
+ * frames are kept in *keep (the teacher's run); else change is measured against reference. */
+static int run_variant(const char *model_path, const char *ae_path, const vd_analysis_options *o,
+                       const float *reference, float **keep, variant_result *res, char *err, size_t errlen)
+{
+    char eerr[VD_ERR_LEN];
+    vd_engine *e = vd_engine_open(model_path, ae_path, o->device, o->bf16, eerr);
+    if (!e) return vd_fail(err, errlen, "%s", eerr);
+    vd_model_limits lim;
+    vd_engine_limits(e, &lim);
+    int side = lim.image_size, frames = lim.default_frames, rc = 0;
+    size_t clip_floats = (size_t)frames * 3 * side * side;
+    float *video = vd_malloc(clip_floats * sizeof(float));
+    if (keep) *keep = vd_malloc((size_t)o->prompts * clip_floats * sizeof(float));
+    vd_clip_truth *truth = vd_malloc(sizeof *truth);
+    vd_eval_set *set = vd_eval_set_new();
+    double diff = 0, power = 0, time_ms = 0;
+    { /* one untimed one-step video first: buffers, weight copies and thread pools warm up */
+        vd_world_sample(o->seed, 0, side, side, frames, truth);
+        vd_gen_params warm = {.prompt = truth->prompt, .frames = frames, .width = side, .height = side, .steps = 1,
+                              .guidance = o->guidance, .sampler = VD_SAMPLER_DDIM, .seed = o->seed};
+        if (vd_generate(e, &warm, video, NULL, NULL, eerr)) rc = vd_fail(err, errlen, "%s", eerr);
+    }
+    for (int i = 0; i < o->prompts && rc == 0; i++) {
+        vd_world_sample(o->seed, (uint64_t)i, side, side, frames, truth);
+        vd_gen_params p = {.prompt = truth->prompt, .frames = frames, .width = side, .height = side,
+                           .steps = o->steps, .guidance = o->guidance, .sampler = VD_SAMPLER_DDIM,
+                           .seed = o->seed + (uint64_t)i};
+        double start = vd_now();
+        vd_video *v = vd_video_begin(e, &p, eerr);
+        if (!v) {
+            rc = vd_fail(err, errlen, "prompt %d: %s", i, eerr);
+            break;
+        }
+        while (vd_video_step_index(v) < vd_video_steps(v)) vd_step(e, &v, 1);
+        vd_video_decode(e, v, video); /* waits for the device */
+        vd_video_free(e, v);
+        time_ms += (vd_now() - start) * 1000.0;
+        vd_eval_clip clip;
+        if (vd_eval_clip_frames(truth, video, frames, side, side, NULL, &clip, err, errlen)) {
+            rc = -1;
+            break;
+        }
+        vd_eval_set_add(set, &clip);
+        if (keep) memcpy(*keep + (size_t)i * clip_floats, video, clip_floats * sizeof(float));
+        for (size_t k = 0; reference && k < clip_floats; k++) {
+            double ref = reference[(size_t)i * clip_floats + k], d = video[k] - ref;
+            diff += d * d, power += ref * ref;
+        }
+    }
+    if (rc == 0) {
+        vd_eval_summary s;
+        vd_eval_summarize(set, NULL, &s);
+        res->content = isnan(s.content_score) ? 0 : s.content_score;
+        res->motion = isnan(s.motion_score) ? 0 : s.motion_score;
+        res->video_ms = time_ms / o->prompts;
+        res->change = power > 0 ? diff / power : 0;
+    }
+    vd_eval_set_free(set);
+    free(truth);
+    free(video);
+    vd_engine_close(e);
+    return rc;
+}
+
+int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_dir, const vd_analysis_options *o,
+               vd_analysis_progress_fn progress, void *user, vd_analysis *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (o->prompts < 1 || o->steps < 1) return vd_fail(err, errlen, "prompts and steps must be at least 1");
+    vd_model teacher;
+    if (vd_model_load(&teacher, teacher_path, err, errlen)) return -1;
+    char ae_beside[4096];
+    if (!ae_path && !teacher.cfg.ae.present) { /* the students live elsewhere: name the teacher's */
+        char *copy = strdup(teacher_path);
+        snprintf(ae_beside, sizeof ae_beside, "%s/ae.safetensors", dirname(copy));
+        free(copy);
+        ae_path = ae_beside;
+    }
+    char names[VD_ANALYSIS_MAX_BLOCKS][16];
+    out->count = vd_unet_block_names(&teacher.cfg.unet, names, VD_ANALYSIS_MAX_BLOCKS);
+    out->prompts = o->prompts, out->steps = o->steps, out->levels = teacher.cfg.unet.levels;
+    double unet_params = (double)vd_model_count_params(&teacher, "unet.");
+    float *reference = NULL;
+    variant_result base = {0};
+    int rc = 0;
+    if (progress && progress(user, 0, out->count + 1, "teacher")) rc = vd_fail(err, errlen, "cancelled");
+    if (rc == 0) rc = run_variant(teacher_path, ae_path, o, NULL, &reference, &base, err, errlen);
+    out->content = base.content, out->motion = base.motion, out->video_ms = base.video_ms;
+    char student_path[4096];
+    snprintf(student_path, sizeof student_path, "%s/vdmini-analysis-%ld.safetensors", tmp_dir, (long)getpid());
+    for (int b = 0; b < out->count && rc == 0; b++) {
+        vd_block_importance *bi = &out->blocks[b];
+        snprintf(bi->name, sizeof bi->name, "%s", names[b]);
+        if (progress && progress(user, b + 1, out->count + 1, bi->name)) {
+            rc = vd_fail(err, errlen, "cancelled");
+            break;
+        }
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "unet.%s.", bi->name);
+        bi->param_share = (double)vd_model_count_params(&teacher, prefix) / unet_params;
+        char *remove[] = {bi->name};
+        vd_model student;
+        vd_prune_report report;
+        rc = vd_prune(&teacher, remove, 1, 0, &student, &report, err, errlen);
+        if (rc == 0) {
+            rc = vd_model_save(&student, student_path, VD_ST_F32, err, errlen);
+            vd_model_free(&student);
+        }
+        variant_result r;
+        if (rc == 0) rc = run_variant(student_path, ae_path, o, reference, NULL, &r, err, errlen);
+        if (rc == 0) {
+            bi->content = r.content, bi->motion = r.motion;
+            bi->content_drop = base.content - r.content, bi->motion_drop = base.motion - r.motion;
+            bi->output_change = r.change;
+            bi->latency_share = 1.0 - r.video_ms / base.video_ms;
+        }
+    }
+    unlink(student_path);
+    free(reference);
+    vd_model_free(&teacher);
+    return rc;
+}
+
+/* The level a block runs at: down.L.b and up.L.b at L, mid at the deepest. */
+static int block_level(const char *name, int levels)
+{
+    int l = levels - 1;
+    if (sscanf(name, "down.%d.", &l) != 1) sscanf(name, "up.%d.", &l);
+    return l;
+}
+
+char *vd_analysis_json(const vd_analysis *a)
+{
+    int levels = a->levels;
+    json_t *blocks = json_array();
+    /* The paper's observation, in our terms: removing a shallow block (level 0, the finest)
+     * costs more content than removing a deep one (the coarsest level and mid), and removing a
+     * deep one costs more motion. */
+    double sum[2][2] = {{0, 0}, {0, 0}};
+    int n[2] = {0, 0};
+    for (int b = 0; b < a->count; b++) {
+        const vd_block_importance *bi = &a->blocks[b];
+        int level = block_level(bi->name, levels);
+        json_array_append_new(blocks, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "block", bi->name,
+                                                "level", level, "content", bi->content, "motion", bi->motion,
+                                                "content_drop", bi->content_drop, "motion_drop", bi->motion_drop,
+                                                "output_change", bi->output_change, "param_share", bi->param_share,
+                                                "latency_share", bi->latency_share));
+        int group = level == 0 ? 0 : level == levels - 1 ? 1 : -1;
+        if (group < 0) continue;
+        sum[group][0] += bi->content_drop, sum[group][1] += bi->motion_drop, n[group]++;
+    }
+    double shallow_content = n[0] ? sum[0][0] / n[0] : 0, shallow_motion = n[0] ? sum[0][1] / n[0] : 0;
+    double deep_content = n[1] ? sum[1][0] / n[1] : 0, deep_motion = n[1] ? sum[1][1] / n[1] : 0;
+    int holds = n[0] && n[1] && shallow_content > deep_content && deep_motion > shallow_motion;
+    json_t *root = json_pack("{s:i, s:i, s:i, s:{s:f, s:f, s:f}, s:o, s:{s:f, s:f, s:f, s:f, s:b}}", "prompts",
+                             a->prompts, "steps", a->steps, "levels", levels, "teacher", "content", a->content, "motion", a->motion, "video_ms",
+                             a->video_ms, "blocks", blocks, "observation", "shallow_content_drop", shallow_content,
+                             "shallow_motion_drop", shallow_motion, "deep_content_drop", deep_content,
+                             "deep_motion_drop", deep_motion, "holds", holds);
+    char *text = json_dumps(root, JSON_INDENT(2));
+    json_decref(root);
+    return text;
+}
+
+static int get_number(json_t *obj, const char *key, double *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_number(v)) return -1;
+    *out = json_number_value(v);
+    return 0;
+}
+
+int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr);
+    if (!root) return vd_fail(err, errlen, "analysis: line %d: %s", jerr.line, jerr.text);
+    json_t *teacher = json_object_get(root, "teacher"), *blocks = json_object_get(root, "blocks");
+    int rc = 0;
+    if (!json_is_integer(json_object_get(root, "prompts")) || !json_is_integer(json_object_get(root, "steps")) ||
+        !json_is_integer(json_object_get(root, "levels")) || !json_is_object(teacher) || !json_is_array(blocks) ||
+        json_array_size(blocks) == 0 || json_array_size(blocks) > VD_ANALYSIS_MAX_BLOCKS ||
+        get_number(teacher, "content", &out->content) || get_number(teacher, "motion", &out->motion) ||
+        get_number(teacher, "video_ms", &out->video_ms)) {
+        rc = vd_fail(err, errlen, "analysis: not a vdmini analysis report");
+    } else {
+        out->prompts = (int)json_integer_value(json_object_get(root, "prompts"));
+        out->steps = (int)json_integer_value(json_object_get(root, "steps"));
+        out->levels = (int)json_integer_value(json_object_get(root, "levels"));
+        out->count = (int)json_array_size(blocks);
+    }
+    for (int b = 0; rc == 0 && b < out->count; b++) {
+        json_t *e = json_array_get(blocks, (size_t)b);
+        vd_block_importance *bi = &out->blocks[b];
+        const char *name = json_string_value(json_object_get(e, "block"));
+        if (!name || strlen(name) >= sizeof bi->name || get_number(e, "content", &bi->content) ||
+            get_number(e, "motion", &bi->motion) || get_number(e, "content_drop", &bi->content_drop) ||
+            get_number(e, "motion_drop", &bi->motion_drop) || get_number(e, "output_change", &bi->output_change) ||
+            get_number(e, "param_share", &bi->param_share) || get_number(e, "latency_share", &bi->latency_share))
+            rc = vd_fail(err, errlen, "analysis: blocks[%d]: incomplete", b);
+        else
+            snprintf(bi->name, sizeof bi->name, "%s", name);
+    }
+    json_decref(root);
+    return rc;
+}
+
+static double importance(const vd_block_importance *b) { return b->content_drop + b->motion_drop; }
+
+static int compare_doubles(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+typedef struct {
+    int block;
+    double key[3]; /* ordered by key[0], then key[1], then key[2] */
+} plan_candidate;
+
+static int compare_candidates(const void *x, const void *y)
+{
+    const plan_candidate *a = x, *b = y;
+    for (int k = 0; k < 3; k++)
+        if (a->key[k] != b->key[k]) return a->key[k] < b->key[k] ? -1 : 1;
+    return a->block - b->block;
+}
+
+int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, int by_latency, double target, uint64_t seed,
+                 char names[][16], int *count, char *err, size_t errlen)
+{
+    *count = 0;
+    if (!(target > 0 && target < 1)) return vd_fail(err, errlen, "target %g: must be a fraction in (0, 1)", target);
+    double scores[VD_ANALYSIS_MAX_BLOCKS];
+    for (int b = 0; b < a->count; b++) scores[b] = importance(&a->blocks[b]);
+    qsort(scores, (size_t)a->count, sizeof *scores, compare_doubles);
+    double median = scores[a->count / 2];
+    plan_candidate cand[VD_ANALYSIS_MAX_BLOCKS];
+    int n = 0, deepest = a->levels - 1;
+    for (int b = 0; b < a->count; b++) {
+        const vd_block_importance *bi = &a->blocks[b];
+        int level = block_level(bi->name, a->levels), mid = strcmp(bi->name, "mid") == 0;
+        plan_candidate c = {.block = b, .key = {0, importance(bi), bi->output_change}};
+        if (rule == VD_PLAN_SHALLOW) {
+            if (mid && importance(bi) > median) continue;
+            if (!mid && level == deepest) continue;
+            c.key[0] = mid ? -1 : level;
+        } else if (rule == VD_PLAN_DEEP) {
+            c.key[0] = mid ? -1 : deepest - level;
+        } else {
+            c.key[0] = vd_rng_uniform(seed, (uint64_t)b); /* a seeded shuffle */
+        }
+        cand[n++] = c;
+    }
+    qsort(cand, (size_t)n, sizeof *cand, compare_candidates);
+    double removed = 0;
+    for (int i = 0; i < n && removed < target; i++) {
+        const vd_block_importance *bi = &a->blocks[cand[i].block];
+        snprintf(names[(*count)++], 16, "%s", bi->name);
+        removed += by_latency ? bi->latency_share : bi->param_share;
+    }
+    if (removed < target)
+        return vd_fail(err, errlen, "the rule's blocks remove %.1f%% of the %s, short of the %.1f%% asked", 100 * removed,
+                       by_latency ? "latency" : "parameters", 100 * target);
+    return 0;
+}

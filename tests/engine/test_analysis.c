@@ -1,0 +1,175 @@
+/* test_analysis.c: VDMini's block-importance analysis on a very small random teacher whose mid
+ * block is made to contribute nothing (the last layer of each of its residual branches zeroed, so
+ * it passes its input through unchanged). Removing it must change no frame and no score, so the
+ * analysis must rank it least important; every other block must change the frames. The JSON
+ * report must carry every block and read back. Then the pruning plans' rules on a made-up
+ * analysis: the order each rule takes blocks in, and a target they cannot reach. Runs on the CPU. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "analysis.h"
+#include "config.h"
+#include "model.h"
+
+static char model_path[] = "vdmini-analysis-XXXXXX";
+
+/* The residual branches of mid end in these layers: zero them and mid is the identity. */
+static const char *const MID_OUTPUTS[] = {"unet.mid.res1.conv2.", "unet.mid.res1.tconv.", "unet.mid.attn.proj_out.",
+                                          "unet.mid.res2.conv2.", "unet.mid.res2.tconv."};
+
+static int setup(void **state)
+{
+    (void)state;
+    int fd = mkstemp(model_path);
+    if (fd < 0) return -1;
+    close(fd);
+    vd_model_config mc;
+    if (vd_config_preset("tiny", &mc)) return -1;
+    mc.ae = (vd_ae_config){.present = 1, .levels = 2, .channels = {8, 16}, .latent_channels = 4, .groups = 4,
+                           .image_size = 32, .scale_factor = 1.0f};
+    mc.text.dim = 32, mc.text.layers = 1, mc.text.heads = 2;
+    vd_unet_config *u = &mc.unet;
+    u->levels = 2, u->channels[0] = 16, u->channels[1] = 32, u->attention[0] = 0, u->attention[1] = 1;
+    u->blocks_per_level = 1, u->head_dim = 16, u->groups = 4, u->context_dim = 32;
+    u->frames = 4, u->latent_h = 16, u->latent_w = 16;
+    vd_model m;
+    char err[256];
+    int rc = vd_model_build(&m, &mc, err, sizeof err);
+    vd_config_free(&mc);
+    if (rc) return -1;
+    vd_model_init_random(&m, 9);
+    int zeroed = 0;
+    for (int i = 0; i < m.nparams; i++)
+        for (size_t k = 0; k < sizeof MID_OUTPUTS / sizeof *MID_OUTPUTS; k++)
+            if (strncmp(m.params[i].name, MID_OUTPUTS[k], strlen(MID_OUTPUTS[k])) == 0) {
+                memset(m.host + m.params[i].offset, 0, m.params[i].numel * sizeof(float));
+                zeroed++;
+            }
+    rc = zeroed == 10 ? vd_model_save(&m, model_path, VD_ST_F32, err, sizeof err) : -1;
+    if (rc) fprintf(stderr, "setup: %d tensors zeroed: %s\n", zeroed, err);
+    vd_model_free(&m);
+    return rc;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return unlink(model_path);
+}
+
+static void test_identity_block_ranks_last(void **state)
+{
+    (void)state;
+    vd_analysis_options o = {.prompts = 2, .steps = 2, .seed = 4, .guidance = 3.0f, .device = VD_DEVICE_CPU};
+    vd_analysis *a = malloc(sizeof *a);
+    char err[256];
+    int rc = vd_analyze(model_path, NULL, ".", &o, NULL, NULL, a, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(a->count, 7); /* down.0.0, down.1.0, mid, up.1.0, up.1.1, up.0.0, up.0.1 */
+    const vd_block_importance *mid = NULL;
+    double least_other = 1e30;
+    for (int b = 0; b < a->count; b++) {
+        const vd_block_importance *bi = &a->blocks[b];
+        assert_true(bi->param_share > 0 && bi->param_share < 1);
+        if (strcmp(bi->name, "mid") == 0) mid = bi;
+        else if (bi->output_change < least_other) least_other = bi->output_change;
+    }
+    assert_non_null(mid);
+    assert_true(mid->output_change == 0.0);
+    assert_true(mid->content_drop == 0.0 && mid->motion_drop == 0.0);
+    assert_true(least_other > 1e-6);
+
+    char *text = vd_analysis_json(a);
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr);
+    assert_non_null(root);
+    assert_int_equal(json_array_size(json_object_get(root, "blocks")), (size_t)a->count);
+    assert_non_null(json_object_get(json_object_get(root, "observation"), "holds"));
+    json_decref(root);
+    vd_analysis *back = malloc(sizeof *back);
+    assert_int_equal(vd_analysis_from_json(text, back, err, sizeof err), 0);
+    assert_int_equal(back->count, a->count);
+    assert_int_equal(back->levels, 2);
+    for (int b = 0; b < a->count; b++) {
+        assert_string_equal(back->blocks[b].name, a->blocks[b].name);
+        assert_true(fabs(back->blocks[b].param_share - a->blocks[b].param_share) < 1e-12);
+    }
+    assert_int_equal(vd_analysis_from_json("{\"blocks\": []}", back, err, sizeof err), -1);
+    free(back);
+    free(text);
+    free(a);
+}
+
+/* A 3-level UNet's blocks with made-up figures: importance (content + motion drop) and a tenth of
+ * the parameters each, mid the least important of all. */
+static void made_up(vd_analysis *a)
+{
+    static const struct {
+        const char *name;
+        double importance;
+    } blocks[] = {{"down.0.0", 0.30}, {"down.0.1", 0.10}, {"down.1.0", 0.20}, {"down.2.0", 0.05}, {"mid", 0.01},
+                  {"up.2.0", 0.02},   {"up.1.0", 0.15},   {"up.0.0", 0.25},   {"up.0.1", 0.40}};
+    memset(a, 0, sizeof *a);
+    a->levels = 3, a->count = (int)(sizeof blocks / sizeof *blocks);
+    for (int b = 0; b < a->count; b++) {
+        snprintf(a->blocks[b].name, sizeof a->blocks[b].name, "%s", blocks[b].name);
+        a->blocks[b].content_drop = a->blocks[b].motion_drop = blocks[b].importance / 2;
+        a->blocks[b].param_share = a->blocks[b].latency_share = 0.1;
+    }
+}
+
+static void expect_plan(const vd_analysis *a, vd_plan_rule rule, double target, uint64_t seed, const char *expected)
+{
+    char names[VD_ANALYSIS_MAX_BLOCKS][16], got[512] = "", err[256];
+    int count;
+    assert_int_equal(vd_plan_make(a, rule, 0, target, seed, names, &count, err, sizeof err), 0);
+    for (int i = 0; i < count; i++) {
+        if (i) strcat(got, " ");
+        strncat(got, names[i], 15);
+    }
+    if (expected && strcmp(got, expected)) fprintf(stderr, "got \"%s\", expected \"%s\"\n", got, expected);
+    if (expected) assert_string_equal(got, expected);
+}
+
+static void test_plan_rules(void **state)
+{
+    (void)state;
+    vd_analysis a;
+    made_up(&a);
+    /* mid (below the median) first, then level 0 least important first, then level 1; never level 2 */
+    expect_plan(&a, VD_PLAN_SHALLOW, 0.55, 0, "mid down.0.1 up.0.0 down.0.0 up.0.1 up.1.0");
+    expect_plan(&a, VD_PLAN_DEEP, 0.35, 0, "mid up.2.0 down.2.0 up.1.0");
+    a.blocks[4].content_drop = a.blocks[4].motion_drop = 0.5; /* mid now matters most: shallow keeps it */
+    expect_plan(&a, VD_PLAN_SHALLOW, 0.15, 0, "down.0.1 up.0.0");
+    char names[VD_ANALYSIS_MAX_BLOCKS][16], again[VD_ANALYSIS_MAX_BLOCKS][16], err[256];
+    int count, count_again;
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_RANDOM, 0, 0.45, 3, names, &count, err, sizeof err), 0);
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_RANDOM, 0, 0.45, 3, again, &count_again, err, sizeof err), 0);
+    assert_int_equal(count, 5);
+    assert_int_equal(count_again, 5);
+    for (int i = 0; i < count; i++) assert_string_equal(names[i], again[i]);
+    /* the shallow rule can take at most levels 0 and 1: 6 blocks, 60% */
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, 0, 0.7, 0, names, &count, err, sizeof err), -1);
+    assert_non_null(strstr(err, "short of the 70.0%"));
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, 1, 1.5, 0, names, &count, err, sizeof err), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_identity_block_ranks_last),
+        cmocka_unit_test(test_plan_rules),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,267 @@
+/* test_prune.c: VDMini's pruning (engine/prune.c) on a very small teacher — the student has no
+ * weights for the removed blocks and the teacher's weights everywhere else (whole, or the leading
+ * slice where a block's input narrowed), it saves and loads, pruning nothing gives the same UNet
+ * output bit for bit, a student whose channel plan changed still runs, and bad plans and block
+ * names are refused with a message. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "config.h"
+#include "model.h"
+#include "prune.h"
+#include "rng.h"
+
+#define T 2 /* frames */
+#define SIDE 8
+
+static vd_model teacher;
+
+/* Text encoder (dim 32, one layer) and UNet (channels [16, 32], two blocks per level, attention
+ * on level 1), randomly initialised, no autoencoder. */
+static int setup(void **state)
+{
+    (void)state;
+    vd_model_config mc;
+    if (vd_config_preset("tiny", &mc)) return -1;
+    mc.ae.present = 0;
+    mc.text.dim = 32, mc.text.layers = 1, mc.text.heads = 2;
+    vd_unet_config *u = &mc.unet;
+    u->levels = 2, u->channels[0] = 16, u->channels[1] = 32, u->attention[0] = 0, u->attention[1] = 1;
+    u->blocks_per_level = 2, u->head_dim = 16, u->groups = 4, u->context_dim = 32;
+    u->frames = T, u->latent_h = SIDE, u->latent_w = SIDE;
+    char err[256];
+    int rc = vd_model_build(&teacher, &mc, err, sizeof err);
+    vd_config_free(&mc);
+    if (rc) return -1;
+    vd_model_init_random(&teacher, 11);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    vd_model_free(&teacher);
+    return 0;
+}
+
+static void prune_ok(char *const *names, int count, vd_model *student, vd_prune_report *report)
+{
+    char err[256];
+    int rc = vd_prune(&teacher, names, count, 5, student, report, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+}
+
+/* The teacher's flat index for the student's flat index i, or -1 when that element lies outside
+ * the block the two shapes share. */
+static long teacher_index(const vd_param *s, const vd_param *t, size_t i)
+{
+    size_t idx[4] = {0}, from = 0;
+    for (int d = s->ndim - 1; d >= 0; d--) {
+        idx[d] = i % (size_t)s->shape[d];
+        i /= (size_t)s->shape[d];
+    }
+    for (int d = 0; d < s->ndim; d++) {
+        if ((int64_t)idx[d] >= t->shape[d]) return -1;
+        from = from * (size_t)t->shape[d] + idx[d];
+    }
+    return (long)from;
+}
+
+static void test_kept_weights_are_the_teachers(void **state)
+{
+    (void)state;
+    char *names[] = {"down.0.1", "up.1.0"};
+    vd_model student;
+    vd_prune_report r;
+    prune_ok(names, 2, &student, &r);
+    assert_int_equal(r.copied + r.sliced + r.fresh, student.nparams);
+    assert_true(r.copied > 0 && r.dropped > 0);
+    assert_true(student.total < teacher.total);
+    assert_true(vd_unet_block_removed(&student.cfg.unet, "down.0.1") && vd_unet_block_removed(&student.cfg.unet, "up.1.0"));
+    int sliced = 0;
+    for (int i = 0; i < student.nparams; i++) {
+        const vd_param *s = &student.params[i];
+        assert_null(strstr(s->name, "unet.down.0.1."));
+        assert_null(strstr(s->name, "unet.up.1.0."));
+        const vd_param *t = vd_model_param(&teacher, s->name);
+        if (!t) continue; /* fresh */
+        assert_int_equal(s->ndim, t->ndim);
+        int same = 1, shared = 0;
+        for (int d = 0; d < s->ndim; d++) same &= s->shape[d] == t->shape[d];
+        for (size_t k = 0; k < s->numel; k++) {
+            long from = teacher_index(s, t, k);
+            if (from < 0) continue;
+            assert_memory_equal(&student.host[s->offset + k], &teacher.host[t->offset + (size_t)from], sizeof(float));
+            shared++;
+        }
+        assert_true(shared > 0);
+        sliced += !same;
+    }
+    assert_int_equal(sliced, r.sliced);
+    assert_true(r.sliced > 0); /* up.0.2 lost its skip; up.1.2 pops a wider one */
+    vd_model_free(&student);
+}
+
+static void test_student_saves_and_loads(void **state)
+{
+    (void)state;
+    char *names[] = {"mid"};
+    vd_model student, loaded;
+    vd_prune_report r;
+    prune_ok(names, 1, &student, &r);
+    assert_int_equal(r.sliced + r.fresh, 0); /* mid keeps its channels: nothing else changes */
+    char path[] = "vdmini-prune-XXXXXX", err[256];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(vd_model_save(&student, path, VD_ST_F32, err, sizeof err), 0);
+    int rc = vd_model_load(&loaded, path, err, sizeof err);
+    unlink(path);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_true(vd_unet_block_removed(&loaded.cfg.unet, "mid"));
+    assert_int_equal(loaded.total, student.total);
+    assert_memory_equal(loaded.host, student.host, student.total * sizeof(float));
+    vd_model_free(&loaded);
+    vd_model_free(&student);
+}
+
+/* The UNet's output for fixed inputs on the CPU reference backend, into out (allocated). */
+static float *unet_output(vd_model *m, vd_backend *be)
+{
+    const vd_unet_config *u = &m->cfg.unet;
+    int L = m->cfg.text.max_tokens;
+    size_t xn = (size_t)T * u->in_channels * SIDE * SIDE, cn = (size_t)L * u->context_dim;
+    size_t on = (size_t)T * u->out_channels * SIDE * SIDE;
+    float *x = malloc(xn * sizeof(float)), *ctx = malloc(cn * sizeof(float)), t = 500.0f;
+    float *out = malloc(on * sizeof(float));
+    vd_rng_normal(21, 0, x, xn);
+    vd_rng_normal(22, 0, ctx, cn);
+    vd_model_attach(m, be);
+    float *dx = be->alloc(be, xn * sizeof(float)), *dctx = be->alloc(be, cn * sizeof(float));
+    float *dt = be->alloc(be, sizeof(float)), *dout = be->alloc(be, on * sizeof(float));
+    be->upload(be, dx, x, xn * sizeof(float));
+    be->upload(be, dctx, ctx, cn * sizeof(float));
+    be->upload(be, dt, &t, sizeof t);
+    vd_unet_forward(m, dx, dt, dctx, L, 1, T, SIDE, SIDE, dout);
+    be->download(be, out, dout, on * sizeof(float));
+    be->release(be, dx), be->release(be, dctx), be->release(be, dt), be->release(be, dout);
+    vd_model_detach(m);
+    free(x), free(ctx);
+    return out;
+}
+
+static void test_pruning_nothing_keeps_the_output(void **state)
+{
+    (void)state;
+    vd_model student;
+    vd_prune_report r;
+    prune_ok(NULL, 0, &student, &r);
+    assert_int_equal(r.copied, teacher.nparams);
+    vd_backend *be = vd_backend_cpu_reference();
+    float *a = unet_output(&teacher, be), *b = unet_output(&student, be);
+    size_t on = (size_t)T * teacher.cfg.unet.out_channels * SIDE * SIDE;
+    assert_memory_equal(a, b, on * sizeof(float));
+    free(a), free(b);
+    be->destroy(be);
+    vd_model_free(&student);
+}
+
+static void test_narrowed_student_runs(void **state)
+{
+    (void)state;
+    char *names[] = {"down.1.0", "up.0.2"}; /* down.1.0 widens 16 -> 32: down.1.1 reads 16 channels */
+    vd_model student;
+    vd_prune_report r;
+    prune_ok(names, 2, &student, &r);
+    assert_true(r.sliced > 0 && r.fresh > 0); /* down.1.1 gets a skip projection the teacher lacks */
+    vd_backend *be = vd_backend_cpu_reference();
+    float *out = unet_output(&student, be);
+    size_t on = (size_t)T * student.cfg.unet.out_channels * SIDE * SIDE;
+    for (size_t i = 0; i < on; i++) assert_true(isfinite(out[i]));
+    free(out);
+    be->destroy(be);
+    vd_model_free(&student);
+}
+
+static void expect_refused(char *const *names, int count, const char *message)
+{
+    vd_model student;
+    vd_prune_report r;
+    char err[256] = "";
+    assert_int_equal(vd_prune(&teacher, names, count, 5, &student, &r, err, sizeof err), -1);
+    if (!strstr(err, message)) fprintf(stderr, "got \"%s\", expected \"%s\"\n", err, message);
+    assert_non_null(strstr(err, message));
+}
+
+static void test_bad_block_names(void **state)
+{
+    (void)state;
+    char *unknown[] = {"down.7.0"}, *twice[] = {"mid", "mid"};
+    char *all[] = {"down.0.0", "down.0.1", "down.1.0", "down.1.1", "mid", "up.1.0", "up.1.1", "up.1.2",
+                   "up.0.0", "up.0.1", "up.0.2"};
+    expect_refused(unknown, 1, "\"down.7.0\": not a block");
+    expect_refused(twice, 2, "\"mid\": named twice");
+    expect_refused(all, 11, "leaves no UNet");
+}
+
+static void test_plan_files(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *message;
+    } cases[] = {
+        {"{\"remove\": [\"mid\", \"down.0.1\"]}", NULL},
+        {"{\"remove\": [\"mid\"", "line 1"},
+        {"{\"blocks\": [\"mid\"]}", "remove: required"},
+        {"{\"remove\": [\"mid\"], \"extra\": 1}", "unknown field \"extra\""},
+        {"{\"remove\": [\"mid\", 3]}", "remove[1]: not a block name"},
+        {"[\"mid\"]", "remove: required"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char path[] = "vdmini-plan-XXXXXX", err[256] = "";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, cases[i].text, strlen(cases[i].text)), (ssize_t)strlen(cases[i].text));
+        close(fd);
+        char **names;
+        int count;
+        int rc = vd_prune_plan_load(path, &names, &count, err, sizeof err);
+        unlink(path);
+        if (!cases[i].message) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(count, 2);
+            assert_string_equal(names[0], "mid");
+            assert_string_equal(names[1], "down.0.1");
+            vd_prune_plan_free(names, count);
+        } else {
+            assert_int_equal(rc, -1);
+            if (!strstr(err, cases[i].message)) fprintf(stderr, "case %zu: got \"%s\"\n", i, err);
+            assert_non_null(strstr(err, cases[i].message));
+        }
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kept_weights_are_the_teachers),
+        cmocka_unit_test(test_student_saves_and_loads),
+        cmocka_unit_test(test_pruning_nothing_keeps_the_output),
+        cmocka_unit_test(test_narrowed_student_runs),
+        cmocka_unit_test(test_bad_block_names),
+        cmocka_unit_test(test_plan_files),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
