@@ -8,7 +8,6 @@
  *
  *   bench_train --preset tiny|large [--clips N] [--frames T] [--device cpu|cuda] [--bf16]
  *               [--warmup W] [--iters K]
- *   bench_train --print-config tiny|large     (the preset's JSON config, for the PyTorch baseline)
  *
  * Prints one JSON line: the median over K steps after W warm-up steps, each step synchronised. */
 #include "ae_train.h"
@@ -45,15 +44,6 @@ int main(int argc, char **argv)
     int clips = 1, frames = 0, bf16 = 0, warmup = 2, iters = 5;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--print-config") == 0 && v) {
-            vd_model_config cfg;
-            if (vd_config_preset(v, &cfg)) return fprintf(stderr, "unknown preset %s\n", v), 2;
-            char *json = vd_config_to_json(&cfg);
-            puts(json);
-            free(json);
-            vd_config_free(&cfg);
-            return 0;
-        }
         if (strcmp(a, "--bf16") == 0) { bf16 = 1; continue; }
         if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
         if (strcmp(a, "--preset") == 0) preset = v;

@@ -41,7 +41,7 @@ tiny|large)
     ;;
 train)
     config=$(mktemp)
-    bench_train --print-config tiny >"$config"
+    bench_step --print-config tiny >"$config"
     log=$out/bench-train.jsonl
     : >"$log"
     for clips in 1 8; do

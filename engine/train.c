@@ -331,14 +331,13 @@ static float *group_buffer(vd_train_run *r, int g)
                                                                                                : r->trainer.adam_v;
 }
 
-/* Reads a checkpoint directory into the run's (already built) model and its buffers. */
-static int load_checkpoint(vd_train_run *r, const char *dir, json_t *manifest, char *err, size_t errlen)
+/* Reads the tensors of the groups in `want` (bit g for group g) from a checkpoint's shards into
+ * host[g], in m's parameter layout; tensors of other groups are skipped, and every parameter of
+ * every wanted group must be there. */
+static int read_checkpoint_groups(const vd_model *m, const char *dir, json_t *manifest, unsigned want, float *const *host,
+                                  char *err, size_t errlen)
 {
-    vd_model *m = &r->model;
-    size_t bytes = m->total * sizeof(float);
-    float *host[GROUP_COUNT];
     unsigned char *seen = vd_calloc((size_t)GROUP_COUNT * m->nparams, 1);
-    for (int g = 0; g < GROUP_COUNT; g++) host[g] = vd_malloc(bytes);
     json_t *shards = json_object_get(manifest, "shards");
     int rc = json_is_array(shards) ? 0 : vd_fail(err, errlen, "%s: manifest has no shard list", dir);
     for (size_t s = 0; rc == 0 && s < json_array_size(shards); s++) {
@@ -366,22 +365,34 @@ static int load_checkpoint(vd_train_run *r, const char *dir, json_t *manifest, c
                 rc = vd_fail(err, errlen, "%s: unexpected tensor %s", path, t->name);
                 break;
             }
+            if (!(want & (1u << g))) continue;
             vd_st_to_f32(t, host[g] + p->offset);
             seen[(size_t)g * m->nparams + (size_t)(p - m->params)] = 1;
         }
         vd_st_free(&f);
     }
     for (int g = 0; rc == 0 && g < GROUP_COUNT; g++)
-        for (int i = 0; rc == 0 && i < m->nparams; i++)
+        for (int i = 0; rc == 0 && (want & (1u << g)) && i < m->nparams; i++)
             if (!seen[(size_t)g * m->nparams + i])
                 rc = vd_fail(err, errlen, "%s: %s.%s missing", dir, GROUPS[g], m->params[i].name);
+    free(seen);
+    return rc;
+}
+
+/* Reads a checkpoint directory into the run's (already built) model and its buffers. */
+static int load_checkpoint(vd_train_run *r, const char *dir, json_t *manifest, char *err, size_t errlen)
+{
+    vd_model *m = &r->model;
+    size_t bytes = m->total * sizeof(float);
+    float *host[GROUP_COUNT];
+    for (int g = 0; g < GROUP_COUNT; g++) host[g] = vd_malloc(bytes);
+    int rc = read_checkpoint_groups(m, dir, manifest, (1u << GROUP_COUNT) - 1, host, err, errlen);
     if (rc == 0) {
         memcpy(m->host, host[GROUP_WEIGHTS], bytes);
         for (int g = 0; g < GROUP_COUNT; g++) r->be->upload(r->be, group_buffer(r, g), host[g], bytes);
         r->be->declare_constant(r->be, m->weights, bytes);
     }
     for (int g = 0; g < GROUP_COUNT; g++) free(host[g]);
-    free(seen);
     return rc;
 }
 
@@ -725,14 +736,12 @@ int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtyp
     if (!root) return vd_fail(err, errlen, "%s: %s", path, jerr.text);
     const char *format = json_string_value(json_object_get(root, "format"));
     const char *model_json = json_string_value(json_object_get(root, "model_config"));
-    json_t *shards = json_object_get(root, "shards");
     vd_model m;
     memset(&m, 0, sizeof m);
     vd_model_config mc;
     char inner[256];
     int rc = 0;
-    if (!format || (strcmp(format, MANIFEST_FORMATS[0]) && strcmp(format, MANIFEST_FORMATS[1])) || !model_json ||
-        !json_is_array(shards))
+    if (!format || (strcmp(format, MANIFEST_FORMATS[0]) && strcmp(format, MANIFEST_FORMATS[1])) || !model_json)
         rc = vd_fail(err, errlen, "%s: not a vdmini training checkpoint", path);
     else if (vd_config_parse(model_json, &mc, inner, sizeof inner))
         rc = vd_fail(err, errlen, "%s: model config: %s", path, inner);
@@ -740,39 +749,12 @@ int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtyp
         rc = vd_model_build(&m, &mc, err, errlen);
         vd_config_free(&mc);
     }
-    unsigned char *seen = NULL;
     if (rc == 0) {
-        m.host = vd_calloc(m.total, sizeof(float));
-        seen = vd_calloc((size_t)m.nparams, 1);
+        float *host[GROUP_COUNT] = {NULL};
+        host[GROUP_EMA] = m.host = vd_malloc(m.total * sizeof(float));
+        rc = read_checkpoint_groups(&m, dir, root, 1u << GROUP_EMA, host, err, errlen);
     }
-    for (size_t s = 0; rc == 0 && s < json_array_size(shards); s++) {
-        const char *name = json_string_value(json_array_get(shards, s));
-        if (!name || strchr(name, '/')) {
-            rc = vd_fail(err, errlen, "%s: bad shard name in the manifest", dir);
-            break;
-        }
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-        vd_st_file f;
-        if (vd_st_read(path, &f, inner, sizeof inner)) {
-            rc = vd_fail(err, errlen, "%s", inner);
-            break;
-        }
-        for (int i = 0; i < f.count; i++) {
-            const vd_st_tensor *t = &f.tensors[i];
-            if (strncmp(t->name, "ema.", 4) != 0) continue;
-            const vd_param *p = vd_model_param(&m, t->name + 4);
-            if (!p || (size_t)vd_st_numel(t) != p->numel || vd_st_to_f32(t, m.host + p->offset)) {
-                rc = vd_fail(err, errlen, "%s: unexpected tensor %s", path, t->name);
-                break;
-            }
-            seen[p - m.params] = 1;
-        }
-        vd_st_free(&f);
-    }
-    for (int i = 0; rc == 0 && i < m.nparams; i++)
-        if (!seen[i]) rc = vd_fail(err, errlen, "%s: ema.%s missing", dir, m.params[i].name);
     if (rc == 0) rc = vd_model_save(&m, out_path, dtype, err, errlen);
-    free(seen);
     if (m.params) vd_model_free(&m);
     json_decref(root);
     return rc;

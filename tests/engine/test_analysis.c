@@ -1,4 +1,4 @@
-/* test_analysis.c: VDMini's block-importance analysis on a very small random teacher whose mid
+/* test_analysis.c: VDMini's block-importance analysis on small_model.h's random teacher whose mid
  * block is made to contribute nothing (the last layer of each of its residual branches zeroed, so
  * it passes its input through unchanged). Removing it must change no frame and no score, so the
  * analysis must rank it least important; every other block must change the frames. The JSON
@@ -20,6 +20,7 @@
 #include "analysis.h"
 #include "config.h"
 #include "model.h"
+#include "small_model.h"
 
 static char model_path[] = "vdmini-analysis-XXXXXX";
 
@@ -34,14 +35,7 @@ static int setup(void **state)
     if (fd < 0) return -1;
     close(fd);
     vd_model_config mc;
-    if (vd_config_preset("tiny", &mc)) return -1;
-    mc.ae = (vd_ae_config){.present = 1, .levels = 2, .channels = {8, 16}, .latent_channels = 4, .groups = 4,
-                           .image_size = 32, .scale_factor = 1.0f};
-    mc.text.dim = 32, mc.text.layers = 1, mc.text.heads = 2;
-    vd_unet_config *u = &mc.unet;
-    u->levels = 2, u->channels[0] = 16, u->channels[1] = 32, u->attention[0] = 0, u->attention[1] = 1;
-    u->blocks_per_level = 1, u->head_dim = 16, u->groups = 4, u->context_dim = 32;
-    u->frames = 4, u->latent_h = 16, u->latent_w = 16;
+    if (small_model_config(&mc)) return -1;
     vd_model m;
     char err[256];
     int rc = vd_model_build(&m, &mc, err, sizeof err);

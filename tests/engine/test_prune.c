@@ -20,25 +20,23 @@
 #include "model.h"
 #include "prune.h"
 #include "rng.h"
+#include "small_model.h"
 
 #define T 2 /* frames */
 #define SIDE 8
 
 static vd_model teacher;
 
-/* Text encoder (dim 32, one layer) and UNet (channels [16, 32], two blocks per level, attention
- * on level 1), randomly initialised, no autoencoder. */
+/* small_model.h's text encoder and UNet with two blocks per level and 2 frames of 8x8 latents,
+ * randomly initialised, no autoencoder. */
 static int setup(void **state)
 {
     (void)state;
     vd_model_config mc;
-    if (vd_config_preset("tiny", &mc)) return -1;
+    if (small_model_config(&mc)) return -1;
     mc.ae.present = 0;
-    mc.text.dim = 32, mc.text.layers = 1, mc.text.heads = 2;
-    vd_unet_config *u = &mc.unet;
-    u->levels = 2, u->channels[0] = 16, u->channels[1] = 32, u->attention[0] = 0, u->attention[1] = 1;
-    u->blocks_per_level = 2, u->head_dim = 16, u->groups = 4, u->context_dim = 32;
-    u->frames = T, u->latent_h = SIDE, u->latent_w = SIDE;
+    mc.unet.blocks_per_level = 2;
+    mc.unet.frames = T, mc.unet.latent_h = SIDE, mc.unet.latent_w = SIDE;
     char err[256];
     int rc = vd_model_build(&teacher, &mc, err, sizeof err);
     vd_config_free(&mc);

@@ -23,6 +23,7 @@
 #include "common.h"
 #include "config.h"
 #include "model.h"
+#include "small_model.h"
 #include "train.h"
 
 #define STEPS 6
@@ -64,22 +65,14 @@ static void tiny_config(vd_train_config *c, const char *name)
     assert_int_equal(rc, 0);
 }
 
-/* A model file with a very small autoencoder (channels [8, 16], 32x32 images), text encoder
- * (dim 32, one layer) and UNet (channels [16, 32], one block per level, attention on level 1),
- * randomly initialised: the denoiser runs take their autoencoder and their start from it. */
+/* A model file of small_model.h's model, randomly initialised: the denoiser runs take their
+ * autoencoder and their start from it. */
 static void tiny_model_file(char *path, size_t len)
 {
     snprintf(path, len, "%s/tiny-model.safetensors", work_dir);
     if (access(path, F_OK) == 0) return;
     vd_model_config mc;
-    assert_int_equal(vd_config_preset("tiny", &mc), 0);
-    mc.ae = (vd_ae_config){.present = 1, .levels = 2, .channels = {8, 16}, .latent_channels = 4, .groups = 4,
-                           .image_size = 32, .scale_factor = 1.0f};
-    mc.text.dim = 32, mc.text.layers = 1, mc.text.heads = 2;
-    vd_unet_config *u = &mc.unet;
-    u->levels = 2, u->channels[0] = 16, u->channels[1] = 32, u->attention[0] = 0, u->attention[1] = 1;
-    u->blocks_per_level = 1, u->head_dim = 16, u->groups = 4, u->context_dim = 32;
-    u->frames = 4, u->latent_h = 16, u->latent_w = 16;
+    assert_int_equal(small_model_config(&mc), 0);
     vd_model m;
     char err[256];
     int rc = vd_model_build(&m, &mc, err, sizeof err);

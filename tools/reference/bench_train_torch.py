@@ -7,7 +7,7 @@ Usage: bench_train_torch.py --config CONFIG.json [--device cuda|cpu] [--dtype bf
                             [--attention manual|sdpa] [--warmup W] [--repeats R] [--threads K]
                             [--seed S]
 
-CONFIG.json is a vdmini config (`bench_train --print-config tiny`); the text encoder and UNet get
+CONFIG.json is a vdmini config (`bench_step --print-config tiny`); the text encoder and UNet get
 random weights (fp32). One step is what bench_train times: zero the gradients, encode random
 token ids, run the UNet over random inputs x (N, T, in_channels, h, w) at random timesteps, the
 v-prediction loss mean((unet - v)^2) against random targets v, backward, clip the global
