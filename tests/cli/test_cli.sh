@@ -149,6 +149,19 @@ expect_usage_error "train bad device" "--device" train ae --config "$work/train.
 expect_usage_error "train bad resume" "--resume" train ae --config "$work/train.json" --resume "$work/none"
 expect_usage_error "train unknown option" "--epochs" train ae --config "$work/train.json" --epochs 3
 
+# VDMini: pruning plans and block names are checked before anything is written.
+printf '{"remove": ["mid"], "keep": []}' >"$work/plan-extra.json"
+printf '{"remove": ["down.9.0"]}' >"$work/plan-unknown.json"
+expect_usage_error "prune without teacher" "--teacher" prune --plan "$work/plan-unknown.json" --out "$work/s.safetensors"
+expect_usage_error "prune plan with an unknown field" "unknown field \"keep\"" prune --teacher "$model" --plan "$work/plan-extra.json" --out "$work/s.safetensors"
+expect_usage_error "prune unknown block" "not a block" prune --teacher "$model" --plan "$work/plan-unknown.json" --out "$work/s.safetensors"
+if [ ! -e "$work/s.safetensors" ]; then ok "refused prunes write nothing"; else bad "a refused prune wrote its output"; fi
+expect_usage_error "plan without target" "--params" plan --analysis "$work/none.json" --out "$work/p.json"
+expect_usage_error "plan bad target" "--params" plan --analysis "$work/none.json" --params 1.5 --out "$work/p.json"
+expect_usage_error "plan missing analysis" "--analysis" plan --analysis "$work/none.json" --params 0.3 --out "$work/p.json"
+expect_usage_error "plan bad rule" "--rule" plan --analysis "$work/none.json" --params 0.3 --rule widest --out "$work/p.json"
+expect_usage_error "analyze without out" "--out" analyze --teacher "$model"
+
 # vdmini-core: vdmini without video.
 if "$vdmini_core" info tiny | grep -q "GFLOPs per denoiser step"; then ok "vdmini-core info"; else bad "vdmini-core info"; fi
 "$vdmini_core" generate --model "$model" --prompt p --out "$work/x.mp4" >/dev/null 2>"$work/err"
