@@ -2,6 +2,7 @@
 #include "analysis.h"
 #include "common.h"
 #include "evaluator.h"
+#include "flop_count.h"
 #include "model.h"
 #include "prune.h"
 #include "rng.h"
@@ -35,7 +36,7 @@ static int run_variant(const char *model_path, const char *ae_path, const vd_ana
     if (keep) *keep = vd_malloc((size_t)o->prompts * clip_floats * sizeof(float));
     vd_clip_truth *truth = vd_malloc(sizeof *truth);
     vd_eval_set *set = vd_eval_set_new();
-    double diff = 0, power = 0, time_ms = 0;
+    double diff = 0, power = 0, time_ms = INFINITY;
     { /* one untimed one-step video first: buffers, weight copies and thread pools warm up */
         vd_world_sample(o->seed, 0, side, side, frames, truth);
         vd_gen_params warm = {.prompt = truth->prompt, .frames = frames, .width = side, .height = side, .steps = 1,
@@ -56,7 +57,7 @@ static int run_variant(const char *model_path, const char *ae_path, const vd_ana
         while (vd_video_step_index(v) < vd_video_steps(v)) vd_step(e, &v, 1);
         vd_video_decode(e, v, video); /* waits for the device */
         vd_video_free(e, v);
-        time_ms += (vd_now() - start) * 1000.0;
+        time_ms = fmin(time_ms, (vd_now() - start) * 1000.0);
         vd_eval_clip clip;
         if (vd_eval_clip_frames(truth, video, frames, side, side, NULL, &clip, err, errlen)) {
             rc = -1;
@@ -74,7 +75,7 @@ static int run_variant(const char *model_path, const char *ae_path, const vd_ana
         vd_eval_summarize(set, NULL, &s);
         res->content = isnan(s.content_score) ? 0 : s.content_score;
         res->motion = isnan(s.motion_score) ? 0 : s.motion_score;
-        res->video_ms = time_ms / o->prompts;
+        res->video_ms = time_ms;
         res->change = power > 0 ? diff / power : 0;
     }
     vd_eval_set_free(set);
@@ -102,6 +103,7 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
     out->count = vd_unet_block_names(&teacher.cfg.unet, names, VD_ANALYSIS_MAX_BLOCKS);
     out->prompts = o->prompts, out->steps = o->steps, out->levels = teacher.cfg.unet.levels;
     double unet_params = (double)vd_model_count_params(&teacher, "unet.");
+    double unet_flops = vd_unet_step_flops(&teacher.cfg, 1);
     float *reference = NULL;
     variant_result base = {0};
     int rc = 0;
@@ -125,6 +127,7 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
         vd_prune_report report;
         rc = vd_prune(&teacher, remove, 1, 0, &student, &report, err, errlen);
         if (rc == 0) {
+            bi->flop_share = unet_flops > 0 ? 1.0 - vd_unet_step_flops(&student.cfg, 1) / unet_flops : 0;
             rc = vd_model_save(&student, student_path, VD_ST_F32, err, errlen);
             vd_model_free(&student);
         }
@@ -163,11 +166,12 @@ char *vd_analysis_json(const vd_analysis *a)
     for (int b = 0; b < a->count; b++) {
         const vd_block_importance *bi = &a->blocks[b];
         int level = block_level(bi->name, levels);
-        json_array_append_new(blocks, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "block", bi->name,
-                                                "level", level, "content", bi->content, "motion", bi->motion,
-                                                "content_drop", bi->content_drop, "motion_drop", bi->motion_drop,
-                                                "output_change", bi->output_change, "param_share", bi->param_share,
-                                                "latency_share", bi->latency_share));
+        json_array_append_new(blocks, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "block",
+                                                bi->name, "level", level, "content", bi->content, "motion",
+                                                bi->motion, "content_drop", bi->content_drop, "motion_drop",
+                                                bi->motion_drop, "output_change", bi->output_change, "param_share",
+                                                bi->param_share, "flop_share", bi->flop_share, "latency_share",
+                                                bi->latency_share));
         int group = level == 0 ? 0 : level == levels - 1 ? 1 : -1;
         if (group < 0) continue;
         sum[group][0] += bi->content_drop, sum[group][1] += bi->motion_drop, n[group]++;
@@ -220,7 +224,8 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
         if (!name || strlen(name) >= sizeof bi->name || get_number(e, "content", &bi->content) ||
             get_number(e, "motion", &bi->motion) || get_number(e, "content_drop", &bi->content_drop) ||
             get_number(e, "motion_drop", &bi->motion_drop) || get_number(e, "output_change", &bi->output_change) ||
-            get_number(e, "param_share", &bi->param_share) || get_number(e, "latency_share", &bi->latency_share))
+            get_number(e, "param_share", &bi->param_share) || get_number(e, "flop_share", &bi->flop_share) ||
+            get_number(e, "latency_share", &bi->latency_share))
             rc = vd_fail(err, errlen, "analysis: blocks[%d]: incomplete", b);
         else
             snprintf(bi->name, sizeof bi->name, "%s", name);

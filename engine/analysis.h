@@ -5,8 +5,9 @@
  * scores fall against the intact teacher on the same prompts and seeds. Beside them: how much the
  * frames change (mean squared difference from the teacher's frames over their mean square: it
  * ranks blocks even where the scores cannot tell them apart), the block's share of the UNet's
- * parameters, and its share of a video's latency (one minus the time of a video without it over
- * the teacher's, both measured). */
+ * parameters and of a UNet step's matrix-product FLOPs, and its share of a video's latency (one minus the time of a video without it over
+ * the teacher's, both measured: the fastest video of the set, which other work on the machine
+ * disturbs least). */
 #ifndef VD_ANALYSIS_H
 #define VD_ANALYSIS_H
 
@@ -31,13 +32,14 @@ typedef struct {
     double content_drop, motion_drop; /* the teacher's scores minus these */
     double output_change;             /* mean squared frame difference over the teacher's mean square */
     double param_share;               /* the block's parameters over the UNet's */
+    double flop_share;                /* its matrix-product FLOPs over a UNet step's (counted) */
     double latency_share;             /* 1 - video time without the block / the teacher's */
 } vd_block_importance;
 
 typedef struct {
     int prompts, steps, levels; /* levels: the UNet's */
     double content, motion;     /* the intact teacher */
-    double video_ms;        /* the teacher's time per video: denoising steps and decode */
+    double video_ms;        /* the teacher's fastest video: denoising steps and decode */
     int count;
     vd_block_importance blocks[VD_ANALYSIS_MAX_BLOCKS]; /* in the UNet's execution order */
 } vd_analysis;

@@ -274,22 +274,6 @@ int vd_init_preset(const char *preset, uint64_t seed, const char *out_path, char
     return rc;
 }
 
-static double unet_step_flops(const vd_model_config *cfg, int N)
-{
-    vd_model m;
-    char err[VD_ERR_LEN];
-    if (vd_model_build(&m, cfg, err, sizeof err)) return 0;
-    vd_backend *be = vd_backend_flop_counter();
-    vd_model_attach(&m, be);
-    const vd_unet_config *u = &cfg->unet;
-    int L = cfg->text.present ? cfg->text.max_tokens : 1;
-    vd_unet_forward(&m, NULL, NULL, NULL, L, N, u->frames, u->latent_h, u->latent_w, NULL);
-    double flops = vd_flop_counter_take(be);
-    vd_model_free(&m);
-    be->destroy(be);
-    return flops;
-}
-
 int vd_print_info(const char *path_or_preset, FILE *out, char err[VD_ERR_LEN])
 {
     vd_model_config cfg;
@@ -337,7 +321,7 @@ int vd_print_info(const char *path_or_preset, FILE *out, char err[VD_ERR_LEN])
             snprintf(prefix, sizeof prefix, "unet.%.15s.", names[i]);
             fprintf(out, "%-12s %12zu\n", names[i], vd_model_count_params(&m, prefix));
         }
-        double f1 = unet_step_flops(&cfg, 1);
+        double f1 = vd_unet_step_flops(&cfg, 1);
         fprintf(out, "GFLOPs per denoiser step (matrix products; one video, %d frames): %.2f; with guidance "
                 "(batch 2): %.2f\n", u->frames, f1 / 1e9, 2 * f1 / 1e9);
     }

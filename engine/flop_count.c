@@ -5,6 +5,7 @@
  * attention, the query and the key/value gradients); every other op counts nothing. Its memory is
  * address space only: pointers are handed out and never dereferenced. */
 #include "flop_count.h"
+#include "model.h"
 #include "common.h"
 
 #include <stdlib.h>
@@ -221,4 +222,20 @@ double vd_flop_counter_take(vd_backend *be)
     double f = C(be)->flops;
     C(be)->flops = 0;
     return f;
+}
+
+double vd_unet_step_flops(const vd_model_config *cfg, int N)
+{
+    vd_model m;
+    char err[256];
+    if (vd_model_build(&m, cfg, err, sizeof err)) return 0;
+    vd_backend *be = vd_backend_flop_counter();
+    vd_model_attach(&m, be);
+    const vd_unet_config *u = &cfg->unet;
+    int L = cfg->text.present ? cfg->text.max_tokens : 1;
+    vd_unet_forward(&m, NULL, NULL, NULL, L, N, u->frames, u->latent_h, u->latent_w, NULL);
+    double flops = vd_flop_counter_take(be);
+    vd_model_free(&m);
+    be->destroy(be);
+    return flops;
 }

@@ -76,6 +76,7 @@ static void test_identity_block_ranks_last(void **state)
     for (int b = 0; b < a->count; b++) {
         const vd_block_importance *bi = &a->blocks[b];
         assert_true(bi->param_share > 0 && bi->param_share < 1);
+        assert_true(bi->flop_share > 0 && bi->flop_share < 1);
         if (strcmp(bi->name, "mid") == 0) mid = bi;
         else if (bi->output_change < least_other) least_other = bi->output_change;
     }
