@@ -7,33 +7,8 @@
  *
  * Prints one JSON line per run: the median over iters, each iteration synchronised. --profile
  * also prints, to stderr, the time per op of one more step run op by op synchronised. */
-#include "backend.h"
-#include "common.h"
-#include "config.h"
-#include "model.h"
+#include "bench_common.h"
 #include "op_profile.h"
-#include "rng.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static float *random_on(vd_backend *be, size_t n, uint64_t seed, float scale)
-{
-    float *host = vd_malloc(n * sizeof(float));
-    vd_rng_normal(seed, 0, host, n);
-    for (size_t i = 0; i < n; i++) host[i] *= scale;
-    float *dev = be->alloc(be, n * sizeof(float));
-    be->upload(be, dev, host, n * sizeof(float));
-    free(host);
-    return dev;
-}
 
 int main(int argc, char **argv)
 {
@@ -65,27 +40,15 @@ int main(int argc, char **argv)
     if (batch < 1 || iters < 1 || warmup < 0) return fprintf(stderr, "bad --batch, --iters or --warmup\n"), 2;
 
     vd_model_config cfg;
-    if (vd_config_preset(preset, &cfg)) return fprintf(stderr, "unknown preset %s\n", preset), 2;
-    cfg.ae.present = 0; /* only the text context size and the UNet matter here */
     vd_model m;
-    char err[256];
-    if (vd_model_build(&m, &cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
-    vd_model_init_random(&m, 1);
-
-    vd_backend *be = NULL;
-    if (strcmp(device, "cuda") == 0) {
-        be = vd_backend_cuda(0, err, sizeof err);
-        if (!be) return fprintf(stderr, "cuda: %s\n", err), 1;
-        be->precision = bf16 ? VD_PRECISION_BF16 : VD_PRECISION_F32;
-    } else {
-        be = vd_backend_cpu();
-    }
-    vd_model_attach(&m, be);
+    vd_backend *be;
+    int status = bench_model_open(preset, device, bf16, &cfg, &m, &be);
+    if (status) return status;
     const vd_unet_config *u = &cfg.unet;
     int T = frames > 0 ? frames : u->frames, h = u->latent_h, w = u->latent_w, L = cfg.text.max_tokens;
-    float *x = random_on(be, (size_t)batch * T * u->in_channels * h * w, 2, 1.0f);
-    float *ctx = random_on(be, (size_t)batch * L * u->context_dim, 3, 1.0f);
-    float *t = random_on(be, (size_t)batch, 4, 0.0f);
+    float *x = bench_random_on(be, (size_t)batch * T * u->in_channels * h * w, 2, 1.0f);
+    float *ctx = bench_random_on(be, (size_t)batch * L * u->context_dim, 3, 1.0f);
+    float *t = bench_random_on(be, (size_t)batch, 4, 0.0f);
     float *t_host = vd_malloc((size_t)batch * sizeof(float));
     for (int i = 0; i < batch; i++) t_host[i] = (float)(100 + 37 * i % 900);
     be->upload(be, t, t_host, (size_t)batch * sizeof(float));
@@ -99,7 +62,7 @@ int main(int argc, char **argv)
         be->synchronize(be);
         if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
     }
-    qsort(ms, (size_t)iters, sizeof *ms, compare_doubles);
+    bench_sort_timings(ms, iters);
     if (profile) {
         vd_backend *timed = vd_backend_profiled(be);
         m.be = timed;

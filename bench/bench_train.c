@@ -11,32 +11,8 @@
  *
  * Prints one JSON line: the median over K steps after W warm-up steps, each step synchronised. */
 #include "ae_train.h"
-#include "backend.h"
-#include "common.h"
-#include "config.h"
+#include "bench_common.h"
 #include "denoiser_train.h"
-#include "model.h"
-#include "rng.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static float *random_on(vd_backend *be, size_t n, uint64_t seed)
-{
-    float *host = vd_malloc(n * sizeof(float));
-    vd_rng_normal(seed, 0, host, n);
-    float *dev = be->alloc(be, n * sizeof(float));
-    be->upload(be, dev, host, n * sizeof(float));
-    free(host);
-    return dev;
-}
 
 int main(int argc, char **argv)
 {
@@ -59,22 +35,10 @@ int main(int argc, char **argv)
         return fprintf(stderr, "bad --clips, --frames, --iters or --warmup\n"), 2;
 
     vd_model_config cfg;
-    if (vd_config_preset(preset, &cfg)) return fprintf(stderr, "unknown preset %s\n", preset), 2;
-    cfg.ae.present = 0; /* trained here: the text encoder and the UNet */
     vd_model m;
-    char err[256];
-    if (vd_model_build(&m, &cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
-    vd_model_init_random(&m, 1);
-
-    vd_backend *be = NULL;
-    if (strcmp(device, "cuda") == 0) {
-        be = vd_backend_cuda(0, err, sizeof err);
-        if (!be) return fprintf(stderr, "cuda: %s\n", err), 1;
-        be->precision = bf16 ? VD_PRECISION_BF16 : VD_PRECISION_F32;
-    } else {
-        be = vd_backend_cpu();
-    }
-    vd_model_attach(&m, be);
+    vd_backend *be;
+    int status = bench_model_open(preset, device, bf16, &cfg, &m, &be);
+    if (status) return status;
     vd_ae_trainer trainer;
     vd_ae_trainer_init(&trainer, &m);
     static const char *const denoiser_parts[] = {"text.", "unet."};
@@ -87,8 +51,8 @@ int main(int argc, char **argv)
     /* the batch: UNet inputs x, targets v, timesteps t and token ids, all random */
     const vd_unet_config *u = &cfg.unet;
     int N = clips, T = frames > 0 ? frames : u->frames, h = u->latent_h, w = u->latent_w, L = cfg.text.max_tokens;
-    float *x = random_on(be, (size_t)N * T * u->in_channels * h * w, 2);
-    float *v = random_on(be, (size_t)N * T * u->out_channels * h * w, 3);
+    float *x = bench_random_on(be, (size_t)N * T * u->in_channels * h * w, 2, 1.0f);
+    float *v = bench_random_on(be, (size_t)N * T * u->out_channels * h * w, 3, 1.0f);
     float *t_host = vd_malloc((size_t)N * sizeof(float));
     for (int i = 0; i < N; i++) t_host[i] = (float)(vd_rng_u64(4, (uint64_t)i) % (uint64_t)cfg.diffusion.train_steps);
     float *t = be->alloc(be, (size_t)N * sizeof(float));
@@ -110,7 +74,7 @@ int main(int argc, char **argv)
         be->synchronize(be);
         if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
     }
-    qsort(ms, (size_t)iters, sizeof *ms, compare_doubles);
+    bench_sort_timings(ms, iters);
     printf("{\"impl\": \"vdmini\", \"what\": \"train\", \"preset\": \"%s\", \"clips\": %d, \"frames\": %d, "
            "\"latent\": [%d, %d], \"device\": \"%s\", \"dtype\": \"%s\", \"params\": %zu, \"ms_per_step\": %.3f, "
            "\"min_ms\": %.3f, \"iters\": %d, \"loss\": %.6g, \"finite\": %s}\n",

@@ -1,0 +1,60 @@
+/* bench_common.h: what the engine benchmarks (bench_step.c, bench_train.c) share — a preset's
+ * text encoder and UNet with random weights on the CPU or a GPU backend, random inputs in backend
+ * memory, and sorted timings. */
+#ifndef VD_BENCH_COMMON_H
+#define VD_BENCH_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+#include "config.h"
+#include "model.h"
+#include "rng.h"
+
+/* Builds preset's text encoder and UNet (no autoencoder) into *cfg and *m with random weights on
+ * a new backend *be ("cpu", or "cuda" with bf16 matrix products when bf16). Returns 0, or the
+ * exit status after a message: 2 for an unknown preset, 1 when the model or the GPU fails. */
+static inline int bench_model_open(const char *preset, const char *device, int bf16, vd_model_config *cfg, vd_model *m,
+                                   vd_backend **be)
+{
+    if (vd_config_preset(preset, cfg)) return fprintf(stderr, "unknown preset %s\n", preset), 2;
+    cfg->ae.present = 0;
+    char err[256];
+    if (vd_model_build(m, cfg, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+    vd_model_init_random(m, 1);
+    if (strcmp(device, "cuda") == 0) {
+        *be = vd_backend_cuda(0, err, sizeof err);
+        if (!*be) return fprintf(stderr, "cuda: %s\n", err), 1;
+        (*be)->precision = bf16 ? VD_PRECISION_BF16 : VD_PRECISION_F32;
+    } else {
+        *be = vd_backend_cpu();
+    }
+    vd_model_attach(m, *be);
+    return 0;
+}
+
+/* n normal values times scale, drawn from seed, in backend memory. */
+static inline float *bench_random_on(vd_backend *be, size_t n, uint64_t seed, float scale)
+{
+    float *host = vd_malloc(n * sizeof(float));
+    vd_rng_normal(seed, 0, host, n);
+    for (size_t i = 0; i < n; i++) host[i] *= scale;
+    float *dev = be->alloc(be, n * sizeof(float));
+    be->upload(be, dev, host, n * sizeof(float));
+    free(host);
+    return dev;
+}
+
+static inline int bench_compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts n timings: the median is then ms[n / 2] and the fastest ms[0]. */
+static inline void bench_sort_timings(double *ms, int n) { qsort(ms, (size_t)n, sizeof *ms, bench_compare_doubles); }
+
+#endif
