@@ -255,7 +255,7 @@ static int compare_candidates(const void *x, const void *y)
     return a->block - b->block;
 }
 
-int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, int by_latency, double target, uint64_t seed,
+int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measure, double target, uint64_t seed,
                  char names[][16], int *count, char *err, size_t errlen)
 {
     *count = 0;
@@ -286,10 +286,12 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, int by_latency, double
     for (int i = 0; i < n && removed < target; i++) {
         const vd_block_importance *bi = &a->blocks[cand[i].block];
         snprintf(names[(*count)++], 16, "%s", bi->name);
-        removed += by_latency ? bi->latency_share : bi->param_share;
+        removed += measure == VD_PLAN_LATENCY ? bi->latency_share : measure == VD_PLAN_FLOPS ? bi->flop_share
+                                                                                             : bi->param_share;
     }
     if (removed < target)
         return vd_fail(err, errlen, "the rule's blocks remove %.1f%% of the %s, short of the %.1f%% asked", 100 * removed,
-                       by_latency ? "latency" : "parameters", 100 * target);
+                       measure == VD_PLAN_LATENCY ? "latency" : measure == VD_PLAN_FLOPS ? "FLOPs" : "parameters",
+                       100 * target);
     return 0;
 }

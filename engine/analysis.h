@@ -70,10 +70,13 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
  *   RANDOM: a seeded shuffle of all the blocks. */
 typedef enum { VD_PLAN_SHALLOW, VD_PLAN_DEEP, VD_PLAN_RANDOM } vd_plan_rule;
 
-/* Picks blocks by rule until their summed share of the parameters (by_latency 0) or of the
- * latency (1) reaches target (in (0, 1)). names gets the blocks (VD_ANALYSIS_MAX_BLOCKS at most),
- * *count their number. 0, or -1 with a message when the rule's blocks cannot reach the target. */
-int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, int by_latency, double target, uint64_t seed,
+/* What a plan's target is a fraction of. */
+typedef enum { VD_PLAN_PARAMS, VD_PLAN_FLOPS, VD_PLAN_LATENCY } vd_plan_measure;
+
+/* Picks blocks by rule until their summed share of the measure reaches target (in (0, 1)). names
+ * gets the blocks (VD_ANALYSIS_MAX_BLOCKS at most), *count their number. 0, or -1 with a message
+ * when the rule's blocks cannot reach the target. */
+int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measure, double target, uint64_t seed,
                  char names[][16], int *count, char *err, size_t errlen);
 
 #endif

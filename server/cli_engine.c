@@ -56,7 +56,7 @@ void cli_usage_tail(FILE *out, const char *prog)
             "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
             "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 7.5]\n"
             "%*s[--device auto|cpu|cuda] [--bf16] --out FILE.json\n"
-            "  %s plan --analysis FILE.json --params F|--latency F [--rule shallow|deep|random] [--seed N]\n"
+            "  %s plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random] [--seed N]\n"
             "%*s--out PLAN.json\n",
             prog, indent, "", prog, prog, prog, indent - 6, "", prog, indent - 9, "");
 }
@@ -581,12 +581,13 @@ static char *read_whole_file(const char *path, char *err, size_t errlen)
     return buf;
 }
 
-/* A pruning plan from an analysis report: the blocks a rule picks for a parameter or latency target. */
+/* A pruning plan from an analysis report: the blocks a rule picks for a parameter, FLOP or latency
+ * target. */
 static int cmd_plan(int argc, char **argv)
 {
     const char *analysis_path = NULL, *out = NULL, *rule_name = "shallow", *v;
     double target = 0;
-    int by_latency = -1;
+    int measure = -1; /* a vd_plan_measure once given */
     uint64_t seed = 0;
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
@@ -598,19 +599,21 @@ static int cmd_plan(int argc, char **argv)
             if (!(rule_name = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--seed") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64(f, v, &seed)) return CLI_EXIT_USAGE;
-        } else if (strcmp(f, "--params") == 0 || strcmp(f, "--latency") == 0) {
-            if (by_latency >= 0) return cli_bad_arg(f, "give one target: --params or --latency");
+        } else if (strcmp(f, "--params") == 0 || strcmp(f, "--flops") == 0 || strcmp(f, "--latency") == 0) {
+            if (measure >= 0) return cli_bad_arg(f, "give one target: --params, --flops or --latency");
             if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
             char *end;
             target = strtod(v, &end);
             if (end == v || *end || !(target > 0 && target < 1)) return cli_bad_arg(f, "expected a fraction between 0 and 1");
-            by_latency = strcmp(f, "--latency") == 0;
+            measure = strcmp(f, "--params") == 0 ? VD_PLAN_PARAMS : strcmp(f, "--flops") == 0 ? VD_PLAN_FLOPS
+                                                                                             : VD_PLAN_LATENCY;
         } else {
             return cli_bad_arg(f, "unknown option for plan");
         }
     }
     if (!analysis_path) return cli_bad_arg("--analysis", "required (a report of vdmini analyze)");
-    if (by_latency < 0) return cli_bad_arg("--params", "required: the fraction of parameters to remove (or --latency)");
+    if (measure < 0)
+        return cli_bad_arg("--params", "required: the fraction of parameters to remove (or --flops, --latency)");
     if (!out) return cli_bad_arg("--out", "required");
     vd_plan_rule rule;
     if (strcmp(rule_name, "shallow") == 0) rule = VD_PLAN_SHALLOW;
@@ -624,7 +627,7 @@ static int cmd_plan(int argc, char **argv)
     char names[VD_ANALYSIS_MAX_BLOCKS][16];
     int count = 0, rc = vd_analysis_from_json(text, a, err, sizeof err) ? CLI_EXIT_USAGE : 0;
     free(text);
-    if (rc == 0 && vd_plan_make(a, rule, by_latency, target, seed, names, &count, err, sizeof err)) rc = 1;
+    if (rc == 0 && vd_plan_make(a, rule, (vd_plan_measure)measure, target, seed, names, &count, err, sizeof err)) rc = 1;
     if (rc) {
         fprintf(stderr, "vdmini: plan: %s\n", err);
         free(a);

@@ -128,7 +128,7 @@ static void expect_plan(const vd_analysis *a, vd_plan_rule rule, double target, 
 {
     char names[VD_ANALYSIS_MAX_BLOCKS][16], got[512] = "", err[256];
     int count;
-    assert_int_equal(vd_plan_make(a, rule, 0, target, seed, names, &count, err, sizeof err), 0);
+    assert_int_equal(vd_plan_make(a, rule, VD_PLAN_PARAMS, target, seed, names, &count, err, sizeof err), 0);
     for (int i = 0; i < count; i++) {
         if (i) strcat(got, " ");
         strncat(got, names[i], 15);
@@ -149,15 +149,21 @@ static void test_plan_rules(void **state)
     expect_plan(&a, VD_PLAN_SHALLOW, 0.15, 0, "down.0.1 up.0.0");
     char names[VD_ANALYSIS_MAX_BLOCKS][16], again[VD_ANALYSIS_MAX_BLOCKS][16], err[256];
     int count, count_again;
-    assert_int_equal(vd_plan_make(&a, VD_PLAN_RANDOM, 0, 0.45, 3, names, &count, err, sizeof err), 0);
-    assert_int_equal(vd_plan_make(&a, VD_PLAN_RANDOM, 0, 0.45, 3, again, &count_again, err, sizeof err), 0);
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_RANDOM, VD_PLAN_PARAMS, 0.45, 3, names, &count, err, sizeof err), 0);
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_RANDOM, VD_PLAN_PARAMS, 0.45, 3, again, &count_again, err, sizeof err), 0);
     assert_int_equal(count, 5);
     assert_int_equal(count_again, 5);
     for (int i = 0; i < count; i++) assert_string_equal(names[i], again[i]);
     /* the shallow rule can take at most levels 0 and 1: 6 blocks, 60% */
-    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, 0, 0.7, 0, names, &count, err, sizeof err), -1);
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, VD_PLAN_PARAMS, 0.7, 0, names, &count, err, sizeof err), -1);
     assert_non_null(strstr(err, "short of the 70.0%"));
-    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, 1, 1.5, 0, names, &count, err, sizeof err), -1);
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, VD_PLAN_LATENCY, 1.5, 0, names, &count, err, sizeof err), -1);
+    /* FLOPs: level 0 blocks are the expensive ones here, so one of them meets a 25% target */
+    for (int b = 0; b < a.count; b++) a.blocks[b].flop_share = strstr(a.blocks[b].name, ".0.") ? 0.3 : 0.01;
+    char flop_names[VD_ANALYSIS_MAX_BLOCKS][16];
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, VD_PLAN_FLOPS, 0.25, 0, flop_names, &count, err, sizeof err), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(flop_names[0], "down.0.1");
 }
 
 int main(void)
