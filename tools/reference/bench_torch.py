@@ -51,21 +51,26 @@ def time_step_ms(step, device, warmup, repeats):
     return statistics.median(times)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_common_arguments(parser):
+    """The options every PyTorch speed baseline takes (this one and bench_train_torch.py)."""
     parser.add_argument("--config", required=True, help="vdmini config JSON file")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--mode", choices=("eager", "compile"), nargs="+", default=["eager"])
-    parser.add_argument("--batch", type=int, nargs="+", default=[2], help="UNet batch rows")
     parser.add_argument("--frames", type=int, help="default: the config's unet.frames")
-    parser.add_argument("--latent", type=parse_size, help="HxW, default: unet.latent_size")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--attention", choices=ref.ATTENTION_IMPLS,
                         default=ref.default_attention_impl())
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser)
+    parser.add_argument("--batch", type=int, nargs="+", default=[2], help="UNet batch rows")
+    parser.add_argument("--latent", type=parse_size, help="HxW, default: unet.latent_size")
     args = parser.parse_args()
 
     with open(args.config) as f:

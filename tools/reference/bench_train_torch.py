@@ -26,7 +26,7 @@ import json
 import torch
 
 import vdmini_ref as ref
-from bench_torch import time_step_ms
+from bench_torch import add_common_arguments, time_step_ms
 
 LEARNING_RATE = 4e-4
 WEIGHT_DECAY = 0.01
@@ -35,18 +35,8 @@ CLIP_NORM = 1.0
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="vdmini config JSON file")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
-    parser.add_argument("--mode", choices=("eager", "compile"), nargs="+", default=["eager"])
+    add_common_arguments(parser)
     parser.add_argument("--clips", type=int, nargs="+", default=[1], help="clips per batch (N)")
-    parser.add_argument("--frames", type=int, help="default: the config's unet.frames")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--attention", choices=ref.ATTENTION_IMPLS,
-                        default=ref.default_attention_impl())
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     with open(args.config) as f:
