@@ -85,6 +85,19 @@ static int run_variant(const char *model_path, const char *ae_path, const vd_ana
     return rc;
 }
 
+static int is_temporal_unit(const char *name) { return strncmp(name, "temporal.", 9) == 0; }
+
+/* A unit's parameters: a block's are those under its name; a temporal unit's are spread over its
+ * level's blocks, and are what the student without it lacks (removing one changes no other shape). */
+static double unit_params(const vd_model *teacher, const vd_model *student, const char *name)
+{
+    if (is_temporal_unit(name))
+        return (double)vd_model_count_params(teacher, "unet.") - (double)vd_model_count_params(student, "unet.");
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "unet.%s.", name);
+    return (double)vd_model_count_params(teacher, prefix);
+}
+
 int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_dir, const vd_analysis_options *o,
                vd_analysis_progress_fn progress, void *user, vd_analysis *out, char *err, size_t errlen)
 {
@@ -100,7 +113,7 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
         ae_path = ae_beside;
     }
     char names[VD_ANALYSIS_MAX_BLOCKS][16];
-    out->count = vd_unet_block_names(&teacher.cfg.unet, names, VD_ANALYSIS_MAX_BLOCKS);
+    out->count = vd_unet_removable_units(&teacher.cfg.unet, names, VD_ANALYSIS_MAX_BLOCKS);
     out->prompts = o->prompts, out->steps = o->steps, out->levels = teacher.cfg.unet.levels;
     double unet_params = (double)vd_model_count_params(&teacher, "unet.");
     double unet_flops = vd_unet_step_flops(&teacher.cfg, 1);
@@ -119,14 +132,12 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
             rc = vd_fail(err, errlen, "cancelled");
             break;
         }
-        char prefix[32];
-        snprintf(prefix, sizeof prefix, "unet.%s.", bi->name);
-        bi->param_share = (double)vd_model_count_params(&teacher, prefix) / unet_params;
         char *remove[] = {bi->name};
         vd_model student;
         vd_prune_report report;
         rc = vd_prune(&teacher, remove, 1, 0, &student, &report, err, errlen);
         if (rc == 0) {
+            bi->param_share = unit_params(&teacher, &student, bi->name) / unet_params;
             bi->flop_share = unet_flops > 0 ? 1.0 - vd_unet_step_flops(&student.cfg, 1) / unet_flops : 0;
             rc = vd_model_save(&student, student_path, VD_ST_F32, err, errlen);
             vd_model_free(&student);
@@ -146,11 +157,11 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
     return rc;
 }
 
-/* The level a block runs at: down.L.b and up.L.b at L, mid at the deepest. */
+/* The level a unit belongs to: down.L.b, up.L.b and temporal.L to L, mid to the deepest. */
 static int block_level(const char *name, int levels)
 {
     int l = levels - 1;
-    if (sscanf(name, "down.%d.", &l) != 1) sscanf(name, "up.%d.", &l);
+    if (sscanf(name, "down.%d.", &l) != 1 && sscanf(name, "up.%d.", &l) != 1) sscanf(name, "temporal.%d", &l);
     return l;
 }
 
@@ -160,7 +171,8 @@ char *vd_analysis_json(const vd_analysis *a)
     json_t *blocks = json_array();
     /* The paper's observation, in our terms: removing a shallow block (level 0, the finest)
      * costs more content than removing a deep one (the coarsest level and mid), and removing a
-     * deep one costs more motion. */
+     * deep one costs more motion. It is about blocks: the temporal units are reported beside
+     * them but left out of it. */
     double sum[2][2] = {{0, 0}, {0, 0}};
     int n[2] = {0, 0};
     for (int b = 0; b < a->count; b++) {
@@ -173,7 +185,7 @@ char *vd_analysis_json(const vd_analysis *a)
                                                 bi->param_share, "flop_share", bi->flop_share, "latency_share",
                                                 bi->latency_share));
         int group = level == 0 ? 0 : level == levels - 1 ? 1 : -1;
-        if (group < 0) continue;
+        if (group < 0 || is_temporal_unit(bi->name)) continue;
         sum[group][0] += bi->content_drop, sum[group][1] += bi->motion_drop, n[group]++;
     }
     double shallow_content = n[0] ? sum[0][0] / n[0] : 0, shallow_motion = n[0] ? sum[0][1] / n[0] : 0;
@@ -216,13 +228,15 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
         out->steps = (int)json_integer_value(json_object_get(root, "steps"));
         out->levels = (int)json_integer_value(json_object_get(root, "levels"));
         out->count = (int)json_array_size(blocks);
+        if (out->levels < 1 || out->levels > VD_MAX_LEVELS) rc = vd_fail(err, errlen, "analysis: levels: out of range");
     }
     for (int b = 0; rc == 0 && b < out->count; b++) {
         json_t *e = json_array_get(blocks, (size_t)b);
         vd_block_importance *bi = &out->blocks[b];
         const char *name = json_string_value(json_object_get(e, "block"));
-        if (!name || strlen(name) >= sizeof bi->name || get_number(e, "content", &bi->content) ||
-            get_number(e, "motion", &bi->motion) || get_number(e, "content_drop", &bi->content_drop) ||
+        int level = name ? block_level(name, out->levels) : -1;
+        if (!name || strlen(name) >= sizeof bi->name || level < 0 || level >= out->levels ||
+            get_number(e, "content", &bi->content) || get_number(e, "motion", &bi->motion) || get_number(e, "content_drop", &bi->content_drop) ||
             get_number(e, "motion_drop", &bi->motion_drop) || get_number(e, "output_change", &bi->output_change) ||
             get_number(e, "param_share", &bi->param_share) || get_number(e, "flop_share", &bi->flop_share) ||
             get_number(e, "latency_share", &bi->latency_share))
@@ -235,6 +249,14 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
 }
 
 static double importance(const vd_block_importance *b) { return b->content_drop + b->motion_drop; }
+
+static double plan_share(const vd_block_importance *b, vd_plan_measure measure)
+{
+    return measure == VD_PLAN_LATENCY ? b->latency_share : measure == VD_PLAN_FLOPS ? b->flop_share : b->param_share;
+}
+
+/* The part of a level's temporal unit that `blocks` of its `level_blocks` blocks hold. */
+static double temporal_part(int blocks, int level_blocks) { return level_blocks ? (double)blocks / level_blocks : 0; }
 
 static int compare_doubles(const void *x, const void *y)
 {
@@ -260,6 +282,12 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measur
 {
     *count = 0;
     if (!(target > 0 && target < 1)) return vd_fail(err, errlen, "target %g: must be a fraction in (0, 1)", target);
+    if (a->levels < 1 || a->levels > VD_MAX_LEVELS) return vd_fail(err, errlen, "analysis: levels: out of range");
+    for (int b = 0; b < a->count; b++) {
+        int level = block_level(a->blocks[b].name, a->levels);
+        if (level < 0 || level >= a->levels)
+            return vd_fail(err, errlen, "analysis: \"%s\": no level of the UNet", a->blocks[b].name);
+    }
     double scores[VD_ANALYSIS_MAX_BLOCKS];
     for (int b = 0; b < a->count; b++) scores[b] = importance(&a->blocks[b]);
     qsort(scores, (size_t)a->count, sizeof *scores, compare_doubles);
@@ -282,12 +310,28 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measur
         cand[n++] = c;
     }
     qsort(cand, (size_t)n, sizeof *cand, compare_candidates);
+    /* A temporal unit's layers sit in its level's blocks, an equal part in each: a block taken
+     * with it takes its part too, which is counted once. */
+    int level_blocks[VD_MAX_LEVELS] = {0}, taken_blocks[VD_MAX_LEVELS] = {0}, temporal_taken[VD_MAX_LEVELS];
+    for (int l = 0; l < VD_MAX_LEVELS; l++) temporal_taken[l] = -1;
+    for (int b = 0; b < a->count; b++)
+        if (!is_temporal_unit(a->blocks[b].name)) level_blocks[block_level(a->blocks[b].name, a->levels)]++;
     double removed = 0;
     for (int i = 0; i < n && removed < target; i++) {
         const vd_block_importance *bi = &a->blocks[cand[i].block];
+        int level = block_level(bi->name, a->levels);
+        double share = plan_share(bi, measure);
+        if (is_temporal_unit(bi->name)) {
+            if (level_blocks[level] && taken_blocks[level] == level_blocks[level]) continue; /* gone with them */
+            removed += share * (1.0 - temporal_part(taken_blocks[level], level_blocks[level]));
+            temporal_taken[level] = cand[i].block;
+        } else {
+            taken_blocks[level]++;
+            removed += share;
+            if (temporal_taken[level] >= 0)
+                removed -= plan_share(&a->blocks[temporal_taken[level]], measure) * temporal_part(1, level_blocks[level]);
+        }
         snprintf(names[(*count)++], 16, "%s", bi->name);
-        removed += measure == VD_PLAN_LATENCY ? bi->latency_share : measure == VD_PLAN_FLOPS ? bi->flop_share
-                                                                                             : bi->param_share;
     }
     if (removed < target)
         return vd_fail(err, errlen, "the rule's blocks remove %.1f%% of the %s, short of the %.1f%% asked", 100 * removed,

@@ -1,13 +1,14 @@
-/* analysis.h: VDMini's block-importance analysis. For every block of the teacher's UNet (each
- * ResBlock+attention pair, and the mid block), the teacher is pruned of that block alone
- * (prune.h), a fixed set of world prompts is generated with it, and the evaluator scores the
- * videos; a block's importance for content and for motion is how far the content and motion
- * scores fall against the intact teacher on the same prompts and seeds. Beside them: how much the
- * frames change (mean squared difference from the teacher's frames over their mean square: it
- * ranks blocks even where the scores cannot tell them apart), the block's share of the UNet's
- * parameters and of a UNet step's matrix-product FLOPs, and its share of a video's latency (one minus the time of a video without it over
- * the teacher's, both measured: the fastest video of the set, which other work on the machine
- * disturbs least). */
+/* analysis.h: VDMini's block-importance analysis. For every removable unit of the teacher's UNet
+ * (vd_unet_removable_units: each ResBlock+attention pair, the mid block, and the temporal layers
+ * of each level, "temporal.l"), the teacher is pruned of that unit alone (prune.h), a fixed set
+ * of world prompts is generated with it, and the evaluator scores the videos; a unit's importance
+ * for content and for motion is how far the content and motion scores fall against the intact
+ * teacher on the same prompts and seeds. Beside them: how much the frames change (mean squared
+ * difference from the teacher's frames over their mean square: it ranks units even where the
+ * scores cannot tell them apart), the unit's share of the UNet's parameters and of a UNet step's
+ * matrix-product FLOPs, and its share of a video's latency (one minus the time of a video without
+ * it over the teacher's, both measured: the fastest video of the set, which other work on the
+ * machine disturbs least). The rows are called blocks below; a temporal unit's row is one of them. */
 #ifndef VD_ANALYSIS_H
 #define VD_ANALYSIS_H
 
@@ -41,7 +42,8 @@ typedef struct {
     double content, motion;     /* the intact teacher */
     double video_ms;        /* the teacher's fastest video: denoising steps and decode */
     int count;
-    vd_block_importance blocks[VD_ANALYSIS_MAX_BLOCKS]; /* in the UNet's execution order */
+    vd_block_importance blocks[VD_ANALYSIS_MAX_BLOCKS]; /* the blocks in the UNet's execution order,
+                                                          * then temporal.0, temporal.1, ... */
 } vd_analysis;
 
 /* Called before each model is run (done of total, starting with the intact teacher, what = the
@@ -54,28 +56,35 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
                vd_analysis_progress_fn progress, void *user, vd_analysis *out, char *err, size_t errlen);
 
 /* The analysis as a JSON object (malloc'd string): the options, the teacher's scores and one
- * entry per block, and a verdict on the paper's observation (see analysis.c). */
+ * entry per row (with its level: temporal.l's is l, mid's the deepest), and a verdict on the
+ * paper's observation, over the block rows alone (see analysis.c). */
 char *vd_analysis_json(const vd_analysis *a);
 
 /* Reads a report written by vd_analysis_json back. 0, or -1 with a message. */
 int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t errlen);
 
-/* How a pruning plan picks blocks from an analysis (the ablation compares them):
- *   SHALLOW, the paper's rule: never the deepest level's blocks (motion); mid first when its
- *     importance (content drop + motion drop) is at most the median block's; then level 0, level
- *     1, ... up to the one before the deepest, each level's blocks least important first (ties:
- *     least output change first);
+/* How a pruning plan picks rows (blocks and temporal units) from an analysis (the ablation
+ * compares them). A temporal unit temporal.l belongs to level l, like that level's blocks (mid
+ * belongs to the deepest level):
+ *   SHALLOW, the paper's rule: never the deepest level's blocks nor its temporal unit (motion);
+ *     mid first when its importance (content drop + motion drop) is at most the median row's;
+ *     then level 0, level 1, ... up to the one before the deepest, each level's blocks and
+ *     temporal unit together, least important first (ties: least output change first);
  *   DEEP: the mirror, the deepest level and mid first, then shallower levels, least important
  *     first within a level;
- *   RANDOM: a seeded shuffle of all the blocks. */
+ *   RANDOM: a seeded shuffle of all the rows.
+ * A temporal unit's layers live in its level's blocks, an equal part in each (every block of a
+ * level has the same temporal layers; mid counts as one block of the deepest level): when a
+ * plan takes a temporal unit and blocks of its level, the part those blocks hold counts once, and
+ * a temporal unit whose level's blocks are all taken already is passed over. */
 typedef enum { VD_PLAN_SHALLOW, VD_PLAN_DEEP, VD_PLAN_RANDOM } vd_plan_rule;
 
 /* What a plan's target is a fraction of. */
 typedef enum { VD_PLAN_PARAMS, VD_PLAN_FLOPS, VD_PLAN_LATENCY } vd_plan_measure;
 
-/* Picks blocks by rule until their summed share of the measure reaches target (in (0, 1)). names
- * gets the blocks (VD_ANALYSIS_MAX_BLOCKS at most), *count their number. 0, or -1 with a message
- * when the rule's blocks cannot reach the target. */
+/* Picks rows by rule until their summed share of the measure reaches target (in (0, 1)). names
+ * gets the units to remove (VD_ANALYSIS_MAX_BLOCKS at most), *count their number. 0, or -1 with a
+ * message when the rule's rows cannot reach the target. */
 int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measure, double target, uint64_t seed,
                  char names[][16], int *count, char *err, size_t errlen);
 

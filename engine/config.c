@@ -39,6 +39,24 @@ int vd_unet_block_removed(const vd_unet_config *u, const char *name)
     return 0;
 }
 
+int vd_unet_temporal_removed(const vd_unet_config *u, int level)
+{
+    char name[32];
+    snprintf(name, sizeof name, "temporal.%d", level);
+    return vd_unet_block_removed(u, name);
+}
+
+/* Whether name is a removable unit of u: a block ("down.l.b", "up.l.b", "mid") or the temporal
+ * layers of a level ("temporal.l"). */
+static int is_unit_name(const vd_unet_config *u, const char *name)
+{
+    int l = -1, b = -1, n = 0;
+    if (strcmp(name, "mid") == 0) return 1;
+    if (sscanf(name, "temporal.%d%n", &l, &n) == 1 && name[n] == 0) return l >= 0 && l < u->levels;
+    if (sscanf(name, "down.%d.%d%n", &l, &b, &n) != 2 && sscanf(name, "up.%d.%d%n", &l, &b, &n) != 2) return 0;
+    return name[n] == 0 && l >= 0 && l < u->levels && b >= 0 && b < u->blocks_per_level + (name[0] == 'u');
+}
+
 int vd_config_preset(const char *name, vd_model_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -182,18 +200,17 @@ static int parse_unet(json_t *j, vd_unet_config *u, char *err, size_t errlen)
         if (u->channels[l] % 2) return vd_fail(err, errlen, "config unet.channels[%d] must be even", l);
     }
     json_t *rm = json_object_get(j, "removed");
-    if (rm && !json_is_array(rm)) return vd_fail(err, errlen, "config unet.removed: must be a list of block names");
-    u->removed_count = rm ? (int)json_array_size(rm) : 0;
-    u->removed = vd_calloc((size_t)(u->removed_count ? u->removed_count : 1), sizeof(char *));
-    for (int i = 0; i < u->removed_count; i++) {
+    if (rm && !json_is_array(rm))
+        return vd_fail(err, errlen, "config unet.removed: must be a list of block names and temporal.<level> units");
+    int count = rm ? (int)json_array_size(rm) : 0;
+    u->removed = vd_calloc((size_t)(count ? count : 1), sizeof(char *));
+    for (int i = 0; i < count; i++) {
         const char *name = json_string_value(json_array_get(rm, (size_t)i));
-        int l = -1, b = -1, n = 0;
-        int ok = name && (strcmp(name, "mid") == 0 ||
-                          ((sscanf(name, "down.%d.%d%n", &l, &b, &n) == 2 || sscanf(name, "up.%d.%d%n", &l, &b, &n) == 2) &&
-                           name[n] == 0 && l >= 0 && l < u->levels && b >= 0 &&
-                           b < u->blocks_per_level + (name[0] == 'u')));
-        if (!ok) { u->removed_count = i; return vd_fail(err, errlen, "config unet.removed[%d]: \"%s\" is not a block of this UNet", i, name ? name : "(not a string)"); }
-        u->removed[i] = strdup(name);
+        if (!name || !is_unit_name(u, name))
+            return vd_fail(err, errlen, "config unet.removed[%d]: \"%s\" is not a block or temporal.<level> unit of this UNet",
+                           i, name ? name : "(not a string)");
+        if (vd_unet_block_removed(u, name)) return vd_fail(err, errlen, "config unet.removed[%d]: \"%s\" is named twice", i, name);
+        u->removed[u->removed_count++] = strdup(name);
     }
     return 0;
 }

@@ -27,7 +27,8 @@ typedef struct {
     int blocks_per_level, head_dim, groups, in_channels, out_channels, context_dim;
     int frames, latent_h, latent_w;
     int removed_count;
-    char **removed; /* block names: "down.l.b", "up.l.b", "mid" */
+    char **removed; /* removed units: blocks "down.l.b", "up.l.b", "mid", and "temporal.l", the
+                     * temporal layers of level l (docs/architecture.md) */
 } vd_unet_config;
 
 typedef struct {
@@ -52,6 +53,9 @@ void vd_config_free(vd_model_config *c);
 /* Deep copy. */
 void vd_config_copy(vd_model_config *dst, const vd_model_config *src);
 
+/* Whether the removed list names this unit (a block name or "temporal.l"). */
 int vd_unet_block_removed(const vd_unet_config *u, const char *name);
+/* Whether the temporal layers of level l ("temporal.l") are removed. */
+int vd_unet_temporal_removed(const vd_unet_config *u, int level);
 
 #endif

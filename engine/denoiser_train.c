@@ -161,7 +161,6 @@ static void text_bwd(tl_ctx *c, text_rec *r, const float *dout)
     c->be->embedding_backward(c->be, tl_grad(c, "text.token_emb", ""), dx, r->ids, r->N * L, D);
     c->be->add_broadcast_backward(c->be, tl_grad(c, "text.pos_emb", ""), dx, (size_t)r->N, (size_t)L * D);
     tl_release(c, dx);
-    free(r->attn), free(r->ff);
 }
 
 /* ---- UNet parts ---- */
@@ -209,10 +208,11 @@ typedef struct {
     tl_conv_rec c1, c2, skip;
     tl_linear_rec time;
     const float *a3; /* the temporal conv's input */
-    int ci, co, S, has_skip;
+    int ci, co, S, has_skip, has_tconv;
 } res3d_rec;
 
-/* ResBlock3D: x (N*T, ci, H, W) -> (N*T, co, H, W) */
+/* ResBlock3D: x (N*T, ci, H, W) -> (N*T, co, H, W). The temporal conv runs when the model has its
+ * weights: a removed temporal unit ("temporal.l") declares none for its level's blocks. */
 static float *res3d_fwd(tl_ctx *c, res3d_rec *r, const unet_state *u, const char *p, const float *x, int ci, int co,
                         int H, int W)
 {
@@ -223,6 +223,7 @@ static float *res3d_fwd(tl_ctx *c, res3d_rec *r, const unet_state *u, const char
     memset(r, 0, sizeof *r);
     r->ci = ci, r->co = co, r->S = S, r->has_skip = ci != co;
     snprintf(r->tconv, sizeof r->tconv, "%s.tconv", p);
+    r->has_tconv = tl_lookup(c, r->tconv, ".weight", 1) != NULL;
     snprintf(name, sizeof name, "%s.norm1", p);
     float *a1 = tl_norm_silu_fwd(c, &r->n1, name, x, B, ci, S, u->G);
     snprintf(name, sizeof name, "%s.conv1", p);
@@ -240,6 +241,7 @@ static float *res3d_fwd(tl_ctx *c, res3d_rec *r, const unet_state *u, const char
     } else {
         be->add(be, x2, x, h2, n);
     }
+    if (!r->has_tconv) return x2;
     snprintf(name, sizeof name, "%s.norm3", p);
     r->a3 = tl_norm_silu_fwd(c, &r->n3, name, x2, B, co, S, u->G);
     float *tc = tl_kept(c, n), *out = tl_kept(c, n);
@@ -255,12 +257,18 @@ static float *res3d_bwd(tl_ctx *c, const res3d_rec *r, const unet_state *u, cons
     vd_backend *be = c->be;
     int B = u->N * u->T;
     size_t n = (size_t)B * r->co * r->S;
-    float *da3 = tl_buffer(c, n);
-    be->temporal_conv_backward(be, da3, tl_grad(c, r->tconv, ".weight"), tl_grad(c, r->tconv, ".bias"), dout, r->a3,
-                               tl_weight(c, r->tconv, ".weight"), u->N, u->T, r->co, r->co, r->S);
-    float *dx2 = tl_norm_silu_bwd(c, &r->n3, da3);
-    be->add(be, dx2, dx2, dout, n);
-    tl_release(c, da3);
+    float *dx2;
+    if (r->has_tconv) {
+        float *da3 = tl_buffer(c, n);
+        be->temporal_conv_backward(be, da3, tl_grad(c, r->tconv, ".weight"), tl_grad(c, r->tconv, ".bias"), dout, r->a3,
+                                   tl_weight(c, r->tconv, ".weight"), u->N, u->T, r->co, r->co, r->S);
+        dx2 = tl_norm_silu_bwd(c, &r->n3, da3);
+        be->add(be, dx2, dx2, dout, n);
+        tl_release(c, da3);
+    } else {
+        dx2 = tl_buffer(c, n);
+        be->copy(be, dx2, dout, n * sizeof(float));
+    }
     float *da2 = tl_conv_bwd(c, &r->c2, dx2, 1), *dh1 = tl_norm_silu_bwd(c, &r->n2, da2);
     tl_release(c, da2);
     float *dtb = tl_zeroed(c, (size_t)u->N * r->co);
@@ -286,10 +294,11 @@ typedef struct {
     tl_linear_rec proj_in, proj_out;
     attn_res_rec spatial, cross, temporal;
     ff_rec ff;
-    int ch, S;
+    int ch, S, has_temporal;
 } attn3d_rec;
 
-/* x (N*T, ch, H, W) + AttnBlock3D(x) -> new buffer */
+/* x (N*T, ch, H, W) + AttnBlock3D(x) -> new buffer. The temporal self-attention runs when the model
+ * has its weights: a removed temporal unit ("temporal.l") declares none for its level's blocks. */
 static float *attn3d_fwd(tl_ctx *c, attn3d_rec *r, const unet_state *u, const char *p, const float *x, int ch, int H,
                          int W)
 {
@@ -298,6 +307,8 @@ static float *attn3d_fwd(tl_ctx *c, attn3d_rec *r, const unet_state *u, const ch
     size_t n = (size_t)B * S * ch;
     char n1[160], n2[160];
     r->ch = ch, r->S = S;
+    snprintf(n1, sizeof n1, "%s.attn_t", p);
+    r->has_temporal = tl_lookup(c, n1, ".to_q.weight", 1) != NULL;
     snprintf(n1, sizeof n1, "%s.norm", p);
     float *g = tl_gn_fwd(c, &r->gn, n1, x, B, ch, S, u->G), *tok = tl_kept(c, n);
     be->transpose(be, tok, g, B, ch, S, 1); /* (B, ch, S) -> (B, S, ch) */
@@ -309,18 +320,20 @@ static float *attn3d_fwd(tl_ctx *c, attn3d_rec *r, const unet_state *u, const ch
     h = attn_res_fwd(c, &r->cross, n1, n2, h, h, B, S, ch, heads, u->text, u->L, u->context_dim, T);
     snprintf(n1, sizeof n1, "%s.norm3", p), snprintf(n2, sizeof n2, "%s.ff", p);
     h = ff_fwd(c, &r->ff, n1, n2, h, B * S, ch);
-    /* temporal: (N, T, S, ch) -> (N, S, T, ch), attention over T with frame positions added */
-    float *ht = tl_kept(c, n), *fe = tl_kept(c, (size_t)T * ch), *hp = tl_kept(c, n);
-    be->transpose(be, ht, h, N, T, S, ch);
-    be->timestep_embedding(be, fe, u->frame_index, T, ch);
-    be->copy(be, hp, ht, n * sizeof(float));
-    be->add_broadcast(be, hp, fe, (size_t)N * S, (size_t)T * ch);
-    snprintf(n1, sizeof n1, "%s.norm_t", p), snprintf(n2, sizeof n2, "%s.attn_t", p);
-    h = attn_res_fwd(c, &r->temporal, n1, n2, ht, hp, N * S, T, ch, heads, NULL, 0, 0, 1);
-    float *hb = tl_kept(c, n);
-    be->transpose(be, hb, h, N, S, T, ch); /* back to (N, T, S, ch) */
+    if (r->has_temporal) {
+        /* temporal: (N, T, S, ch) -> (N, S, T, ch), attention over T with frame positions added */
+        float *ht = tl_kept(c, n), *fe = tl_kept(c, (size_t)T * ch), *hp = tl_kept(c, n);
+        be->transpose(be, ht, h, N, T, S, ch);
+        be->timestep_embedding(be, fe, u->frame_index, T, ch);
+        be->copy(be, hp, ht, n * sizeof(float));
+        be->add_broadcast(be, hp, fe, (size_t)N * S, (size_t)T * ch);
+        snprintf(n1, sizeof n1, "%s.norm_t", p), snprintf(n2, sizeof n2, "%s.attn_t", p);
+        float *ha = attn_res_fwd(c, &r->temporal, n1, n2, ht, hp, N * S, T, ch, heads, NULL, 0, 0, 1);
+        h = tl_kept(c, n);
+        be->transpose(be, h, ha, N, S, T, ch); /* back to (N, T, S, ch) */
+    }
     snprintf(n1, sizeof n1, "%s.proj_out", p);
-    float *po = tl_linear_fwd(c, &r->proj_out, n1, hb, B * S, ch, ch), *pt = tl_kept(c, n), *out = tl_kept(c, n);
+    float *po = tl_linear_fwd(c, &r->proj_out, n1, h, B * S, ch, ch), *pt = tl_kept(c, n), *out = tl_kept(c, n);
     be->transpose(be, pt, po, B, S, ch, 1); /* (B, S, ch) -> (B, ch, S) */
     be->add(be, out, x, pt, n);
     return out;
@@ -332,15 +345,17 @@ static float *attn3d_bwd(tl_ctx *c, const attn3d_rec *r, const unet_state *u, co
     vd_backend *be = c->be;
     int N = u->N, T = u->T, B = N * T, S = r->S, ch = r->ch;
     size_t n = (size_t)B * S * ch;
-    float *dpo = tl_buffer(c, n), *dh = tl_buffer(c, n);
+    float *dpo = tl_buffer(c, n);
     be->transpose(be, dpo, dout, B, ch, S, 1);
-    float *dhb = tl_linear_bwd(c, &r->proj_out, dpo, 1);
-    be->transpose(be, dh, dhb, N, T, S, ch); /* (N, S, T, ch): the temporal layout */
-    tl_release(c, dpo), tl_release(c, dhb);
-    attn_res_bwd(c, &r->temporal, dh, NULL); /* hp = ht + a constant: its gradient joins ht's */
-    float *dtok = tl_buffer(c, n);
-    be->transpose(be, dtok, dh, N, S, T, ch); /* (N, T, S, ch) */
-    tl_release(c, dh);
+    float *dtok = tl_linear_bwd(c, &r->proj_out, dpo, 1); /* (N, T, S, ch) */
+    tl_release(c, dpo);
+    if (r->has_temporal) {
+        float *dh = tl_buffer(c, n);
+        be->transpose(be, dh, dtok, N, T, S, ch); /* (N, S, T, ch): the temporal layout */
+        attn_res_bwd(c, &r->temporal, dh, NULL); /* hp = ht + a constant: its gradient joins ht's */
+        be->transpose(be, dtok, dh, N, S, T, ch); /* back to (N, T, S, ch) */
+        tl_release(c, dh);
+    }
     ff_bwd(c, &r->ff, dtok);
     attn_res_bwd(c, &r->cross, dtok, u->dtext);
     attn_res_bwd(c, &r->spatial, dtok, NULL);
@@ -382,7 +397,8 @@ static float *block_bwd(tl_ctx *c, const stage_rec *r, const unet_state *u, cons
     return dx;
 }
 
-/* x (N*T, in_channels, h, w) -> prediction (N*T, out_channels, h, w); out[i] is stage i's output. */
+/* x (N*T, in_channels, h, w) through stages 0..nst-1 -> the last one's output (the prediction
+ * (N*T, out_channels, h, w) when nst is the whole plan); out[i] is stage i's output. */
 static float *unet_fwd(tl_ctx *c, const vd_unet_stage *st, int nst, stage_rec *rec, float **out, const unet_state *u,
                        const float *x, int h, int w)
 {
@@ -439,14 +455,16 @@ static float *unet_fwd(tl_ctx *c, const vd_unet_stage *st, int nst, stage_rec *r
     return cur;
 }
 
-/* dpred (taken over and released) -> parameter gradients; x_in gets none. */
+/* dlast (the last stage's output gradient, taken over and released) -> parameter gradients, with
+ * extra[i] (when extra and extra[i] are set) added to stage i's output gradient; the input's
+ * gradient into dx_in when it is not NULL. */
 static void unet_bwd(tl_ctx *c, const vd_unet_stage *st, int nst, const stage_rec *rec, const unet_state *u,
-                     float *dpred)
+                     float *dlast, float *const *extra, float *dx_in)
 {
     vd_backend *be = c->be;
     int B = u->N * u->T;
     float **dskip = vd_calloc((size_t)nst, sizeof *dskip); /* gradients reaching a stage's output through a skip */
-    float *d = dpred;
+    float *d = dlast;
     for (int i = nst - 1; i >= 0; i--) {
         const vd_unet_stage *s = &st[i];
         const stage_rec *r = &rec[i];
@@ -456,8 +474,17 @@ static void unet_bwd(tl_ctx *c, const vd_unet_stage *st, int nst, const stage_re
             be->add(be, d, d, dskip[i], r->out_floats);
             tl_release(c, dskip[i]);
         }
+        if (extra && extra[i]) be->add(be, d, d, extra[i], r->out_floats);
         switch (s->kind) {
-        case VD_STAGE_CONV_IN: tl_conv_bwd(c, &r->conv, d, 0); break;
+        case VD_STAGE_CONV_IN:
+            if (dx_in) {
+                float *dx = tl_conv_bwd(c, &r->conv, d, 1);
+                be->copy(be, dx_in, dx, (size_t)B * s->ci * S * sizeof(float));
+                tl_release(c, dx);
+            } else {
+                tl_conv_bwd(c, &r->conv, d, 0);
+            }
+            break;
         case VD_STAGE_DOWN_BLOCK: next = block_bwd(c, r, u, s, d); break;
         case VD_STAGE_DOWNSAMPLE: next = tl_conv_bwd(c, &r->conv, d, 1); break;
         case VD_STAGE_MID: {
@@ -502,50 +529,95 @@ static void unet_bwd(tl_ctx *c, const vd_unet_stage *st, int nst, const stage_re
 
 /* ---- the whole pass ---- */
 
-float vd_denoiser_loss_and_grads(vd_model *m, float *grads, const int32_t *ids, const float *x_in, const float *t,
-                                 const float *v_target, int N, int T, int h, int w)
+struct vd_denoiser_pass {
+    tl_ctx c;
+    vd_unet_stage *st;
+    int nst, run; /* stages in the plan, stages run */
+    stage_rec *rec;
+    float **outs;
+    unet_state u;
+    text_rec text;
+    time_rec time;
+};
+
+vd_denoiser_pass *vd_denoiser_forward(vd_model *m, const int32_t *ids, const float *x_in, const float *t, int N, int T,
+                                      int h, int w, int stop)
 {
     const vd_unet_config *cfg = &m->cfg.unet;
     if (!m->cfg.text.present || !cfg->present) {
         VD_LOG(VD_LOG_ERROR, "the denoiser's training pass needs a text encoder and a UNet");
         abort();
     }
-    tl_ctx c = {.m = m, .be = m->be, .grads = grads};
-    vd_unet_stage *st = vd_malloc(VD_UNET_MAX_STAGES * sizeof *st);
+    vd_denoiser_pass *p = vd_calloc(1, sizeof *p);
+    p->c = (tl_ctx){.m = m, .be = m->be};
+    p->st = vd_malloc(VD_UNET_MAX_STAGES * sizeof *p->st);
     char err[160];
-    int nst = vd_unet_plan(cfg, st, err, sizeof err);
-    if (nst < 0) {
+    p->nst = vd_unet_plan(cfg, p->st, err, sizeof err);
+    if (p->nst < 0) {
         VD_LOG(VD_LOG_ERROR, "%s", err); /* the model was built from this config: cannot happen */
         abort();
     }
-    int L = m->cfg.text.max_tokens, D = m->cfg.text.dim, td = 4 * cfg->channels[0];
-    unet_state u = {.N = N, .T = T, .G = cfg->groups, .L = L, .temb_dim = td, .head_dim = cfg->head_dim,
-                    .context_dim = cfg->context_dim};
-
-    text_rec text;
-    time_rec time;
-    u.text = text_fwd(&c, &text, ids, N);
-    u.temb_act = time_fwd(&c, &time, t, N);
-    float *frames = tl_kept(&c, (size_t)T), *frame_host = vd_malloc((size_t)T * sizeof(float));
+    p->run = stop > 0 && stop < p->nst ? stop : p->nst;
+    int L = m->cfg.text.max_tokens, td = 4 * cfg->channels[0];
+    p->u = (unet_state){.N = N, .T = T, .G = cfg->groups, .L = L, .temb_dim = td, .head_dim = cfg->head_dim,
+                        .context_dim = cfg->context_dim};
+    p->u.text = text_fwd(&p->c, &p->text, ids, N);
+    p->u.temb_act = time_fwd(&p->c, &p->time, t, N);
+    float *frames = tl_kept(&p->c, (size_t)T), *frame_host = vd_malloc((size_t)T * sizeof(float));
     for (int i = 0; i < T; i++) frame_host[i] = (float)i;
-    c.be->upload(c.be, frames, frame_host, (size_t)T * sizeof(float));
+    p->c.be->upload(p->c.be, frames, frame_host, (size_t)T * sizeof(float));
     free(frame_host);
-    u.frame_index = frames;
-    stage_rec *rec = vd_calloc((size_t)nst, sizeof *rec);
-    float **outs = vd_calloc((size_t)nst, sizeof *outs);
-    const float *pred = unet_fwd(&c, st, nst, rec, outs, &u, x_in, h, w);
+    p->u.frame_index = frames;
+    p->rec = vd_calloc((size_t)p->nst, sizeof *p->rec);
+    p->outs = vd_calloc((size_t)p->nst, sizeof *p->outs);
+    unet_fwd(&p->c, p->st, p->run, p->rec, p->outs, &p->u, x_in, h, w);
+    return p;
+}
 
-    size_t n = (size_t)N * T * cfg->out_channels * h * w;
-    float *dpred = tl_buffer(&c, n), loss = 0.0f;
-    c.be->mse_loss(c.be, &loss, dpred, pred, v_target, n, 1.0f);
-    u.dtemb_act = tl_zeroed(&c, (size_t)N * td);
-    u.dtext = tl_zeroed(&c, (size_t)N * L * D);
-    unet_bwd(&c, st, nst, rec, &u, dpred);
-    time_bwd(&c, &time, u.dtemb_act);
-    text_bwd(&c, &text, u.dtext);
+int vd_denoiser_pass_stages(const vd_denoiser_pass *p) { return p->run; }
 
-    tl_release(&c, u.dtemb_act), tl_release(&c, u.dtext);
-    tl_release_kept(&c);
-    free(rec), free(outs), free(st);
+const vd_unet_stage *vd_denoiser_pass_stage(const vd_denoiser_pass *p, int i) { return &p->st[i]; }
+
+const float *vd_denoiser_pass_output(const vd_denoiser_pass *p, int i, size_t *floats)
+{
+    if (floats) *floats = p->rec[i].out_floats;
+    return p->outs[i];
+}
+
+void vd_denoiser_backward(vd_denoiser_pass *p, float *grads, float *dlast, float *const *extra, float *dx_in)
+{
+    tl_ctx *c = &p->c;
+    const vd_model *m = c->m;
+    int N = p->u.N, L = m->cfg.text.max_tokens, D = m->cfg.text.dim;
+    c->grads = grads;
+    if (!dlast) dlast = tl_zeroed(c, p->rec[p->run - 1].out_floats);
+    p->u.dtemb_act = tl_zeroed(c, (size_t)N * p->u.temb_dim);
+    p->u.dtext = tl_zeroed(c, (size_t)N * L * D);
+    unet_bwd(c, p->st, p->run, p->rec, &p->u, dlast, extra, dx_in);
+    time_bwd(c, &p->time, p->u.dtemb_act);
+    text_bwd(c, &p->text, p->u.dtext);
+    tl_release(c, p->u.dtemb_act), tl_release(c, p->u.dtext);
+    p->u.dtemb_act = p->u.dtext = NULL;
+}
+
+void vd_denoiser_pass_free(vd_denoiser_pass *p)
+{
+    if (!p) return;
+    tl_release_kept(&p->c);
+    free(p->text.attn), free(p->text.ff);
+    free(p->rec), free(p->outs), free(p->st);
+    free(p);
+}
+
+float vd_denoiser_loss_and_grads(vd_model *m, float *grads, const int32_t *ids, const float *x_in, const float *t,
+                                 const float *v_target, int N, int T, int h, int w)
+{
+    vd_denoiser_pass *p = vd_denoiser_forward(m, ids, x_in, t, N, T, h, w, 0);
+    size_t n;
+    const float *pred = vd_denoiser_pass_output(p, p->run - 1, &n);
+    float *dpred = tl_buffer(&p->c, n), loss = 0.0f;
+    m->be->mse_loss(m->be, &loss, dpred, pred, v_target, n, 1.0f);
+    vd_denoiser_backward(p, grads, dpred, NULL, NULL);
+    vd_denoiser_pass_free(p);
     return loss;
 }

@@ -152,7 +152,8 @@ static void declare_res2d(vd_model *m, const char *p, int ci, int co)
     if (ci != co) join_name(n, p, ".skip"), declare_conv(m, n, ci, co, 1);
 }
 
-static void declare_res3d(vd_model *m, const char *p, int ci, int co, int temb)
+/* temporal: the block keeps its temporal conv (norm3, tconv) */
+static void declare_res3d(vd_model *m, const char *p, int ci, int co, int temb, int temporal)
 {
     char n[160];
     join_name(n, p, ".norm1"), declare_vec_pair(m, n, ci);
@@ -161,12 +162,14 @@ static void declare_res3d(vd_model *m, const char *p, int ci, int co, int temb)
     join_name(n, p, ".norm2"), declare_vec_pair(m, n, co);
     join_name(n, p, ".conv2"), declare_conv(m, n, co, co, 3);
     if (ci != co) join_name(n, p, ".skip"), declare_conv(m, n, ci, co, 1);
+    if (!temporal) return;
     join_name(n, p, ".norm3"), declare_vec_pair(m, n, co);
     join_name(n, p, ".tconv.weight"), DECLARE(m, n, co, co, 3);
     join_name(n, p, ".tconv.bias"), DECLARE(m, n, co);
 }
 
-static void declare_attn3d(vd_model *m, const char *p, int c, int ctx)
+/* temporal: the block keeps its temporal self-attention (norm_t, attn_t) */
+static void declare_attn3d(vd_model *m, const char *p, int c, int ctx, int temporal)
 {
     char n[160];
     join_name(n, p, ".norm"), declare_vec_pair(m, n, c);
@@ -177,8 +180,10 @@ static void declare_attn3d(vd_model *m, const char *p, int c, int ctx)
     join_name(n, p, ".attn2"), declare_attention(m, n, c, ctx);
     join_name(n, p, ".norm3"), declare_vec_pair(m, n, c);
     join_name(n, p, ".ff"), declare_ff(m, n, c);
-    join_name(n, p, ".norm_t"), declare_vec_pair(m, n, c);
-    join_name(n, p, ".attn_t"), declare_attention(m, n, c, c);
+    if (temporal) {
+        join_name(n, p, ".norm_t"), declare_vec_pair(m, n, c);
+        join_name(n, p, ".attn_t"), declare_attention(m, n, c, c);
+    }
     join_name(n, p, ".proj_out"), declare_linear(m, n, c, c, 1);
 }
 
@@ -199,7 +204,7 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
     for (int l = 0; l < K; l++) {
         for (int b = 0; b < R; b++) {
             vd_unet_stage s = {.kind = VD_STAGE_DOWN_BLOCK, .level = l, .ci = h, .co = u->channels[l], .push = l,
-                               .attn = u->attention[l]};
+                               .attn = u->attention[l], .temporal = !vd_unet_temporal_removed(u, l)};
             snprintf(s.name, sizeof s.name, "down.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
             if (skip_n[l] >= MAX_SKIPS || n >= VD_UNET_MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
@@ -213,13 +218,15 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
         }
     }
     if (!vd_unet_block_removed(u, "mid")) {
-        st[n] = (vd_unet_stage){.kind = VD_STAGE_MID, .level = K - 1, .ci = h, .co = h, .push = -1, .attn = u->attention[K - 1]};
+        st[n] = (vd_unet_stage){.kind = VD_STAGE_MID, .level = K - 1, .ci = h, .co = h, .push = -1, .attn = u->attention[K - 1],
+                                .temporal = !vd_unet_temporal_removed(u, K - 1)};
         snprintf(st[n].name, sizeof st[n].name, "mid");
         n++;
     }
     for (int l = K - 1; l >= 0; l--) {
         for (int b = 0; b <= R; b++) {
-            vd_unet_stage s = {.kind = VD_STAGE_UP_BLOCK, .level = l, .co = u->channels[l], .push = -1, .attn = u->attention[l]};
+            vd_unet_stage s = {.kind = VD_STAGE_UP_BLOCK, .level = l, .co = u->channels[l], .push = -1, .attn = u->attention[l],
+                               .temporal = !vd_unet_temporal_removed(u, l)};
             snprintf(s.name, sizeof s.name, "up.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
             if (n >= VD_UNET_MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
@@ -255,6 +262,21 @@ int vd_unet_block_names(const vd_unet_config *u, char names[][16], int max)
     return count;
 }
 
+int vd_unet_removable_units(const vd_unet_config *u, char names[][16], int max)
+{
+    vd_unet_stage st[VD_UNET_MAX_STAGES];
+    char err[128];
+    int n = vd_unet_plan(u, st, err, sizeof err), count = 0, has_temporal[VD_MAX_LEVELS] = {0};
+    for (int i = 0; i < n; i++) {
+        if (!st[i].name[0]) continue;
+        if (st[i].temporal) has_temporal[st[i].level] = 1;
+        if (count < max) snprintf(names[count++], 16, "%s", st[i].name);
+    }
+    for (int l = 0; l < u->levels && count < max; l++)
+        if (has_temporal[l]) snprintf(names[count++], 16, "temporal.%d", l);
+    return count;
+}
+
 static int declare_unet(vd_model *m, char *err, size_t errlen)
 {
     const vd_unet_config *u = &m->cfg.unet;
@@ -271,15 +293,18 @@ static int declare_unet(vd_model *m, char *err, size_t errlen)
         case VD_STAGE_CONV_IN: declare_conv(m, "unet.conv_in", s->ci, s->co, 3); break;
         case VD_STAGE_DOWN_BLOCK:
         case VD_STAGE_UP_BLOCK:
-            snprintf(p, sizeof p, "unet.%s.res", s->name), declare_res3d(m, p, s->ci, s->co, temb);
-            if (s->attn) snprintf(p, sizeof p, "unet.%s.attn", s->name), declare_attn3d(m, p, s->co, u->context_dim);
+            snprintf(p, sizeof p, "unet.%s.res", s->name), declare_res3d(m, p, s->ci, s->co, temb, s->temporal);
+            if (s->attn) {
+                snprintf(p, sizeof p, "unet.%s.attn", s->name);
+                declare_attn3d(m, p, s->co, u->context_dim, s->temporal);
+            }
             break;
         case VD_STAGE_DOWNSAMPLE: snprintf(p, sizeof p, "unet.down.%d.down", s->level), declare_conv(m, p, s->ci, s->co, 3); break;
         case VD_STAGE_UPSAMPLE: snprintf(p, sizeof p, "unet.up.%d.up", s->level), declare_conv(m, p, s->ci, s->co, 3); break;
         case VD_STAGE_MID:
-            declare_res3d(m, "unet.mid.res1", s->ci, s->co, temb);
-            if (s->attn) declare_attn3d(m, "unet.mid.attn", s->co, u->context_dim);
-            declare_res3d(m, "unet.mid.res2", s->co, s->co, temb);
+            declare_res3d(m, "unet.mid.res1", s->ci, s->co, temb, s->temporal);
+            if (s->attn) declare_attn3d(m, "unet.mid.attn", s->co, u->context_dim, s->temporal);
+            declare_res3d(m, "unet.mid.res2", s->co, s->co, temb, s->temporal);
             break;
         case VD_STAGE_OUT:
             declare_vec_pair(m, "unet.norm_out", s->ci);
@@ -687,8 +712,10 @@ typedef struct {
     const float *frame_index; /* (T) 0..T-1 */
 } unet_ctx;
 
-/* ResBlock3D on x (N*T, ci, H, W) -> new buffer (N*T, co, H, W). */
-static float *res3d(vd_model *m, const unet_ctx *u, const char *p, const float *x, int ci, int co, int H, int Wd)
+/* ResBlock3D on x (N*T, ci, H, W) -> new buffer (N*T, co, H, W); without its temporal conv unless
+ * temporal. */
+static float *res3d(vd_model *m, const unet_ctx *u, const char *p, const float *x, int ci, int co, int H, int Wd,
+                    int temporal)
 {
     vd_backend *be = m->be;
     int B = u->N * u->T, S = H * Wd, G = u->G;
@@ -711,16 +738,19 @@ static float *res3d(vd_model *m, const unet_ctx *u, const char *p, const float *
     } else {
         be->add(be, out, x, h, nco);
     }
-    join_name(n, p, ".norm3"), norm_silu(m, n, b, out, B, co, S, G);
-    be->temporal_conv(be, h, b, W(m, "%s.tconv.weight", p), W(m, "%s.tconv.bias", p), u->N, u->T, co, co, S);
-    be->add(be, out, out, h, nco);
+    if (temporal) {
+        join_name(n, p, ".norm3"), norm_silu(m, n, b, out, B, co, S, G);
+        be->temporal_conv(be, h, b, W(m, "%s.tconv.weight", p), W(m, "%s.tconv.bias", p), u->N, u->T, co, co, S);
+        be->add(be, out, out, h, nco);
+    }
     done(m, b), done(m, h);
     return out;
 }
 
-/* x (N*T, c, H, W) += AttnBlock3D(x), in place. */
+/* x (N*T, c, H, W) += AttnBlock3D(x), in place; without its temporal self-attention unless
+ * temporal. */
 static void attn3d(vd_model *m, const unet_ctx *u, const char *p, float *x, int c, int H, int Wd, int head_dim,
-                   int context_dim)
+                   int context_dim, int temporal)
 {
     vd_backend *be = m->be;
     int N = u->N, T = u->T, B = N * T, S = H * Wd, heads = c / head_dim;
@@ -738,30 +768,34 @@ static void attn3d(vd_model *m, const unet_ctx *u, const char *p, float *x, int 
     attn_residual(m, n1, n2, g, g, B, S, c, heads, u->ctx, u->L, context_dim, T);
     join_name(n1, p, ".norm3"), join_name(n2, p, ".ff");
     ff_residual(m, n1, n2, g, B * S, c);
-    /* temporal: (N, T, S, c) -> (N, S, T, c); attention over T with frame positions added */
-    be->transpose(be, h, g, N, T, S, c);
-    float *fe = tmp(m, (size_t)T * c), *hp = tmp(m, n_all);
-    be->timestep_embedding(be, fe, u->frame_index, T, c);
-    be->copy(be, hp, h, n_all * sizeof(float));
-    be->add_broadcast(be, hp, fe, (size_t)N * S, (size_t)T * c);
-    join_name(n1, p, ".norm_t"), join_name(n2, p, ".attn_t");
-    attn_residual(m, n1, n2, h, hp, N * S, T, c, heads, NULL, 0, 0, 1);
-    done(m, fe), done(m, hp);
-    be->transpose(be, g, h, N, S, T, c); /* back to (N, T, S, c) */
+    if (temporal) {
+        /* temporal: (N, T, S, c) -> (N, S, T, c); attention over T with frame positions added */
+        be->transpose(be, h, g, N, T, S, c);
+        float *fe = tmp(m, (size_t)T * c), *hp = tmp(m, n_all);
+        be->timestep_embedding(be, fe, u->frame_index, T, c);
+        be->copy(be, hp, h, n_all * sizeof(float));
+        be->add_broadcast(be, hp, fe, (size_t)N * S, (size_t)T * c);
+        join_name(n1, p, ".norm_t"), join_name(n2, p, ".attn_t");
+        attn_residual(m, n1, n2, h, hp, N * S, T, c, heads, NULL, 0, 0, 1);
+        done(m, fe), done(m, hp);
+        be->transpose(be, g, h, N, S, T, c); /* back to (N, T, S, c) */
+    }
     join_name(n1, p, ".proj_out"), linear(m, n1, h, g, B * S, c, c);
     be->transpose(be, g, h, B, S, c, 1); /* (B, S, c) -> (B, c, S) */
     be->add(be, x, x, g, n_all);
     done(m, g), done(m, h);
 }
 
-static float *unet_block(vd_model *m, const unet_ctx *u, const char *name, const float *x, int ci, int co,
-                         int attn, int H, int Wd)
+static float *unet_block(vd_model *m, const unet_ctx *u, const vd_unet_stage *s, const float *x, int H, int Wd)
 {
     const vd_unet_config *c = &m->cfg.unet;
     char p[96];
-    snprintf(p, sizeof p, "unet.%s.res", name);
-    float *y = res3d(m, u, p, x, ci, co, H, Wd);
-    if (attn) snprintf(p, sizeof p, "unet.%s.attn", name), attn3d(m, u, p, y, co, H, Wd, c->head_dim, c->context_dim);
+    snprintf(p, sizeof p, "unet.%s.res", s->name);
+    float *y = res3d(m, u, p, x, s->ci, s->co, H, Wd, s->temporal);
+    if (s->attn) {
+        snprintf(p, sizeof p, "unet.%s.attn", s->name);
+        attn3d(m, u, p, y, s->co, H, Wd, c->head_dim, c->context_dim, s->temporal);
+    }
     return y;
 }
 
@@ -805,7 +839,7 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
             conv(m, "unet.conv_in", y, x, B, s->ci, H, Wd, s->co, 3, 1);
             break;
         case VD_STAGE_DOWN_BLOCK:
-            y = unet_block(m, &u, s->name, cur, s->ci, s->co, s->attn, H, Wd);
+            y = unet_block(m, &u, s, cur, H, Wd);
             break;
         case VD_STAGE_DOWNSAMPLE: {
             char p[96];
@@ -815,9 +849,9 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
             break;
         }
         case VD_STAGE_MID: {
-            float *a = res3d(m, &u, "unet.mid.res1", cur, s->ci, s->co, H, Wd);
-            if (s->attn) attn3d(m, &u, "unet.mid.attn", a, s->co, H, Wd, cfg->head_dim, cfg->context_dim);
-            y = res3d(m, &u, "unet.mid.res2", a, s->co, s->co, H, Wd);
+            float *a = res3d(m, &u, "unet.mid.res1", cur, s->ci, s->co, H, Wd, s->temporal);
+            if (s->attn) attn3d(m, &u, "unet.mid.attn", a, s->co, H, Wd, cfg->head_dim, cfg->context_dim, s->temporal);
+            y = res3d(m, &u, "unet.mid.res2", a, s->co, s->co, H, Wd, s->temporal);
             done(m, a);
             break;
         }
@@ -831,7 +865,7 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
                 done(m, skip);
                 in = cat;
             }
-            y = unet_block(m, &u, s->name, in, s->ci, s->co, s->attn, H, Wd);
+            y = unet_block(m, &u, s, in, H, Wd);
             if (cat) done(m, cat);
             break;
         }

@@ -104,6 +104,7 @@ typedef struct {
     int skip_ch;   /* channels of the skip popped and concatenated before it, 0 if none */
     int push;      /* level whose skip stack gets the output, -1 if none */
     int attn;      /* block has an attention part */
+    int temporal;  /* block or mid keeps its temporal layers (its level's "temporal.l" is not removed) */
 } vd_unet_stage;
 
 #define VD_UNET_MAX_STAGES 512
@@ -115,5 +116,10 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
 /* Names of the UNet's blocks in execution order ("down.0.0", ..., "mid", ..., "up.0.2"); count
  * returned, names written into names (each at most 16 chars) up to max. */
 int vd_unet_block_names(const vd_unet_config *u, char names[][16], int max);
+
+/* The units a pruning can still remove, as vd_unet_block_names writes them: the blocks in
+ * execution order, then "temporal.l" for each level l = 0.. whose temporal layers are neither
+ * removed nor gone with every block that held them. */
+int vd_unet_removable_units(const vd_unet_config *u, char names[][16], int max);
 
 #endif

@@ -1,4 +1,5 @@
-/* prune.c: a student without some UNet blocks, with the teacher's weights (see prune.h). */
+/* prune.c: a student without some UNet blocks or temporal units, with the teacher's weights (see
+ * prune.h). */
 #include "prune.h"
 #include "common.h"
 
@@ -37,16 +38,19 @@ int vd_prune(const vd_model *teacher, char *const *remove, int count, uint64_t s
     memset(report, 0, sizeof *report);
     const vd_unet_config *tu = &teacher->cfg.unet;
     if (!tu->present || !teacher->host) return vd_fail(err, errlen, "the teacher has no UNet weights");
-    char names[64][16];
-    int blocks = vd_unet_block_names(tu, names, 64);
+    char names[VD_PRUNE_MAX_UNITS][16];
+    int units = vd_unet_removable_units(tu, names, VD_PRUNE_MAX_UNITS), blocks = 0, removed_blocks = 0;
+    for (int b = 0; b < units; b++) blocks += strncmp(names[b], "temporal.", 9) != 0;
     for (int i = 0; i < count; i++) {
         int known = 0;
-        for (int b = 0; b < blocks; b++) known |= strcmp(names[b], remove[i]) == 0;
-        if (!known) return vd_fail(err, errlen, "block \"%s\": not a block of the teacher's UNet", remove[i]);
+        for (int b = 0; b < units; b++) known |= strcmp(names[b], remove[i]) == 0;
+        if (!known)
+            return vd_fail(err, errlen, "block \"%s\": not a block or temporal unit of the teacher's UNet", remove[i]);
         for (int j = 0; j < i; j++)
             if (strcmp(remove[i], remove[j]) == 0) return vd_fail(err, errlen, "block \"%s\": named twice", remove[i]);
+        removed_blocks += strncmp(remove[i], "temporal.", 9) != 0;
     }
-    if (count >= blocks) return vd_fail(err, errlen, "removing every block leaves no UNet");
+    if (removed_blocks >= blocks) return vd_fail(err, errlen, "removing every block leaves no UNet");
 
     vd_model_config cfg;
     vd_config_copy(&cfg, &teacher->cfg);

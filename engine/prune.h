@@ -1,7 +1,9 @@
-/* prune.h: VDMini's pruning step — a student made from the teacher by removing UNet blocks
- * (docs/architecture.md: a removed block has no weights and pushes or pops no skip), with the
- * teacher's weights in every block it keeps. The text encoder, the autoencoder if the teacher
- * file has one, and the diffusion schedule come along unchanged.
+/* prune.h: VDMini's pruning step — a student made from the teacher by removing UNet units
+ * (docs/architecture.md): blocks (a removed block has no weights and pushes or pops no skip) and
+ * the temporal layers of a level ("temporal.l": its blocks' temporal convs and temporal
+ * self-attentions, which changes no other shape), with the teacher's weights in everything it
+ * keeps. The text encoder, the autoencoder if the teacher file has one, and the diffusion schedule
+ * come along unchanged.
  *
  * A kept block's input can change. When a down block goes, the up blocks of its level pop the
  * remaining skips in a new order: one may pop none, or a wider or narrower one. The concatenation
@@ -12,7 +14,7 @@
  * count goes, the next block reads a narrower tensor from another layer: the shared block is a
  * starting point only there, and a parameter the teacher has no counterpart for (a new skip
  * projection) stays random. Distillation trains all of them.
- * A plan is a JSON file {"remove": ["down.0.1", "mid", ...]}. */
+ * A plan is a JSON file {"remove": ["down.0.1", "mid", "temporal.0", ...]}. */
 #ifndef VD_PRUNE_H
 #define VD_PRUNE_H
 
@@ -28,9 +30,13 @@ typedef struct {
     int dropped; /* teacher parameters the student has no place for */
 } vd_prune_report;
 
-/* Builds student from teacher (host weights) without the named blocks; seed drives the random
- * initialisation of fresh parameters. Names must be blocks of the teacher's UNet (not already
- * removed), not repeated, and leave at least one block. 0, or -1 with a message. */
+/* The most units a UNet may offer for removal (vd_unet_removable_units). */
+#define VD_PRUNE_MAX_UNITS 256
+
+/* Builds student from teacher (host weights) without the named units; seed drives the random
+ * initialisation of fresh parameters. Names must be units the teacher's UNet can still remove
+ * (vd_unet_removable_units: not already removed), not repeated, and leave at least one block.
+ * 0, or -1 with a message. */
 int vd_prune(const vd_model *teacher, char *const *remove, int count, uint64_t seed, vd_model *student,
              vd_prune_report *report, char *err, size_t errlen);
 

@@ -5,6 +5,7 @@
 #include "ae_train.h"
 #include "common.h"
 #include "denoiser_train.h"
+#include "distill.h"
 #include "model.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -23,8 +24,10 @@
 #include <unistd.h>
 
 static const char *const MANIFEST_FORMATS[] = {"vdmini.ae-train/1", "vdmini.denoiser-train/1"};
+#define DISC_FILE "discriminator.safetensors" /* a distillation checkpoint's discriminator state */
 /* The denoiser's random choices: stream DENOISER_STREAM ^ seed, two keys per clip. */
 #define DENOISER_STREAM 0x64656e6f69736572ull
+#define RENOISE_STREAM 0x72656e6f697365ull /* a distillation's re-noising for MCA: one key per clip */
 #define EMPTY_PROMPT_RATE 0.1
 #define FIRST_FRAME_RATE 0.5
 
@@ -42,6 +45,7 @@ void vd_train_config_defaults(vd_train_config *c)
     c->clip_norm = 1.0f, c->ema_decay = 0.999f, c->grad_accum = 1;
     c->loader_threads = 4, c->checkpoint_every = 1000, c->log_every = 10;
     snprintf(c->init, sizeof c->init, "tiny");
+    c->lambda_icd = 0.1f, c->lambda_mca = 1.0f;
     c->max_shard_bytes = VD_TRAIN_SHARD_BYTES;
 }
 
@@ -122,6 +126,11 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
         else if (strcmp(key, "ema_decay") == 0) rc = get_float(v, key, 0, 1, &c->ema_decay, err, errlen);
         else if (strcmp(key, "out_dir") == 0) rc = get_string(v, key, c->out_dir, sizeof c->out_dir, err, errlen), have_out = 1;
         else if (strcmp(key, "init") == 0) rc = get_string(v, key, c->init, sizeof c->init, err, errlen), have_init = 1;
+        else if (strcmp(key, "lambda_icd") == 0) rc = get_float(v, key, 0, 1e6, &c->lambda_icd, err, errlen);
+        else if (strcmp(key, "lambda_mca") == 0) rc = get_float(v, key, 0, 1e6, &c->lambda_mca, err, errlen);
+        else if (strcmp(key, "disc_lr") == 0) rc = get_float(v, key, 0, 10, &c->disc_lr, err, errlen);
+        else if (strcmp(key, "teacher") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_string(v, key, c->teacher, sizeof c->teacher, err, errlen);
         else if (strcmp(key, "ae") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->ae_path, sizeof c->ae_path, err, errlen);
         else if (strcmp(key, "ae") == 0) rc = parse_inline_ae(v, &c->ae, err, errlen), c->has_ae = 1;
@@ -137,6 +146,9 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
     if (c->has_ae) c->init[0] = 0;
     if (c->warmup_steps > c->steps) return vd_fail(err, errlen, "training config warmup_steps: more than steps");
     if (c->min_lr > c->lr) return vd_fail(err, errlen, "training config min_lr: above lr");
+    if (c->teacher[0] && c->clips > VD_DISTILL_MAX_CLIPS)
+        return vd_fail(err, errlen, "training config clips: at most %d when distilling", VD_DISTILL_MAX_CLIPS);
+    if (c->disc_lr == 0) c->disc_lr = c->lr;
     return 0;
 }
 
@@ -230,6 +242,8 @@ static void remove_flat_dir(const char *dir)
         snprintf(path, sizeof path, "%s/shard-%05d.safetensors", dir, i);
         if (unlink(path)) break;
     }
+    snprintf(path, sizeof path, "%s/" DISC_FILE, dir);
+    unlink(path);
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     unlink(path);
     rmdir(dir);
@@ -257,7 +271,11 @@ struct vd_train_run {
     int32_t *ids_host;
     float *z0_dev, *x_dev, *v_dev, *t_dev;
     int32_t *ids_dev;
+    vd_distill *distill; /* a distillation's teacher and discriminator, else NULL */
+    float *renoise_t_host, *renoise_eps_host, *renoise_eps_dev; /* its re-noising draws */
+    vd_train_stats terms; /* a distillation's loss terms, summed over the step's micro-batches */
 };
+
 
 static int check_side(const vd_train_config *c, const vd_ae_config *ae, int *side, char *err, size_t errlen)
 {
@@ -523,6 +541,24 @@ vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char
         }
     }
     if (rc == 0 && denoiser) rc = check_denoiser(r, err, errlen);
+    if (rc == 0 && c->teacher[0]) {
+        r->distill = vd_distill_open(c->teacher, &r->model, be, c->lambda_icd, c->lambda_mca, c->disc_lr, c->seed, err,
+                                     errlen);
+        rc = r->distill ? 0 : -1;
+        if (rc == 0) {
+            int f = 1 << (r->ae.cfg.ae.levels - 1);
+            size_t zn = (size_t)c->clips * c->batch * r->ae.cfg.ae.latent_channels * (r->side / f) * (r->side / f);
+            r->renoise_t_host = vd_malloc((size_t)c->clips * sizeof(float));
+            r->renoise_eps_host = vd_malloc(zn * sizeof(float));
+            r->renoise_eps_dev = be->alloc(be, zn * sizeof(float));
+        }
+        if (rc == 0 && resume_dir) {
+            char path[VD_TRAIN_PATH_LEN + 64], inner[256];
+            snprintf(path, sizeof path, "%s/" DISC_FILE, resume_dir);
+            if (vd_distill_load(r->distill, path, inner, sizeof inner))
+                rc = vd_fail(err, errlen, "%s: not a distillation checkpoint of this teacher: %s", resume_dir, inner);
+        }
+    }
     if (rc) {
         vd_train_close(r);
         return NULL;
@@ -545,6 +581,9 @@ void vd_train_close(vd_train_run *r)
     if (!r) return;
     vd_backend *be = r->be;
     vd_loader_free(r->loader);
+    vd_distill_free(r->distill);
+    if (r->renoise_eps_dev) be->release(be, r->renoise_eps_dev);
+    free(r->renoise_t_host), free(r->renoise_eps_host);
     float *dev[] = {r->frames_dev, r->ema, r->z0_dev, r->x_dev, r->v_dev, r->t_dev, (float *)r->ids_dev};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
         if (dev[i]) be->release(be, dev[i]);
@@ -600,12 +639,25 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
         }
         vd_tokenize(&m->cfg.text, empty_prompt ? "" : r->truth[n].prompt, r->ids_host + (size_t)n * L, NULL, 0);
         r->t_host[n] = (float)t;
+        if (r->distill) {
+            uint64_t key = vd_rng_u64(c->seed ^ RENOISE_STREAM, clip);
+            r->renoise_t_host[n] = (float)(vd_rng_u64(key, 0) % (uint64_t)m->cfg.diffusion.train_steps);
+            vd_rng_normal(key, 1, r->renoise_eps_host + (size_t)n * clip_z, clip_z);
+        }
     }
     be->upload(be, r->x_dev, r->x_host, (size_t)N * T * frame_in * sizeof(float));
     be->upload(be, r->v_dev, r->v_host, (size_t)N * clip_z * sizeof(float));
     be->upload(be, r->t_dev, r->t_host, (size_t)N * sizeof(float));
     be->upload(be, r->ids_dev, r->ids_host, (size_t)N * L * sizeof(int32_t));
-    return vd_denoiser_loss_and_grads(m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->v_dev, N, T, h, w);
+    if (!r->distill)
+        return vd_denoiser_loss_and_grads(m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->v_dev, N, T, h, w);
+    be->upload(be, r->renoise_eps_dev, r->renoise_eps_host, (size_t)N * clip_z * sizeof(float));
+    vd_distill_terms terms;
+    vd_distill_renoise renoise = {.t_host = r->renoise_t_host, .eps = r->renoise_eps_dev};
+    float loss = vd_distill_loss_and_grads(r->distill, m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->t_host,
+                                           r->abar, r->v_dev, N, T, h, w, &renoise, &terms);
+    r->terms.task += terms.task, r->terms.icd += terms.icd, r->terms.mca += terms.mca, r->terms.disc += terms.disc;
+    return loss;
 }
 
 void vd_train_step(vd_train_run *r, vd_train_stats *st)
@@ -615,6 +667,7 @@ void vd_train_step(vd_train_run *r, vd_train_stats *st)
     vd_model *m = &r->model;
     size_t clip_floats = (size_t)c->batch * 3 * r->side * r->side;
     vd_ae_zero_grads(&r->trainer);
+    r->terms = (vd_train_stats){0};
     double loss = 0;
     for (int k = 0; k < c->grad_accum; k++) {
         for (int n = 0; n < c->clips; n++)
@@ -634,7 +687,11 @@ void vd_train_step(vd_train_run *r, vd_train_stats *st)
                            .weight_decay = c->weight_decay, .clip_norm = c->clip_norm};
     double norm = vd_adamw_range_step(&r->trainer, &opt, r->begin, r->end);
     be->axpby(be, r->ema, 1.0f - c->ema_decay, m->weights, c->ema_decay, m->total);
-    *st = (vd_train_stats){.step = r->trainer.step, .loss = (float)(loss / c->grad_accum), .lr = lr, .grad_norm = norm};
+    float k = 1.0f / (float)c->grad_accum;
+    if (r->distill) vd_distill_disc_step(r->distill, k);
+    *st = (vd_train_stats){.step = r->trainer.step, .loss = (float)(loss / c->grad_accum), .lr = lr, .grad_norm = norm,
+                           .task = r->terms.task * k, .icd = r->terms.icd * k, .mca = r->terms.mca * k,
+                           .disc = r->terms.disc * k};
 }
 
 void vd_train_weights(vd_train_run *r, int ema, float *host)
@@ -717,6 +774,11 @@ int vd_train_checkpoint(vd_train_run *r, char *err, size_t errlen)
     } else {
         json_decref(shards);
     }
+    if (rc == 0 && r->distill) {
+        char path[VD_TRAIN_PATH_LEN + 128];
+        snprintf(path, sizeof path, "%s/" DISC_FILE, tmp_dir);
+        rc = vd_distill_save(r->distill, path, err, errlen);
+    }
     if (rc == 0) {
         fsync_dir(tmp_dir);
         remove_flat_dir(final_dir); /* a checkpoint of this step from an earlier, longer run */
@@ -764,9 +826,8 @@ int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtyp
 
 /* Keeps the CSV's header and its rows up to step `upto` (a resumed run rewrites what follows);
  * creates it with a header when absent. */
-static int prepare_csv(const char *path, int upto, char *err, size_t errlen)
+static int prepare_csv(const char *path, const char *header, int upto, char *err, size_t errlen)
 {
-    static const char header[] = "step,loss,lr,grad_norm,clips_per_s\n";
     size_t len;
     char scratch[256];
     char *text = read_text(path, &len, scratch, sizeof scratch);
@@ -911,7 +972,10 @@ int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, v
     char csv_path[VD_TRAIN_PATH_LEN + 16], svg_path[VD_TRAIN_PATH_LEN + 16];
     snprintf(csv_path, sizeof csv_path, "%s/train.csv", c->out_dir);
     snprintf(svg_path, sizeof svg_path, "%s/loss.svg", c->out_dir);
-    int rc = prepare_csv(csv_path, vd_train_done_steps(r), err, errlen);
+    int distill = r->distill != NULL;
+    int rc = prepare_csv(csv_path, distill ? "step,loss,lr,grad_norm,clips_per_s,task,icd,mca,disc\n"
+                                           : "step,loss,lr,grad_norm,clips_per_s\n",
+                         vd_train_done_steps(r), err, errlen);
     FILE *csv = rc ? NULL : fopen(csv_path, "a");
     if (!rc && !csv) rc = vd_fail(err, errlen, "%s: %s", csv_path, strerror(errno));
     int first = vd_train_done_steps(r), stopped = 0;
@@ -924,7 +988,9 @@ int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, v
         double now = vd_now();
         if (st.step % c->log_every == 0 || st.step == c->steps) {
             double clips_per_s = (double)window_steps * c->grad_accum * c->clips / fmax(now - window_start, 1e-9);
-            fprintf(csv, "%d,%.8g,%.8g,%.8g,%.4g\n", st.step, st.loss, st.lr, st.grad_norm, clips_per_s);
+            fprintf(csv, "%d,%.8g,%.8g,%.8g,%.4g", st.step, st.loss, st.lr, st.grad_norm, clips_per_s);
+            if (distill) fprintf(csv, ",%.8g,%.8g,%.8g,%.8g", st.task, st.icd, st.mca, st.disc);
+            fputc('\n', csv);
             fflush(csv);
             window_start = now, window_steps = 0;
         }
@@ -935,9 +1001,12 @@ int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, v
         }
     }
     if (csv && fclose(csv) && rc == 0) rc = vd_fail(err, errlen, "%s: write error", csv_path);
-    int ae = c->target == VD_TRAIN_AE;
-    if (rc == 0 && !stopped) rc = save_weights(r, 0, ae ? "ae.safetensors" : "teacher.safetensors", err, errlen);
-    if (rc == 0 && !stopped) rc = save_weights(r, 1, ae ? "ae-ema.safetensors" : "teacher-ema.safetensors", err, errlen);
+    const char *what = c->target == VD_TRAIN_AE ? "ae" : distill ? "student" : "teacher";
+    char name[32];
+    snprintf(name, sizeof name, "%s.safetensors", what);
+    if (rc == 0 && !stopped) rc = save_weights(r, 0, name, err, errlen);
+    snprintf(name, sizeof name, "%s-ema.safetensors", what);
+    if (rc == 0 && !stopped) rc = save_weights(r, 1, name, err, errlen);
     if (rc == 0 && first == c->steps) rc = vd_train_plot(csv_path, svg_path, err, errlen);
     vd_train_close(r);
     return rc;

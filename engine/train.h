@@ -60,6 +60,11 @@ typedef struct {
     int has_ae;                   /* autoencoder: ae below was given inline (random initialisation) */
     vd_ae_config ae;
     char ae_path[VD_TRAIN_PATH_LEN]; /* denoiser: the trained autoencoder's weights file */
+    /* VDMini distillation (distill.h): with a teacher file the denoiser run trains the student
+     * of init (a pruned teacher) under task + lambda_icd ICD + lambda_mca MCA; 0 switches a term
+     * off. The discriminator's heads have their own AdamW at disc_lr. */
+    char teacher[VD_TRAIN_PATH_LEN];
+    float lambda_icd, lambda_mca, disc_lr;
     size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
 } vd_train_config;
 
@@ -86,6 +91,8 @@ typedef struct {
     int step;             /* steps done, this one included */
     float loss, lr;       /* the step's mean loss (reconstruction or v-prediction) and learning rate */
     double grad_norm;     /* before clipping */
+    /* distillation only (else 0): the loss's terms, unweighted, and the discriminator's hinge loss */
+    float task, icd, mca, disc;
 } vd_train_stats;
 
 /* Starts a run on be (the CPU or a GPU backend with backward ops): from the config's init, or
@@ -113,7 +120,8 @@ typedef int (*vd_train_progress_fn)(void *user, const vd_train_stats *st, int to
  * every checkpoint_every steps and at the end, out_dir/loss.svg redrawn at each checkpoint, and
  * finally the weights and their EMA: out_dir/ae.safetensors and ae-ema.safetensors for the
  * autoencoder, out_dir/teacher.safetensors and teacher-ema.safetensors (text encoder and UNet)
- * for the denoiser. Returns 0, or -1 with a message. */
+ * for the denoiser, out_dir/student.safetensors and student-ema.safetensors for a distillation
+ * (whose CSV adds the columns task,icd,mca,disc). Returns 0, or -1 with a message. */
 int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
              void *user, char *err, size_t errlen);
 

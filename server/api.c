@@ -39,7 +39,7 @@ static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- replies ---- */
 
-static void reply_json(vd_reply *reply, int status, json_t *value)
+void vd_api_reply_json(vd_reply *reply, int status, json_t *value)
 {
     reply->kind = VD_REPLY_BUFFER;
     reply->status = status;
@@ -72,7 +72,7 @@ void vd_api_error(vd_reply *reply, int status, const char *param, const char *co
     if (!error) /* a message that is not UTF-8 (it quotes the request): keep the rest */
         error = json_pack("{s:s, s:s, s:o, s:s}", "message", "invalid request", "type", error_type(status),
                           "param", param ? json_string(param) : json_null(), "code", code);
-    reply_json(reply, status, json_pack("{s:o}", "error", error));
+    vd_api_reply_json(reply, status, json_pack("{s:o}", "error", error));
 }
 
 static void reply_internal(vd_reply *reply, const char *what, const char *err)
@@ -236,8 +236,30 @@ static int parse_body(const vd_request *r, request_fields *f, vd_reply *reply)
     return -1;
 }
 
+int vd_api_json_body(const vd_request *r, json_t **out, vd_reply *reply)
+{
+    const char *content_type = vd_request_header(r, "Content-Type");
+    if (!content_type || !media_type_is(content_type, "application/json")) {
+        vd_api_error(reply, 415, NULL, "unsupported_media_type", "Send the request as application/json.");
+        return -1;
+    }
+    json_error_t jerr;
+    *out = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!*out) {
+        vd_api_error(reply, 400, NULL, "invalid_json", "We could not parse the JSON body of your request: %s (line %d, column %d).",
+                     jerr.text, jerr.line, jerr.column);
+        return -1;
+    }
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        vd_api_error(reply, 400, NULL, "invalid_json", "The JSON body must be an object.");
+        return -1;
+    }
+    return 0;
+}
+
 /* Rejects parameters outside `allowed` (NULL-terminated). */
-static int check_known(const json_t *fields, const char *const *allowed, vd_reply *reply)
+int vd_api_check_known(const json_t *fields, const char *const *allowed, vd_reply *reply)
 {
     const char *key;
     json_t *value;
@@ -260,7 +282,7 @@ static json_t *field(const json_t *fields, const char *name)
 }
 
 /* A string field: 1 set, 0 absent, -1 wrong type (replied). */
-static int get_string(const json_t *fields, const char *name, const char **out, vd_reply *reply)
+int vd_api_get_string(const json_t *fields, const char *name, const char **out, vd_reply *reply)
 {
     json_t *v = field(fields, name);
     if (!v) return 0;
@@ -274,7 +296,7 @@ static int get_string(const json_t *fields, const char *name, const char **out, 
 
 /* A whole-number field given as a JSON integer or as decimal text (multipart sends text).
  * 1 set, 0 absent, -1 wrong type or out of [lo, hi] (replied). */
-static int get_integer(const json_t *fields, const char *name, long long lo, long long hi, long long *out,
+int vd_api_get_integer(const json_t *fields, const char *name, long long lo, long long hi, long long *out,
                        vd_reply *reply)
 {
     json_t *v = field(fields, name);
@@ -309,7 +331,7 @@ static int get_integer(const json_t *fields, const char *name, long long lo, lon
 }
 
 /* A number field (JSON number or decimal text), finite and within [lo, hi]. */
-static int get_number(const json_t *fields, const char *name, double lo, double hi, double *out, vd_reply *reply)
+int vd_api_get_number(const json_t *fields, const char *name, double lo, double hi, double *out, vd_reply *reply)
 {
     json_t *v = field(fields, name);
     if (!v) return 0;
@@ -453,16 +475,16 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
                                           "num_inference_steps", "guidance_scale", "fps", "sampler", NULL};
     const vd_server_config *c = r->config;
     vd_server *srv = r->srv;
-    if (check_known(f->fields, allowed, reply)) return -1;
+    if (vd_api_check_known(f->fields, allowed, reply)) return -1;
 
     const char *model = NULL, *prompt = NULL, *size = NULL, *sampler = NULL;
-    if (get_string(f->fields, "model", &model, reply) < 0) return -1;
+    if (vd_api_get_string(f->fields, "model", &model, reply) < 0) return -1;
     if (model && strcmp(model, srv->model_id) != 0) {
         vd_api_error(reply, 400, "model", "model_not_found", "The model '%.100s' does not exist; this server serves '%s'.",
                      model, srv->model_id);
         return -1;
     }
-    int has_prompt = get_string(f->fields, "prompt", &prompt, reply);
+    int has_prompt = vd_api_get_string(f->fields, "prompt", &prompt, reply);
     if (has_prompt < 0) return -1;
     if (!has_prompt || !prompt[strspn(prompt, " \t\r\n")]) {
         vd_api_error(reply, 400, "prompt", "missing_required_parameter", "Missing required parameter: 'prompt'.");
@@ -481,10 +503,10 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
 
     long long fps = c->default_fps, steps = c->default_steps, seed = 0;
     double guidance = c->default_guidance;
-    if (get_integer(f->fields, "fps", 1, VD_MP4_MAX_FPS, &fps, reply) < 0) return -1;
-    if (get_integer(f->fields, "num_inference_steps", 1, c->max_steps, &steps, reply) < 0) return -1;
-    if (get_number(f->fields, "guidance_scale", 0, 100, &guidance, reply) < 0) return -1;
-    int has_seed = get_integer(f->fields, "seed", 0, INT64_MAX, &seed, reply);
+    if (vd_api_get_integer(f->fields, "fps", 1, VD_MP4_MAX_FPS, &fps, reply) < 0) return -1;
+    if (vd_api_get_integer(f->fields, "num_inference_steps", 1, c->max_steps, &steps, reply) < 0) return -1;
+    if (vd_api_get_number(f->fields, "guidance_scale", 0, 100, &guidance, reply) < 0) return -1;
+    int has_seed = vd_api_get_integer(f->fields, "seed", 0, INT64_MAX, &seed, reply);
     if (has_seed < 0) return -1;
 
     int frames = c->default_frames;
@@ -494,7 +516,7 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
         return -1;
     }
     double secs = 0;
-    if (get_number(f->fields, "seconds", 1e-9, 1e6, &secs, reply) < 0) return -1;
+    if (vd_api_get_number(f->fields, "seconds", 1e-9, 1e6, &secs, reply) < 0) return -1;
     if (field(f->fields, "seconds")) {
         double exact = secs * (double)fps;
         long long whole = llround(exact);
@@ -508,7 +530,7 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
     }
 
     int width = c->default_width, height = c->default_height;
-    if (get_string(f->fields, "size", &size, reply) < 0) return -1;
+    if (vd_api_get_string(f->fields, "size", &size, reply) < 0) return -1;
     if (size) {
         char extra;
         int n = sscanf(size, "%d%*[xX]%d%c", &width, &height, &extra);
@@ -528,7 +550,7 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
     }
 
     int sampler_kind = strcmp(c->default_sampler, "euler") == 0 ? VD_SAMPLER_EULER : VD_SAMPLER_DDIM;
-    if (get_string(f->fields, "sampler", &sampler, reply) < 0) return -1;
+    if (vd_api_get_string(f->fields, "sampler", &sampler, reply) < 0) return -1;
     if (sampler) {
         if (strcmp(sampler, "ddim") == 0) sampler_kind = VD_SAMPLER_DDIM;
         else if (strcmp(sampler, "euler") == 0) sampler_kind = VD_SAMPLER_EULER;
@@ -613,7 +635,7 @@ static void submit_job(const vd_request *r, vd_job *job, const char *idempotency
             reply_internal(reply, "reading the job of an Idempotency-Key", err);
             return;
         }
-        reply_json(reply, 200, video_object(srv, &earlier));
+        vd_api_reply_json(reply, 200, video_object(srv, &earlier));
         vd_job_clear(&earlier);
         return;
     }
@@ -646,7 +668,7 @@ static void submit_job(const vd_request *r, vd_job *job, const char *idempotency
     if (!refused) {
         VD_LOG(VD_LOG_INFO, "queued %s: %dx%d, %d frames, %d steps, seed %llu%s", job->id, job->width, job->height,
                job->frames, job->steps, (unsigned long long)job->seed, job->has_image ? ", with an input image" : "");
-        reply_json(reply, 200, video_object(srv, job));
+        vd_api_reply_json(reply, 200, video_object(srv, job));
     }
     vd_job_clear(job);
 }
@@ -658,7 +680,10 @@ void vd_api_create_video(const vd_request *r, vd_reply *reply)
     request_fields f;
     if (parse_body(r, &f, reply)) return;
     vd_job job;
-    if (job_from_fields(r, &f, &job, reply) == 0) submit_job(r, &job, idempotency_key, reply);
+    pthread_rwlock_rdlock(&r->srv->model_lock); /* the active model's id, limits and tokenizer */
+    int valid = job_from_fields(r, &f, &job, reply) == 0;
+    pthread_rwlock_unlock(&r->srv->model_lock);
+    if (valid) submit_job(r, &job, idempotency_key, reply);
     json_decref(f.fields);
 }
 
@@ -702,8 +727,8 @@ void vd_api_remix_video(const vd_request *r, vd_reply *reply)
     }
     vd_job job;
     memset(&job, 0, sizeof job);
-    int ok = check_known(f.fields, allowed, reply) == 0 && get_string(f.fields, "prompt", &prompt, reply) >= 0 &&
-             get_string(f.fields, "model", &model, reply) >= 0;
+    int ok = vd_api_check_known(f.fields, allowed, reply) == 0 && vd_api_get_string(f.fields, "prompt", &prompt, reply) >= 0 &&
+             vd_api_get_string(f.fields, "model", &model, reply) >= 0;
     if (ok && model && strcmp(model, source.model) != 0) {
         vd_api_error(reply, 400, "model", "invalid_value", "A remix uses the model of its source video ('%s').", source.model);
         ok = 0;
@@ -733,7 +758,9 @@ void vd_api_remix_video(const vd_request *r, vd_reply *reply)
         job.prompt = strdup(prompt);
         char unknown[UNKNOWN_WORDS_LEN];
         unknown[0] = 0;
+        pthread_rwlock_rdlock(&r->srv->model_lock);
         vd_unknown_words(r->srv->engine, prompt, unknown, sizeof unknown);
+        pthread_rwlock_unlock(&r->srv->model_lock);
         job.unknown_words = strdup(unknown);
         if (job.has_image) {
             char from[4096], to[4096];
@@ -758,7 +785,7 @@ void vd_api_get_video(const vd_request *r, vd_reply *reply)
 {
     vd_job job;
     if (find_job(r, &job, reply)) return;
-    reply_json(reply, 200, video_object(r->srv, &job));
+    vd_api_reply_json(reply, 200, video_object(r->srv, &job));
     vd_job_clear(&job);
 }
 
@@ -803,7 +830,7 @@ void vd_api_list_videos(const vd_request *r, vd_reply *reply)
                              count ? json_string(jobs[count - 1].id) : json_null(), "has_more", has_more);
     for (int i = 0; i < count; i++) vd_job_clear(&jobs[i]);
     free(jobs);
-    reply_json(reply, 200, list);
+    vd_api_reply_json(reply, 200, list);
 }
 
 void vd_api_delete_video(const vd_request *r, vd_reply *reply)
@@ -828,7 +855,7 @@ void vd_api_delete_video(const vd_request *r, vd_reply *reply)
     } else {
         VD_LOG(VD_LOG_INFO, "cancelled %s", r->id);
     }
-    reply_json(reply, 200, json_pack("{s:s, s:s, s:b}", "id", r->id, "object", "video.deleted", "deleted", 1));
+    vd_api_reply_json(reply, 200, json_pack("{s:s, s:s, s:b}", "id", r->id, "object", "video.deleted", "deleted", 1));
 }
 
 void vd_api_video_content(const vd_request *r, vd_reply *reply)
@@ -870,6 +897,7 @@ void vd_api_video_events(const vd_request *r, vd_reply *reply)
 
 char *vd_api_state_event(vd_server *srv, const char *id, int *finished)
 {
+    if (strncmp(id, "video_", 6) != 0) return vd_api_run_state_event(srv, id, finished);
     vd_job job;
     char err[256];
     if (vd_store_get(srv->store, id, &job, err, sizeof err) != 0) return NULL;
@@ -886,7 +914,8 @@ char *vd_api_state_event(vd_server *srv, const char *id, int *finished)
 
 /* ---- models ---- */
 
-static json_t *model_object(const vd_request *r)
+/* The active model with its limits and vocabulary (model_lock read-locked). */
+static json_t *active_model_object(const vd_request *r)
 {
     const vd_server *srv = r->srv;
     const vd_server_config *c = r->config;
@@ -908,20 +937,48 @@ static json_t *model_object(const vd_request *r)
                      "vocabulary", vocabulary);
 }
 
+/* A registered model: the active one in full, another by its id and origin (model_lock read-locked). */
+static json_t *registered_model_object(const vd_request *r, const vd_model_entry *m)
+{
+    if (strcmp(m->id, r->srv->model_id) == 0) return active_model_object(r);
+    return json_pack("{s:s, s:s, s:I, s:s, s:b}", "id", m->id, "object", "model", "created", (json_int_t)m->created_at,
+                     "owned_by", "vdmini", "active", 0);
+}
+
 void vd_api_list_models(const vd_request *r, vd_reply *reply)
 {
+    vd_model_entry *models;
+    int count;
+    char err[256];
+    if (vd_store_model_list(r->srv->store, &models, &count, err, sizeof err)) {
+        reply_internal(reply, "reading the model registry", err);
+        return;
+    }
     json_t *data = json_array();
-    json_array_append_new(data, model_object(r));
-    reply_json(reply, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+    pthread_rwlock_rdlock(&r->srv->model_lock);
+    for (int i = 0; i < count; i++) json_array_append_new(data, registered_model_object(r, &models[i]));
+    pthread_rwlock_unlock(&r->srv->model_lock);
+    free(models);
+    vd_api_reply_json(reply, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 
 void vd_api_get_model(const vd_request *r, vd_reply *reply)
 {
-    if (strcmp(r->id, r->srv->model_id) != 0) {
+    vd_model_entry m;
+    char err[256];
+    int rc = vd_store_model_get(r->srv->store, r->id, &m, err, sizeof err);
+    if (rc == 1) {
         vd_api_error(reply, 404, "model", "model_not_found", "The model '%.100s' does not exist.", r->id);
         return;
     }
-    reply_json(reply, 200, model_object(r));
+    if (rc) {
+        reply_internal(reply, "reading the model registry", err);
+        return;
+    }
+    pthread_rwlock_rdlock(&r->srv->model_lock);
+    json_t *o = registered_model_object(r, &m);
+    pthread_rwlock_unlock(&r->srv->model_lock);
+    vd_api_reply_json(reply, 200, o);
 }
 
 /* ---- health, readiness, metrics, admin ---- */
@@ -929,7 +986,7 @@ void vd_api_get_model(const vd_request *r, vd_reply *reply)
 void vd_api_healthz(const vd_request *r, vd_reply *reply)
 {
     (void)r;
-    reply_json(reply, 200, json_pack("{s:s}", "status", "ok"));
+    vd_api_reply_json(reply, 200, json_pack("{s:s}", "status", "ok"));
 }
 
 void vd_api_readyz(const vd_request *r, vd_reply *reply)
@@ -939,7 +996,7 @@ void vd_api_readyz(const vd_request *r, vd_reply *reply)
     if (srv->scheduler) vd_scheduler_counts(srv->scheduler, &queued, &running);
     const char *status = !srv->ready ? "loading" : srv->draining ? "draining"
                                                 : queued >= r->config->max_queue ? "queue_full" : "ready";
-    reply_json(reply, strcmp(status, "ready") == 0 ? 200 : 503,
+    vd_api_reply_json(reply, strcmp(status, "ready") == 0 ? 200 : 503,
                json_pack("{s:s, s:i, s:i, s:i}", "status", status, "queued", queued, "running", running, "max_queue",
                          r->config->max_queue));
 }
@@ -965,10 +1022,17 @@ void vd_api_admin_status(const vd_request *r, vd_reply *reply)
     const vd_server_config *c = r->config;
     int queued = 0, running = 0;
     if (srv->scheduler) vd_scheduler_counts(srv->scheduler, &queued, &running);
-    reply_json(reply, 200,
-               json_pack("{s:s, s:s, s:b, s:b, s:i, s:i, s:i, s:i, s:i, s:s, s:i, s:i}", "model", srv->model_id,
-                         "device", srv->engine ? vd_engine_device_name(srv->engine) : "none", "ready", srv->ready,
-                         "draining", srv->draining, "queued", queued, "running", running, "max_queue", c->max_queue,
-                         "max_batch", c->max_batch, "max_jobs_per_key", c->max_jobs_per_key, "data_dir",
-                         c->data_dir, "api_keys", c->api_key_count, "admin_keys", c->admin_key_count));
+    char serving[128] = "";
+    int switching = 0;
+    if (srv->scheduler) vd_scheduler_model(srv->scheduler, serving, &switching);
+    pthread_rwlock_rdlock(&srv->model_lock);
+    json_t *status =
+        json_pack("{s:s, s:s, s:b, s:s, s:b, s:b, s:i, s:i, s:i, s:i, s:i, s:s, s:i, s:i}", "model", srv->model_id,
+                  "serving_model", serving, "switching_model", switching, "device",
+                  srv->engine ? vd_engine_device_name(srv->engine) : "none", "ready", srv->ready, "draining",
+                  srv->draining, "queued", queued, "running", running, "max_queue", c->max_queue, "max_batch",
+                  c->max_batch, "max_jobs_per_key", c->max_jobs_per_key, "data_dir", c->data_dir, "api_keys",
+                  c->api_key_count, "admin_keys", c->admin_key_count);
+    pthread_rwlock_unlock(&srv->model_lock);
+    vd_api_reply_json(reply, 200, status);
 }

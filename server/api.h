@@ -6,6 +6,7 @@
 #ifndef VD_API_H
 #define VD_API_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "job.h"
@@ -51,6 +52,23 @@ const char *vd_request_query(const vd_request *r, const char *name);
 void vd_api_error(vd_reply *reply, int status, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* The reply is value (taken over) as JSON with that status. */
+void vd_api_reply_json(vd_reply *reply, int status, json_t *value);
+/* The request's body as a JSON object (*out, the caller's reference): 0, else the reply is the
+ * 415 or 400. */
+int vd_api_json_body(const vd_request *r, json_t **out, vd_reply *reply);
+
+/* Field checks of a request's JSON object; each error reply names the field (param). */
+/* Rejects fields outside allowed (NULL-terminated): 0, or -1 (replied). */
+int vd_api_check_known(const json_t *fields, const char *const *allowed, vd_reply *reply);
+/* A string field: 1 set, 0 absent or null, -1 wrong type (replied). */
+int vd_api_get_string(const json_t *fields, const char *name, const char **out, vd_reply *reply);
+/* A whole number (JSON integer or decimal text) within [lo, hi]: 1 set, 0 absent, -1 (replied). */
+int vd_api_get_integer(const json_t *fields, const char *name, long long lo, long long hi, long long *out,
+                       vd_reply *reply);
+/* A finite number within [lo, hi]: 1 set, 0 absent, -1 (replied). */
+int vd_api_get_number(const json_t *fields, const char *name, double lo, double hi, double *out, vd_reply *reply);
+
 typedef void (*vd_api_handler)(const vd_request *r, vd_reply *reply);
 
 void vd_api_create_video(const vd_request *r, vd_reply *reply);  /* POST /v1/videos */
@@ -67,9 +85,26 @@ void vd_api_readyz(const vd_request *r, vd_reply *reply);        /* GET /readyz 
 void vd_api_metrics(const vd_request *r, vd_reply *reply);       /* GET /metrics */
 void vd_api_admin_status(const vd_request *r, vd_reply *reply);  /* GET /admin/status */
 
+/* The admin API (admin_api.c) */
+void vd_api_create_analysis(const vd_request *r, vd_reply *reply);      /* POST /admin/v1/analyses */
+void vd_api_list_analyses(const vd_request *r, vd_reply *reply);       /* GET /admin/v1/analyses */
+void vd_api_get_analysis(const vd_request *r, vd_reply *reply);        /* GET /admin/v1/analyses/{id} */
+void vd_api_cancel_analysis(const vd_request *r, vd_reply *reply);     /* POST .../analyses/{id}/cancel */
+void vd_api_analysis_events(const vd_request *r, vd_reply *reply);     /* GET .../analyses/{id}/events */
+void vd_api_create_distillation(const vd_request *r, vd_reply *reply); /* POST /admin/v1/distillations */
+void vd_api_list_distillations(const vd_request *r, vd_reply *reply);  /* GET /admin/v1/distillations */
+void vd_api_get_distillation(const vd_request *r, vd_reply *reply);    /* GET .../distillations/{id} */
+void vd_api_cancel_distillation(const vd_request *r, vd_reply *reply); /* POST .../distillations/{id}/cancel */
+void vd_api_distillation_events(const vd_request *r, vd_reply *reply); /* GET .../distillations/{id}/events */
+void vd_api_admin_list_models(const vd_request *r, vd_reply *reply);   /* GET /admin/v1/models */
+void vd_api_activate_model(const vd_request *r, vd_reply *reply);      /* POST /admin/v1/models/{id}/activate */
+
+/* The first event of an admin run's event stream, as vd_api_state_event for a video. */
+char *vd_api_run_state_event(vd_server *srv, const char *id, int *finished);
+
 /* The first event of an event stream: the job's current state as "event: STATUS" with the
  * video object as data (malloc'd text). *finished is set when that state is terminal. NULL
- * when the job no longer exists. */
+ * when the job no longer exists. Ids of admin runs go to vd_api_run_state_event. */
 char *vd_api_state_event(vd_server *srv, const char *id, int *finished);
 
 #endif

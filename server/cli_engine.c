@@ -57,8 +57,10 @@ void cli_usage_tail(FILE *out, const char *prog)
             "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 7.5]\n"
             "%*s[--device auto|cpu|cuda] [--bf16] --out FILE.json\n"
             "  %s plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random] [--seed N]\n"
-            "%*s--out PLAN.json\n",
-            prog, indent, "", prog, prog, prog, indent - 6, "", prog, indent - 9, "");
+            "%*s--out PLAN.json\n"
+            "  %s distill --teacher PATH --student PATH --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n"
+            "%*s[--bf16] [--time-limit SECONDS]\n",
+            prog, indent, "", prog, prog, prog, indent - 6, "", prog, indent - 9, "", prog, indent - 6, "");
 }
 
 /* ---- argument helpers ---- */
@@ -306,7 +308,7 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
 }
 
 typedef struct {
-    int tty, log_every;
+    int tty, log_every, distill;
     double start, time_limit; /* seconds; 0: none */
 } train_progress;
 
@@ -322,27 +324,29 @@ static int print_train_progress(void *user, const vd_train_stats *st, int total,
     if (stop) last = 1; /* the line ends here */
     if (!p->tty && !last && st->step % p->log_every) return 0;
     long eta = steps_per_s > 0 ? (long)((total - st->step) / steps_per_s + 0.5) : 0;
-    fprintf(stderr, "%sstep %d/%d  loss %.5f  lr %.3g  %.2f steps/s  ETA %ld:%02ld:%02ld%s", p->tty ? "\r" : "",
-            st->step, total, st->loss, st->lr, steps_per_s, eta / 3600, eta / 60 % 60, eta % 60,
-            p->tty && !last ? "  " : "\n");
+    fprintf(stderr, "%sstep %d/%d  loss %.5f", p->tty ? "\r" : "", st->step, total, st->loss);
+    if (p->distill) fprintf(stderr, " (task %.5f icd %.5f mca %.4f disc %.4f)", st->task, st->icd, st->mca, st->disc);
+    fprintf(stderr, "  lr %.3g  %.2f steps/s  ETA %ld:%02ld:%02ld%s", st->lr, steps_per_s, eta / 3600, eta / 60 % 60,
+            eta % 60, p->tty && !last ? "  " : "\n");
     if (stop)
         fprintf(stderr, "vdmini: stopping at step %d (%s); resume from the checkpoint step-%06d\n", st->step,
                 train_stop_requested ? "signal" : "time limit", st->step);
     return stop;
 }
 
-static int cmd_train(int argc, char **argv)
+/* train ae|denoiser, and distill (the denoiser run with a teacher): options from argv[first]. */
+static int run_training(int argc, char **argv, int first, const char *what, int denoiser, int distill)
 {
-    if (argc < 3) return cli_bad_arg("train", "which model: ae (the autoencoder) or denoiser");
-    int denoiser = strcmp(argv[2], "denoiser") == 0;
-    if (!denoiser && strcmp(argv[2], "ae") != 0) return cli_bad_arg(argv[2], "unknown model to train (ae or denoiser)");
-    const char *what = denoiser ? "train denoiser" : "train ae";
-    const char *config = NULL, *resume = NULL;
+    const char *config = NULL, *resume = NULL, *teacher = NULL, *student = NULL;
     vd_device device = VD_DEVICE_AUTO;
     int bf16 = 0, time_limit = 0;
-    for (int i = 3; i < argc; i++) {
+    for (int i = first; i < argc; i++) {
         const char *f = argv[i], *v;
-        if (strcmp(f, "--config") == 0) {
+        if (distill && strcmp(f, "--teacher") == 0) {
+            if (!(teacher = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (distill && strcmp(f, "--student") == 0) {
+            if (!(student = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--config") == 0) {
             if (!(config = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--resume") == 0) {
             if (!(resume = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
@@ -353,15 +357,26 @@ static int cmd_train(int argc, char **argv)
         } else if (strcmp(f, "--time-limit") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, INT_MAX, &time_limit)) return CLI_EXIT_USAGE;
         } else {
-            return cli_bad_arg(f, denoiser ? "unknown option for train denoiser" : "unknown option for train ae");
+            char why[64];
+            snprintf(why, sizeof why, "unknown option for %s", what);
+            return cli_bad_arg(f, why);
         }
     }
     if (!config) return cli_bad_arg("--config", "required (a JSON training config)");
+    if (distill && !teacher) return cli_bad_arg("--teacher", "required (the teacher's weights file)");
+    if (distill && !student) return cli_bad_arg("--student", "required (the pruned student's weights file)");
     vd_train_config cfg;
     char err[VD_ERR_LEN * 2];
     vd_train_config_defaults(&cfg);
     cfg.target = denoiser ? VD_TRAIN_DENOISER : VD_TRAIN_AE;
     if (vd_train_config_load(config, &cfg, err, sizeof err)) return cli_bad_arg("--config", err);
+    if (!distill && cfg.teacher[0]) return cli_bad_arg("--config", "a teacher distils: use vdmini distill");
+    if (distill) {
+        if (strlen(teacher) >= sizeof cfg.teacher || strlen(student) >= sizeof cfg.init)
+            return cli_bad_arg("--teacher", "path too long");
+        snprintf(cfg.teacher, sizeof cfg.teacher, "%s", teacher);
+        snprintf(cfg.init, sizeof cfg.init, "%s", student);
+    }
     struct stat sb;
     if (resume && (stat(resume, &sb) || !S_ISDIR(sb.st_mode)))
         return cli_bad_arg("--resume", "not a checkpoint directory");
@@ -378,10 +393,10 @@ static int cmd_train(int argc, char **argv)
     if (!be) be = vd_backend_cpu();
     /* bf16 matrix products on the GPU; the weights, optimizer state and everything else stay fp32 */
     if (bf16 && strcmp(be->name, "cuda") == 0) be->precision = VD_PRECISION_BF16;
-    fprintf(stderr, "vdmini: training the %s on %s%s for %d steps into %s%s%s\n",
-            denoiser ? "denoiser" : "autoencoder", be->name, be->precision == VD_PRECISION_BF16 ? " (bf16)" : "", cfg.steps, cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
-    train_progress progress = {.tty = isatty(STDERR_FILENO), .log_every = cfg.log_every, .start = vd_now(),
-                               .time_limit = time_limit};
+    fprintf(stderr, "vdmini: %s the %s on %s%s for %d steps into %s%s%s\n", distill ? "distilling" : "training",
+            distill ? "student" : denoiser ? "denoiser" : "autoencoder", be->name, be->precision == VD_PRECISION_BF16 ? " (bf16)" : "", cfg.steps, cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
+    train_progress progress = {.tty = isatty(STDERR_FILENO), .log_every = cfg.log_every, .distill = distill,
+                               .start = vd_now(), .time_limit = time_limit};
     signal(SIGINT, request_train_stop);
     signal(SIGTERM, request_train_stop);
     int rc = vd_train(&cfg, be, resume, print_train_progress, &progress, err, sizeof err);
@@ -392,10 +407,21 @@ static int cmd_train(int argc, char **argv)
     }
     if (train_stop_requested || (time_limit && vd_now() - progress.start > time_limit))
         return 0; /* stopped early: the checkpoint is written, the final weights are not */
-    fprintf(stderr, "vdmini: wrote %s/%s, train.csv and loss.svg\n", cfg.out_dir,
-            denoiser ? "teacher.safetensors, teacher-ema.safetensors" : "ae.safetensors, ae-ema.safetensors");
+    const char *name = distill ? "student" : denoiser ? "teacher" : "ae";
+    fprintf(stderr, "vdmini: wrote %s/%s.safetensors, %s-ema.safetensors, train.csv and loss.svg\n", cfg.out_dir, name,
+            name);
     return 0;
 }
+
+static int cmd_train(int argc, char **argv)
+{
+    if (argc < 3) return cli_bad_arg("train", "which model: ae (the autoencoder) or denoiser");
+    int denoiser = strcmp(argv[2], "denoiser") == 0;
+    if (!denoiser && strcmp(argv[2], "ae") != 0) return cli_bad_arg(argv[2], "unknown model to train (ae or denoiser)");
+    return run_training(argc, argv, 3, denoiser ? "train denoiser" : "train ae", denoiser, 0);
+}
+
+static int cmd_distill(int argc, char **argv) { return run_training(argc, argv, 2, "distill", 1, 1); }
 
 /* Rewrites a weights file with its tensors in another dtype (bf16 for shipping, f32 to train on),
  * or writes the EMA weights of a training checkpoint directory as a weights file. */
@@ -481,7 +507,7 @@ static int cmd_prune(int argc, char **argv)
                 rc = 1;
             } else {
                 fprintf(stderr,
-                        "vdmini: wrote %s: %d blocks removed, UNet %.3f M -> %.3f M parameters; %d tensors copied, %d "
+                        "vdmini: wrote %s: %d units removed, UNet %.3f M -> %.3f M parameters; %d tensors copied, %d "
                         "sliced, %d freshly initialised\n",
                         out, count, vd_model_count_params(&teacher, "unet.") / 1e6,
                         vd_model_count_params(&student, "unet.") / 1e6, report.copied, report.sliced, report.fresh);
@@ -662,6 +688,7 @@ int cli_main(const cli_program *p, int argc, char **argv)
     if (strcmp(argv[1], "info") == 0) return cmd_info(p, argc, argv);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(p, argc, argv);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc, argv);
+    if (strcmp(argv[1], "distill") == 0) return cmd_distill(argc, argv);
     if (strcmp(argv[1], "convert") == 0) return cmd_convert(argc, argv);
     if (strcmp(argv[1], "prune") == 0) return cmd_prune(argc, argv);
     if (strcmp(argv[1], "analyze") == 0) return cmd_analyze(argc, argv);

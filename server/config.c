@@ -94,6 +94,13 @@ static const option options[] = {
     INT(max_queue_wait_ms, 0, 60000, "50", "Milliseconds a new job may wait for others to batch with"),
     INT(retention_seconds, 60, 315360000, "86400",
         "Seconds finished videos stay downloadable before they are removed"),
+
+    {"admin_yield_seconds", OPT_INT, FIELD(admin_yield_seconds), 0, 0, 86400, NULL, "30",
+     "Longest wait, in seconds, of an admin run's step while videos are queued or being denoised (0: none)",
+     "Admin runs (block-importance analyses and distillations)"},
+    STRING(admin_cpu_priority, 1, "idle|low|normal", "idle",
+           "CPU priority of the admin run's threads: idle (only cores serving leaves free), low (niceness 10) or "
+           "normal (as serving)"),
 };
 
 /* ---- values ---- */

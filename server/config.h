@@ -43,6 +43,9 @@ typedef struct {
     int max_batch;
     int max_queue_wait_ms;
     int retention_seconds;
+    /* admin runs */
+    int admin_yield_seconds; /* longest wait of an admin step for serving to go idle */
+    char *admin_cpu_priority; /* "idle", "low" or "normal": the admin run's threads on the CPU */
 } vd_server_config;
 
 /* All options at their defaults. */

@@ -61,6 +61,18 @@ static const route routes[] = {
     {"GET", "/readyz", vd_api_readyz, ACCESS_PUBLIC, 0},
     {"GET", "/metrics", vd_api_metrics, ACCESS_PUBLIC, 0},
     {"GET", "/admin/status", vd_api_admin_status, ACCESS_ADMIN, 0},
+    {"POST", "/admin/v1/analyses", vd_api_create_analysis, ACCESS_ADMIN, 1},
+    {"GET", "/admin/v1/analyses", vd_api_list_analyses, ACCESS_ADMIN, 0},
+    {"GET", "/admin/v1/analyses/{id}", vd_api_get_analysis, ACCESS_ADMIN, 0},
+    {"POST", "/admin/v1/analyses/{id}/cancel", vd_api_cancel_analysis, ACCESS_ADMIN, 0},
+    {"GET", "/admin/v1/analyses/{id}/events", vd_api_analysis_events, ACCESS_ADMIN, 0},
+    {"POST", "/admin/v1/distillations", vd_api_create_distillation, ACCESS_ADMIN, 1},
+    {"GET", "/admin/v1/distillations", vd_api_list_distillations, ACCESS_ADMIN, 0},
+    {"GET", "/admin/v1/distillations/{id}", vd_api_get_distillation, ACCESS_ADMIN, 0},
+    {"POST", "/admin/v1/distillations/{id}/cancel", vd_api_cancel_distillation, ACCESS_ADMIN, 0},
+    {"GET", "/admin/v1/distillations/{id}/events", vd_api_distillation_events, ACCESS_ADMIN, 0},
+    {"GET", "/admin/v1/models", vd_api_admin_list_models, ACCESS_ADMIN, 0},
+    {"POST", "/admin/v1/models/{id}/activate", vd_api_activate_model, ACCESS_ADMIN, 0},
 };
 
 typedef struct sse_stream sse_stream;
@@ -586,7 +598,8 @@ static enum MHD_Result begin_request(vd_http *h, struct MHD_Connection *connecti
         vd_metrics_request(srv->metrics, ctx->label, 405);
         return rc;
     }
-    if (!ctx->route && (strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/v1") == 0 || strncmp(url, "/admin", 6) == 0)) {
+    if (!ctx->route && (strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/v1") == 0 ||
+                        strncmp(url, "/admin/", 7) == 0 || strcmp(url, "/admin") == 0)) {
         ctx->label = "unmatched";
         vd_api_error(&reply, 404, NULL, "not_found", "Unknown route %.16s %.200s.", method, url);
     } else if (!ctx->route && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {

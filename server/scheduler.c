@@ -39,7 +39,10 @@ typedef struct encode_item {
 } encode_item;
 
 struct vd_scheduler {
-    vd_engine *engine;
+    vd_engine *engine;           /* the model videos run on; only the denoising thread uses it */
+    char model_id[128];
+    vd_engine *next_engine;      /* a model to switch to once the running batch is empty, or NULL */
+    char next_model_id[128];
     vd_store *store;
     vd_events *events;
     vd_metrics *metrics;
@@ -197,6 +200,7 @@ static vd_video *start_video(vd_scheduler *s, vd_job *job, double submitted)
         return NULL;
     }
     job->status = VD_JOB_IN_PROGRESS;
+    snprintf(job->model, sizeof job->model, "%s", s->model_id); /* the model it really runs on */
     job->started_at = now_seconds();
     job->attempts++;
     save(s, job);
@@ -213,7 +217,8 @@ static int same_shape(const vd_job *a, const vd_job *b)
  * held; drops it while the engine prepares each video. */
 static void admit(vd_scheduler *s)
 {
-    while (!s->stopping && s->running_len < s->cfg.max_batch && s->queue_len > 0) {
+    /* a model switch waits for the running batch to drain: queued jobs wait for the new model */
+    while (!s->stopping && !s->next_engine && s->running_len < s->cfg.max_batch && s->queue_len > 0) {
         const vd_job *shape = s->running_len ? &s->running[0].job : &s->queue[0].job;
         int pick = -1;
         for (int i = 0; i < s->queue_len && pick < 0; i++)
@@ -259,6 +264,17 @@ static void *denoiser_main(void *arg)
     pthread_mutex_lock(&s->lock);
     for (;;) {
         if (s->stopping && (!s->finish_running || s->running_len == 0)) break;
+        if (s->next_engine && s->running_len == 0) { /* a step boundary with nothing running */
+            vd_engine *old = s->engine;
+            s->engine = s->next_engine;
+            s->next_engine = NULL;
+            memcpy(s->model_id, s->next_model_id, sizeof s->model_id);
+            pthread_mutex_unlock(&s->lock);
+            vd_engine_close(old);
+            VD_LOG(VD_LOG_INFO, "now serving model %s", s->model_id);
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
         if (s->running_len == 0) {
             if (s->queue_len == 0) {
                 pthread_cond_wait(&s->wake, &s->lock);
@@ -403,11 +419,12 @@ static void recover(vd_scheduler *s)
     free(running);
 }
 
-vd_scheduler *vd_scheduler_start(vd_engine *engine, vd_store *store, vd_events *events, vd_metrics *metrics,
-                                 const vd_scheduler_config *cfg)
+vd_scheduler *vd_scheduler_start(vd_engine *engine, const char *model_id, vd_store *store, vd_events *events,
+                                 vd_metrics *metrics, const vd_scheduler_config *cfg)
 {
     vd_scheduler *s = vd_calloc(1, sizeof *s);
     s->engine = engine, s->store = store, s->events = events, s->metrics = metrics, s->cfg = *cfg;
+    snprintf(s->model_id, sizeof s->model_id, "%s", model_id);
     if (s->cfg.max_batch < 1) s->cfg.max_batch = 1;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
@@ -493,6 +510,25 @@ int vd_scheduler_jobs_of_key(vd_scheduler *s, const char *key_id)
     return n;
 }
 
+void vd_scheduler_switch_engine(vd_scheduler *s, vd_engine *engine, const char *model_id)
+{
+    pthread_mutex_lock(&s->lock);
+    vd_engine *unused = s->next_engine; /* an earlier switch that had not happened yet */
+    s->next_engine = engine;
+    snprintf(s->next_model_id, sizeof s->next_model_id, "%s", model_id);
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    if (unused) vd_engine_close(unused);
+}
+
+void vd_scheduler_model(vd_scheduler *s, char model_id[128], int *switching)
+{
+    pthread_mutex_lock(&s->lock);
+    memcpy(model_id, s->model_id, 128);
+    *switching = s->next_engine != NULL;
+    pthread_mutex_unlock(&s->lock);
+}
+
 void vd_scheduler_set_config(vd_scheduler *s, const vd_scheduler_config *cfg)
 {
     pthread_mutex_lock(&s->lock);
@@ -523,6 +559,8 @@ void vd_scheduler_stop(vd_scheduler *s, int finish_running)
         vd_job_clear(&s->running[i].job);
     }
     for (int i = 0; i < s->queue_len; i++) vd_job_clear(&s->queue[i].job);
+    vd_engine_close(s->engine);
+    if (s->next_engine) vd_engine_close(s->next_engine);
     free(s->running);
     free(s->queue);
     pthread_mutex_destroy(&s->lock);

@@ -25,9 +25,10 @@ typedef struct {
     int retention_seconds; /* expires_at = completed_at + this */
 } vd_scheduler_config;
 
-/* Starts the threads. Jobs the store holds as queued or in_progress (a restart after a crash or
- * a drain) are queued again, oldest first. */
-vd_scheduler *vd_scheduler_start(vd_engine *engine, vd_store *store, vd_events *events,
+/* Starts the threads on engine (the model model_id), which the scheduler then owns: it closes it
+ * when it switches away from it or stops. Jobs the store holds as queued or in_progress (a
+ * restart after a crash or a drain) are queued again, oldest first. */
+vd_scheduler *vd_scheduler_start(vd_engine *engine, const char *model_id, vd_store *store, vd_events *events,
                                  vd_metrics *metrics, const vd_scheduler_config *cfg);
 
 /* Queues a job already inserted in the store as queued (with its input image file, if any).
@@ -43,6 +44,14 @@ void vd_scheduler_counts(vd_scheduler *s, int *queued, int *running);
 /* Queued plus running jobs made with key_id. */
 int vd_scheduler_jobs_of_key(vd_scheduler *s, const char *key_id);
 void vd_scheduler_set_config(vd_scheduler *s, const vd_scheduler_config *cfg);
+
+/* Serves another model (the scheduler takes engine over). Running videos finish on the current
+ * model; no queued job starts until they have, and then the denoising thread switches at that
+ * step boundary and the queue goes on with the new model. A later call before the switch
+ * replaces this one. */
+void vd_scheduler_switch_engine(vd_scheduler *s, vd_engine *engine, const char *model_id);
+/* The model videos run on now, and whether a switch is waiting for the batch to drain. */
+void vd_scheduler_model(vd_scheduler *s, char model_id[128], int *switching);
 
 /* Stops admitting; with finish_running, lets running videos complete (else they stay
  * in_progress in the store and run again at the next start); waits for the encoder; joins. */

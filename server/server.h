@@ -20,18 +20,22 @@ typedef struct {
     vd_server_config config;
     pthread_rwlock_t config_lock;
 
-    vd_engine *engine; /* only the scheduler's thread runs it; the limits and vocabulary below
-                          are read-only copies safe for every thread */
-    char model_id[128];   /* the served model's id: its file name without ".safetensors" */
+    /* The active model (models.h). An activation replaces all of these under model_lock (a
+     * write lock); request handlers read them under the same lock (a read lock). Only the
+     * scheduler's thread runs the engine; other threads use its tokenizer alone. */
+    pthread_rwlock_t model_lock;
+    vd_engine *engine;
+    char model_id[128];   /* the registry's id: the configured file's name without ".safetensors" */
     int64_t model_created; /* the model file's modification time */
     vd_model_limits limits;
     int vocab_size;
-    const char *const *vocab; /* vocab_size words, owned by the engine */
+    const char **vocab; /* vocab_size words (the array malloc'd, the words owned by the engine) */
 
     vd_store *store;
     vd_scheduler *scheduler;
     vd_events *events;
     vd_metrics *metrics;
+    struct vd_admin *admin; /* admin runs (admin.h) */
     volatile int ready;    /* model loaded and scheduler running */
     volatile int draining; /* SIGTERM received: new jobs are refused with 503 */
 } vd_server;

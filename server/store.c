@@ -52,6 +52,27 @@ static const char *const migrations[] = {
     " WHERE idempotency_key IS NOT NULL;"
     "CREATE INDEX jobs_created ON jobs (created_at, id);"
     "CREATE INDEX jobs_status ON jobs (status, created_at, id);",
+    "CREATE TABLE admin_runs ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " kind TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " started_at INTEGER NOT NULL,"
+    " completed_at INTEGER NOT NULL,"
+    " request TEXT NOT NULL,"
+    " progress TEXT,"
+    " result TEXT,"
+    " error_code TEXT NOT NULL,"
+    " error_message TEXT,"
+    " attempts INTEGER NOT NULL);"
+    "CREATE INDEX admin_runs_kind ON admin_runs (kind, created_at);"
+    "CREATE TABLE models ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " path TEXT NOT NULL,"
+    " ae TEXT NOT NULL,"
+    " source TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE TABLE settings (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
 };
 
 /* The columns in the order bind_job numbers them (?1 to ?25) and read_job reads them. */
@@ -60,6 +81,10 @@ static const char *const migrations[] = {
     " height, frames, fps, steps, guidance, sampler, seed, has_image, unknown_words, error_code,"  \
     " error_message, idempotency_key, key_id, remixed_from, attempts"
 #define FINISHED "status IN ('completed', 'failed', 'cancelled')"
+/* The columns of admin_runs in the order bind_run numbers them and read_run reads them. */
+#define RUN_COLUMNS                                                                                  \
+    "id, kind, status, created_at, started_at, completed_at, request, progress, result, error_code," \
+    " error_message, attempts"
 
 enum {
     STMT_INSERT,
@@ -72,6 +97,15 @@ enum {
     STMT_LIST_DESC,
     STMT_LIST_STATUS,
     STMT_EXPIRED,
+    STMT_RUN_INSERT,
+    STMT_RUN_UPDATE,
+    STMT_RUN_GET,
+    STMT_RUN_LIST,
+    STMT_MODEL_PUT,
+    STMT_MODEL_GET,
+    STMT_MODEL_LIST,
+    STMT_SETTING_GET,
+    STMT_SETTING_PUT,
     STMT_COUNT
 };
 
@@ -97,6 +131,20 @@ static const char *const statement_sql[STMT_COUNT] = {
     [STMT_LIST_STATUS] = "SELECT " JOB_COLUMNS " FROM jobs WHERE status = ?1 ORDER BY created_at, rowid",
     [STMT_EXPIRED] = "SELECT id FROM jobs WHERE " FINISHED " AND expires_at > 0 AND expires_at <= ?1"
                      " ORDER BY expires_at, id",
+    [STMT_RUN_INSERT] = "INSERT INTO admin_runs (" RUN_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+                        " ?10, ?11, ?12)",
+    [STMT_RUN_UPDATE] = "UPDATE admin_runs SET kind = ?2, status = ?3, created_at = ?4, started_at = ?5,"
+                        " completed_at = ?6, request = ?7, progress = ?8, result = ?9, error_code = ?10,"
+                        " error_message = ?11, attempts = ?12 WHERE id = ?1",
+    [STMT_RUN_GET] = "SELECT " RUN_COLUMNS " FROM admin_runs WHERE id = ?1",
+    /* ?1: the kind, or NULL for every kind */
+    [STMT_RUN_LIST] = "SELECT " RUN_COLUMNS " FROM admin_runs WHERE ?1 IS NULL OR kind = ?1"
+                      " ORDER BY created_at, rowid",
+    [STMT_MODEL_PUT] = "INSERT OR REPLACE INTO models (id, path, ae, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [STMT_MODEL_GET] = "SELECT id, path, ae, source, created_at FROM models WHERE id = ?1",
+    [STMT_MODEL_LIST] = "SELECT id, path, ae, source, created_at FROM models ORDER BY created_at, rowid",
+    [STMT_SETTING_GET] = "SELECT value FROM settings WHERE name = ?1",
+    [STMT_SETTING_PUT] = "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
 };
 
 struct vd_store {
@@ -214,11 +262,13 @@ vd_store *vd_store_open(const char *data_dir, char *err, size_t errlen)
     size_t len = strlen(data_dir) + 16;
     s->db_path = vd_malloc(len);
     snprintf(s->db_path, len, "%s/jobs.db", data_dir);
-    char *videos = vd_malloc(len);
-    snprintf(videos, len, "%s/videos", data_dir);
+    char *subdir = vd_malloc(len);
+    snprintf(subdir, len, "%s/videos", data_dir);
     int status = make_dirs(data_dir, 0750, err, errlen);
-    if (status == 0) status = make_dirs(videos, 0750, err, errlen);
-    free(videos);
+    if (status == 0) status = make_dirs(subdir, 0750, err, errlen);
+    snprintf(subdir, len, "%s/admin", data_dir);
+    if (status == 0) status = make_dirs(subdir, 0750, err, errlen);
+    free(subdir);
     if (status == 0) {
         /* create the file ourselves so that it (and SQLite's -wal and -shm beside it) is 0640 */
         int fd = open(s->db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
@@ -530,4 +580,215 @@ void vd_store_path(const vd_store *s, const char *id, const char *kind, char *bu
         return;
     }
     snprintf(buf, buflen, "%s/videos/%s.%s", s->data_dir, id, kind);
+}
+
+/* ---- admin runs ---- */
+
+void vd_admin_run_clear(vd_admin_run *r)
+{
+    free(r->request);
+    free(r->progress);
+    free(r->result);
+    free(r->error_message);
+    r->request = r->progress = r->result = r->error_message = NULL;
+}
+
+static int bind_run(sqlite3_stmt *stmt, const vd_admin_run *r)
+{
+    int rc = SQLITE_OK;
+    rc |= sqlite3_bind_text(stmt, 1, r->id, -1, SQLITE_TRANSIENT);
+    rc |= sqlite3_bind_text(stmt, 2, r->kind, -1, SQLITE_TRANSIENT);
+    rc |= sqlite3_bind_text(stmt, 3, vd_job_status_name(r->status), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64(stmt, 4, r->created_at);
+    rc |= sqlite3_bind_int64(stmt, 5, r->started_at);
+    rc |= sqlite3_bind_int64(stmt, 6, r->completed_at);
+    rc |= sqlite3_bind_text(stmt, 7, r->request ? r->request : "{}", -1, SQLITE_TRANSIENT);
+    rc |= bind_text_or_null(stmt, 8, r->progress);
+    rc |= bind_text_or_null(stmt, 9, r->result);
+    rc |= sqlite3_bind_text(stmt, 10, r->error_code, -1, SQLITE_TRANSIENT);
+    rc |= bind_text_or_null(stmt, 11, r->error_message);
+    rc |= sqlite3_bind_int(stmt, 12, r->attempts);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+static void read_run(sqlite3_stmt *stmt, vd_admin_run *r)
+{
+    memset(r, 0, sizeof *r);
+    column_copy(stmt, 0, r->id, sizeof r->id);
+    column_copy(stmt, 1, r->kind, sizeof r->kind);
+    r->status = status_from_name((const char *)sqlite3_column_text(stmt, 2));
+    r->created_at = sqlite3_column_int64(stmt, 3);
+    r->started_at = sqlite3_column_int64(stmt, 4);
+    r->completed_at = sqlite3_column_int64(stmt, 5);
+    r->request = column_strdup(stmt, 6);
+    r->progress = column_strdup(stmt, 7);
+    r->result = column_strdup(stmt, 8);
+    column_copy(stmt, 9, r->error_code, sizeof r->error_code);
+    r->error_message = column_strdup(stmt, 10);
+    r->attempts = sqlite3_column_int(stmt, 11);
+}
+
+/* Runs a statement that writes one row (bound by the caller): 0, 1 when it changed none, -1. */
+static int write_row_locked(vd_store *s, sqlite3_stmt *stmt, int bound, char *err, size_t errlen)
+{
+    int status = 0;
+    if (bound != 0 || sqlite3_step(stmt) != SQLITE_DONE) status = db_fail(s, err, errlen);
+    else if (sqlite3_changes(s->db) == 0) status = 1;
+    done(stmt);
+    return status;
+}
+
+int vd_store_run_insert(vd_store *s, const vd_admin_run *run, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *stmt = s->stmt[STMT_RUN_INSERT];
+    int status = write_row_locked(s, stmt, bind_run(stmt, run), err, errlen);
+    pthread_mutex_unlock(&s->lock);
+    return status;
+}
+
+int vd_store_run_update(vd_store *s, const vd_admin_run *run, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *stmt = s->stmt[STMT_RUN_UPDATE];
+    int status = write_row_locked(s, stmt, bind_run(stmt, run), err, errlen);
+    pthread_mutex_unlock(&s->lock);
+    return status;
+}
+
+int vd_store_run_get(vd_store *s, const char *id, vd_admin_run *out, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *get = s->stmt[STMT_RUN_GET];
+    sqlite3_bind_text(get, 1, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(get), status = 0;
+    if (rc == SQLITE_ROW) read_run(get, out);
+    else if (rc == SQLITE_DONE) status = 1;
+    else status = db_fail(s, err, errlen);
+    done(get);
+    pthread_mutex_unlock(&s->lock);
+    return status;
+}
+
+int vd_store_run_list(vd_store *s, const char *kind, vd_admin_run **runs, int *count, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *list = s->stmt[STMT_RUN_LIST];
+    bind_text_or_null(list, 1, kind);
+    vd_admin_run *found = NULL;
+    int n = 0, rc;
+    while ((rc = sqlite3_step(list)) == SQLITE_ROW) {
+        found = vd_realloc(found, (size_t)(n + 1) * sizeof *found);
+        read_run(list, &found[n++]);
+    }
+    int status = 0;
+    if (rc != SQLITE_DONE) {
+        status = db_fail(s, err, errlen);
+        for (int i = 0; i < n; i++) vd_admin_run_clear(&found[i]);
+        free(found);
+        found = NULL;
+        n = 0;
+    }
+    done(list);
+    pthread_mutex_unlock(&s->lock);
+    *runs = found;
+    *count = n;
+    return status;
+}
+
+void vd_store_run_dir(const vd_store *s, const char *id, char *buf, size_t buflen)
+{
+    snprintf(buf, buflen, "%s/admin/%s", s->data_dir, id);
+}
+
+/* ---- the model registry ---- */
+
+static void read_model(sqlite3_stmt *stmt, vd_model_entry *m)
+{
+    memset(m, 0, sizeof *m);
+    column_copy(stmt, 0, m->id, sizeof m->id);
+    column_copy(stmt, 1, m->path, sizeof m->path);
+    column_copy(stmt, 2, m->ae, sizeof m->ae);
+    column_copy(stmt, 3, m->source, sizeof m->source);
+    m->created_at = sqlite3_column_int64(stmt, 4);
+}
+
+int vd_store_model_put(vd_store *s, const vd_model_entry *m, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *put = s->stmt[STMT_MODEL_PUT];
+    int rc = SQLITE_OK;
+    rc |= sqlite3_bind_text(put, 1, m->id, -1, SQLITE_TRANSIENT);
+    rc |= sqlite3_bind_text(put, 2, m->path, -1, SQLITE_TRANSIENT);
+    rc |= sqlite3_bind_text(put, 3, m->ae, -1, SQLITE_TRANSIENT);
+    rc |= sqlite3_bind_text(put, 4, m->source, -1, SQLITE_TRANSIENT);
+    rc |= sqlite3_bind_int64(put, 5, m->created_at);
+    int status = write_row_locked(s, put, rc == SQLITE_OK ? 0 : -1, err, errlen);
+    pthread_mutex_unlock(&s->lock);
+    return status < 0 ? -1 : 0;
+}
+
+int vd_store_model_get(vd_store *s, const char *id, vd_model_entry *out, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *get = s->stmt[STMT_MODEL_GET];
+    sqlite3_bind_text(get, 1, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(get), status = 0;
+    if (rc == SQLITE_ROW) read_model(get, out);
+    else if (rc == SQLITE_DONE) status = 1;
+    else status = db_fail(s, err, errlen);
+    done(get);
+    pthread_mutex_unlock(&s->lock);
+    return status;
+}
+
+int vd_store_model_list(vd_store *s, vd_model_entry **models, int *count, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *list = s->stmt[STMT_MODEL_LIST];
+    vd_model_entry *found = NULL;
+    int n = 0, rc;
+    while ((rc = sqlite3_step(list)) == SQLITE_ROW) {
+        found = vd_realloc(found, (size_t)(n + 1) * sizeof *found);
+        read_model(list, &found[n++]);
+    }
+    int status = 0;
+    if (rc != SQLITE_DONE) {
+        status = db_fail(s, err, errlen);
+        free(found);
+        found = NULL;
+        n = 0;
+    }
+    done(list);
+    pthread_mutex_unlock(&s->lock);
+    *models = found;
+    *count = n;
+    return status;
+}
+
+/* ---- named settings ---- */
+
+int vd_store_setting_get(vd_store *s, const char *name, char *value, size_t valuelen, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *get = s->stmt[STMT_SETTING_GET];
+    sqlite3_bind_text(get, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(get), status = 0;
+    value[0] = 0;
+    if (rc == SQLITE_ROW) column_copy(get, 0, value, valuelen);
+    else if (rc == SQLITE_DONE) status = 1;
+    else status = db_fail(s, err, errlen);
+    done(get);
+    pthread_mutex_unlock(&s->lock);
+    return status;
+}
+
+int vd_store_setting_put(vd_store *s, const char *name, const char *value, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *put = s->stmt[STMT_SETTING_PUT];
+    int rc = sqlite3_bind_text(put, 1, name, -1, SQLITE_TRANSIENT) | sqlite3_bind_text(put, 2, value, -1, SQLITE_TRANSIENT);
+    int status = write_row_locked(s, put, rc == SQLITE_OK ? 0 : -1, err, errlen);
+    pthread_mutex_unlock(&s->lock);
+    return status < 0 ? -1 : 0;
 }

@@ -1,5 +1,6 @@
 /* vdminid.c: the daemon. Reads the configuration (defaults, then the YAML file, then flags),
- * loads the model, opens the job store, starts the scheduler and the HTTP front end, and then
+ * opens the job store, loads the active model (models.h), starts the scheduler, the admin thread
+ * (admin.h) and the HTTP front end, and then
  * waits for signals: SIGHUP re-reads the configuration, SIGTERM and SIGINT drain (stop
  * accepting, finish the running batch, keep the queue for the next start) and exit. Expired
  * videos are swept once a minute.
@@ -7,18 +8,18 @@
  *   vdminid [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--model PATH]
  *           [--set OPTION=VALUE]...
  *   vdminid --print-defaults      (the documented configuration, as in conf/vdmini.yaml) */
+#include "admin.h"
 #include "common.h"
 #include "config.h"
 #include "http.h"
+#include "models.h"
 #include "server.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #define SWEEP_SECONDS 60
@@ -110,21 +111,6 @@ static void set_log_level(const char *name)
         if (strcmp(name, names[i]) == 0) vd_log_set_threshold((vd_log_level)i);
 }
 
-static vd_device device_of(const char *name)
-{
-    return strcmp(name, "cpu") == 0 ? VD_DEVICE_CPU : strcmp(name, "cuda") == 0 ? VD_DEVICE_CUDA : VD_DEVICE_AUTO;
-}
-
-/* The model's id: its file name without the extension. */
-static void model_id_of(const char *path, char *out, size_t outlen)
-{
-    char *copy = strdup(path);
-    snprintf(out, outlen, "%s", basename(copy));
-    free(copy);
-    char *dot = strstr(out, ".safetensors");
-    if (dot && dot[12] == 0) *dot = 0;
-}
-
 /* On the GPU, one step at every batch size the scheduler may form (default request shape), so
  * that choosing cuDNN algorithms for those shapes happens before the first request. */
 static void warm_up(vd_server *srv)
@@ -158,8 +144,10 @@ static void reload(vd_server *srv, const startup_args *a)
     pthread_rwlock_wrlock(&srv->config_lock);
     const vd_server_config *old = &srv->config;
     if (strcmp(old->listen, next.listen) || strcmp(old->data_dir, next.data_dir) || strcmp(old->model, next.model) ||
-        strcmp(old->device, next.device) || old->http_threads != next.http_threads)
-        VD_LOG(VD_LOG_WARN, "SIGHUP: listen, data_dir, model, device and http_threads change only at restart");
+        strcmp(old->device, next.device) || old->http_threads != next.http_threads ||
+        strcmp(old->admin_cpu_priority, next.admin_cpu_priority))
+        VD_LOG(VD_LOG_WARN,
+               "SIGHUP: listen, data_dir, model, device, http_threads and admin_cpu_priority change only at restart");
     vd_server_config_free(&srv->config);
     srv->config = next;
     set_log_level(srv->config.log_level);
@@ -193,35 +181,27 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     const vd_server_config *c = &srv.config;
-    char engine_err[VD_ERR_LEN];
-    srv.engine = vd_engine_open(c->model, c->ae[0] ? c->ae : NULL, device_of(c->device), c->bf16, engine_err);
-    if (!srv.engine) {
-        fprintf(stderr, "vdminid: cannot load the model: %s\n", engine_err);
-        return 1;
-    }
-    model_id_of(c->model, srv.model_id, sizeof srv.model_id);
-    struct stat st;
-    srv.model_created = stat(c->model, &st) == 0 ? (int64_t)st.st_mtime : (int64_t)time(NULL);
-    vd_engine_limits(srv.engine, &srv.limits);
-    srv.vocab_size = vd_engine_vocab_size(srv.engine);
-    const char **vocab = vd_malloc((size_t)srv.vocab_size * sizeof *vocab);
-    for (int i = 0; i < srv.vocab_size; i++) vocab[i] = vd_engine_vocab_word(srv.engine, i);
-    srv.vocab = vocab;
-
+    pthread_rwlock_init(&srv.model_lock, NULL);
     srv.store = vd_store_open(c->data_dir, err, sizeof err);
     if (!srv.store) {
         fprintf(stderr, "vdminid: %s\n", err);
+        return 1;
+    }
+    if (vd_models_startup(&srv, err, sizeof err)) {
+        fprintf(stderr, "vdminid: cannot load the model: %s\n", err);
         return 1;
     }
     warm_up(&srv);
     srv.events = vd_events_new();
     srv.metrics = vd_metrics_new();
     vd_scheduler_config sc = scheduler_config(c);
-    srv.scheduler = vd_scheduler_start(srv.engine, srv.store, srv.events, srv.metrics, &sc);
+    srv.scheduler = vd_scheduler_start(srv.engine, srv.model_id, srv.store, srv.events, srv.metrics, &sc);
+    srv.admin = vd_admin_start(&srv);
     srv.ready = 1; /* the model is loaded and the scheduler runs: the first request may come */
     vd_http *http = vd_http_start(&srv, err, sizeof err);
     if (!http) {
         fprintf(stderr, "vdminid: %s\n", err);
+        vd_admin_stop(srv.admin);
         vd_scheduler_stop(srv.scheduler, 0);
         return 1;
     }
@@ -251,15 +231,16 @@ int main(int argc, char **argv)
     }
     srv.draining = 1;
     vd_http_quiesce(http);
+    vd_admin_stop(srv.admin); /* the admin run stops at its next step and runs again at the next start */
     vd_scheduler_stop(srv.scheduler, 1);
     vd_http_stop(http);
     vd_events_free(srv.events);
     vd_metrics_free(srv.metrics);
     vd_store_close(srv.store);
-    vd_engine_close(srv.engine);
-    free(vocab);
+    vd_models_release(&srv); /* the scheduler closed the engine */
     vd_server_config_free(&srv.config);
     pthread_rwlock_destroy(&srv.config_lock);
+    pthread_rwlock_destroy(&srv.model_lock);
     for (int i = 0; i < args.override_count; i++) free(args.names[i]), free(args.values[i]);
     VD_LOG(VD_LOG_INFO, "stopped");
     return 0;

@@ -161,6 +161,11 @@ expect_usage_error "plan bad target" "--params" plan --analysis "$work/none.json
 expect_usage_error "plan missing analysis" "--analysis" plan --analysis "$work/none.json" --params 0.3 --out "$work/p.json"
 expect_usage_error "plan bad rule" "--rule" plan --analysis "$work/none.json" --params 0.3 --rule widest --out "$work/p.json"
 expect_usage_error "analyze without out" "--out" analyze --teacher "$model"
+expect_usage_error "distill without teacher" "--teacher" distill --student "$model" --config "$work/train.json"
+expect_usage_error "distill without student" "--student" distill --teacher "$model" --config "$work/train.json"
+expect_usage_error "distill unknown option" "--epochs" distill --teacher "$model" --student "$model" --epochs 3
+printf '{"steps": 2, "warmup_steps": 1, "out_dir": "%s", "ae": "%s", "teacher": "%s"}' "$work/t3" "$model" "$model" >"$work/teacher.json"
+expect_usage_error "train with a teacher" "use vdmini distill" train denoiser --config "$work/teacher.json"
 
 # vdmini-core: vdmini without video.
 if "$vdmini_core" info tiny | grep -q "GFLOPs per denoiser step"; then ok "vdmini-core info"; else bad "vdmini-core info"; fi

@@ -1,9 +1,11 @@
 /* test_analysis.c: VDMini's block-importance analysis on small_model.h's random teacher whose mid
  * block is made to contribute nothing (the last layer of each of its residual branches zeroed, so
  * it passes its input through unchanged). Removing it must change no frame and no score, so the
- * analysis must rank it least important; every other block must change the frames. The JSON
- * report must carry every block and read back. Then the pruning plans' rules on a made-up
- * analysis: the order each rule takes blocks in, and a target they cannot reach. Runs on the CPU. */
+ * analysis must rank it least important; every other block, and each level's temporal layers,
+ * must change the frames. The JSON report must carry every row and read back. Then the pruning
+ * plans' rules on made-up analyses: the order each rule takes blocks and temporal units in, the
+ * temporal layers a plan's blocks already take counted once, and a target they cannot reach.
+ * Runs on the CPU. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,7 +72,10 @@ static void test_identity_block_ranks_last(void **state)
     int rc = vd_analyze(model_path, NULL, ".", &o, NULL, NULL, a, err, sizeof err);
     if (rc) fprintf(stderr, "%s\n", err);
     assert_int_equal(rc, 0);
-    assert_int_equal(a->count, 7); /* down.0.0, down.1.0, mid, up.1.0, up.1.1, up.0.0, up.0.1 */
+    /* down.0.0, down.1.0, mid, up.1.0, up.1.1, up.0.0, up.0.1, temporal.0, temporal.1 */
+    assert_int_equal(a->count, 9);
+    assert_string_equal(a->blocks[7].name, "temporal.0");
+    assert_string_equal(a->blocks[8].name, "temporal.1");
     const vd_block_importance *mid = NULL;
     double least_other = 1e30;
     for (int b = 0; b < a->count; b++) {
@@ -89,7 +94,10 @@ static void test_identity_block_ranks_last(void **state)
     json_error_t jerr;
     json_t *root = json_loads(text, 0, &jerr);
     assert_non_null(root);
-    assert_int_equal(json_array_size(json_object_get(root, "blocks")), (size_t)a->count);
+    json_t *rows = json_object_get(root, "blocks");
+    assert_int_equal(json_array_size(rows), (size_t)a->count);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 7), "level")), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 8), "level")), 1);
     assert_non_null(json_object_get(json_object_get(root, "observation"), "holds"));
     json_decref(root);
     vd_analysis *back = malloc(sizeof *back);
@@ -166,11 +174,55 @@ static void test_plan_rules(void **state)
     assert_string_equal(flop_names[0], "down.0.1");
 }
 
+/* A 3-level UNet's blocks and temporal units with made-up figures: blocks a tenth of the
+ * parameters each, temporal units 4%; mid the least important block. */
+static void made_up_with_temporal(vd_analysis *a)
+{
+    static const struct {
+        const char *name;
+        double importance, share;
+    } rows[] = {{"down.0.0", 0.30, 0.1},  {"down.1.0", 0.20, 0.1},   {"down.2.0", 0.05, 0.1},
+                {"mid", 0.01, 0.1},       {"up.2.0", 0.02, 0.1},     {"up.1.0", 0.15, 0.1},
+                {"up.0.0", 0.25, 0.1},    {"temporal.0", 0.12, 0.04}, {"temporal.1", 0.03, 0.04},
+                {"temporal.2", 0.005, 0.04}};
+    memset(a, 0, sizeof *a);
+    a->levels = 3, a->count = (int)(sizeof rows / sizeof *rows);
+    for (int b = 0; b < a->count; b++) {
+        snprintf(a->blocks[b].name, sizeof a->blocks[b].name, "%s", rows[b].name);
+        a->blocks[b].content_drop = a->blocks[b].motion_drop = rows[b].importance / 2;
+        a->blocks[b].param_share = a->blocks[b].flop_share = a->blocks[b].latency_share = rows[b].share;
+    }
+}
+
+static void test_plan_rules_with_temporal_units(void **state)
+{
+    (void)state;
+    vd_analysis a;
+    made_up_with_temporal(&a);
+    /* shallow: mid, then level 0 (temporal.0 before its blocks), then level 1; never level 2's
+     * blocks nor temporal.2. A level-0 block taken after temporal.0 adds 10% - 4%/2: 22% after
+     * up.0.0, so 23% needs down.0.0 as well */
+    expect_plan(&a, VD_PLAN_SHALLOW, 0.23, 0, "mid temporal.0 up.0.0 down.0.0");
+    expect_plan(&a, VD_PLAN_SHALLOW, 0.45, 0, "mid temporal.0 up.0.0 down.0.0 temporal.1 up.1.0 down.1.0");
+    char names[VD_ANALYSIS_MAX_BLOCKS][16], err[256];
+    int count;
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, VD_PLAN_PARAMS, 0.55, 0, names, &count, err, sizeof err), -1);
+    assert_non_null(strstr(err, "short of the 55.0%"));
+    /* deep: mid, then level 2: temporal.2 counts for the two blocks mid leaves, 4% * 2/3 */
+    expect_plan(&a, VD_PLAN_DEEP, 0.2, 0, "mid temporal.2 up.2.0");
+    /* temporal.1 now matters more than level 1's blocks: once both are taken it removes nothing */
+    a.blocks[8].content_drop = a.blocks[8].motion_drop = 0.25;
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, VD_PLAN_PARAMS, 0.52, 0, names, &count, err, sizeof err), -1);
+    assert_non_null(strstr(err, "short of the 52.0%"));
+    for (int i = 0; i < count; i++) assert_string_not_equal(names[i], "temporal.1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identity_block_ranks_last),
         cmocka_unit_test(test_plan_rules),
+        cmocka_unit_test(test_plan_rules_with_temporal_units),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

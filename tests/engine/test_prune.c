@@ -1,8 +1,9 @@
 /* test_prune.c: VDMini's pruning (engine/prune.c) on a very small teacher — the student has no
  * weights for the removed blocks and the teacher's weights everywhere else (whole, or the leading
  * slice where a block's input narrowed), it saves and loads, pruning nothing gives the same UNet
- * output bit for bit, a student whose channel plan changed still runs, and bad plans and block
- * names are refused with a message. */
+ * output bit for bit, a student whose channel plan changed still runs, removing a level's
+ * temporal layers drops exactly those weights and their FLOPs and keeps every other weight whole,
+ * and bad plans and unit names are refused with a message. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "flop_count.h"
 #include "model.h"
 #include "prune.h"
 #include "rng.h"
@@ -193,6 +195,107 @@ static void test_narrowed_student_runs(void **state)
     vd_model_free(&student);
 }
 
+/* Whether a teacher parameter is one of level's temporal layers: a ResBlock's norm3 and tconv, an
+ * attention block's norm_t and attn_t, in the level's blocks (and mid's at the deepest level). */
+static int is_temporal_param(const char *name, int level, int deepest)
+{
+    int l = -1, b, n = 0;
+    if (strncmp(name, "unet.mid.", 9) == 0) l = deepest, n = 9;
+    else if (sscanf(name, "unet.down.%d.%d.%n", &l, &b, &n) != 2 && sscanf(name, "unet.up.%d.%d.%n", &l, &b, &n) != 2)
+        return 0;
+    if (l != level) return 0;
+    const char *part = name + n, *layer = strchr(part, '.');
+    if (!layer) return 0;
+    if (strncmp(part, "res", 3) == 0) return strncmp(layer, ".norm3.", 7) == 0 || strncmp(layer, ".tconv.", 7) == 0;
+    return strncmp(layer, ".norm_t.", 8) == 0 || strncmp(layer, ".attn_t.", 8) == 0;
+}
+
+static void test_temporal_unit_drops_its_layers(void **state)
+{
+    (void)state;
+    int deepest = teacher.cfg.unet.levels - 1;
+    for (int level = 0; level <= deepest; level++) {
+        char name[24];
+        snprintf(name, sizeof name, "temporal.%d", level);
+        char *names[] = {name};
+        vd_model student;
+        vd_prune_report r;
+        prune_ok(names, 1, &student, &r);
+        assert_true(vd_unet_temporal_removed(&student.cfg.unet, level));
+        assert_int_equal(r.sliced + r.fresh, 0); /* no other shape changes */
+        assert_int_equal(r.copied, student.nparams);
+        int dropped = 0;
+        for (int i = 0; i < teacher.nparams; i++) {
+            const vd_param *t = &teacher.params[i], *s = vd_model_param(&student, t->name);
+            if (is_temporal_param(t->name, level, deepest)) {
+                assert_null(s);
+                dropped++;
+                continue;
+            }
+            assert_non_null(s);
+            assert_int_equal(s->ndim, t->ndim);
+            assert_memory_equal(s->shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
+            assert_memory_equal(&student.host[s->offset], &teacher.host[t->offset], t->numel * sizeof(float));
+        }
+        /* level 0: five blocks' ResBlocks (norm3 and tconv: 4 tensors each); level 1: five blocks'
+         * and mid's two ResBlocks, and six attention blocks (norm_t and attn_t: 7 tensors each) */
+        assert_int_equal(dropped, level == 0 ? 5 * 4 : 7 * 4 + 6 * 7);
+        assert_int_equal(r.dropped, dropped);
+        /* its FLOPs per step: level 0's five temporal convs of 16 channels at 8x8; level 1's seven
+         * of 32 channels at 4x4, and six temporal attentions (four projections and the scores) */
+        double S0 = SIDE * SIDE, S1 = S0 / 4, tconv0 = 2.0 * T * 16 * 16 * 3 * S0, tconv1 = 2.0 * T * 32 * 32 * 3 * S1;
+        double attn1 = 4 * 2.0 * S1 * T * 32 * 32 + 4.0 * S1 * T * T * 32;
+        double saved = vd_unet_step_flops(&teacher.cfg, 1) - vd_unet_step_flops(&student.cfg, 1);
+        assert_true(saved == (level == 0 ? 5 * tconv0 : 7 * tconv1 + 6 * attn1));
+        /* the unit is gone: it cannot be removed twice */
+        char units[64][16];
+        int n = vd_unet_removable_units(&student.cfg.unet, units, 64);
+        for (int i = 0; i < n; i++) assert_string_not_equal(units[i], name);
+        vd_model again;
+        char err[256];
+        assert_int_equal(vd_prune(&student, names, 1, 5, &again, &r, err, sizeof err), -1);
+        assert_non_null(strstr(err, "not a block or temporal unit"));
+        vd_model_free(&student);
+    }
+}
+
+/* A student without temporal layers saves, loads back with its config's removed list, and its
+ * UNet runs. */
+static void test_temporal_student_saves_loads_and_runs(void **state)
+{
+    (void)state;
+    char *names[] = {"temporal.1", "down.0.1"};
+    vd_model student, loaded;
+    vd_prune_report r;
+    prune_ok(names, 2, &student, &r);
+    char path[] = "vdmini-prune-XXXXXX", err[256];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(vd_model_save(&student, path, VD_ST_F32, err, sizeof err), 0);
+    int rc = vd_model_load(&loaded, path, err, sizeof err);
+    unlink(path);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_true(vd_unet_temporal_removed(&loaded.cfg.unet, 1) && !vd_unet_temporal_removed(&loaded.cfg.unet, 0));
+    assert_null(vd_model_param(&loaded, "unet.mid.res2.tconv.weight"));
+    assert_non_null(vd_model_param(&loaded, "unet.up.0.0.res.tconv.weight"));
+    assert_memory_equal(loaded.host, student.host, student.total * sizeof(float));
+    vd_backend *be = vd_backend_cpu_reference();
+    float *a = unet_output(&loaded, be), *b = unet_output(&teacher, be);
+    size_t on = (size_t)T * student.cfg.unet.out_channels * SIDE * SIDE;
+    int differs = 0;
+    for (size_t i = 0; i < on; i++) {
+        assert_true(isfinite(a[i]));
+        differs |= a[i] != b[i];
+    }
+    assert_true(differs);
+    free(a), free(b);
+    be->destroy(be);
+    vd_model_free(&loaded);
+    vd_model_free(&student);
+}
+
 static void expect_refused(char *const *names, int count, const char *message)
 {
     vd_model student;
@@ -206,10 +309,13 @@ static void expect_refused(char *const *names, int count, const char *message)
 static void test_bad_block_names(void **state)
 {
     (void)state;
-    char *unknown[] = {"down.7.0"}, *twice[] = {"mid", "mid"};
+    char *unknown[] = {"down.7.0"}, *twice[] = {"mid", "mid"}, *no_level[] = {"temporal.2"};
+    char *temporal_twice[] = {"temporal.0", "temporal.0"};
     char *all[] = {"down.0.0", "down.0.1", "down.1.0", "down.1.1", "mid", "up.1.0", "up.1.1", "up.1.2",
                    "up.0.0", "up.0.1", "up.0.2"};
     expect_refused(unknown, 1, "\"down.7.0\": not a block");
+    expect_refused(no_level, 1, "\"temporal.2\": not a block or temporal unit");
+    expect_refused(temporal_twice, 2, "\"temporal.0\": named twice");
     expect_refused(twice, 2, "\"mid\": named twice");
     expect_refused(all, 11, "leaves no UNet");
 }
@@ -258,6 +364,8 @@ int main(void)
         cmocka_unit_test(test_student_saves_and_loads),
         cmocka_unit_test(test_pruning_nothing_keeps_the_output),
         cmocka_unit_test(test_narrowed_student_runs),
+        cmocka_unit_test(test_temporal_unit_drops_its_layers),
+        cmocka_unit_test(test_temporal_student_saves_loads_and_runs),
         cmocka_unit_test(test_bad_block_names),
         cmocka_unit_test(test_plan_files),
     };

@@ -2,7 +2,8 @@
 # test_reference.sh: the C engine against the PyTorch reference in tools/reference/ (Debian's
 # python3-torch, CPU, fp32): every op on both CPU backends, then a tiny model's tokenizer, text
 # encoder, autoencoder, UNet step and DDIM/Euler sampling runs, and the training gradients of the
-# autoencoder and of the denoiser (text encoder and UNet) against autograd. Fresh random weights
+# autoencoder and of the denoiser (text encoder and UNet) against autograd; then the UNet step,
+# sampling and denoiser gradients of a student pruned of temporal units. Fresh random weights
 # and inputs each run (the seed is printed).
 set -eu
 : "${top_srcdir:=.}" "${top_builddir:=.}" "${TORCH_PYTHON:=/usr/bin/python3}"
@@ -26,3 +27,17 @@ echo "seed $seed"
 "$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/tiny.safetensors" \
     --out "$work/train.safetensors" --seed "$((seed % 100000))"
 "$top_builddir/tests/engine/check_train" "$work/tiny.safetensors" "$work/train.safetensors"
+
+# a pruned student without the temporal layers of level 0 (temporal convs only) and of the
+# deepest level (temporal convs and temporal self-attentions, mid's too): its UNet step, sampling
+# and denoiser gradients
+echo '{"remove": ["temporal.0", "temporal.2"]}' >"$work/plan.json"
+"$top_builddir/vdmini" prune --teacher "$work/tiny.safetensors" --plan "$work/plan.json" \
+    --out "$work/no-temporal.safetensors"
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/no-temporal.safetensors" \
+    --out "$work/no-temporal-cases.safetensors" --seed "$((seed % 100000 + 1))" --frames 3 --size 8x8 --steps 1 \
+    --skip-ae
+"$top_builddir/tests/engine/check_reference" "$work/no-temporal.safetensors" "$work/no-temporal-cases.safetensors"
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/no-temporal.safetensors" \
+    --out "$work/no-temporal-train.safetensors" --seed "$((seed % 100000 + 1))" --skip-ae
+"$top_builddir/tests/engine/check_train" "$work/no-temporal.safetensors" "$work/no-temporal-train.safetensors"

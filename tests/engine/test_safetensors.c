@@ -204,6 +204,12 @@ static void test_config(void **state)
     expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
                         "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
                         "\"latent_size\":[8,8],\"removed\":[\"down.5.0\"]}}", "not a block");
+    expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
+                        "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
+                        "\"latent_size\":[8,8],\"removed\":[\"temporal.2\"]}}", "\"temporal.2\" is not a block or temporal.<level> unit");
+    expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
+                        "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
+                        "\"latent_size\":[8,8],\"removed\":[\"temporal.1\",\"mid\",\"temporal.1\"]}}", "removed[2]: \"temporal.1\" is named twice");
     expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":\"x\"}}", "unet.channels");
 }
 
@@ -291,6 +297,50 @@ static void test_removed_blocks(void **state)
     vd_config_free(&c);
 }
 
+/* Removing a level's temporal layers removes its blocks' temporal convs and temporal attentions
+ * and nothing else (here beside mid, whose own go with the deepest level's); the removed list
+ * round-trips through JSON. */
+static void test_removed_temporal_units(void **state)
+{
+    (void)state;
+    vd_model_config c, back;
+    assert_int_equal(vd_config_preset("tiny", &c), 0);
+    vd_model full, pruned;
+    char err[256];
+    assert_int_equal(vd_model_build(&full, &c, err, sizeof err), 0);
+    char names[64][16];
+    int n = vd_unet_removable_units(&c.unet, names, 64);
+    assert_string_equal(names[n - 3], "temporal.0");
+    assert_string_equal(names[n - 1], "temporal.2");
+    c.unet.removed = vd_realloc(c.unet.removed, 2 * sizeof(char *));
+    c.unet.removed[0] = strdup("temporal.2"), c.unet.removed[1] = strdup("mid");
+    c.unet.removed_count = 2;
+    char *json = vd_config_to_json(&c);
+    assert_int_equal(vd_config_parse(json, &back, err, sizeof err), 0);
+    free(json);
+    assert_true(vd_unet_temporal_removed(&back.unet, 2) && !vd_unet_temporal_removed(&back.unet, 1));
+    assert_int_equal(vd_model_build(&pruned, &back, err, sizeof err), 0);
+    size_t gone = 0;
+    for (int i = 0; i < full.nparams; i++) {
+        const char *name = full.params[i].name;
+        if (vd_model_param(&pruned, name)) continue;
+        gone += full.params[i].numel;
+        int in_mid = strncmp(name, "unet.mid.", 9) == 0;
+        int temporal = strstr(name, ".tconv.") || strstr(name, ".res.norm3.") || strstr(name, ".res1.norm3.") ||
+                       strstr(name, ".res2.norm3.") || strstr(name, ".norm_t.") || strstr(name, ".attn_t.");
+        int deepest = strncmp(name, "unet.down.2.", 12) == 0 || strncmp(name, "unet.up.2.", 10) == 0;
+        if (!in_mid && !(temporal && deepest)) fail_msg("%s should have been kept", name);
+    }
+    assert_int_equal(full.total - pruned.total, gone);
+    assert_null(vd_model_param(&pruned, "unet.up.2.0.attn.attn_t.to_q.weight"));
+    assert_non_null(vd_model_param(&pruned, "unet.up.2.0.attn.norm3.weight"));
+    assert_non_null(vd_model_param(&pruned, "unet.up.1.0.attn.attn_t.to_q.weight"));
+    n = vd_unet_removable_units(&back.unet, names, 64);
+    for (int i = 0; i < n; i++) assert_string_not_equal(names[i], "temporal.2");
+    vd_model_free(&full), vd_model_free(&pruned);
+    vd_config_free(&c), vd_config_free(&back);
+}
+
 static void test_tokenizer(void **state)
 {
     (void)state;
@@ -318,7 +368,8 @@ int main(void)
         cmocka_unit_test(test_parse_bad_lengths), cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_write_read_round_trip), cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_config),            cmocka_unit_test(test_model_files),
-        cmocka_unit_test(test_removed_blocks),    cmocka_unit_test(test_tokenizer),
+        cmocka_unit_test(test_removed_blocks),    cmocka_unit_test(test_removed_temporal_units),
+        cmocka_unit_test(test_tokenizer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
 
 Each server fixture starts the real daemon on a free loopback port with a temporary data
 directory, a tiny random model on the CPU and a configuration file written here; it is stopped
-with SIGTERM. Only the standard library talks to it (http.client, socket), the way curl or the
+with SIGTERM. The admin API's tests use an even smaller model (32x32 frames, a two-level UNet)
+whose block-importance analysis takes seconds. Only the standard library talks to it (http.client, socket), the way curl or the
 OpenAI SDKs would. Generation is kept tiny (64x64, 2 to 4 frames, a few steps).
 """
 
@@ -23,6 +24,7 @@ import pytest
 BUILD = os.path.abspath(os.environ.get("top_builddir", "."))
 VDMINI = os.path.join(BUILD, "vdmini")
 VDMINID = os.path.join(BUILD, "vdminid")
+MAKE_SMALL_MODEL = os.path.join(BUILD, "tests", "server", "make_small_model")
 API_KEY = "sk-test-0123456789"
 ADMIN_KEY = "sk-admin-9876543210"
 BODY_LIMIT = 64 * 1024
@@ -730,5 +732,243 @@ def test_crash_restart_loses_no_job(model, workdir):
             assert status == 200 and mp4[4:8] == b"ftyp"
         status, _, mp4_after = srv.request("GET", f"/v1/videos/{first['id']}/content")
         assert status == 200 and mp4_after == mp4_before
+    finally:
+        srv.stop()
+
+
+# ---- the admin API: analyses, distillations, models ---------------------------------------
+
+# admin_cpu_priority normal: under the default (idle) an admin run gets no CPU while anything
+# else on the machine wants it, such as the other test suites of a parallel make check
+SMALL_SETTINGS = {"default_width": 32, "default_height": 32, "default_frames": 4, "admin_cpu_priority": "normal"}
+SMALL_RESBLOCKS = {"down.0.0", "down.1.0", "mid", "up.1.0", "up.1.1", "up.0.0", "up.0.1"}
+QUICK_TRAINING = {"steps": 4, "warmup_steps": 1, "batch": 4, "loader_threads": 1}
+
+
+def make_small_model(path, seed):
+    subprocess.run([MAKE_SMALL_MODEL, str(seed), path], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    with tempfile.TemporaryDirectory(prefix="vdmini-small-") as d:
+        yield make_small_model(os.path.join(d, "small.safetensors"), 5)
+
+
+@pytest.fixture(scope="module")
+def admin(small_model):
+    with tempfile.TemporaryDirectory(prefix="vdminid-admin-") as d:
+        srv = Server(d, small_model, api_keys=[API_KEY], admin_keys=[ADMIN_KEY], **SMALL_SETTINGS)
+        yield srv
+        assert srv.stop() == 0
+
+
+def admin_call(srv, method, path, payload=None):
+    status, body, _ = srv.json(method, path, payload, key=ADMIN_KEY)
+    return status, body
+
+
+def wait_run(srv, kind, run_id, statuses=TERMINAL, timeout=120, until=None):
+    """The run once its status is in statuses (and until(run) holds, when given)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, run = admin_call(srv, "GET", f"/admin/v1/{kind}/{run_id}")
+        assert status == 200, run
+        if run["status"] in statuses and (until is None or until(run)):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"{run_id} stayed {run['status']} ({run['progress']}) for {timeout} s")
+
+
+def start_analysis(srv, **fields):
+    status, run = admin_call(srv, "POST", "/admin/v1/analyses", dict({"prompts": 1, "steps": 2}, **fields))
+    assert status == 200 and run["object"] == "analysis" and run["status"] == "queued", run
+    return run
+
+
+@pytest.fixture(scope="module")
+def analysis(admin):
+    """A finished block-importance analysis of the small model."""
+    return wait_run(admin, "analyses", start_analysis(admin)["id"])
+
+
+def test_admin_routes_refuse_missing_and_non_admin_keys(admin, server):
+    routes = [("GET", "/admin/v1/analyses"), ("POST", "/admin/v1/analyses"), ("GET", "/admin/v1/analyses/x"),
+              ("POST", "/admin/v1/analyses/x/cancel"), ("GET", "/admin/v1/distillations"),
+              ("POST", "/admin/v1/distillations"), ("POST", "/admin/v1/distillations/x/cancel"),
+              ("GET", "/admin/v1/distillations/x/events"), ("GET", "/admin/v1/models"),
+              ("POST", "/admin/v1/models/small/activate")]
+    for method, path in routes:
+        payload = {"prompts": 1} if method == "POST" else None
+        status, body, _ = admin.json(method, path, payload)
+        assert status == 401 and error_of(body)["code"] == "missing_api_key", (method, path)
+        status, body, _ = admin.json(method, path, payload, key=API_KEY)
+        assert status == 403 and error_of(body)["code"] == "admin_key_required", (method, path)
+    status, body, _ = server.json("POST", "/admin/v1/analyses", {"prompts": 1})
+    assert status == 403 and error_of(body)["code"] == "admin_disabled"
+    status, runs = admin_call(admin, "GET", "/admin/v1/distillations")
+    assert status == 200 and runs["object"] == "list"
+
+
+def test_analysis_runs_to_done_with_one_row_per_block(admin, analysis):
+    assert analysis["status"] == "completed", analysis["error"]
+    assert analysis["progress"]["done"] == analysis["progress"]["total"] and analysis["progress"]["percent"] == 100
+    report = analysis["report"]
+    names = [row["block"] for row in report["blocks"]]
+    assert len(names) == len(set(names)) and SMALL_RESBLOCKS <= set(names), names
+    for row in report["blocks"]:
+        for column in ("content_drop", "motion_drop", "param_share", "flop_share", "latency_share"):
+            assert isinstance(row[column], (int, float)), (row["block"], column)
+        assert 0 < row["param_share"] < 1
+    assert report["prompts"] == 1 and report["steps"] == 2 and "observation" in report
+    assert analysis["request"]["model"] == "small" and analysis["request"]["prompts"] == 1
+    status, runs = admin_call(admin, "GET", "/admin/v1/analyses")
+    listed = [r for r in runs["data"] if r["id"] == analysis["id"]]
+    assert len(listed) == 1 and listed[0]["status"] == "completed" and "report" not in listed[0]
+    # the run's event stream of a finished run is its final state
+    status, headers, body = admin.request("GET", f"/admin/v1/analyses/{analysis['id']}/events", key=ADMIN_KEY)
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    assert body.decode().startswith("event: completed\ndata: ")
+
+
+def test_admin_bad_requests_name_the_field(admin, analysis):
+    aid = analysis["id"]
+    cases = [
+        ("/admin/v1/analyses", {"prompts": 0}, 400, "prompts"),
+        ("/admin/v1/analyses", {"steps": "many"}, 400, "steps"),
+        ("/admin/v1/analyses", {"guidance": -1}, 400, "guidance"),
+        ("/admin/v1/analyses", {"colour": "red"}, 400, "colour"),
+        ("/admin/v1/analyses", {"model": "sora-2"}, 404, "model"),
+        ("/admin/v1/distillations", {}, 400, "plan"),
+        ("/admin/v1/distillations", {"plan": {"remove": []}}, 400, "plan.remove"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid", "mid"]}}, 400, "plan.remove"),
+        ("/admin/v1/distillations", {"plan": {"analysis": aid, "params": 1.5}}, 400, "plan.params"),
+        ("/admin/v1/distillations", {"plan": {"analysis": aid, "params": 0.2, "flops": 0.2}}, 400, None),
+        ("/admin/v1/distillations", {"plan": {"analysis": aid}}, 400, "plan.params"),
+        ("/admin/v1/distillations", {"plan": {"analysis": aid, "params": 0.2, "rule": "widest"}}, 400, "plan.rule"),
+        ("/admin/v1/distillations", {"plan": {"analysis": aid, "params": 0.2, "depth": 1}}, 400, "plan.depth"),
+        ("/admin/v1/distillations", {"plan": {"analysis": "analysis_000", "params": 0.2}}, 404, "plan.analysis"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": {"stepz": 3}}, 400, "config"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": {"out_dir": "/tmp"}}, 400, "config.out_dir"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": [1]}, 400, "config"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "teacher": "sora-2"}, 404, "teacher"),
+    ]
+    for path, payload, want_status, want_param in cases:
+        status, body = admin_call(admin, "POST", path, payload)
+        assert status == want_status, (payload, body)
+        error = error_of(body)
+        if want_param:
+            assert error["param"] == want_param, (payload, error)
+    status, body = admin_call(admin, "POST", "/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": {"stepz": 3}})
+    assert "stepz" in error_of(body)["message"]
+    status, _, body = admin.request("POST", "/admin/v1/analyses", b"{", {"Content-Type": "application/json"}, key=ADMIN_KEY)
+    assert status == 400 and json.loads(body)["error"]["code"] == "invalid_json"
+    # unknown ids are 404, a run of the other kind included; a finished run cannot be cancelled
+    for path in ("/admin/v1/analyses/analysis_000", f"/admin/v1/distillations/{aid}"):
+        status, body = admin_call(admin, "GET", path)
+        assert status == 404 and error_of(body)["code"] == "not_found"
+    status, body = admin_call(admin, "POST", f"/admin/v1/analyses/{aid}/cancel")
+    assert status == 409 and error_of(body)["code"] == "run_finished"
+    status, body = admin_call(admin, "POST", "/admin/v1/models/sora-2/activate")
+    assert status == 404 and error_of(body)["code"] == "model_not_found"
+
+
+def test_distillation_created_listed_and_cancelled(admin, analysis):
+    blocker = start_analysis(admin, prompts=6, steps=10)  # keeps the admin thread busy for a while
+    status, run = admin_call(admin, "POST", "/admin/v1/distillations",
+                             {"plan": {"analysis": analysis["id"], "params": 0.2}, "config": QUICK_TRAINING})
+    assert status == 200 and run["object"] == "distillation" and run["status"] == "queued", run
+    blocks = {row["block"] for row in analysis["report"]["blocks"]}
+    assert run["request"]["remove"] and set(run["request"]["remove"]) <= blocks
+    assert run["request"]["teacher"] == "small" and run["request"]["config"] == QUICK_TRAINING
+    status, runs = admin_call(admin, "GET", "/admin/v1/distillations")
+    listed = [r for r in runs["data"] if r["id"] == run["id"]]
+    assert len(listed) == 1 and listed[0]["status"] == "queued" and listed[0]["queue_position"] is not None
+    status, cancelled = admin_call(admin, "POST", f"/admin/v1/distillations/{run['id']}/cancel")
+    assert status == 200 and cancelled["status"] == "cancelled"
+    assert admin_call(admin, "GET", f"/admin/v1/distillations/{run['id']}")[1]["status"] == "cancelled"
+    status, body = admin_call(admin, "POST", f"/admin/v1/distillations/{run['id']}/cancel")
+    assert status == 409 and error_of(body)["code"] == "run_finished"
+    # the running analysis stops at its next model
+    wait_run(admin, "analyses", blocker["id"], ("in_progress",))
+    status, body = admin_call(admin, "POST", f"/admin/v1/analyses/{blocker['id']}/cancel")
+    assert status == 200
+    assert wait_run(admin, "analyses", blocker["id"], timeout=60)["status"] == "cancelled"
+
+
+def test_distillation_failure_is_reported(admin):
+    status, run = admin_call(admin, "POST", "/admin/v1/distillations",
+                             {"plan": {"remove": ["down.7.7"]}, "config": QUICK_TRAINING})
+    assert status == 200, run
+    run = wait_run(admin, "distillations", run["id"])
+    assert run["status"] == "failed" and run["error"]["code"] == "pruning_failed"
+    assert "down.7.7" in run["error"]["message"] and run["model"] is None
+
+
+def test_activation_and_persistence_across_restarts(small_model, workdir):
+    srv = Server(workdir, small_model, admin_keys=[ADMIN_KEY], **SMALL_SETTINGS)
+    try:
+        done = wait_run(srv, "analyses", start_analysis(srv)["id"])
+        assert done["status"] == "completed", done["error"]
+    finally:
+        srv.stop()
+    # the same data directory, another configured model: both are registered now
+    other = make_small_model(os.path.join(workdir, "other.safetensors"), 6)
+    srv = Server(workdir, other, admin_keys=[ADMIN_KEY], **SMALL_SETTINGS)
+    try:
+        status, runs = admin_call(srv, "GET", "/admin/v1/analyses")
+        assert [r["id"] for r in runs["data"]] == [done["id"]] and runs["data"][0]["status"] == "completed"
+        status, again = admin_call(srv, "GET", f"/admin/v1/analyses/{done['id']}")
+        assert again["report"] == done["report"]
+        active = {m["id"]: m["active"] for m in srv.json("GET", "/v1/models")[1]["data"]}
+        assert active == {"small": False, "other": True}
+        # a few seconds of work, so that the activation comes while it runs
+        running = srv.create(prompt="a red circle", seconds="4", fps=2, size="64x64", num_inference_steps=50)
+        srv.wait(running["id"], ("in_progress",))
+        queued = srv.create(prompt="a blue square", size="32x32")  # cannot join the running batch
+        status, body = admin_call(srv, "POST", "/admin/v1/models/small/activate")
+        assert status == 200 and body["active"] is True, body
+        active = {m["id"]: m["active"] for m in srv.json("GET", "/v1/models")[1]["data"]}
+        assert active == {"small": True, "other": False}
+        assert srv.json("GET", "/v1/models/small")[1]["limits"]["image_size"] == 32
+        first, second = srv.wait(running["id"]), srv.wait(queued["id"])
+        assert first["status"] == "completed" and first["model"] == "other"  # finished on the old model
+        assert second["status"] == "completed" and second["model"] == "small"  # waited for the new one
+        status, models = admin_call(srv, "GET", "/admin/v1/models")
+        assert {m["id"]: m["serving"] for m in models["data"]} == {"small": True, "other": False}
+    finally:
+        srv.stop()
+    # the activation holds across a restart while the configured model stays the same
+    srv.start()
+    try:
+        active = {m["id"]: m["active"] for m in srv.json("GET", "/v1/models")[1]["data"]}
+        assert active == {"small": True, "other": False}
+    finally:
+        srv.stop()
+
+
+def test_distillation_resumes_from_its_checkpoint_after_a_restart(small_model, workdir):
+    srv = Server(workdir, small_model, admin_keys=[ADMIN_KEY], **SMALL_SETTINGS)
+    training = dict(QUICK_TRAINING, steps=100000, checkpoint_every=5)
+    status, run = admin_call(srv, "POST", "/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": training})
+    assert status == 200, run
+    try:
+        run = wait_run(srv, "distillations", run["id"], ("in_progress", "failed"),
+                       until=lambda r: r["status"] == "failed" or (r["progress"] or {}).get("step", 0) >= 8)
+        if run["status"] == "failed":
+            pytest.skip(f"the engine cannot distil yet: {run['error']['message']}")
+        curves = run["progress"]
+        assert all(isinstance(curves[k], (int, float)) for k in ("task", "icd", "mca", "disc", "eta_seconds"))
+    finally:
+        assert srv.stop() == 0  # the run stops at its next step, after a checkpoint
+    srv.start()
+    try:
+        resumed = wait_run(srv, "distillations", run["id"], ("in_progress",),
+                           until=lambda r: r["attempts"] == 2 and (r["progress"] or {}).get("resumed_from", 0) > 0)
+        assert resumed["progress"]["resumed_from"] >= 8 and resumed["progress"]["step"] > resumed["progress"]["resumed_from"]
+        status, body = admin_call(srv, "POST", f"/admin/v1/distillations/{run['id']}/cancel")
+        assert status == 200
+        assert wait_run(srv, "distillations", run["id"])["status"] == "cancelled"
     finally:
         srv.stop()

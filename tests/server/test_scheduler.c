@@ -1,7 +1,8 @@
 /* test_scheduler.c: the scheduler on a tiny random model on the CPU with a real store —
  * batched jobs all complete with their files, a queued job cancels, a full queue refuses,
- * jobs a crashed run left behind run again (or fail after too many interrupted runs), and a
- * stop that does not finish leaves running jobs for the next start. */
+ * jobs a crashed run left behind run again (or fail after too many interrupted runs), a stop
+ * that does not finish leaves running jobs for the next start, and a model switch lets the
+ * running batch finish on the old model while a queued job waits for the new one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,7 +21,6 @@
 
 static char dir[] = "/tmp/vdmini-sched-XXXXXX";
 static char model_path[4096];
-static vd_engine *engine;
 
 static int setup(void **state)
 {
@@ -28,15 +28,21 @@ static int setup(void **state)
     if (!mkdtemp(dir)) return -1;
     snprintf(model_path, sizeof model_path, "%s/tiny.safetensors", dir);
     char err[VD_ERR_LEN];
-    if (vd_init_preset("tiny", 3, model_path, err)) return -1;
-    engine = vd_engine_open(model_path, NULL, VD_DEVICE_CPU, 0, err);
-    return engine ? 0 : -1;
+    return vd_init_preset("tiny", 3, model_path, err) ? -1 : 0;
+}
+
+/* A fresh engine on the model: each scheduler owns (and closes) its own. */
+static vd_engine *open_engine(void)
+{
+    char err[VD_ERR_LEN];
+    vd_engine *engine = vd_engine_open(model_path, NULL, VD_DEVICE_CPU, 0, err);
+    assert_non_null(engine);
+    return engine;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    vd_engine_close(engine);
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     return system(cmd);
@@ -97,7 +103,7 @@ static void test_batch_completes(void **state)
     vd_events *ev = vd_events_new();
     vd_metrics *me = vd_metrics_new();
     vd_scheduler_config cfg = {.max_batch = 4, .max_queue = 16, .max_queue_wait_ms = 200, .retention_seconds = 60};
-    vd_scheduler *s = vd_scheduler_start(engine, st, ev, me, &cfg);
+    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
     vd_job jobs[3];
     const char *prompts[3] = {"a red circle", "a blue square", "a green star"};
     for (int i = 0; i < 3; i++) {
@@ -132,6 +138,51 @@ static void test_batch_completes(void **state)
     vd_store_close(st);
 }
 
+/* The model a stored job ran on. */
+static void assert_model(vd_store *st, const char *id, const char *model)
+{
+    vd_job back;
+    char err[256];
+    assert_int_equal(vd_store_get(st, id, &back, err, sizeof err), 0);
+    assert_string_equal(back.model, model);
+    vd_job_clear(&back);
+}
+
+static void test_model_switch_waits_for_the_batch(void **state)
+{
+    (void)state;
+    vd_store *st = open_store("switch");
+    vd_events *ev = vd_events_new();
+    vd_metrics *me = vd_metrics_new();
+    vd_scheduler_config cfg = {.max_batch = 4, .max_queue = 16, .max_queue_wait_ms = 0, .retention_seconds = 60};
+    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
+    vd_job running, queued;
+    make_job(&running, "a red circle", 60); /* long enough to be running when the switch comes */
+    insert(st, &running);
+    assert_int_equal(vd_scheduler_submit(s, &running), 0);
+    assert_true(wait_status(st, running.id, VD_JOB_IN_PROGRESS));
+    make_job(&queued, "a blue square", 2);
+    queued.width = 32; /* another shape: it cannot join the running batch */
+    insert(st, &queued);
+    assert_int_equal(vd_scheduler_submit(s, &queued), 0);
+    vd_scheduler_switch_engine(s, open_engine(), "other");
+    char model[128];
+    int switching;
+    vd_scheduler_model(s, model, &switching);
+    assert_true(wait_status(st, running.id, VD_JOB_COMPLETED));
+    assert_true(wait_status(st, queued.id, VD_JOB_COMPLETED));
+    assert_model(st, running.id, "tiny");  /* finished on the model it started on */
+    assert_model(st, queued.id, "other");  /* waited for the switch */
+    if (switching) assert_string_equal(model, "tiny");
+    vd_scheduler_model(s, model, &switching);
+    assert_string_equal(model, "other");
+    assert_false(switching);
+    vd_job_clear(&running), vd_job_clear(&queued);
+    vd_scheduler_stop(s, 1);
+    vd_events_free(ev), vd_metrics_free(me);
+    vd_store_close(st);
+}
+
 static void test_cancel_and_full_queue(void **state)
 {
     (void)state;
@@ -139,7 +190,7 @@ static void test_cancel_and_full_queue(void **state)
     vd_events *ev = vd_events_new();
     vd_metrics *me = vd_metrics_new();
     vd_scheduler_config cfg = {.max_batch = 1, .max_queue = 2, .max_queue_wait_ms = 0, .retention_seconds = 60};
-    vd_scheduler *s = vd_scheduler_start(engine, st, ev, me, &cfg);
+    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
     vd_job a, b, c, d;
     make_job(&a, "first", 40);
     make_job(&b, "second", 2);
@@ -181,7 +232,7 @@ static void test_recovery(void **state)
     vd_events *ev = vd_events_new();
     vd_metrics *me = vd_metrics_new();
     vd_scheduler_config cfg = {.max_batch = 2, .max_queue = 8, .max_queue_wait_ms = 0, .retention_seconds = 60};
-    vd_scheduler *s = vd_scheduler_start(engine, st, ev, me, &cfg);
+    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
     assert_true(wait_status(st, interrupted.id, VD_JOB_COMPLETED));
     assert_true(wait_status(st, waiting.id, VD_JOB_COMPLETED));
     assert_true(wait_status(st, hopeless.id, VD_JOB_FAILED));
@@ -214,6 +265,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_completes),
+        cmocka_unit_test(test_model_switch_waits_for_the_batch),
         cmocka_unit_test(test_cancel_and_full_queue),
         cmocka_unit_test(test_recovery),
     };

@@ -2,7 +2,8 @@
  * (NULL and empty strings, the largest seed, floats); idempotency keys; list pagination both
  * ways with the `after` cursor; listing by status; removal of expired jobs and of files; paths;
  * persistence across close and reopen; a corrupt or too new database refused with a message;
- * and inserts from several threads at once. */
+ * inserts from several threads at once; and the admin runs, the model registry and the
+ * settings, through a reopen. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -515,6 +516,107 @@ static void test_persistence(void **state)
     for (int i = 0; i < N; i++) vd_job_clear(&jobs[i]);
 }
 
+static void test_admin_runs_models_and_settings(void **state)
+{
+    fixture *f = *state;
+    char err[512];
+    vd_admin_run a = {.id = "analysis_1", .kind = "analysis", .status = VD_JOB_QUEUED, .created_at = 10},
+                 d = {.id = "distill_1", .kind = "distillation", .status = VD_JOB_IN_PROGRESS, .created_at = 11};
+    a.request = strdup("{\"prompts\":1}");
+    d.request = strdup("{\"remove\":[\"mid\"]}");
+    assert_int_equal(vd_store_run_insert(f->store, &a, err, sizeof err), 0);
+    assert_int_equal(vd_store_run_insert(f->store, &d, err, sizeof err), 0);
+    assert_int_equal(vd_store_run_insert(f->store, &a, err, sizeof err), -1); /* the id is taken */
+    a.status = VD_JOB_FAILED;
+    a.started_at = 12, a.completed_at = 13, a.attempts = 2;
+    a.progress = strdup("{\"done\":3}");
+    a.result = strdup("{\"blocks\":7}");
+    snprintf(a.error_code, sizeof a.error_code, "analysis_failed");
+    a.error_message = strdup("out of memory");
+    assert_int_equal(vd_store_run_update(f->store, &a, err, sizeof err), 0);
+    vd_admin_run missing = {.id = "analysis_none", .kind = "analysis"};
+    assert_int_equal(vd_store_run_update(f->store, &missing, err, sizeof err), 1);
+
+    vd_model_entry m = {.id = "teacher", .path = "/models/teacher.safetensors", .source = "config", .created_at = 5};
+    vd_model_entry s = {.id = "teacher-vdmini-1", .path = "/data/student.safetensors", .ae = "/models/ae.safetensors",
+                        .source = "distill_1", .created_at = 6};
+    assert_int_equal(vd_store_model_put(f->store, &m, err, sizeof err), 0);
+    assert_int_equal(vd_store_model_put(f->store, &s, err, sizeof err), 0);
+    snprintf(m.path, sizeof m.path, "/models/teacher-v2.safetensors"); /* a put replaces */
+    assert_int_equal(vd_store_model_put(f->store, &m, err, sizeof err), 0);
+    char value[64];
+    assert_int_equal(vd_store_setting_get(f->store, "active_model", value, sizeof value, err, sizeof err), 1);
+    assert_string_equal(value, "");
+    assert_int_equal(vd_store_setting_put(f->store, "active_model", "teacher", err, sizeof err), 0);
+    assert_int_equal(vd_store_setting_put(f->store, "active_model", "teacher-vdmini-1", err, sizeof err), 0);
+
+    vd_store_close(f->store);
+    f->store = vd_store_open(f->data_dir, err, sizeof err);
+    if (!f->store) fail_msg("%s", err);
+
+    vd_admin_run got;
+    assert_int_equal(vd_store_run_get(f->store, "analysis_1", &got, err, sizeof err), 0);
+    assert_string_equal(got.kind, "analysis");
+    assert_int_equal(got.status, VD_JOB_FAILED);
+    assert_int_equal(got.created_at, 10);
+    assert_int_equal(got.started_at, 12);
+    assert_int_equal(got.completed_at, 13);
+    assert_int_equal(got.attempts, 2);
+    assert_string_equal(got.request, a.request);
+    assert_string_equal(got.progress, a.progress);
+    assert_string_equal(got.result, a.result);
+    assert_string_equal(got.error_code, "analysis_failed");
+    assert_string_equal(got.error_message, "out of memory");
+    vd_admin_run_clear(&got);
+    assert_int_equal(vd_store_run_get(f->store, "distill_1", &got, err, sizeof err), 0);
+    assert_null(got.progress);
+    assert_null(got.result);
+    assert_null(got.error_message);
+    vd_admin_run_clear(&got);
+    assert_int_equal(vd_store_run_get(f->store, "analysis_none", &got, err, sizeof err), 1);
+
+    vd_admin_run *runs;
+    int count;
+    assert_int_equal(vd_store_run_list(f->store, NULL, &runs, &count, err, sizeof err), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(runs[0].id, "analysis_1"); /* oldest first */
+    assert_string_equal(runs[1].id, "distill_1");
+    for (int i = 0; i < count; i++) vd_admin_run_clear(&runs[i]);
+    free(runs);
+    assert_int_equal(vd_store_run_list(f->store, "distillation", &runs, &count, err, sizeof err), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(runs[0].id, "distill_1");
+    vd_admin_run_clear(&runs[0]);
+    free(runs);
+
+    vd_model_entry *models;
+    assert_int_equal(vd_store_model_list(f->store, &models, &count, err, sizeof err), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(models[0].id, "teacher");
+    assert_string_equal(models[0].path, "/models/teacher-v2.safetensors");
+    assert_string_equal(models[0].ae, "");
+    assert_string_equal(models[1].ae, "/models/ae.safetensors");
+    assert_string_equal(models[1].source, "distill_1");
+    assert_int_equal(models[1].created_at, 6);
+    free(models);
+    vd_model_entry one;
+    assert_int_equal(vd_store_model_get(f->store, "teacher-vdmini-1", &one, err, sizeof err), 0);
+    assert_string_equal(one.path, "/data/student.safetensors");
+    assert_int_equal(vd_store_model_get(f->store, "sora-2", &one, err, sizeof err), 1);
+    assert_int_equal(vd_store_setting_get(f->store, "active_model", value, sizeof value, err, sizeof err), 0);
+    assert_string_equal(value, "teacher-vdmini-1");
+
+    char dir[512];
+    vd_store_run_dir(f->store, "distill_1", dir, sizeof dir);
+    char want[512];
+    snprintf(want, sizeof want, "%s/admin/distill_1", f->data_dir);
+    assert_string_equal(dir, want);
+    snprintf(want, sizeof want, "%s/admin", f->data_dir);
+    assert_true(exists(want));
+    vd_admin_run_clear(&a);
+    vd_admin_run_clear(&d);
+}
+
 static void test_corrupt_database(void **state)
 {
     fixture *f = *state;
@@ -608,6 +710,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_removes_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_runs_models_and_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_inserts, setup, teardown),
     };

@@ -3,7 +3,9 @@
  * where the browser lacks H.264, a valid MP4 download and a thumbnail), progress moves as the
  * events stream reports it, the recent list shows the video, cancel stops a running job, delete
  * removes one, a bad request shows the server's error in words, and with API keys the page asks
- * for one and then works with it.
+ * for one and then works with it. The admin page, with an admin key, runs a block-importance
+ * analysis of a very small model and charts it, draws a distillation's loss terms as they come
+ * and activates the model the distillation registered.
  *
  *   top_srcdir=... top_builddir=... node --test tests/web/test_browser.mjs
  *
@@ -66,10 +68,10 @@ async function waitForHealth(daemon) {
 }
 
 /* Starts vdminid on a free port with its own data directory; extra are more flags. */
-async function startDaemon(name, extra = []) {
+async function startDaemon(name, extra = [], model = modelPath) {
   const port = await freePort();
   const child = spawn(path.join(BUILDDIR, 'vdminid'), [
-    '--model', modelPath,
+    '--model', model,
     '--data-dir', path.join(workDir, `data-${name}`),
     '--listen', `127.0.0.1:${port}`,
     '--set', `web_dir=${path.join(SRCDIR, 'web')}`,
@@ -397,4 +399,72 @@ browserTest('with API keys the page asks for a key and then works with it', asyn
   await checkResult(id, size);
   await waitForThumbnail(id);
   await screenshot('api-key');
+});
+
+browserTest('the admin page charts an analysis, draws distillation curves and activates a model', async () => {
+  const adminKey = 'web-admin-key-0123456789';
+  const smallModel = path.join(workDir, 'small.safetensors');
+  execFileSync(path.join(BUILDDIR, 'tests', 'server', 'make_small_model'), ['7', smallModel], { stdio: 'pipe' });
+  /* admin_cpu_priority normal: under the default (idle) the analysis would wait for the other
+   * test suites of a parallel make check to leave a core free */
+  const daemon = await startDaemon('admin', ['--set', `admin_keys=${adminKey}`,
+    '--set', 'admin_cpu_priority=normal'], smallModel);
+  const adminApi = async (route) =>
+    (await fetch(`${daemon.url}${route}`, { headers: { Authorization: `Bearer ${adminKey}` } })).json();
+  await openPage();
+  await page.goto(`${daemon.url}/admin.html`);
+  await page.fill('#admin-key', adminKey);
+  await page.click('#admin-key-form button[type="submit"]');
+  await page.waitForSelector('#models-body tr', { timeout: 15_000 });
+  assert.match(await page.textContent('#models-body'), /small.*configuration.*active/);
+
+  await page.fill('#analysis-prompts', '1');
+  await page.fill('#analysis-steps', '2');
+  await page.click('#analysis-form button[type="submit"]');
+  await page.waitForSelector('#analyses-body button:text("Chart")', { timeout: JOB_TIMEOUT_MS });
+  await page.click('#analyses-body button:text("Chart")');
+  await page.waitForSelector('#analysis-figure:not([hidden]) svg', { timeout: 15_000 });
+  const [analysis] = (await adminApi('/admin/v1/analyses')).data;
+  const { report } = await adminApi(`/admin/v1/analyses/${analysis.id}`);
+  for (const series of ['content', 'motion', 'params', 'latency']) {
+    assert.equal(await page.locator(`#analysis-chart rect.series-${series}`).count(), report.blocks.length + 1,
+      `one ${series} bar per block, and the legend's`);
+  }
+  const labels = await page.$$eval('#analysis-chart text', (nodes) => nodes.map((n) => n.textContent));
+  for (const block of report.blocks) assert.ok(labels.includes(block.block), `${block.block} is labelled`);
+  assert.match(await page.textContent('#analysis-verdict'), /(holds|does not hold) here/);
+  await screenshot('admin-analysis');
+
+  await page.selectOption('#distill-plan', 'remove');
+  await page.fill('#distill-remove', 'mid');
+  await page.fill('#distill-config', '{"steps": 40, "warmup_steps": 1, "batch": 4, "loader_threads": 1}');
+  await page.click('#distillation-form button[type="submit"]');
+  await page.waitForSelector('#distillations-body tr', { timeout: 15_000 });
+  const [run] = (await adminApi('/admin/v1/distillations')).data;
+  const deadline = Date.now() + JOB_TIMEOUT_MS;
+  let state = run;
+  while (!['completed', 'failed', 'cancelled'].includes(state.status) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    state = await adminApi(`/admin/v1/distillations/${run.id}`);
+  }
+  if (state.status === 'failed') { /* an engine that cannot distil yet: the page says so */
+    await page.waitForFunction((message) => document.querySelector('#distillations-body').textContent.includes(message),
+      state.error.message, { timeout: 15_000 });
+    return;
+  }
+  assert.equal(state.status, 'completed');
+  for (const term of ['task', 'icd', 'mca', 'disc']) {
+    await page.waitForSelector(`#curves-chart polyline.series-${term}`, { timeout: 15_000 });
+  }
+  const activate = page.locator('#models-body tr', { hasText: state.model }).locator('button:text("Activate")');
+  await activate.waitFor({ timeout: 15_000 });
+  await screenshot('admin-distillation');
+  await activate.click();
+  await page.waitForFunction((model) => {
+    const row = [...document.querySelectorAll('#models-body tr')].find((r) => r.cells[0].textContent === model);
+    return row && row.cells[2].textContent.startsWith('active') && !row.querySelector('button');
+  }, state.model, { timeout: 30_000 });
+  const models = (await (await fetch(`${daemon.url}/v1/models`)).json()).data;
+  assert.deepEqual(models.filter((m) => m.active).map((m) => m.id), [state.model]);
+  assert.deepEqual(pageProblems, []);
 });

@@ -3,10 +3,12 @@ for each component of a weights file.
 
 Usage: make_model_cases.py --weights W.safetensors --out OUT.safetensors
                            [--frames T] [--size HxW] [--seed S] [--steps S] [--guidance G]
+                           [--skip-ae]
 
 --size is the latent size (default 16x16), --frames the video length (default 4). Outputs are
 computed in float64 from the file's float32 weights and stored as float32. Components absent
-from the weights file are skipped. Tensors written (N = 2 videos, P prompts, L tokens):
+from the weights file are skipped, and so is the autoencoder with --skip-ae (a pruned student's
+is its teacher's). Tensors written (N = 2 videos, P prompts, L tokens):
 
   text.ids (P, L) int32        tokenizer output for the prompts in the metadata
   text.out (P, L, D)           text encoder output for text.ids
@@ -62,6 +64,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--skip-ae", action="store_true", help="no autoencoder cases")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -85,7 +88,7 @@ def main():
         store("text.ids", ids)
         store("text.out", model.text.encode(ids))
 
-    if model.ae is not None:
+    if model.ae is not None and not args.skip_ae:
         factor = model.ae.downscale
         cases["image_size"] = [height * factor, width * factor]
         images = (torch.rand(VIDEOS, 3, height * factor, width * factor) * 2 - 1).float()

@@ -6,9 +6,9 @@ v-prediction loss mean((unet(x, t, text(ids)) - v)^2) and its gradient for every
 parameter.
 
 Usage: make_train_cases.py --weights W.safetensors --out OUT.safetensors [--batch 2] [--size 32]
-                           [--frames 3] [--latent 8] [--seed 0]
+                           [--frames 3] [--latent 8] [--seed 0] [--skip-ae]
 
-Tensors written, for the components the weights have:
+Tensors written, for the components the weights have (the autoencoder's not with --skip-ae):
   ae.train.in (B, 3, S, S) float32 images in [-1, 1]; ae.train.loss (1,)
   unet.train.ids (2, L) int32; unet.train.x (2, F, in_channels, s, s); unet.train.t (2,);
   unet.train.v (2, F, out_channels, s, s); unet.train.loss (1,)
@@ -32,15 +32,17 @@ def main():
     parser.add_argument("--frames", type=int, default=3, help="frames of the denoiser case")
     parser.add_argument("--latent", type=int, default=8, help="latent side of the denoiser case")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-ae", action="store_true", help="no autoencoder case")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
     model = ref.load_model(args.weights, dtype=torch.float64)
     has_denoiser = model.text is not None and model.unet is not None
-    if model.ae is None and not has_denoiser:
+    has_ae = model.ae is not None and not args.skip_ae
+    if not has_ae and not has_denoiser:
         raise SystemExit(f"{args.weights}: neither an autoencoder nor a text encoder and UNet")
     tensors = {}
-    if model.ae is not None:
+    if has_ae:
         tensors.update(autoencoder_case(model, args))
     if has_denoiser:
         tensors.update(denoiser_case(model, args))

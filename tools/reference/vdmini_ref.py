@@ -3,8 +3,9 @@ would otherwise run.
 
 It implements docs/architecture.md exactly, as functional code over a dict of weights named as
 that document names them: the ops of kernels/backend.h, the autoencoder, the tokenizer and text
-encoder, the 3D UNet (named, removable blocks and per-level skip stacks), the v-prediction
-schedule and the DDIM and Euler samplers with classifier-free guidance.
+encoder, the 3D UNet (named, removable blocks and per-level temporal layers; per-level skip
+stacks), the v-prediction schedule and the DDIM and Euler samplers with classifier-free
+guidance.
 
 Runs under PyTorch 1.13 (CPU; attention written out, "manual") and PyTorch 2.x (where
 F.scaled_dot_product_attention gives the "sdpa" implementation). Layouts follow the engine: a
@@ -236,8 +237,9 @@ def text_parameter_shapes(cfg):
 # "out". name: the block name ("down.1.0", "mid", "up.2.1") or the part's name below "unet.".
 # ci/co: channels in and out (ci of an up block includes the popped skip). push_level: the
 # level whose skip stack receives this step's output, or None. pops_skip: an up block that pops
-# its level's stack and concatenates the skip after h.
-UNetStep = namedtuple("UNetStep", "kind name level ci co attention push_level pops_skip")
+# its level's stack and concatenates the skip after h. temporal: a block or mid that keeps its
+# temporal layers (its level's "temporal.<level>" unit is not removed).
+UNetStep = namedtuple("UNetStep", "kind name level ci co attention push_level pops_skip temporal")
 
 
 def unet_block_names(cfg):
@@ -248,20 +250,32 @@ def unet_block_names(cfg):
     return names
 
 
+def unet_unit_names(cfg):
+    """Every name "removed" may hold: the blocks, then "temporal.<level>" for each level (the
+    temporal convs and temporal self-attentions of that level's blocks; mid's belong to the
+    deepest level)."""
+    return unet_block_names(cfg) + [f"temporal.{l}" for l in range(len(cfg["channels"]))]
+
+
 def unet_plan(cfg):
-    """The UNet's layout as a list of UNetStep, following the blocks that are not removed."""
+    """The UNet's layout as a list of UNetStep, following the units that are not removed."""
     channels, blocks, has_attention = cfg["channels"], cfg["blocks_per_level"], cfg["attention"]
     levels = len(channels)
-    removed = set(cfg.get("removed", []))
-    unknown = removed - set(unet_block_names(cfg))
+    removed_list = cfg.get("removed", [])
+    removed = set(removed_list)
+    unknown = removed - set(unet_unit_names(cfg))
     if unknown:
-        raise ValueError(f"unet.removed names unknown blocks: {sorted(unknown)}")
+        raise ValueError(f"unet.removed names unknown units: {sorted(unknown)}")
+    if len(removed) != len(removed_list):
+        raise ValueError("unet.removed names a unit twice")
     if len(has_attention) != levels:
         raise ValueError("unet.attention needs one entry per level")
+    temporal = [f"temporal.{l}" not in removed for l in range(levels)]
 
     plan = []
     skip_channels = [[] for _ in range(levels)]
-    plan.append(UNetStep("conv_in", "conv_in", 0, cfg["in_channels"], channels[0], False, 0, False))
+    plan.append(UNetStep("conv_in", "conv_in", 0, cfg["in_channels"], channels[0], False, 0, False,
+                         False))
     skip_channels[0].append(channels[0])
     c = channels[0]
     for level in range(levels):
@@ -270,16 +284,16 @@ def unet_plan(cfg):
             if name in removed:
                 continue
             plan.append(UNetStep("block", name, level, c, channels[level], has_attention[level],
-                                 level, False))
+                                 level, False, temporal[level]))
             c = channels[level]
             skip_channels[level].append(c)
         if level < levels - 1:
             plan.append(UNetStep("downsample", f"down.{level}.down", level, c, c, False,
-                                 level + 1, False))
+                                 level + 1, False, False))
             skip_channels[level + 1].append(c)
     if "mid" not in removed:
         plan.append(UNetStep("mid", "mid", levels - 1, c, channels[-1], has_attention[-1],
-                             None, False))
+                             None, False, temporal[-1]))
         c = channels[-1]
     for level in range(levels - 1, -1, -1):
         for b in range(blocks + 1):
@@ -289,15 +303,16 @@ def unet_plan(cfg):
             pops = bool(skip_channels[level])
             ci = c + (skip_channels[level].pop() if pops else 0)
             plan.append(UNetStep("block", name, level, ci, channels[level], has_attention[level],
-                                 None, pops))
+                                 None, pops, temporal[level]))
             c = channels[level]
         if level > 0:
-            plan.append(UNetStep("upsample", f"up.{level}.up", level, c, c, False, None, False))
-    plan.append(UNetStep("out", "out", 0, c, cfg["out_channels"], False, None, False))
+            plan.append(UNetStep("upsample", f"up.{level}.up", level, c, c, False, None, False,
+                                 False))
+    plan.append(UNetStep("out", "out", 0, c, cfg["out_channels"], False, None, False, False))
     return plan
 
 
-def _resblock3d_shapes(shapes, p, ci, co, time_dim):
+def _resblock3d_shapes(shapes, p, ci, co, time_dim, temporal):
     _norm_shapes(shapes, p + ".norm1", ci)
     _conv_shapes(shapes, p + ".conv1", ci, co, 3)
     _linear_shapes(shapes, p + ".time", time_dim, co)
@@ -305,12 +320,13 @@ def _resblock3d_shapes(shapes, p, ci, co, time_dim):
     _conv_shapes(shapes, p + ".conv2", co, co, 3)
     if ci != co:
         _conv_shapes(shapes, p + ".skip", ci, co, 1)
-    _norm_shapes(shapes, p + ".norm3", co)
-    shapes[p + ".tconv.weight"] = (co, co, 3)
-    shapes[p + ".tconv.bias"] = (co,)
+    if temporal:
+        _norm_shapes(shapes, p + ".norm3", co)
+        shapes[p + ".tconv.weight"] = (co, co, 3)
+        shapes[p + ".tconv.bias"] = (co,)
 
 
-def _attnblock3d_shapes(shapes, p, c, context_dim):
+def _attnblock3d_shapes(shapes, p, c, context_dim, temporal):
     _norm_shapes(shapes, p + ".norm", c)
     _linear_shapes(shapes, p + ".proj_in", c, c)
     _norm_shapes(shapes, p + ".norm1", c)
@@ -320,8 +336,9 @@ def _attnblock3d_shapes(shapes, p, c, context_dim):
     _norm_shapes(shapes, p + ".norm3", c)
     _linear_shapes(shapes, p + ".ff.fc1", c, 4 * c)
     _linear_shapes(shapes, p + ".ff.fc2", 4 * c, c)
-    _norm_shapes(shapes, p + ".norm_t", c)
-    _attention_shapes(shapes, p + ".attn_t", c, c)
+    if temporal:
+        _norm_shapes(shapes, p + ".norm_t", c)
+        _attention_shapes(shapes, p + ".attn_t", c, c)
     _linear_shapes(shapes, p + ".proj_out", c, c)
 
 
@@ -336,16 +353,18 @@ def unet_parameter_shapes(cfg):
         if step.kind == "conv_in":
             _conv_shapes(shapes, "unet.conv_in", step.ci, step.co, 3)
         elif step.kind == "block":
-            _resblock3d_shapes(shapes, p + ".res", step.ci, step.co, time_dim)
+            _resblock3d_shapes(shapes, p + ".res", step.ci, step.co, time_dim, step.temporal)
             if step.attention:
-                _attnblock3d_shapes(shapes, p + ".attn", step.co, cfg["context_dim"])
+                _attnblock3d_shapes(shapes, p + ".attn", step.co, cfg["context_dim"],
+                                    step.temporal)
         elif step.kind in ("downsample", "upsample"):
             _conv_shapes(shapes, p, step.ci, step.co, 3)
         elif step.kind == "mid":
-            _resblock3d_shapes(shapes, "unet.mid.res1", step.ci, step.co, time_dim)
+            _resblock3d_shapes(shapes, "unet.mid.res1", step.ci, step.co, time_dim, step.temporal)
             if step.attention:
-                _attnblock3d_shapes(shapes, "unet.mid.attn", step.co, cfg["context_dim"])
-            _resblock3d_shapes(shapes, "unet.mid.res2", step.co, step.co, time_dim)
+                _attnblock3d_shapes(shapes, "unet.mid.attn", step.co, cfg["context_dim"],
+                                    step.temporal)
+            _resblock3d_shapes(shapes, "unet.mid.res2", step.co, step.co, time_dim, step.temporal)
         else:
             _norm_shapes(shapes, "unet.norm_out", step.ci)
             _conv_shapes(shapes, "unet.conv_out", step.ci, step.co, 3)
@@ -517,7 +536,7 @@ class UNet3D(_Component):
         te = self._linear("unet.time.fc1", timestep_embedding(t, c0))
         return self._linear("unet.time.fc2", silu(te))
 
-    def _resblock3d(self, p, x, time_silu, N, T, co):
+    def _resblock3d(self, p, x, time_silu, N, T, co, temporal):
         B, ci, H, W = x.shape
         h = self._conv(p + ".conv1", silu(self._group_norm(p + ".norm1", x, self.groups)))
         time_bias = self._linear(p + ".time", time_silu)
@@ -525,12 +544,14 @@ class UNet3D(_Component):
         h = self._conv(p + ".conv2", silu(self._group_norm(p + ".norm2", h, self.groups)))
         skip = self._conv(p + ".skip", x) if ci != co else x
         x = skip + h
+        if not temporal:  # the level's temporal layers are removed
+            return x
         temporal_in = silu(self._group_norm(p + ".norm3", x, self.groups)).reshape(N, T, co, H * W)
-        temporal = temporal_conv(temporal_in, self.weights[p + ".tconv.weight"],
-                                 self.weights[p + ".tconv.bias"])
-        return x + temporal.reshape(B, co, H, W)
+        temporal_out = temporal_conv(temporal_in, self.weights[p + ".tconv.weight"],
+                                     self.weights[p + ".tconv.bias"])
+        return x + temporal_out.reshape(B, co, H, W)
 
-    def _attnblock3d(self, p, x, context, N, T):
+    def _attnblock3d(self, p, x, context, N, T, temporal):
         B, c, H, W = x.shape
         S = H * W
         heads = c // self.head_dim
@@ -540,23 +561,27 @@ class UNet3D(_Component):
         h = h + self._attention(p + ".attn2", self._layer_norm(p + ".norm2", h), context, heads,
                                 kv_group=T)
         h = h + self._feed_forward(p + ".ff", self._layer_norm(p + ".norm3", h))
-        # temporal self-attention: every (video, position) attends over its T frames
-        h = h.reshape(N, T, S, c).transpose(1, 2).reshape(N * S, T, c)
-        frame_index = torch.arange(T, dtype=h.dtype, device=h.device)
-        with_frame_pos = h + timestep_embedding(frame_index, c)
-        h = h + self._attention(p + ".attn_t", self._layer_norm(p + ".norm_t", with_frame_pos),
-                                None, heads)
-        h = h.reshape(N, S, T, c).transpose(1, 2).reshape(B, S, c)
+        if temporal:
+            # temporal self-attention: every (video, position) attends over its T frames
+            h = h.reshape(N, T, S, c).transpose(1, 2).reshape(N * S, T, c)
+            frame_index = torch.arange(T, dtype=h.dtype, device=h.device)
+            with_frame_pos = h + timestep_embedding(frame_index, c)
+            h = h + self._attention(p + ".attn_t",
+                                    self._layer_norm(p + ".norm_t", with_frame_pos), None, heads)
+            h = h.reshape(N, S, T, c).transpose(1, 2).reshape(B, S, c)
         h = self._linear(p + ".proj_out", h).transpose(1, 2).reshape(B, c, H, W)
         return x + h
 
-    def _block(self, p, x, time_silu, context, N, T, co, has_attention):
-        x = self._resblock3d(p + ".res", x, time_silu, N, T, co)
-        if has_attention:
-            x = self._attnblock3d(p + ".attn", x, context, N, T)
+    def _block(self, p, x, time_silu, context, N, T, step):
+        x = self._resblock3d(p + ".res", x, time_silu, N, T, step.co, step.temporal)
+        if step.attention:
+            x = self._attnblock3d(p + ".attn", x, context, N, T, step.temporal)
         return x
 
-    def forward(self, x, t, context):
+    def forward(self, x, t, context, outputs=None, stop=None):
+        """x (N, T, in_channels, H, W) -> the prediction (N, T, out_channels, H, W). outputs, when a
+        list, gets every stage's output (N*T, C, h, w) in plan order; stop ends the walk after the
+        first stop stages (the encoder half, for distillation) and returns the last output."""
         N, T, C, H, W = x.shape
         divisor = 2 ** (self.levels - 1)
         if C != self.cfg["in_channels"] or H % divisor or W % divisor:
@@ -565,21 +590,21 @@ class UNet3D(_Component):
         time_silu = silu(self._time_embedding(t))
         skips = [[] for _ in range(self.levels)]
         h = x.reshape(N * T, C, H, W)
-        for step in self.plan:
+        for step in self.plan[:stop]:
             p = "unet." + step.name
             if step.kind == "conv_in":
                 h = self._conv("unet.conv_in", h)
             elif step.kind == "block":
                 if step.pops_skip:
                     h = torch.cat([h, skips[step.level].pop()], dim=1)
-                h = self._block(p, h, time_silu, context, N, T, step.co, step.attention)
+                h = self._block(p, h, time_silu, context, N, T, step)
             elif step.kind == "downsample":
                 h = self._conv(p, h, stride=2)
             elif step.kind == "mid":
-                h = self._resblock3d("unet.mid.res1", h, time_silu, N, T, step.co)
+                h = self._resblock3d("unet.mid.res1", h, time_silu, N, T, step.co, step.temporal)
                 if step.attention:
-                    h = self._attnblock3d("unet.mid.attn", h, context, N, T)
-                h = self._resblock3d("unet.mid.res2", h, time_silu, N, T, step.co)
+                    h = self._attnblock3d("unet.mid.attn", h, context, N, T, step.temporal)
+                h = self._resblock3d("unet.mid.res2", h, time_silu, N, T, step.co, step.temporal)
             elif step.kind == "upsample":
                 h = self._conv(p, upsample2x(h))
             else:
@@ -587,7 +612,9 @@ class UNet3D(_Component):
                 h = self._conv("unet.conv_out", silu(h))
             if step.push_level is not None:
                 skips[step.push_level].append(h)
-        return h.reshape(N, T, -1, H, W)
+            if outputs is not None:
+                outputs.append(h)
+        return h if stop is not None else h.reshape(N, T, -1, H, W)
 
     __call__ = forward  # a UNet3D is called like a module: unet(x, t, context)
 

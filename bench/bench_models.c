@@ -1,0 +1,158 @@
+/* bench_models.c: a pruned student against its teacher (or any models of one frame size) in one
+ * process on one backend — milliseconds per denoiser step (the UNet at each batch size, random
+ * inputs) and per video (vd_generate: the text encoder, 25 DDIM steps with guidance, i.e. batch 2,
+ * and the autoencoder's decode), with each model's UNet parameters. The models take turns in
+ * every round, so drift on a busy machine touches them alike. Links only the engine.
+ *
+ *   bench_models --model A.safetensors --model B.safetensors [--ae AE.safetensors]
+ *                [--device cpu|cuda] [--bf16] [--batch 2 --batch 16] [--iters 5] [--videos 2]
+ *
+ * Prints one JSON line per model and measure (medians), then each model's ratios to the first:
+ * "speedup" is the first model's time over this one's. */
+#include "bench_common.h"
+#include "vdmini.h"
+
+#define MAX_MODELS 4
+#define MAX_BATCHES 4
+
+typedef struct {
+    const char *path;
+    vd_model m;
+    vd_engine *engine;
+    double *step_ms[MAX_BATCHES], *video_ms;
+} bench_model;
+
+static int open_backend(const char *device, int bf16, vd_backend **be)
+{
+    char err[256];
+    if (strcmp(device, "cuda") == 0) {
+        *be = vd_backend_cuda(0, err, sizeof err);
+        if (!*be) return fprintf(stderr, "cuda: %s\n", err), 1;
+        (*be)->precision = bf16 ? VD_PRECISION_BF16 : VD_PRECISION_F32;
+        return 0;
+    }
+    if (strcmp(device, "cpu") != 0) return fprintf(stderr, "unknown device %s\n", device), 2;
+    *be = vd_backend_cpu();
+    return 0;
+}
+
+/* One UNet step of batch rows, synchronised: milliseconds. */
+static double time_step(vd_model *m, vd_backend *be, int batch)
+{
+    const vd_unet_config *u = &m->cfg.unet;
+    int T = u->frames, h = u->latent_h, w = u->latent_w, L = m->cfg.text.max_tokens;
+    float *x = bench_random_on(be, (size_t)batch * T * u->in_channels * h * w, 2, 1.0f);
+    float *ctx = bench_random_on(be, (size_t)batch * L * u->context_dim, 3, 1.0f);
+    float *t = bench_random_on(be, (size_t)batch, 4, 0.0f);
+    float *out = be->alloc(be, (size_t)batch * T * u->out_channels * h * w * sizeof(float));
+    be->synchronize(be);
+    double t0 = vd_now();
+    vd_unet_forward(m, x, t, ctx, L, batch, T, h, w, out);
+    be->synchronize(be);
+    double ms = 1e3 * (vd_now() - t0);
+    be->release(be, x), be->release(be, ctx), be->release(be, t), be->release(be, out);
+    return ms;
+}
+
+static double time_video(vd_engine *e, int side, int frames, float *pixels)
+{
+    vd_gen_params p = {.prompt = "a big red square moves right on a white background", .frames = frames,
+                       .width = side, .height = side, .steps = 25, .guidance = 7.5f, .seed = 1};
+    char err[VD_ERR_LEN];
+    double t0 = vd_now();
+    if (vd_generate(e, &p, pixels, NULL, NULL, err)) {
+        fprintf(stderr, "generate: %s\n", err);
+        exit(1);
+    }
+    return 1e3 * (vd_now() - t0);
+}
+
+static void print_line(const bench_model *b, const char *what, int batch, const double *ms, int n, const char *device)
+{
+    printf("{\"model\": \"%s\", \"what\": \"%s\", \"batch\": %d, \"device\": \"%s\", \"unet_params\": %zu, "
+           "\"median_ms\": %.3f, \"min_ms\": %.3f, \"runs\": %d}\n",
+           b->path, what, batch, device, vd_model_count_params(&b->m, "unet."), ms[n / 2], ms[0], n);
+}
+
+int main(int argc, char **argv)
+{
+    bench_model models[MAX_MODELS];
+    int nmodels = 0, batches[MAX_BATCHES], nbatches = 0, bf16 = 0, iters = 5, videos = 2;
+    const char *device = "cpu", *ae = NULL;
+    memset(models, 0, sizeof models);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--bf16") == 0) { bf16 = 1; continue; }
+        if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
+        if (strcmp(a, "--model") == 0 && nmodels < MAX_MODELS) models[nmodels++].path = v;
+        else if (strcmp(a, "--batch") == 0 && nbatches < MAX_BATCHES) batches[nbatches++] = atoi(v);
+        else if (strcmp(a, "--ae") == 0) ae = v;
+        else if (strcmp(a, "--device") == 0) device = v;
+        else if (strcmp(a, "--iters") == 0) iters = atoi(v);
+        else if (strcmp(a, "--videos") == 0) videos = atoi(v);
+        else return fprintf(stderr, "unknown option %s (or too many)\n", a), 2;
+        i++;
+    }
+    if (nbatches == 0) batches[0] = 2, batches[1] = 16, nbatches = 2;
+    if (nmodels < 1 || iters < 1 || videos < 0) return fprintf(stderr, "need --model, and iters >= 1\n"), 2;
+    for (int k = 0; k < nbatches; k++)
+        if (batches[k] < 1) return fprintf(stderr, "bad --batch\n"), 2;
+
+    vd_backend *be;
+    int status = open_backend(device, bf16, &be);
+    if (status) return status;
+    char err[VD_ERR_LEN];
+    vd_device dev = strcmp(device, "cuda") == 0 ? VD_DEVICE_CUDA : VD_DEVICE_CPU;
+    for (int i = 0; i < nmodels; i++) {
+        bench_model *b = &models[i];
+        if (vd_model_load(&b->m, b->path, err, sizeof err)) return fprintf(stderr, "%s: %s\n", b->path, err), 1;
+        if (!b->m.cfg.unet.present) return fprintf(stderr, "%s: no UNet\n", b->path), 1;
+        vd_model_attach(&b->m, be);
+        if (videos && !(b->engine = vd_engine_open(b->path, ae, dev, bf16, err)))
+            return fprintf(stderr, "%s: %s\n", b->path, err), 1;
+        for (int k = 0; k < nbatches; k++) b->step_ms[k] = vd_malloc((size_t)iters * sizeof(double));
+        b->video_ms = vd_malloc((size_t)(videos ? videos : 1) * sizeof(double));
+    }
+    const vd_unet_config *u0 = &models[0].m.cfg.unet;
+    vd_model_limits lim;
+    if (videos) vd_engine_limits(models[0].engine, &lim);
+    float *pixels = videos ? vd_malloc((size_t)u0->frames * 3 * lim.image_size * lim.image_size * sizeof(float)) : NULL;
+
+    for (int i = 0; i < nmodels; i++) /* warm-up: every size once */
+        for (int k = 0; k < nbatches; k++) time_step(&models[i].m, be, batches[k]);
+    for (int r = 0; r < iters; r++)
+        for (int i = 0; i < nmodels; i++)
+            for (int k = 0; k < nbatches; k++) models[i].step_ms[k][r] = time_step(&models[i].m, be, batches[k]);
+    for (int r = 0; r < videos; r++)
+        for (int i = 0; i < nmodels; i++) models[i].video_ms[r] = time_video(models[i].engine, lim.image_size, u0->frames, pixels);
+
+    for (int i = 0; i < nmodels; i++) {
+        bench_model *b = &models[i];
+        for (int k = 0; k < nbatches; k++) {
+            bench_sort_timings(b->step_ms[k], iters);
+            print_line(b, "step", batches[k], b->step_ms[k], iters, be->name);
+        }
+        if (videos) {
+            bench_sort_timings(b->video_ms, videos);
+            print_line(b, "video", 2, b->video_ms, videos, be->name);
+        }
+    }
+    for (int i = 1; i < nmodels; i++) {
+        bench_model *b = &models[i], *base = &models[0];
+        printf("{\"model\": \"%s\", \"against\": \"%s\", \"params_ratio\": %.3f", b->path, base->path,
+               (double)vd_model_count_params(&b->m, "unet.") / (double)vd_model_count_params(&base->m, "unet."));
+        for (int k = 0; k < nbatches; k++)
+            printf(", \"speedup_step_batch%d\": %.3f", batches[k], base->step_ms[k][iters / 2] / b->step_ms[k][iters / 2]);
+        if (videos) printf(", \"speedup_video\": %.3f", base->video_ms[videos / 2] / b->video_ms[videos / 2]);
+        printf("}\n");
+    }
+    for (int i = 0; i < nmodels; i++) {
+        for (int k = 0; k < nbatches; k++) free(models[i].step_ms[k]);
+        free(models[i].video_ms);
+        if (models[i].engine) vd_engine_close(models[i].engine);
+        vd_model_free(&models[i].m);
+    }
+    free(pixels);
+    be->destroy(be);
+    return 0;
+}

@@ -1,0 +1,25 @@
+#!/bin/sh
+# test_distill_reference.sh: VDMini's ICMD distillation loss against the PyTorch reference
+# (Debian's python3-torch, CPU): a tiny teacher with random weights, a student pruned of a shallow
+# block and of the mid block, and tools/reference/make_distill_cases.py's terms and gradients
+# (student and discriminator heads) checked by check_distill on both CPU backends. Fresh random
+# weights and inputs each run (the seed is printed).
+set -eu
+: "${top_srcdir:=.}" "${top_builddir:=.}" "${TORCH_PYTHON:=/usr/bin/python3}"
+if ! "$TORCH_PYTHON" -c 'import torch' 2>/dev/null; then
+    echo "SKIP: $TORCH_PYTHON has no torch (apt-get install python3-torch)"
+    exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+echo "seed $seed"
+
+"$top_builddir/vdmini" init --preset tiny --seed "$seed" --out "$work/teacher.safetensors"
+echo '{"remove": ["down.0.1", "mid"]}' >"$work/plan.json"
+"$top_builddir/vdmini" prune --teacher "$work/teacher.safetensors" --plan "$work/plan.json" \
+    --out "$work/student.safetensors"
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_distill_cases.py" --teacher "$work/teacher.safetensors" \
+    --student "$work/student.safetensors" --out "$work/cases.safetensors" --seed "$((seed % 100000))"
+"$top_builddir/tests/engine/check_distill" "$work/teacher.safetensors" "$work/student.safetensors" \
+    "$work/cases.safetensors"
