@@ -147,10 +147,7 @@ static void run_events(const vd_request *r, const char *kind, vd_reply *reply)
     vd_admin_run run;
     if (find_run(r, kind, &run, reply)) return;
     vd_admin_run_clear(&run);
-    reply->kind = VD_REPLY_EVENTS;
-    reply->status = 200;
-    reply->content_type = "text/event-stream";
-    snprintf(reply->job_id, sizeof reply->job_id, "%.*s", (int)sizeof reply->job_id - 1, r->id);
+    vd_api_reply_events(reply, r->id);
 }
 
 char *vd_api_run_state_event(vd_server *srv, const char *id, int *finished)

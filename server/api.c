@@ -884,15 +884,20 @@ void vd_api_video_content(const vd_request *r, vd_reply *reply)
     vd_store_path(r->srv->store, r->id, kind, reply->path, sizeof reply->path);
 }
 
+void vd_api_reply_events(vd_reply *reply, const char *id)
+{
+    reply->kind = VD_REPLY_EVENTS;
+    reply->status = 200;
+    reply->content_type = "text/event-stream";
+    snprintf(reply->job_id, sizeof reply->job_id, "%.*s", (int)sizeof reply->job_id - 1, id);
+}
+
 void vd_api_video_events(const vd_request *r, vd_reply *reply)
 {
     vd_job job;
     if (find_job(r, &job, reply)) return;
     vd_job_clear(&job);
-    reply->kind = VD_REPLY_EVENTS;
-    reply->status = 200;
-    reply->content_type = "text/event-stream";
-    snprintf(reply->job_id, sizeof reply->job_id, "%.*s", (int)sizeof reply->job_id - 1, r->id);
+    vd_api_reply_events(reply, r->id);
 }
 
 char *vd_api_state_event(vd_server *srv, const char *id, int *finished)

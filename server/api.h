@@ -69,6 +69,9 @@ int vd_api_get_integer(const json_t *fields, const char *name, long long lo, lon
 /* A finite number within [lo, hi]: 1 set, 0 absent, -1 (replied). */
 int vd_api_get_number(const json_t *fields, const char *name, double lo, double hi, double *out, vd_reply *reply);
 
+/* Makes the reply the server-sent event stream of id (a video job or an admin run). */
+void vd_api_reply_events(vd_reply *reply, const char *id);
+
 typedef void (*vd_api_handler)(const vd_request *r, vd_reply *reply);
 
 void vd_api_create_video(const vd_request *r, vd_reply *reply);  /* POST /v1/videos */

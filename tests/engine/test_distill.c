@@ -44,22 +44,13 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
-/* small_model.h's text encoder and UNet with two blocks per level, 2 frames of 8x8 latents,
- * randomly initialised and saved as the teacher's file. */
+/* The teacher: small_model.h's small_teacher, 2 frames of 8x8 latents, saved as the teacher's
+ * file. */
 static int setup(void **state)
 {
     (void)state;
-    if (!mkdtemp(work_dir)) return -1;
-    vd_model_config mc;
-    if (small_model_config(&mc)) return -1;
-    mc.ae.present = 0;
-    mc.unet.blocks_per_level = 2;
-    mc.unet.frames = T, mc.unet.latent_h = SIDE, mc.unet.latent_w = SIDE;
+    if (!mkdtemp(work_dir) || small_teacher(&teacher, T, SIDE, 11)) return -1;
     char err[256];
-    int rc = vd_model_build(&teacher, &mc, err, sizeof err);
-    vd_config_free(&mc);
-    if (rc) return -1;
-    vd_model_init_random(&teacher, 11);
     snprintf(teacher_path, sizeof teacher_path, "%s/teacher.safetensors", work_dir);
     return vd_model_save(&teacher, teacher_path, VD_ST_F32, err, sizeof err);
 }

@@ -29,22 +29,11 @@
 
 static vd_model teacher;
 
-/* small_model.h's text encoder and UNet with two blocks per level and 2 frames of 8x8 latents,
- * randomly initialised, no autoencoder. */
+/* The teacher: small_model.h's small_teacher, 2 frames of 8x8 latents. */
 static int setup(void **state)
 {
     (void)state;
-    vd_model_config mc;
-    if (small_model_config(&mc)) return -1;
-    mc.ae.present = 0;
-    mc.unet.blocks_per_level = 2;
-    mc.unet.frames = T, mc.unet.latent_h = SIDE, mc.unet.latent_w = SIDE;
-    char err[256];
-    int rc = vd_model_build(&teacher, &mc, err, sizeof err);
-    vd_config_free(&mc);
-    if (rc) return -1;
-    vd_model_init_random(&teacher, 11);
-    return 0;
+    return small_teacher(&teacher, T, SIDE, 11);
 }
 
 static int teardown(void **state)
