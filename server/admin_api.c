@@ -24,12 +24,6 @@
 #define KIND_ANALYSIS "analysis"
 #define KIND_DISTILLATION "distillation"
 
-static void reply_internal(vd_reply *reply, const char *what, const char *err)
-{
-    VD_LOG(VD_LOG_ERROR, "%s: %s", what, err);
-    vd_api_error(reply, 500, NULL, "internal_error", "The server could not complete the request (%s).", what);
-}
-
 /* ---- the run object ---- */
 
 static json_t *parsed_or_null(const char *text)
@@ -87,7 +81,7 @@ static int find_run(const vd_request *r, const char *kind, vd_admin_run *run, vd
     int rc = vd_store_run_get(r->srv->store, r->id, run, err, sizeof err);
     if (rc == 0 && strcmp(run->kind, kind) == 0) return 0;
     if (rc == 0) vd_admin_run_clear(run);
-    if (rc < 0) reply_internal(reply, "reading the admin runs", err);
+    if (rc < 0) vd_api_internal_error(reply, "reading the admin runs", err);
     else vd_api_error(reply, 404, "id", "not_found", "No %s with id '%.80s'.", kind, r->id);
     return -1;
 }
@@ -106,7 +100,7 @@ static void list_runs(const vd_request *r, const char *kind, vd_reply *reply)
     int count;
     char err[256];
     if (vd_store_run_list(r->srv->store, kind, &runs, &count, err, sizeof err)) {
-        reply_internal(reply, "reading the admin runs", err);
+        vd_api_internal_error(reply, "reading the admin runs", err);
         return;
     }
     json_t *data = json_array();
@@ -134,7 +128,7 @@ static void cancel_run(const vd_request *r, const char *kind, vd_reply *reply)
         return;
     }
     if (rc < 0) {
-        reply_internal(reply, "cancelling the run", err);
+        vd_api_internal_error(reply, "cancelling the run", err);
         return;
     }
     if (find_run(r, kind, &run, reply)) return;
@@ -185,7 +179,7 @@ static int resolve_model(const vd_request *r, const json_t *body, const char *pa
     char err[256];
     int rc = vd_store_model_get(r->srv->store, id, m, err, sizeof err);
     if (rc == 1) vd_api_error(reply, 404, param, "model_not_found", "The model '%.100s' is not registered.", id);
-    else if (rc) reply_internal(reply, "reading the model registry", err);
+    else if (rc) vd_api_internal_error(reply, "reading the model registry", err);
     return rc ? -1 : 0;
 }
 
@@ -198,7 +192,7 @@ static void submit_run(const vd_request *r, const char *kind, const char *prefix
     run.request = json_dumps(request, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(request);
     char err[256];
-    if (vd_admin_submit(r->srv->admin, &run, err, sizeof err)) reply_internal(reply, "storing the run", err);
+    if (vd_admin_submit(r->srv->admin, &run, err, sizeof err)) vd_api_internal_error(reply, "storing the run", err);
     else vd_api_reply_json(reply, 200, run_object(r->srv, &run, 0));
     vd_admin_run_clear(&run);
 }
@@ -318,7 +312,7 @@ static int analysis_plan(const vd_request *r, const json_t *plan, json_t **remov
     char err[512];
     int rc = vd_store_run_get(r->srv->store, analysis_id, &run, err, sizeof err);
     if (rc < 0) {
-        reply_internal(reply, "reading the admin runs", err);
+        vd_api_internal_error(reply, "reading the admin runs", err);
         return -1;
     }
     if (rc == 1 || strcmp(run.kind, KIND_ANALYSIS) != 0) {
@@ -344,7 +338,7 @@ static int analysis_plan(const vd_request *r, const json_t *plan, json_t **remov
     rc = report_text ? vd_analysis_from_json(report_text, a, err, sizeof err) : vd_fail(err, sizeof err, "the report is missing");
     free(report_text);
     if (rc) {
-        reply_internal(reply, "reading the analysis report", err);
+        vd_api_internal_error(reply, "reading the analysis report", err);
     } else if (vd_plan_make(a, (vd_plan_rule)rule, (vd_plan_measure)measure, target,
                             (uint64_t)json_integer_value(seed_value), names, &count, err, sizeof err)) {
         vd_api_error(reply, 400, "plan", "invalid_value", "Invalid 'plan': %s.", err);
@@ -465,11 +459,7 @@ void vd_api_admin_list_models(const vd_request *r, vd_reply *reply)
 {
     vd_model_entry *models;
     int count;
-    char err[256];
-    if (vd_store_model_list(r->srv->store, &models, &count, err, sizeof err)) {
-        reply_internal(reply, "reading the model registry", err);
-        return;
-    }
+    if (vd_api_read_registry(r, reply, &models, &count)) return;
     char serving[128];
     int switching;
     vd_scheduler_model(r->srv->scheduler, serving, &switching);

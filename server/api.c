@@ -75,7 +75,7 @@ void vd_api_error(vd_reply *reply, int status, const char *param, const char *co
     vd_api_reply_json(reply, status, json_pack("{s:o}", "error", error));
 }
 
-static void reply_internal(vd_reply *reply, const char *what, const char *err)
+void vd_api_internal_error(vd_reply *reply, const char *what, const char *err)
 {
     VD_LOG(VD_LOG_ERROR, "%s: %s", what, err);
     vd_api_error(reply, 500, NULL, "internal_error", "The server could not complete the request (%s).", what);
@@ -147,7 +147,7 @@ static int find_job(const vd_request *r, vd_job *job, vd_reply *reply)
     int rc = vd_store_get(r->srv->store, r->id, job, err, sizeof err);
     if (rc == 0) return 0;
     if (rc == 1) vd_api_error(reply, 404, "video_id", "not_found", "No video with id '%.80s'.", r->id);
-    else reply_internal(reply, "reading the job store", err);
+    else vd_api_internal_error(reply, "reading the job store", err);
     return -1;
 }
 
@@ -459,7 +459,7 @@ static int store_input_image(const vd_request *r, const request_fields *f, const
         vd_api_error(reply, 400, "input_reference", "invalid_image", "The input image could not be used: %s.", err);
     } else {
         vd_store_path(r->srv->store, job_id, "input.png", path, sizeof path);
-        if (vd_png_write(path, rgb, width, height, err, sizeof err)) reply_internal(reply, "storing the input image", err);
+        if (vd_png_write(path, rgb, width, height, err, sizeof err)) vd_api_internal_error(reply, "storing the input image", err);
         else rc = 0;
     }
     free(rgb);
@@ -632,7 +632,7 @@ static void submit_job(const vd_request *r, vd_job *job, const char *idempotency
         vd_job_clear(job);
         vd_job earlier;
         if (vd_store_get(srv->store, existing, &earlier, err, sizeof err) != 0) {
-            reply_internal(reply, "reading the job of an Idempotency-Key", err);
+            vd_api_internal_error(reply, "reading the job of an Idempotency-Key", err);
             return;
         }
         vd_api_reply_json(reply, 200, video_object(srv, &earlier));
@@ -647,7 +647,7 @@ static void submit_job(const vd_request *r, vd_job *job, const char *idempotency
             unlink(path);
         }
         vd_job_clear(job);
-        reply_internal(reply, "storing the job", err);
+        vd_api_internal_error(reply, "storing the job", err);
         return;
     }
     int refused = 0;
@@ -818,7 +818,7 @@ void vd_api_list_videos(const vd_request *r, vd_reply *reply)
         return;
     }
     if (rc != 0) {
-        reply_internal(reply, "listing jobs", err);
+        vd_api_internal_error(reply, "listing jobs", err);
         return;
     }
     json_t *data = json_array();
@@ -848,7 +848,7 @@ void vd_api_delete_video(const vd_request *r, vd_reply *reply)
             return;
         }
         if (rc != 0) {
-            reply_internal(reply, "deleting the job", err);
+            vd_api_internal_error(reply, "deleting the job", err);
             return;
         }
         VD_LOG(VD_LOG_INFO, "deleted %s", r->id);
@@ -950,15 +950,19 @@ static json_t *registered_model_object(const vd_request *r, const vd_model_entry
                      "owned_by", "vdmini", "active", 0);
 }
 
+int vd_api_read_registry(const vd_request *r, vd_reply *reply, vd_model_entry **models, int *count)
+{
+    char err[256];
+    if (vd_store_model_list(r->srv->store, models, count, err, sizeof err) == 0) return 0;
+    vd_api_internal_error(reply, "reading the model registry", err);
+    return -1;
+}
+
 void vd_api_list_models(const vd_request *r, vd_reply *reply)
 {
     vd_model_entry *models;
     int count;
-    char err[256];
-    if (vd_store_model_list(r->srv->store, &models, &count, err, sizeof err)) {
-        reply_internal(reply, "reading the model registry", err);
-        return;
-    }
+    if (vd_api_read_registry(r, reply, &models, &count)) return;
     json_t *data = json_array();
     pthread_rwlock_rdlock(&r->srv->model_lock);
     for (int i = 0; i < count; i++) json_array_append_new(data, registered_model_object(r, &models[i]));
@@ -977,7 +981,7 @@ void vd_api_get_model(const vd_request *r, vd_reply *reply)
         return;
     }
     if (rc) {
-        reply_internal(reply, "reading the model registry", err);
+        vd_api_internal_error(reply, "reading the model registry", err);
         return;
     }
     pthread_rwlock_rdlock(&r->srv->model_lock);

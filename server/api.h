@@ -69,6 +69,12 @@ int vd_api_get_integer(const json_t *fields, const char *name, long long lo, lon
 /* A finite number within [lo, hi]: 1 set, 0 absent, -1 (replied). */
 int vd_api_get_number(const json_t *fields, const char *name, double lo, double hi, double *out, vd_reply *reply);
 
+/* A 500 reply for a failure of the server's own (what failed; err goes to the log only). */
+void vd_api_internal_error(vd_reply *reply, const char *what, const char *err);
+
+/* The model registry (vd_store_model_list), or -1 with the reply made a 500. */
+int vd_api_read_registry(const vd_request *r, vd_reply *reply, vd_model_entry **models, int *count);
+
 /* Makes the reply the server-sent event stream of id (a video job or an admin run). */
 void vd_api_reply_events(vd_reply *reply, const char *id);
 

@@ -172,6 +172,15 @@ static void done(sqlite3_stmt *stmt)
 /* ---- opening ---- */
 
 /* Creates dir and its missing parents with the given mode. */
+/* Binds key to stmt's first parameter and steps it: 0 at a row (read it, then done()), 1 when
+ * there is none, -1 with a message. */
+static int step_by_key(vd_store *s, sqlite3_stmt *stmt, const char *key, char *err, size_t errlen)
+{
+    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(stmt);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : db_fail(s, err, errlen);
+}
+
 static int make_dirs(const char *dir, mode_t mode, char *err, size_t errlen)
 {
     char *path = strdup(dir);
@@ -438,11 +447,8 @@ int vd_store_get(vd_store *s, const char *id, vd_job *out, char *err, size_t err
 {
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *get = s->stmt[STMT_GET];
-    sqlite3_bind_text(get, 1, id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(get), status = 0;
-    if (rc == SQLITE_ROW) read_job(get, out);
-    else if (rc == SQLITE_DONE) status = 1;
-    else status = db_fail(s, err, errlen);
+    int status = step_by_key(s, get, id, err, errlen);
+    if (status == 0) read_job(get, out);
     done(get);
     pthread_mutex_unlock(&s->lock);
     return status;
@@ -660,11 +666,8 @@ int vd_store_run_get(vd_store *s, const char *id, vd_admin_run *out, char *err, 
 {
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *get = s->stmt[STMT_RUN_GET];
-    sqlite3_bind_text(get, 1, id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(get), status = 0;
-    if (rc == SQLITE_ROW) read_run(get, out);
-    else if (rc == SQLITE_DONE) status = 1;
-    else status = db_fail(s, err, errlen);
+    int status = step_by_key(s, get, id, err, errlen);
+    if (status == 0) read_run(get, out);
     done(get);
     pthread_mutex_unlock(&s->lock);
     return status;
@@ -732,11 +735,8 @@ int vd_store_model_get(vd_store *s, const char *id, vd_model_entry *out, char *e
 {
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *get = s->stmt[STMT_MODEL_GET];
-    sqlite3_bind_text(get, 1, id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(get), status = 0;
-    if (rc == SQLITE_ROW) read_model(get, out);
-    else if (rc == SQLITE_DONE) status = 1;
-    else status = db_fail(s, err, errlen);
+    int status = step_by_key(s, get, id, err, errlen);
+    if (status == 0) read_model(get, out);
     done(get);
     pthread_mutex_unlock(&s->lock);
     return status;
@@ -772,12 +772,9 @@ int vd_store_setting_get(vd_store *s, const char *name, char *value, size_t valu
 {
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *get = s->stmt[STMT_SETTING_GET];
-    sqlite3_bind_text(get, 1, name, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(get), status = 0;
     value[0] = 0;
-    if (rc == SQLITE_ROW) column_copy(get, 0, value, valuelen);
-    else if (rc == SQLITE_DONE) status = 1;
-    else status = db_fail(s, err, errlen);
+    int status = step_by_key(s, get, name, err, errlen);
+    if (status == 0) column_copy(get, 0, value, valuelen);
     done(get);
     pthread_mutex_unlock(&s->lock);
     return status;
