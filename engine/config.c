@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The presets' SNR shift (config.h): high-noise steps where the redundant frames of a clip still
+ * give away its objects are where a model learns to place them (docs/models.md). */
+#define VD_PRESET_SNR_SHIFT 3.0f
+
 static char **copy_strings(char *const *src, int n)
 {
     char **dst = vd_calloc((size_t)(n ? n : 1), sizeof(char *));
@@ -62,7 +66,9 @@ int vd_config_preset(const char *name, vd_model_config *c)
     memset(c, 0, sizeof *c);
     int tiny = strcmp(name, "tiny") == 0;
     if (!tiny && strcmp(name, "large") != 0) return -1;
-    c->diffusion = (vd_diffusion_config){.train_steps = 1000, .beta_start = 0.00085f, .beta_end = 0.012f};
+    /* the shifted, zero-terminal schedule: docs/models.md says why */
+    c->diffusion = (vd_diffusion_config){.train_steps = 1000, .beta_start = 0.00085f, .beta_end = 0.012f,
+                                         .zero_terminal_snr = 1, .snr_shift = VD_PRESET_SNR_SHIFT};
     c->ae = (vd_ae_config){.present = 1, .levels = 3, .channels = {32, 64, 64}, .latent_channels = 4,
                            .groups = 8, .image_size = 128, .scale_factor = 1.0f};
     c->text.present = 1;
@@ -215,6 +221,37 @@ static int parse_unet(json_t *j, vd_unet_config *u, char *err, size_t errlen)
     return 0;
 }
 
+/* The schedule's optional fields zero_terminal_snr and snr_shift, when obj has them. */
+static int parse_schedule_shape(json_t *obj, vd_diffusion_config *d, char *err, size_t errlen)
+{
+    json_t *zt = json_object_get(obj, "zero_terminal_snr");
+    if (zt && !json_is_boolean(zt)) return vd_fail(err, errlen, "config diffusion.zero_terminal_snr: not true or false");
+    if (zt) d->zero_terminal_snr = json_is_true(zt);
+    return get_float(obj, "diffusion", "snr_shift", 1.0, 1000.0, d->snr_shift, &d->snr_shift, err, errlen);
+}
+
+int vd_config_parse_schedule(const char *json, vd_diffusion_config *d, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *obj = json_loads(json, 0, &jerr);
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        return vd_fail(err, errlen, "config diffusion: not a JSON object");
+    }
+    int rc = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (strcmp(key, "zero_terminal_snr") != 0 && strcmp(key, "snr_shift") != 0) {
+            rc = vd_fail(err, errlen, "config diffusion: unknown field \"%s\" (zero_terminal_snr and snr_shift can change)", key);
+            break;
+        }
+    }
+    if (rc == 0) rc = parse_schedule_shape(obj, d, err, errlen);
+    json_decref(obj);
+    return rc;
+}
+
 int vd_config_parse(const char *json, vd_model_config *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -234,13 +271,14 @@ int vd_config_parse(const char *json, vd_model_config *c, char *err, size_t errl
         rc = -1;
         goto done;
     }
-    c->diffusion = (vd_diffusion_config){1000, 0.00085f, 0.012f};
+    c->diffusion = (vd_diffusion_config){1000, 0.00085f, 0.012f, 0, 1.0f};
     if (diff) {
         const char *pred = json_string_value(json_object_get(diff, "prediction"));
         if (pred && strcmp(pred, "v") != 0) { rc = vd_fail(err, errlen, "config diffusion.prediction: only \"v\" is supported"); goto done; }
         if (get_int(diff, "diffusion", "train_steps", 2, 100000, &c->diffusion.train_steps, err, errlen) ||
             get_float(diff, "diffusion", "beta_start", 1e-8, 0.5, 0.00085f, &c->diffusion.beta_start, err, errlen) ||
-            get_float(diff, "diffusion", "beta_end", 1e-8, 0.999, 0.012f, &c->diffusion.beta_end, err, errlen)) {
+            get_float(diff, "diffusion", "beta_end", 1e-8, 0.999, 0.012f, &c->diffusion.beta_end, err, errlen) ||
+            parse_schedule_shape(diff, &c->diffusion, err, errlen)) {
             rc = -1;
             goto done;
         }
@@ -285,9 +323,11 @@ char *vd_config_to_json(const vd_model_config *c)
                               "context_dim", u->context_dim, "frames", u->frames, "latent_size", u->latent_h,
                               u->latent_w, "removed", removed);
         json_object_set_new(root, "unet", j);
-        json_object_set_new(root, "diffusion", json_pack("{s:s, s:i, s:f, s:f}", "prediction", "v", "train_steps",
-                                                         c->diffusion.train_steps, "beta_start", (double)c->diffusion.beta_start,
-                                                         "beta_end", (double)c->diffusion.beta_end));
+        const vd_diffusion_config *d = &c->diffusion;
+        json_object_set_new(root, "diffusion", json_pack("{s:s, s:i, s:f, s:f, s:b, s:f}", "prediction", "v", "train_steps",
+                                                         d->train_steps, "beta_start", (double)d->beta_start, "beta_end",
+                                                         (double)d->beta_end, "zero_terminal_snr", d->zero_terminal_snr,
+                                                         "snr_shift", (double)d->snr_shift));
     }
     char *s = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
     json_decref(root);

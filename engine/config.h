@@ -31,9 +31,15 @@ typedef struct {
                      * temporal layers of level l (docs/architecture.md) */
 } vd_unet_config;
 
+/* The noise schedule: "scaled linear" betas from beta_start to beta_end over train_steps, then
+ * optionally every signal-to-noise ratio divided by snr_shift^2 (more of the steps at high noise)
+ * and sqrt(abar) rescaled linearly so that the last step is pure noise (zero_terminal_snr).
+ * Files without the last two fields have the plain schedule (shift 1, no rescale). */
 typedef struct {
     int train_steps;
     float beta_start, beta_end;
+    int zero_terminal_snr;
+    float snr_shift;
 } vd_diffusion_config;
 
 typedef struct {
@@ -45,6 +51,10 @@ typedef struct {
 
 /* Parses the JSON config; every field is checked (types, ranges, divisibility). */
 int vd_config_parse(const char *json, vd_model_config *c, char *err, size_t errlen);
+/* Sets the schedule's optional fields (zero_terminal_snr, snr_shift) that the JSON object json
+ * names, leaving the others; unknown fields are errors. For a training run that changes the
+ * schedule of the model it starts from. */
+int vd_config_parse_schedule(const char *json, vd_diffusion_config *d, char *err, size_t errlen);
 /* The JSON form (malloc'd string). */
 char *vd_config_to_json(const vd_model_config *c);
 /* Fills c with a named preset ("tiny", "large"); returns -1 for an unknown name. */

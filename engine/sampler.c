@@ -10,10 +10,19 @@ double *vd_alphas_cumprod(const vd_diffusion_config *d)
     int n = d->train_steps;
     double *ab = vd_malloc((size_t)n * sizeof *ab);
     double s0 = sqrt((double)d->beta_start), s1 = sqrt((double)d->beta_end), prod = 1.0;
+    double k2 = (double)d->snr_shift * d->snr_shift;
     for (int i = 0; i < n; i++) {
         double s = s0 + (s1 - s0) * i / (n - 1);
         prod *= 1.0 - s * s;
-        ab[i] = prod;
+        ab[i] = prod / (prod + k2 * (1.0 - prod)); /* SNR / shift^2 */
+    }
+    if (d->zero_terminal_snr) { /* sqrt(abar) moved and stretched: the first kept, the last 0 */
+        double first = sqrt(ab[0]), last = sqrt(ab[n - 1]);
+        for (int i = 0; i < n; i++) {
+            double r = (sqrt(ab[i]) - last) * first / (first - last);
+            ab[i] = r * r;
+        }
+        ab[n - 1] = 0.0;
     }
     return ab;
 }
@@ -50,14 +59,23 @@ int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int
             alpha[k] = ab[t];
         }
     } else {
-        double *log_sigmas = vd_malloc((size_t)n * sizeof *log_sigmas);
-        for (int i = 0; i < n; i++) log_sigmas[i] = 0.5 * log((1.0 - ab[i]) / ab[i]);
-        double rho = 7.0, smax = exp(log_sigmas[n - 1]), smin = exp(log_sigmas[0]);
-        for (int k = 0; k < steps; k++) {
-            double frac = steps > 1 ? (double)k / (steps - 1) : 0.0;
+        /* With a zero terminal SNR the last timestep's sigma is infinite: the first step is
+         * taken there (pure noise), and the grid of the remaining steps spans the finite ones. */
+        int pure = ab[n - 1] == 0.0, finite = n - pure, first = 0;
+        if (pure) {
+            plan->timestep[0] = (float)(n - 1);
+            alpha[0] = 0.0;
+            first = 1;
+        }
+        double *log_sigmas = vd_malloc((size_t)finite * sizeof *log_sigmas);
+        for (int i = 0; i < finite; i++) log_sigmas[i] = 0.5 * log((1.0 - ab[i]) / ab[i]);
+        double rho = 7.0, smax = exp(log_sigmas[finite - 1]), smin = exp(log_sigmas[0]);
+        int grid = steps - first;
+        for (int k = 0; k < grid; k++) {
+            double frac = grid > 1 ? (double)k / (grid - 1) : 0.0;
             double sigma = pow(pow(smax, 1.0 / rho) + frac * (pow(smin, 1.0 / rho) - pow(smax, 1.0 / rho)), rho);
-            plan->timestep[k] = (float)sigma_to_timestep(log_sigmas, n, sigma);
-            alpha[k] = 1.0 / (1.0 + sigma * sigma);
+            plan->timestep[first + k] = (float)sigma_to_timestep(log_sigmas, finite, sigma);
+            alpha[first + k] = 1.0 / (1.0 + sigma * sigma);
         }
         free(log_sigmas);
     }

@@ -92,6 +92,18 @@ static int parse_inline_ae(json_t *v, vd_ae_config *ae, char *err, size_t errlen
     return 0;
 }
 
+/* "diffusion": checked now (against a default schedule), applied to init's when the run opens. */
+static int get_schedule(json_t *v, char *out, size_t len, char *err, size_t errlen)
+{
+    char *text = json_dumps(v, JSON_COMPACT);
+    vd_diffusion_config probe = {.train_steps = 1000, .snr_shift = 1.0f};
+    int rc = !text || strlen(text) >= len ? vd_fail(err, errlen, "training config diffusion: too long")
+                                          : vd_config_parse_schedule(text, &probe, err, errlen);
+    if (rc == 0) strcpy(out, text);
+    free(text);
+    return rc;
+}
+
 int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_t errlen)
 {
     json_error_t jerr;
@@ -131,6 +143,8 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
         else if (strcmp(key, "disc_lr") == 0) rc = get_float(v, key, 0, 10, &c->disc_lr, err, errlen);
         else if (strcmp(key, "teacher") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->teacher, sizeof c->teacher, err, errlen);
+        else if (strcmp(key, "diffusion") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_schedule(v, c->schedule, sizeof c->schedule, err, errlen);
         else if (strcmp(key, "ae") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->ae_path, sizeof c->ae_path, err, errlen);
         else if (strcmp(key, "ae") == 0) rc = parse_inline_ae(v, &c->ae, err, errlen), c->has_ae = 1;
@@ -328,6 +342,7 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
         else
             rc = keep_trained_parts(&mc, &full, c->target, c->init, err, errlen);
     }
+    if (rc == 0 && c->schedule[0]) rc = vd_config_parse_schedule(c->schedule, &mc.diffusion, err, errlen);
     if (rc == 0) rc = vd_model_build(m, &mc, err, errlen);
     vd_config_free(&mc);
     if (rc == 0) {

@@ -65,6 +65,9 @@ typedef struct {
      * off. The discriminator's heads have their own AdamW at disc_lr. */
     char teacher[VD_TRAIN_PATH_LEN];
     float lambda_icd, lambda_mca, disc_lr;
+    /* denoiser: "diffusion", a JSON object of schedule fields (vd_config_parse_schedule) that
+     * replace init's, e.g. {"zero_terminal_snr": true, "snr_shift": 3}; "" keeps init's */
+    char schedule[256];
     size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
 } vd_train_config;
 

@@ -23,6 +23,7 @@
 #include "common.h"
 #include "config.h"
 #include "model.h"
+#include "sampler.h"
 #include "small_model.h"
 #include "train.h"
 
@@ -182,6 +183,73 @@ static void test_ema(void **state)
     vd_train_close(r);
 }
 
+/* "diffusion" in a denoiser run's config replaces init's schedule: the run's checkpoint, exported
+ * as a model file, carries the new one; unknown fields and an autoencoder run refuse it. */
+static void test_schedule_override(void **state)
+{
+    (void)state;
+    vd_train_config c;
+    char err[256], path[1200];
+    denoiser_config(&c, "schedule");
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"diffusion\": {\"zero_terminal_snr\": false,"
+                                           " \"snr_shift\": 2}}", &c, err, sizeof err), 0);
+    snprintf(c.out_dir, sizeof c.out_dir, "%s/schedule", work_dir);
+    c.steps = 1, c.warmup_steps = 0;
+    vd_train_run *r = vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err);
+    if (!r) fprintf(stderr, "%s\n", err);
+    assert_non_null(r);
+    vd_train_stats st;
+    vd_train_step(r, &st);
+    assert_true(isfinite(st.loss));
+    assert_int_equal(vd_train_checkpoint(r, err, sizeof err), 0);
+    vd_train_close(r);
+    snprintf(path, sizeof path, "%s/schedule/step-000001", work_dir);
+    char out[1300];
+    snprintf(out, sizeof out, "%s/schedule.safetensors", work_dir);
+    assert_int_equal(vd_train_export_checkpoint(path, out, VD_ST_F32, err, sizeof err), 0);
+    vd_st_file f;
+    assert_int_equal(vd_st_read(out, &f, err, sizeof err), 0);
+    vd_model_config mc;
+    assert_int_equal(vd_config_parse(vd_st_meta(&f, "vdmini.config"), &mc, err, sizeof err), 0);
+    assert_int_equal(mc.diffusion.zero_terminal_snr, 0);
+    assert_true(mc.diffusion.snr_shift == 2.0f);
+    vd_config_free(&mc);
+    vd_st_free(&f);
+
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"diffusion\": {\"beta_end\": 0.02}}", &c, err,
+                                           sizeof err), -1);
+    assert_non_null(strstr(err, "beta_end"));
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"diffusion\": {\"snr_shift\": 0.5}}", &c, err,
+                                           sizeof err), -1);
+    assert_non_null(strstr(err, "snr_shift"));
+    vd_train_config_defaults(&c);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"diffusion\": {}}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "diffusion"));
+}
+
+/* The schedule's table: the presets' zero terminal SNR ends in pure noise, the shift lowers every
+ * SNR, and abar falls step by step in all cases. */
+static void test_noise_schedule(void **state)
+{
+    (void)state;
+    vd_model_config mc;
+    assert_int_equal(vd_config_preset("tiny", &mc), 0);
+    vd_diffusion_config plain = mc.diffusion, shifted = mc.diffusion;
+    plain.zero_terminal_snr = 0, plain.snr_shift = 1.0f;
+    shifted.zero_terminal_snr = 0;
+    double *zt = vd_alphas_cumprod(&mc.diffusion), *a = vd_alphas_cumprod(&plain), *b = vd_alphas_cumprod(&shifted);
+    int n = mc.diffusion.train_steps;
+    assert_true(mc.diffusion.zero_terminal_snr && mc.diffusion.snr_shift > 1.0f);
+    assert_true(zt[n - 1] == 0.0 && a[n - 1] > 0.0);
+    assert_true(fabs(zt[0] - b[0]) < 1e-12);
+    for (int i = 0; i < n; i++) {
+        assert_true(b[i] < a[i]);
+        if (i) assert_true(a[i] < a[i - 1] && b[i] < b[i - 1] && zt[i] < zt[i - 1]);
+    }
+    free(zt), free(a), free(b);
+    vd_config_free(&mc);
+}
+
 /* Runs the config's steps in work_dir/NAME, stopped after `cut` steps, checkpointed, freed and
  * resumed (cut 0: straight through); returns losses, final weights and EMA. */
 static void run(void (*configure)(vd_train_config *, const char *), const char *name, int cut, float *losses,
@@ -320,6 +388,8 @@ int main(void)
         cmocka_unit_test(test_shards),
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_denoiser_resume_exact),
+        cmocka_unit_test(test_schedule_override),
+        cmocka_unit_test(test_noise_schedule),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

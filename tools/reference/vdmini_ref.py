@@ -633,7 +633,15 @@ class VPredictionSchedule:
         start, end = math.sqrt(cfg["beta_start"]), math.sqrt(cfg["beta_end"])
         n = self.train_steps
         betas = [(start + i / (n - 1) * (end - start)) ** 2 for i in range(n)]
-        self.alphas_cumprod = np.cumprod([1.0 - beta for beta in betas])
+        ab = np.cumprod([1.0 - beta for beta in betas])
+        k2 = float(cfg.get("snr_shift", 1.0)) ** 2
+        ab = ab / (ab + k2 * (1.0 - ab))
+        if cfg.get("zero_terminal_snr", False):
+            root = np.sqrt(ab)
+            root = (root - root[-1]) * root[0] / (root[0] - root[-1])
+            ab = root * root
+            ab[-1] = 0.0
+        self.alphas_cumprod = ab
 
     def timesteps(self, steps):
         """t_k = round((S - k) * train_steps / S) - 1, k = 0..S-1, halves rounded up."""
@@ -648,21 +656,27 @@ class VPredictionSchedule:
     def karras_grid(self, steps, rho=7.0):
         """[(sigma_k, t_k)] for k = 0..S-1: sigmas spaced as Karras et al. between the table's
         largest and smallest sigma, and t_k the fractional training index whose log sigma is
-        log sigma_k (linear between neighbours), rounded to float32 as the model's input is."""
+        log sigma_k (linear between neighbours), rounded to float32 as the model's input is.
+        With a zero terminal SNR the first point is (inf, last index) and the other S - 1 span
+        the finite sigmas."""
         if not 1 <= steps <= self.train_steps:
             raise ValueError(f"steps must be in 1..{self.train_steps}")
         ab = self.alphas_cumprod
+        grid = []
+        if ab[-1] == 0.0:
+            grid.append((math.inf, float(self.train_steps - 1)))
+            ab = ab[:-1]
         log_sigmas = 0.5 * np.log((1.0 - ab) / ab)
         smax, smin = math.exp(log_sigmas[-1]), math.exp(log_sigmas[0])
-        grid = []
-        for k in range(steps):
-            frac = k / (steps - 1) if steps > 1 else 0.0
+        points = steps - len(grid)
+        for k in range(points):
+            frac = k / (points - 1) if points > 1 else 0.0
             sigma = (smax ** (1 / rho) + frac * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
             ls = math.log(sigma)
             if ls <= log_sigmas[0]:
                 t = 0.0
             elif ls >= log_sigmas[-1]:
-                t = float(self.train_steps - 1)
+                t = float(len(ab) - 1)
             else:
                 lo = int(np.searchsorted(log_sigmas, ls, side="right")) - 1
                 t = lo + (ls - log_sigmas[lo]) / (log_sigmas[lo + 1] - log_sigmas[lo])
@@ -707,7 +721,7 @@ def sample_euler(unet, schedule, noise, cond, context, steps, guidance):
     grid = schedule.karras_grid(steps)
     z = noise
     for k, (sigma, t) in enumerate(grid):
-        a = 1.0 / (1.0 + sigma * sigma)
+        a = 1.0 / (1.0 + sigma * sigma)  # 0 at an infinite sigma
         a_next = 1.0 / (1.0 + grid[k + 1][0] ** 2) if k + 1 < steps else 1.0
         v = guided_velocity(unet, z, cond, t, context, guidance)
         z0 = math.sqrt(a) * z - math.sqrt(1 - a) * v
