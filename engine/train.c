@@ -28,8 +28,6 @@ static const char *const MANIFEST_FORMATS[] = {"vdmini.ae-train/1", "vdmini.deno
 /* The denoiser's random choices: stream DENOISER_STREAM ^ seed, two keys per clip. */
 #define DENOISER_STREAM 0x64656e6f69736572ull
 #define RENOISE_STREAM 0x72656e6f697365ull /* a distillation's re-noising for MCA: one key per clip */
-#define EMPTY_PROMPT_RATE 0.1
-#define FIRST_FRAME_RATE 0.5
 
 static const char *const GROUPS[] = {"weights", "ema", "adam_m", "adam_v"};
 enum { GROUP_WEIGHTS, GROUP_EMA, GROUP_ADAM_M, GROUP_ADAM_V, GROUP_COUNT };
@@ -46,6 +44,7 @@ void vd_train_config_defaults(vd_train_config *c)
     c->loader_threads = 4, c->checkpoint_every = 1000, c->log_every = 10;
     snprintf(c->init, sizeof c->init, "tiny");
     c->lambda_icd = 0.1f, c->lambda_mca = 1.0f;
+    c->empty_prompt_rate = 0.1f, c->first_frame_rate = 0.5f;
     c->max_shard_bytes = VD_TRAIN_SHARD_BYTES;
 }
 
@@ -141,6 +140,10 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
         else if (strcmp(key, "lambda_icd") == 0) rc = get_float(v, key, 0, 1e6, &c->lambda_icd, err, errlen);
         else if (strcmp(key, "lambda_mca") == 0) rc = get_float(v, key, 0, 1e6, &c->lambda_mca, err, errlen);
         else if (strcmp(key, "disc_lr") == 0) rc = get_float(v, key, 0, 10, &c->disc_lr, err, errlen);
+        else if (strcmp(key, "empty_prompt_rate") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_float(v, key, 0, 1, &c->empty_prompt_rate, err, errlen);
+        else if (strcmp(key, "first_frame_rate") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_float(v, key, 0, 1, &c->first_frame_rate, err, errlen);
         else if (strcmp(key, "teacher") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->teacher, sizeof c->teacher, err, errlen);
         else if (strcmp(key, "diffusion") == 0 && c->target == VD_TRAIN_DENOISER)
@@ -632,8 +635,8 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     for (int n = 0; n < N; n++) {
         uint64_t clip = first + (uint64_t)n;
         uint64_t choices = vd_rng_u64(stream, 2 * clip), noise = vd_rng_u64(stream, 2 * clip + 1);
-        int empty_prompt = vd_rng_uniform(choices, 0) < EMPTY_PROMPT_RATE;
-        int first_frame = vd_rng_uniform(choices, 1) < FIRST_FRAME_RATE;
+        int empty_prompt = vd_rng_uniform(choices, 0) < c->empty_prompt_rate;
+        int first_frame = vd_rng_uniform(choices, 1) < c->first_frame_rate;
         int t = (int)(vd_rng_u64(choices, 2) % (uint64_t)m->cfg.diffusion.train_steps);
         const float *z0_clip = r->z0_host + (size_t)n * clip_z;
         float *v_clip = r->v_host + (size_t)n * clip_z, *x_clip = r->x_host + (size_t)n * T * frame_in;

@@ -19,11 +19,11 @@
  * The denoiser trains on the same clips, each encoded frame by frame by a trained, frozen
  * autoencoder (config "ae": its file) into z0 (batch, latent, h, w). Per clip, from the
  * counter RNG keyed by the seed and the clip's number (so a resumed run draws the same): the
- * clip's prompt, or the empty prompt one time in ten; the first frame's latent as the condition
- * (on every frame, mask 1) half of the time, else zeros; a timestep t in [0, train_steps) and
- * noise eps; then z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps and the v-prediction target
- * v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0. Only the text encoder and the UNet are trained
- * (and checkpointed); the autoencoder is not part of the run's model. */
+ * clip's prompt, or the empty prompt at empty_prompt_rate; the first frame's latent as the
+ * condition (on every frame, mask 1) at first_frame_rate, else zeros; a timestep t in
+ * [0, train_steps) and noise eps; then z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps and the
+ * v-prediction target v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0. Only the text encoder and the
+ * UNet are trained (and checkpointed); the autoencoder is not part of the run's model. */
 #ifndef VD_TRAIN_H
 #define VD_TRAIN_H
 
@@ -68,12 +68,16 @@ typedef struct {
     /* denoiser: "diffusion", a JSON object of schedule fields (vd_config_parse_schedule) that
      * replace init's, e.g. {"zero_terminal_snr": true, "snr_shift": 3}; "" keeps init's */
     char schedule[256];
+    /* denoiser: the share of clips trained with the empty prompt (for guidance) and with the
+     * first frame's latent as the condition (image-to-video) */
+    float empty_prompt_rate, first_frame_rate;
     size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
 } vd_train_config;
 
 /* Defaults: steps 1000, batch 8, clips 1, image_size 0, lr 4e-4, min_lr 4e-5, warmup_steps 100,
  * weight_decay 0.01, beta1 0.9, beta2 0.999, eps 1e-8, clip_norm 1, ema_decay 0.999,
- * grad_accum 1, seed 0, loader_threads 4, checkpoint_every 1000, log_every 10, init "tiny". */
+ * grad_accum 1, seed 0, loader_threads 4, checkpoint_every 1000, log_every 10, init "tiny",
+ * empty_prompt_rate 0.1, first_frame_rate 0.5. */
 void vd_train_config_defaults(vd_train_config *c);
 /* Parses a JSON object over the defaults: every key is checked (unknown keys are errors), and
  * out_dir is required. Training the autoencoder, "ae" is an inline autoencoder config (as in a

@@ -132,6 +132,14 @@ static void test_config(void **state)
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"ae\": \"ae.safetensors\"}", &c, err, sizeof err), 0);
     assert_string_equal(c.ae_path, "ae.safetensors");
     assert_string_equal(c.init, "tiny");
+    assert_true(c.first_frame_rate == 0.5f && c.empty_prompt_rate == 0.1f);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"first_frame_rate\": 0.75}", &c, err, sizeof err), 0);
+    assert_true(c.first_frame_rate == 0.75f);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"empty_prompt_rate\": 1.5}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "empty_prompt_rate"));
+    vd_train_config_defaults(&c); /* an autoencoder run has no prompts or conditions */
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"first_frame_rate\": 0.5}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "first_frame_rate"));
 }
 
 static void test_schedule(void **state)
