@@ -485,6 +485,12 @@ void vd_api_activate_model(const vd_request *r, vd_reply *reply)
         vd_api_error(reply, 404, "model", "model_not_found", "The model '%.100s' is not registered.", r->id);
         return;
     }
+    if (rc == 2) {
+        vd_api_error(reply, 409, "model", "model_file_missing",
+                     "The model '%.100s' is registered but its file is gone (%.400s); copy it back to activate it.",
+                     r->id, err);
+        return;
+    }
     if (rc) {
         VD_LOG(VD_LOG_ERROR, "activating %s: %s", r->id, err);
         vd_api_error(reply, 500, "model", "model_unavailable", "The model '%.100s' cannot be loaded: %.400s", r->id, err);

@@ -1,12 +1,14 @@
 /* models.c: the model registry and activation of models.h. */
 #include "models.h"
 
+#include <errno.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -107,6 +109,8 @@ static int activate_locked(vd_server *srv, const vd_model_entry *m, char *err, s
     int already = strcmp(srv->model_id, m->id) == 0;
     pthread_rwlock_unlock(&srv->model_lock);
     if (already) return 0;
+    const char *gone = access(m->path, R_OK) ? m->path : m->ae[0] && access(m->ae, R_OK) ? m->ae : NULL;
+    if (gone) return vd_fail(err, errlen, "%s: %s", gone, strerror(errno)), 2;
     vd_engine *engine = open_entry(srv, m, err, errlen);
     if (!engine) return -1;
     pthread_rwlock_rdlock(&srv->config_lock);

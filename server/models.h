@@ -18,7 +18,8 @@
 int vd_models_startup(vd_server *srv, char *err, size_t errlen);
 
 /* Serves the registered model id: 0 (also when it is already active), 1 when there is no such
- * model, -1 with a message when it cannot be loaded (the active model stays). */
+ * model, 2 with a message when its weights or autoencoder file can no longer be read, -1 with a
+ * message when it cannot be loaded (the active model stays in every failure). */
 int vd_models_activate(vd_server *srv, const char *id, char *err, size_t errlen);
 
 /* Adds a model file to the registry (source: the run that made it). 0, or -1 with a message. */

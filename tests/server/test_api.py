@@ -946,6 +946,17 @@ def test_activation_and_persistence_across_restarts(small_model, workdir):
         assert active == {"small": True, "other": False}
     finally:
         srv.stop()
+    # a registered model whose file was deleted is refused with 409; the active one stays
+    os.remove(other)
+    srv = Server(workdir, small_model, admin_keys=[ADMIN_KEY], **SMALL_SETTINGS)
+    try:
+        status, body = admin_call(srv, "POST", "/admin/v1/models/other/activate")
+        assert status == 409 and error_of(body)["code"] == "model_file_missing", body
+        assert "other.safetensors" in error_of(body)["message"]
+        active = {m["id"]: m["active"] for m in srv.json("GET", "/v1/models")[1]["data"]}
+        assert active == {"small": True, "other": False}
+    finally:
+        srv.stop()
 
 
 def test_distillation_resumes_from_its_checkpoint_after_a_restart(small_model, workdir):
