@@ -284,6 +284,7 @@ struct vd_train_run {
     /* the denoiser's: the frozen autoencoder, its schedule and the UNet's inputs */
     vd_model ae;
     double *abar;
+    double prep_s; /* this step's input preparation so far (vd_train_stats.prep_ms) */
     float *z0_host, *x_host, *v_host, *t_host;
     int32_t *ids_host;
     float *z0_dev, *x_dev, *v_dev, *t_dev;
@@ -627,6 +628,7 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     int N = c->clips, T = c->batch, L = m->cfg.text.max_tokens, lc = r->ae.cfg.ae.latent_channels;
     int f = 1 << (r->ae.cfg.ae.levels - 1), h = r->side / f, w = r->side / f;
     size_t S = (size_t)h * w, clip_z = (size_t)T * lc * S, frame_in = (size_t)(2 * lc + 1) * S;
+    double start = vd_now();
     be->upload(be, r->frames_dev, r->frames_host, (size_t)N * T * 3 * r->side * r->side * sizeof(float));
     vd_ae_encode(&r->ae, r->frames_dev, N * T, r->side, r->side, r->z0_dev);
     be->download(be, r->z0_host, r->z0_dev, (size_t)N * clip_z * sizeof(float));
@@ -667,9 +669,10 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     be->upload(be, r->v_dev, r->v_host, (size_t)N * clip_z * sizeof(float));
     be->upload(be, r->t_dev, r->t_host, (size_t)N * sizeof(float));
     be->upload(be, r->ids_dev, r->ids_host, (size_t)N * L * sizeof(int32_t));
+    if (r->distill) be->upload(be, r->renoise_eps_dev, r->renoise_eps_host, (size_t)N * clip_z * sizeof(float));
+    r->prep_s += vd_now() - start;
     if (!r->distill)
         return vd_denoiser_loss_and_grads(m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->v_dev, N, T, h, w);
-    be->upload(be, r->renoise_eps_dev, r->renoise_eps_host, (size_t)N * clip_z * sizeof(float));
     vd_distill_terms terms;
     vd_distill_renoise renoise = {.t_host = r->renoise_t_host, .eps = r->renoise_eps_dev};
     float loss = vd_distill_loss_and_grads(r->distill, m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->t_host,
@@ -684,16 +687,22 @@ void vd_train_step(vd_train_run *r, vd_train_stats *st)
     vd_backend *be = r->be;
     vd_model *m = &r->model;
     size_t clip_floats = (size_t)c->batch * 3 * r->side * r->side;
+    double step_start = vd_now(), data_s = 0;
     vd_ae_zero_grads(&r->trainer);
     r->terms = (vd_train_stats){0};
+    r->prep_s = 0;
     double loss = 0;
     for (int k = 0; k < c->grad_accum; k++) {
+        double wait_start = vd_now();
         for (int n = 0; n < c->clips; n++)
             vd_loader_next(r->loader, r->frames_host + (size_t)n * clip_floats, &r->truth[n]);
+        data_s += vd_now() - wait_start;
         if (c->target == VD_TRAIN_DENOISER) {
             loss += denoiser_micro_batch(r, r->next_clip);
         } else {
+            double prep_start = vd_now();
             be->upload(be, r->frames_dev, r->frames_host, (size_t)c->clips * clip_floats * sizeof(float));
+            r->prep_s += vd_now() - prep_start;
             loss += vd_ae_loss_and_grads(&r->trainer, r->frames_dev, r->frames, r->side, r->side);
         }
         r->next_clip += (uint64_t)c->clips;
@@ -709,7 +718,9 @@ void vd_train_step(vd_train_run *r, vd_train_stats *st)
     if (r->distill) vd_distill_disc_step(r->distill, k);
     *st = (vd_train_stats){.step = r->trainer.step, .loss = (float)(loss / c->grad_accum), .lr = lr, .grad_norm = norm,
                            .task = r->terms.task * k, .icd = r->terms.icd * k, .mca = r->terms.mca * k,
-                           .disc = r->terms.disc * k};
+                           .disc = r->terms.disc * k, .data_ms = (float)(1e3 * data_s),
+                           .prep_ms = (float)(1e3 * r->prep_s),
+                           .update_ms = (float)(1e3 * (vd_now() - step_start - data_s - r->prep_s))};
 }
 
 void vd_train_weights(vd_train_run *r, int ema, float *host)

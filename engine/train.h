@@ -100,6 +100,10 @@ typedef struct {
     double grad_norm;     /* before clipping */
     /* distillation only (else 0): the loss's terms, unweighted, and the discriminator's hinge loss */
     float task, icd, mca, disc;
+    /* the step's wall time in parts: waiting for the loader's clips; preparing the inputs (the
+     * uploads, and for the denoiser the autoencoder's encode and the noising); and the rest (loss,
+     * backward, optimizer, EMA), where a GPU step's queued work finishes at the next sync */
+    float data_ms, prep_ms, update_ms;
 } vd_train_stats;
 
 /* Starts a run on be (the CPU or a GPU backend with backward ops): from the config's init, or

@@ -310,6 +310,8 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
 typedef struct {
     int tty, log_every, distill;
     double start, time_limit; /* seconds; 0: none */
+    int steps;                          /* steps seen, for the means below */
+    double data_ms, prep_ms, update_ms; /* sums of vd_train_stats' parts of a step */
 } train_progress;
 
 /* SIGINT or SIGTERM: stop training after a checkpoint. */
@@ -318,7 +320,8 @@ static void request_train_stop(int sig) { (void)sig, train_stop_requested = 1; }
 
 static int print_train_progress(void *user, const vd_train_stats *st, int total, double steps_per_s)
 {
-    const train_progress *p = user;
+    train_progress *p = user;
+    p->steps++, p->data_ms += st->data_ms, p->prep_ms += st->prep_ms, p->update_ms += st->update_ms;
     int last = st->step == total;
     int stop = !last && (train_stop_requested || (p->time_limit > 0 && vd_now() - p->start > p->time_limit));
     if (stop) last = 1; /* the line ends here */
@@ -328,6 +331,10 @@ static int print_train_progress(void *user, const vd_train_stats *st, int total,
     if (p->distill) fprintf(stderr, " (task %.5f icd %.5f mca %.4f disc %.4f)", st->task, st->icd, st->mca, st->disc);
     fprintf(stderr, "  lr %.3g  %.2f steps/s  ETA %ld:%02ld:%02ld%s", st->lr, steps_per_s, eta / 3600, eta / 60 % 60,
             eta % 60, p->tty && !last ? "  " : "\n");
+    if (last)
+        fprintf(stderr, "vdmini: a step took %.0f ms waiting for clips, %.0f ms preparing inputs, %.0f ms in the rest "
+                        "(means over this run's %d steps)\n", p->data_ms / p->steps, p->prep_ms / p->steps,
+                p->update_ms / p->steps, p->steps);
     if (stop)
         fprintf(stderr, "vdmini: stopping at step %d (%s); resume from the checkpoint step-%06d\n", st->step,
                 train_stop_requested ? "signal" : "time limit", st->step);
