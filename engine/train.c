@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,9 +286,10 @@ struct vd_train_run {
     vd_model ae;
     double *abar;
     double prep_s; /* this step's input preparation so far (vd_train_stats.prep_ms) */
-    float *z0_host, *x_host, *v_host, *t_host;
+    float *eps_host, *t_host;     /* per clip: its noise, its timestep */
+    char *empty_prompt, *first_frame; /* per clip: the random choices of the loss */
     int32_t *ids_host;
-    float *z0_dev, *x_dev, *v_dev, *t_dev;
+    float *z0_dev, *eps_dev, *zt_dev, *cond_dev, *cond_row_dev, *x_dev, *v_dev, *t_dev;
     int32_t *ids_dev;
     vd_distill *distill; /* a distillation's teacher and discriminator, else NULL */
     float *renoise_t_host, *renoise_eps_host, *renoise_eps_dev; /* its re-noising draws */
@@ -531,10 +533,19 @@ static void alloc_denoiser_buffers(vd_train_run *r)
     size_t S = (size_t)(r->side / f) * (r->side / f), zn = (size_t)T * lc * S, xn = (size_t)T * mc->unet.in_channels * S;
     size_t L = (size_t)mc->text.max_tokens * N;
     r->abar = vd_alphas_cumprod(&mc->diffusion);
-    r->z0_host = vd_malloc(zn * sizeof(float)), r->v_host = vd_malloc(zn * sizeof(float));
-    r->x_host = vd_malloc(xn * sizeof(float)), r->t_host = vd_malloc((size_t)N * sizeof(float));
+    r->eps_host = vd_malloc(zn * sizeof(float)), r->t_host = vd_malloc((size_t)N * sizeof(float));
+    r->empty_prompt = vd_malloc((size_t)N), r->first_frame = vd_malloc((size_t)N);
     r->ids_host = vd_malloc(L * sizeof(int32_t));
     r->z0_dev = be->alloc(be, zn * sizeof(float)), r->v_dev = be->alloc(be, zn * sizeof(float));
+    r->eps_dev = be->alloc(be, zn * sizeof(float)), r->zt_dev = be->alloc(be, zn * sizeof(float));
+    r->cond_dev = be->alloc(be, (size_t)T * (lc + 1) * S * sizeof(float));
+    /* one frame's condition, the first frame's latent and a mask of ones: its last S values
+     * stay 1 */
+    r->cond_row_dev = be->alloc(be, (size_t)(lc + 1) * S * sizeof(float));
+    float *ones = vd_malloc(S * sizeof(float));
+    for (size_t i = 0; i < S; i++) ones[i] = 1.0f;
+    be->upload(be, r->cond_row_dev + (size_t)lc * S, ones, S * sizeof(float));
+    free(ones);
     r->x_dev = be->alloc(be, xn * sizeof(float)), r->t_dev = be->alloc(be, (size_t)N * sizeof(float));
     r->ids_dev = be->alloc(be, L * sizeof(int32_t));
 }
@@ -603,10 +614,12 @@ void vd_train_close(vd_train_run *r)
     vd_distill_free(r->distill);
     if (r->renoise_eps_dev) be->release(be, r->renoise_eps_dev);
     free(r->renoise_t_host), free(r->renoise_eps_host);
-    float *dev[] = {r->frames_dev, r->ema, r->z0_dev, r->x_dev, r->v_dev, r->t_dev, (float *)r->ids_dev};
+    float *dev[] = {r->frames_dev, r->ema, r->z0_dev, r->eps_dev, r->zt_dev, r->cond_dev, r->cond_row_dev,
+                    r->x_dev, r->v_dev, r->t_dev, (float *)r->ids_dev};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
         if (dev[i]) be->release(be, dev[i]);
-    free(r->frames_host), free(r->z0_host), free(r->x_host), free(r->v_host), free(r->t_host), free(r->ids_host);
+    free(r->frames_host), free(r->eps_host), free(r->t_host), free(r->ids_host);
+    free(r->empty_prompt), free(r->first_frame);
     free(r->abar), free(r->truth);
     if (r->trainer.m) vd_ae_trainer_free(&r->trainer);
     vd_model_free(&r->model);
@@ -618,8 +631,42 @@ int vd_train_done_steps(const vd_train_run *r) { return r->trainer.step; }
 
 size_t vd_train_param_count(const vd_train_run *r) { return r->model.total; }
 
+/* The random draws of the denoiser's micro-batch of clips first, first + 1, ...: per clip, from
+ * the counter RNG, the prompt or the empty one, the condition or none, the timestep and the noise
+ * (and a distillation's re-noising). Runs on a helper thread while the frames are encoded. */
+typedef struct {
+    vd_train_run *r;
+    uint64_t first;
+    size_t clip_z; /* floats of one clip's latents */
+} noise_job;
+
+static void *draw_noise(void *arg)
+{
+    const noise_job *job = arg;
+    vd_train_run *r = job->r;
+    const vd_train_config *c = &r->cfg;
+    int steps = r->model.cfg.diffusion.train_steps;
+    uint64_t stream = c->seed ^ DENOISER_STREAM;
+    for (int n = 0; n < c->clips; n++) {
+        uint64_t clip = job->first + (uint64_t)n;
+        uint64_t choices = vd_rng_u64(stream, 2 * clip), noise = vd_rng_u64(stream, 2 * clip + 1);
+        r->empty_prompt[n] = vd_rng_uniform(choices, 0) < c->empty_prompt_rate;
+        r->first_frame[n] = vd_rng_uniform(choices, 1) < c->first_frame_rate;
+        r->t_host[n] = (float)(vd_rng_u64(choices, 2) % (uint64_t)steps);
+        vd_rng_normal(noise, 0, r->eps_host + (size_t)n * job->clip_z, job->clip_z);
+        if (r->distill) {
+            uint64_t key = vd_rng_u64(c->seed ^ RENOISE_STREAM, clip);
+            r->renoise_t_host[n] = (float)(vd_rng_u64(key, 0) % (uint64_t)steps);
+            vd_rng_normal(key, 1, r->renoise_eps_host + (size_t)n * job->clip_z, job->clip_z);
+        }
+    }
+    return NULL;
+}
+
 /* The denoiser's loss on the clips in frames_host (clip numbers first, first + 1, ... of the
- * run), its gradients accumulated into the trainer's. */
+ * run), its gradients accumulated into the trainer's. The inputs are made on the backend:
+ * z_t = a z0 + b eps and v = a eps - b z0 per clip, the condition (the first frame's latent and a
+ * mask of ones on every frame, or zeros) beside z_t. */
 static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
 {
     const vd_train_config *c = &r->cfg;
@@ -627,46 +674,35 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     vd_model *m = &r->model;
     int N = c->clips, T = c->batch, L = m->cfg.text.max_tokens, lc = r->ae.cfg.ae.latent_channels;
     int f = 1 << (r->ae.cfg.ae.levels - 1), h = r->side / f, w = r->side / f;
-    size_t S = (size_t)h * w, clip_z = (size_t)T * lc * S, frame_in = (size_t)(2 * lc + 1) * S;
+    size_t S = (size_t)h * w, frame_z = (size_t)lc * S, clip_z = (size_t)T * frame_z;
+    size_t cond_frame = (size_t)(lc + 1) * S;
     double start = vd_now();
+    noise_job job = {r, first, clip_z};
+    pthread_t helper;
+    int threaded = pthread_create(&helper, NULL, draw_noise, &job) == 0;
     be->upload(be, r->frames_dev, r->frames_host, (size_t)N * T * 3 * r->side * r->side * sizeof(float));
     vd_ae_encode(&r->ae, r->frames_dev, N * T, r->side, r->side, r->z0_dev);
-    be->download(be, r->z0_host, r->z0_dev, (size_t)N * clip_z * sizeof(float));
+    if (threaded) pthread_join(helper, NULL);
+    else draw_noise(&job);
 
-    uint64_t stream = c->seed ^ DENOISER_STREAM;
+    be->upload(be, r->eps_dev, r->eps_host, (size_t)N * clip_z * sizeof(float));
+    be->zero(be, r->cond_dev, (size_t)N * T * cond_frame * sizeof(float));
     for (int n = 0; n < N; n++) {
-        uint64_t clip = first + (uint64_t)n;
-        uint64_t choices = vd_rng_u64(stream, 2 * clip), noise = vd_rng_u64(stream, 2 * clip + 1);
-        int empty_prompt = vd_rng_uniform(choices, 0) < c->empty_prompt_rate;
-        int first_frame = vd_rng_uniform(choices, 1) < c->first_frame_rate;
-        int t = (int)(vd_rng_u64(choices, 2) % (uint64_t)m->cfg.diffusion.train_steps);
-        const float *z0_clip = r->z0_host + (size_t)n * clip_z;
-        float *v_clip = r->v_host + (size_t)n * clip_z, *x_clip = r->x_host + (size_t)n * T * frame_in;
-        vd_rng_normal(noise, 0, v_clip, clip_z); /* eps, overwritten by v below */
+        int t = (int)r->t_host[n];
         float a = (float)sqrt(r->abar[t]), b = (float)sqrt(1.0 - r->abar[t]);
-
-        /* x: per frame z_t, then the condition latent and its mask; v = a eps - b z0 */
-        for (int k = 0; k < T; k++) {
-            const float *z0 = z0_clip + (size_t)k * lc * S;
-            float *eps = v_clip + (size_t)k * lc * S, *x = x_clip + (size_t)k * frame_in;
-            for (size_t i = 0; i < (size_t)lc * S; i++) {
-                x[i] = a * z0[i] + b * eps[i];
-                eps[i] = a * eps[i] - b * z0[i];
-            }
-            if (first_frame) memcpy(x + (size_t)lc * S, z0_clip, (size_t)lc * S * sizeof(float));
-            else memset(x + (size_t)lc * S, 0, (size_t)lc * S * sizeof(float));
-            for (size_t i = 0; i < S; i++) x[(size_t)2 * lc * S + i] = first_frame ? 1.0f : 0.0f;
+        const float *z0 = r->z0_dev + (size_t)n * clip_z, *eps = r->eps_dev + (size_t)n * clip_z;
+        float *zt = r->zt_dev + (size_t)n * clip_z, *v = r->v_dev + (size_t)n * clip_z;
+        be->copy(be, zt, eps, clip_z * sizeof(float));
+        be->axpby(be, zt, a, z0, b, clip_z);
+        be->copy(be, v, z0, clip_z * sizeof(float));
+        be->axpby(be, v, a, eps, -b, clip_z);
+        if (r->first_frame[n]) {
+            be->copy(be, r->cond_row_dev, z0, frame_z * sizeof(float));
+            be->add_broadcast(be, r->cond_dev + (size_t)n * T * cond_frame, r->cond_row_dev, (size_t)T, cond_frame);
         }
-        vd_tokenize(&m->cfg.text, empty_prompt ? "" : r->truth[n].prompt, r->ids_host + (size_t)n * L, NULL, 0);
-        r->t_host[n] = (float)t;
-        if (r->distill) {
-            uint64_t key = vd_rng_u64(c->seed ^ RENOISE_STREAM, clip);
-            r->renoise_t_host[n] = (float)(vd_rng_u64(key, 0) % (uint64_t)m->cfg.diffusion.train_steps);
-            vd_rng_normal(key, 1, r->renoise_eps_host + (size_t)n * clip_z, clip_z);
-        }
+        vd_tokenize(&m->cfg.text, r->empty_prompt[n] ? "" : r->truth[n].prompt, r->ids_host + (size_t)n * L, NULL, 0);
     }
-    be->upload(be, r->x_dev, r->x_host, (size_t)N * T * frame_in * sizeof(float));
-    be->upload(be, r->v_dev, r->v_host, (size_t)N * clip_z * sizeof(float));
+    be->concat_channels(be, r->x_dev, r->zt_dev, lc, r->cond_dev, lc + 1, N * T, (int)S);
     be->upload(be, r->t_dev, r->t_host, (size_t)N * sizeof(float));
     be->upload(be, r->ids_dev, r->ids_host, (size_t)N * L * sizeof(int32_t));
     if (r->distill) be->upload(be, r->renoise_eps_dev, r->renoise_eps_host, (size_t)N * clip_z * sizeof(float));

@@ -21,8 +21,9 @@
  * counter RNG keyed by the seed and the clip's number (so a resumed run draws the same): the
  * clip's prompt, or the empty prompt at empty_prompt_rate; the first frame's latent as the
  * condition (on every frame, mask 1) at first_frame_rate, else zeros; a timestep t in
- * [0, train_steps) and noise eps; then z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps and the
- * v-prediction target v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0. Only the text encoder and the
+ * [0, train_steps) and noise eps (drawn on a helper thread while the frames are encoded); then,
+ * on the backend, z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps and the v-prediction target
+ * v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0. Only the text encoder and the
  * UNet are trained (and checkpointed); the autoencoder is not part of the run's model. */
 #ifndef VD_TRAIN_H
 #define VD_TRAIN_H

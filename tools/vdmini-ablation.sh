@@ -4,7 +4,7 @@
 # mirror (deep) and at random, prune, distil each from the teacher with the
 # recipe models/recipes/vdmini.json, distil the shallow student also with the task loss alone,
 # with ICD alone and with MCA alone, evaluate the teacher and every student on held-out prompts,
-# and time the shallow ICMD student against the teacher.
+# and time the ICMD student of each rule against the teacher.
 #
 #   tools/vdmini-ablation.sh [--time-limit SECONDS] [--quick] TEACHER AE OUTDIR
 #
@@ -93,6 +93,7 @@ done
 device=cpu
 nvidia-smi -L >/dev/null 2>&1 && device=cuda
 # shellcheck disable=SC2086
-[ -f bench.jsonl ] || "$bench_models" --model "$teacher" --model shallow-icmd/student-ema.safetensors --ae "$ae" \
+[ -f bench.jsonl ] || "$bench_models" --model "$teacher" --model shallow-icmd/student-ema.safetensors \
+    --model deep-icmd/student-ema.safetensors --model random-icmd/student-ema.safetensors --ae "$ae" \
     --device "$device" --bf16 $bench >bench.jsonl
 echo "vdmini-ablation.sh: done; results in $out" >&2
