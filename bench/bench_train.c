@@ -7,20 +7,24 @@
  * bench_train_torch.py times the same step in PyTorch.
  *
  *   bench_train --preset tiny|large [--clips N] [--frames T] [--device cpu|cuda] [--bf16]
- *               [--warmup W] [--iters K]
+ *               [--warmup W] [--iters K] [--profile]
  *
- * Prints one JSON line: the median over K steps after W warm-up steps, each step synchronised. */
+ * Prints one JSON line: the median over K steps after W warm-up steps, each step synchronised.
+ * --profile then runs one more step with every op synchronised and timed, and prints the time
+ * per op to stderr. */
 #include "ae_train.h"
 #include "bench_common.h"
 #include "denoiser_train.h"
+#include "op_profile.h"
 
 int main(int argc, char **argv)
 {
     const char *preset = "tiny", *device = "cpu";
-    int clips = 1, frames = 0, bf16 = 0, warmup = 2, iters = 5;
+    int clips = 1, frames = 0, bf16 = 0, warmup = 2, iters = 5, profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--bf16") == 0) { bf16 = 1; continue; }
+        if (strcmp(a, "--profile") == 0) { profile = 1; continue; }
         if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
         if (strcmp(a, "--preset") == 0) preset = v;
         else if (strcmp(a, "--device") == 0) device = v;
@@ -75,6 +79,16 @@ int main(int argc, char **argv)
         if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
     }
     bench_sort_timings(ms, iters);
+    if (profile) {
+        vd_backend *timed = vd_backend_profiled(be);
+        m.be = timed;
+        vd_ae_zero_grads(&trainer);
+        vd_denoiser_loss_and_grads(&m, trainer.grads, ids, x, t, v, N, T, h, w);
+        vd_adamw_range_step(&trainer, &opt, begin, end);
+        vd_profile_print(timed, stderr);
+        m.be = be;
+        timed->destroy(timed);
+    }
     printf("{\"impl\": \"vdmini\", \"what\": \"train\", \"preset\": \"%s\", \"clips\": %d, \"frames\": %d, "
            "\"latent\": [%d, %d], \"device\": \"%s\", \"dtype\": \"%s\", \"params\": %zu, \"ms_per_step\": %.3f, "
            "\"min_ms\": %.3f, \"iters\": %d, \"loss\": %.6g, \"finite\": %s}\n",

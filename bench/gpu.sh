@@ -10,7 +10,7 @@
 # reference in eager mode and with torch.compile (bf16 autocast), in the same run on the same
 # card, and print the comparison table. Raw JSON lines go to OUTDIR/bench-PRESET.jsonl.
 # "train" times one training step of the tiny preset's denoiser (text encoder and UNet: forward,
-# backward, AdamW) at 1 and 8 clips of 16 frames, vdmini bf16 against the PyTorch reference
+# backward, AdamW) at 1, 8 and 16 clips of 16 frames, vdmini bf16 against the PyTorch reference
 # eager and compiled (bf16 autocast), the same way, into OUTDIR/bench-train.jsonl.
 set -u
 what=${1:?usage: gpu.sh tests|tiny|large|train [OUTDIR]}
@@ -44,11 +44,11 @@ train)
     bench_step --print-config tiny >"$config"
     log=$out/bench-train.jsonl
     : >"$log"
-    for clips in 1 8; do
+    for clips in 1 8 16; do
         bench_train --preset tiny --clips "$clips" --frames 16 --device cuda --bf16 --iters 20 | tee -a "$log"
     done
     PYTHONPATH="$here/../tools/reference" python3 "$here/../tools/reference/bench_train_torch.py" --config "$config" \
-        --device cuda --dtype bf16 --mode eager compile --clips 1 8 --frames 16 --repeats 20 | tee -a "$log"
+        --device cuda --dtype bf16 --mode eager compile --clips 1 8 16 --frames 16 --repeats 20 | tee -a "$log"
     python3 "$here/compare.py" <"$log"
     rm -f "$config"
     ;;

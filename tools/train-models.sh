@@ -1,9 +1,9 @@
 #!/bin/sh
 # train-models.sh: trains the shipped models from scratch, the autoencoder and then the teacher
-# (text encoder and UNet) in three stages (teacher.json, then teacher-2.json from the first stage's
-# EMA, then teacher-3.json from the second's), with the recipes in models/recipes/, and writes
-# them in bf16 as OUTDIR/ae.safetensors and OUTDIR/teacher.safetensors (copy both into models/ to
-# serve them).
+# (text encoder and UNet) in five stages (teacher.json, then teacher-2.json from the first stage's
+# EMA, teacher-3.json from the second's, and so on to teacher-5.json), with the recipes in
+# models/recipes/, and writes them in bf16 as OUTDIR/ae.safetensors and OUTDIR/teacher.safetensors
+# (copy both into models/ to serve them).
 #
 #   tools/train-models.sh [--time-limit SECONDS] OUTDIR
 #
@@ -50,12 +50,14 @@ status=0
 train ae "$here/models/recipes/ae.json" ae ae-ema.safetensors || status=$?
 [ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher.json" teacher teacher-ema.safetensors || status=$?; }
 [ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher-2.json" teacher-2 teacher-ema.safetensors || status=$?; }
-[ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher-3.json" teacher-3 teacher-ema.safetensors || status=$?; }
+for stage in 3 4 5; do
+    [ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher-$stage.json" teacher-$stage teacher-ema.safetensors || status=$?; }
+done
 if [ $status -eq 3 ]; then
     echo "train-models.sh: stopped at the time limit; run it again to continue" >&2
     exit 3
 fi
 [ $status -eq 0 ] || exit $status
 "$vdmini" convert --model ae/ae-ema.safetensors --dtype bf16 --out ae.safetensors
-"$vdmini" convert --model teacher-3/teacher-ema.safetensors --dtype bf16 --out teacher.safetensors
+"$vdmini" convert --model teacher-5/teacher-ema.safetensors --dtype bf16 --out teacher.safetensors
 echo "train-models.sh: wrote $out/ae.safetensors and $out/teacher.safetensors" >&2

@@ -155,18 +155,20 @@ static void cuda_linear_backward(vd_backend *be, float *dx, float *dw, float *db
 /* ---------------------------------------------------------------------------------------------
  * convolutions as im2col + GEMM */
 
-/* cols(images, ci*k*k, Ho*Wo) for images [image0, image0 + images) of x(B, ci, H, W); row
- * (i*k + ky)*k + kx holds channel i shifted by (ky - k/2, kx - k/2), zero outside. */
+/* cols(ci*k*k, images, Ho*Wo) for images [image0, image0 + images) of x(B, ci, H, W): the
+ * images of a chunk side by side in each row, so that one product sums the weight gradient over
+ * all of them; row (i*k + ky)*k + kx holds channel i shifted by (ky - k/2, kx - k/2), zero
+ * outside. */
 template <typename T>
 static __global__ void columns_kernel(T *cols, const float *x, int image0, int images, int ci, int H,
                                       int W, int k, int stride, int Ho, int Wo)
 {
     int pad = k / 2;
-    size_t pixels = (size_t)Ho * Wo, rows = (size_t)ci * k * k;
-    GRID_STRIDE(idx, (size_t)images * rows * pixels)
+    size_t pixels = (size_t)Ho * Wo;
+    GRID_STRIDE(idx, (size_t)images * ci * k * k * pixels)
     {
-        size_t pixel = idx % pixels, row = (idx / pixels) % rows;
-        size_t image = idx / (pixels * rows) + image0;
+        size_t pixel = idx % pixels, image = (idx / pixels) % images + image0;
+        size_t row = idx / (pixels * images);
         int oy = (int)(pixel / Wo), ox = (int)(pixel % Wo);
         int kx = (int)(row % k), ky = (int)((row / k) % k), i = (int)(row / ((size_t)k * k));
         int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
@@ -207,22 +209,36 @@ static __global__ void fold_columns_kernel(float *dx, const float *dcols, int im
     }
 }
 
-/* cols(frames, ci*3, S) for frames [frame0, frame0 + frames) of x(N, T, ci, S); row i*3 + j holds
- * channel i of frame t + j - 1 of the same video, zero outside it. */
+/* cols(ci*3, frames, S) for frames [frame0, frame0 + frames) of x(N, T, ci, S), the frames side
+ * by side as in columns_kernel: row i*3 + j holds channel i of frame t + j - 1 of the same video,
+ * zero outside it. */
 template <typename T>
 static __global__ void temporal_columns_kernel(T *cols, const float *x, int frame0, int frames, int T_,
                                                int ci, int S)
 {
-    size_t rows = (size_t)ci * 3;
-    GRID_STRIDE(idx, (size_t)frames * rows * S)
+    GRID_STRIDE(idx, (size_t)frames * ci * 3 * S)
     {
-        size_t s = idx % S, row = (idx / S) % rows;
-        size_t frame = idx / ((size_t)S * rows) + frame0;
+        size_t s = idx % S, frame = (idx / S) % frames + frame0;
+        size_t row = idx / ((size_t)S * frames);
         int j = (int)(row % 3), i = (int)(row / 3);
         int t = (int)(frame % T_) + j - 1;
         float v = t >= 0 && t < T_ ? x[((frame + (size_t)(j - 1)) * ci + i) * S + s] : 0.0f;
         if constexpr (sizeof(T) == sizeof(float)) cols[idx] = v;
         else cols[idx] = __float2bfloat16_rn(v);
+    }
+}
+
+/* dyt(co, images, P) from dy(images, co, P), in the GEMM operand type: the output gradient laid
+ * out like the columns, images side by side in each channel's row. */
+template <typename T>
+static __global__ void output_grad_rows_kernel(T *dyt, const float *dy, int images, int co, int P)
+{
+    GRID_STRIDE(idx, (size_t)images * co * P)
+    {
+        size_t p = idx % P, image = (idx / P) % images, c = idx / ((size_t)P * images);
+        float v = dy[(image * co + c) * P + p];
+        if constexpr (sizeof(T) == sizeof(float)) dyt[idx] = v;
+        else dyt[idx] = __float2bfloat16_rn(v);
     }
 }
 
@@ -251,7 +267,9 @@ static __global__ void fold_temporal_kernel(float *dx, const float *dcols, int f
 
 /* The shared part of both convolution backwards, for images (frames) of y_b(co, P) =
  * w(co, K) cols_b(K, P): dw(co, K) += sum_b dy_b cols_b^T, dcols_b = w^T dy_b, folded into dx by
- * fold(first image, count, dcols). Images go in chunks whose columns stay under CHUNK_BYTES.
+ * fold(first image, count, dcols). Images go in chunks whose columns stay under CHUNK_BYTES;
+ * within a chunk the columns (K, count, P) and the output gradient (co, count, P) hold the images
+ * side by side, so that the weight gradient is one product over count * P pixels.
  * `align` images are added to each chunk's size (temporal chunks hold whole videos). */
 template <typename MakeCols, typename Fold>
 static void conv_backward_as_gemm(vd_backend *be, float *dx, float *dw, const float *dy, const float *w,
@@ -268,22 +286,31 @@ static void conv_backward_as_gemm(vd_backend *be, float *dx, float *dw, const fl
     const void *w_op = operand(st, bf16, &st->staging_weight, w, (size_t)co * K);
     void *cols = dw ? cuda_scratch_reserve(&st->workspace, image_values * per_chunk * elem) : NULL;
     float *dcols = dx ? (float *)cuda_scratch_reserve(&st->staging_output, image_values * per_chunk * sizeof(float)) : NULL;
+    void *dyt = cuda_scratch_reserve(&st->staging_input, (size_t)per_chunk * co * P * elem);
     for (int image0 = 0; image0 < images; image0 += per_chunk) {
         int count = images - image0 < per_chunk ? images - image0 : per_chunk;
         const float *dy_chunk = dy + (size_t)image0 * co * P;
-        const void *dy_op = operand(st, bf16, &st->staging_input, dy_chunk, (size_t)count * co * P);
+        size_t n = (size_t)count * co * P;
+        if (bf16)
+            output_grad_rows_kernel<__nv_bfloat16><<<grid_for(st, n), THREADS, 0, st->stream>>>(
+                (__nv_bfloat16 *)dyt, dy_chunk, count, co, P);
+        else
+            output_grad_rows_kernel<float><<<grid_for(st, n), THREADS, 0, st->stream>>>((float *)dyt, dy_chunk,
+                                                                                       count, co, P);
+        CUDA_LAUNCH_CHECK();
+        int pixels = count * P;
         if (dw) {
             make_cols(image0, count, cols);
-            /* column-major dw^T(K, co) += cols_b^T(K, P) dy_b(P, co); cols_b is column-major (P, K) */
-            for (int b = 0; b < count; b++)
-                gemm(st, bf16, CUBLAS_OP_T, CUBLAS_OP_N, K, co, P, 1.0f,
-                     offset_of(cols, bf16, (size_t)b * image_values), P, 0,
-                     offset_of(dy_op, bf16, (size_t)b * co * P), P, 0, 1.0f, dw, K, 0, 1);
+            /* column-major dw^T(K, co) += cols^T(K, pixels) dyt(pixels, co): cols is column-major
+             * (pixels, K), dyt column-major (pixels, co) */
+            gemm(st, bf16, CUBLAS_OP_T, CUBLAS_OP_N, K, co, pixels, 1.0f, cols, pixels, 0, dyt, pixels, 0,
+                 1.0f, dw, K, 0, 1);
         }
         if (dx) {
-            /* column-major dcols_b(P, K) = dy_b(P, co) w(co, K), w being column-major (K, co) */
-            gemm(st, bf16, CUBLAS_OP_N, CUBLAS_OP_T, P, K, co, 1.0f, dy_op, P, (long long)co * P, w_op,
-                 K, 0, 0.0f, dcols, P, (long long)image_values, count);
+            /* column-major dcols_b(P, K) = dy_b(P, co) w(co, K), w being column-major (K, co);
+             * dy_b starts at column b * P of dyt, its channels count * P apart */
+            gemm(st, bf16, CUBLAS_OP_N, CUBLAS_OP_T, P, K, co, 1.0f, dyt, pixels, P, w_op, K, 0, 0.0f, dcols,
+                 P, (long long)image_values, count);
             fold(image0, count, dcols);
         }
     }

@@ -315,6 +315,8 @@ static void test_conv2d(vd_backend *ref, vd_backend *gpu)
         {2, 3, 17, 13, 5, 3, 1, 7}, {3, 8, 16, 16, 16, 3, 2, 7}, {2, 16, 9, 7, 8, 1, 1, 7},
         {2, 4, 9, 9, 6, 1, 2, 7},   {2, 9, 15, 11, 7, 3, 2, 7},  {1, 32, 16, 16, 64, 3, 1, 7},
         {2, 5, 8, 6, 4, 3, 1, 6},   {2, 5, 8, 6, 4, 3, 2, 1},
+        /* columns over 256 MiB: the images go in two chunks */
+        {120, 64, 32, 32, 2, 3, 1, 7},
     };
     for (size_t i = 0; i < VD_ARRAY_LEN(shapes); i++) {
         const int *s = shapes[i];
@@ -340,6 +342,7 @@ static void test_temporal_conv(vd_backend *ref, vd_backend *gpu)
     static const int shapes[][6] = {
         /* N, T, ci, co, S, wanted (bits: dx, dw, db) */
         {2, 5, 6, 7, 13, 7}, {1, 1, 8, 8, 16, 7}, {3, 16, 32, 32, 64, 7}, {2, 2, 5, 3, 1, 7}, {2, 3, 4, 5, 9, 4},
+        {24, 16, 64, 2, 1024, 7}, /* columns over 256 MiB: two chunks of whole videos */
     };
     for (size_t i = 0; i < VD_ARRAY_LEN(shapes); i++) {
         const int *s = shapes[i];
