@@ -98,6 +98,7 @@ int vd_config_preset(const char *name, vd_model_config *c)
         u->head_dim = 64, u->groups = 32, u->latent_h = 40, u->latent_w = 64;
     }
     u->context_dim = c->text.dim;
+    u->pooled_text = 1;
     return 0;
 }
 
@@ -200,6 +201,9 @@ static int parse_unet(json_t *j, vd_unet_config *u, char *err, size_t errlen)
     if (nat != u->levels) return vd_fail(err, errlen, "config unet.attention has %d entries for %d levels", nat, u->levels);
     if (nls != 2) return vd_fail(err, errlen, "config unet.latent_size must be [height, width]");
     u->latent_h = ls[0], u->latent_w = ls[1];
+    json_t *pooled = json_object_get(j, "pooled_text");
+    if (pooled && !json_is_boolean(pooled)) return vd_fail(err, errlen, "config unet.pooled_text: not true or false");
+    u->pooled_text = pooled && json_is_true(pooled);
     for (int l = 0; l < u->levels; l++) {
         if (u->channels[l] % u->groups) return vd_fail(err, errlen, "config unet.channels[%d] = %d is not divisible by groups %d", l, u->channels[l], u->groups);
         if (u->attention[l] && u->channels[l] % u->head_dim) return vd_fail(err, errlen, "config unet.channels[%d] = %d is not divisible by head_dim %d", l, u->channels[l], u->head_dim);
@@ -316,12 +320,12 @@ char *vd_config_to_json(const vd_model_config *c)
         const vd_unet_config *u = &c->unet;
         json_t *removed = json_array();
         for (int i = 0; i < u->removed_count; i++) json_array_append_new(removed, json_string(u->removed[i]));
-        json_t *j = json_pack("{s:o, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:[i,i], s:o}",
+        json_t *j = json_pack("{s:o, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:[i,i], s:b, s:o}",
                               "channels", int_list(u->channels, u->levels, 0), "blocks_per_level", u->blocks_per_level,
                               "attention", int_list(u->attention, u->levels, 1), "head_dim", u->head_dim,
                               "groups", u->groups, "in_channels", u->in_channels, "out_channels", u->out_channels,
                               "context_dim", u->context_dim, "frames", u->frames, "latent_size", u->latent_h,
-                              u->latent_w, "removed", removed);
+                              u->latent_w, "pooled_text", u->pooled_text, "removed", removed);
         json_object_set_new(root, "unet", j);
         const vd_diffusion_config *d = &c->diffusion;
         json_object_set_new(root, "diffusion", json_pack("{s:s, s:i, s:f, s:f, s:b, s:f}", "prediction", "v", "train_steps",

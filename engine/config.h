@@ -26,6 +26,7 @@ typedef struct {
     int levels, channels[VD_MAX_LEVELS], attention[VD_MAX_LEVELS];
     int blocks_per_level, head_dim, groups, in_channels, out_channels, context_dim;
     int frames, latent_h, latent_w;
+    int pooled_text; /* the mean of the text tokens, projected, is added to the time embedding */
     int removed_count;
     char **removed; /* removed units: blocks "down.l.b", "up.l.b", "mid", and "temporal.l", the
                      * temporal layers of level l (docs/architecture.md) */

@@ -174,28 +174,48 @@ typedef struct {
 } unet_state;
 
 typedef struct {
-    tl_linear_rec fc1, fc2;
-    float *pre1, *pre2; /* fc1's and fc2's outputs, before SiLU */
+    tl_linear_rec fc1, fc2, pool;
+    float *pre1, *pre2; /* fc1's output, and fc2's plus the pooled text's: the SiLUs' inputs */
+    int pooled;         /* the model has unet.text_pool */
 } time_rec;
 
-/* t (N) -> SiLU(fc2(SiLU(fc1(timestep_embedding(t, c0))))) (N, 4c0) */
-static float *time_fwd(tl_ctx *c, time_rec *r, const float *t, int N)
+/* t (N), text (N, L, D) -> SiLU(fc2(SiLU(fc1(timestep_embedding(t, c0)))) [+ text_pool(mean over
+ * the L tokens of text)]) (N, 4c0) */
+static float *time_fwd(tl_ctx *c, time_rec *r, const float *t, const float *text, int N)
 {
-    int c0 = c->m->cfg.unet.channels[0], td = 4 * c0;
+    const vd_unet_config *u = &c->m->cfg.unet;
+    int c0 = u->channels[0], td = 4 * c0, L = c->m->cfg.text.max_tokens, D = u->context_dim;
     float *e = tl_kept(c, (size_t)N * c0), *a1 = tl_kept(c, (size_t)N * td), *a2 = tl_kept(c, (size_t)N * td);
     c->be->timestep_embedding(c->be, e, t, N, c0);
     r->pre1 = tl_linear_fwd(c, &r->fc1, "unet.time.fc1", e, N, c0, td);
     c->be->silu(c->be, a1, r->pre1, (size_t)N * td);
     r->pre2 = tl_linear_fwd(c, &r->fc2, "unet.time.fc2", a1, N, td, td);
+    r->pooled = u->pooled_text;
+    if (r->pooled) {
+        float *mean = tl_kept(c, (size_t)N * D);
+        c->be->zero(c->be, mean, (size_t)N * D * sizeof(float));
+        c->be->add_channel_bias_backward(c->be, mean, text, N, L, D, 1);
+        c->be->axpby(c->be, mean, 1.0f / (float)L, mean, 0.0f, (size_t)N * D);
+        float *proj = tl_linear_fwd(c, &r->pool, "unet.text_pool", mean, N, D, td);
+        c->be->add(c->be, r->pre2, r->pre2, proj, (size_t)N * td);
+    }
     c->be->silu(c->be, a2, r->pre2, (size_t)N * td);
     return a2;
 }
 
-static void time_bwd(tl_ctx *c, const time_rec *r, const float *dact)
+/* dact: the gradient of time_fwd's output; the pooled text's gradient is added to dtext. */
+static void time_bwd(tl_ctx *c, const time_rec *r, const float *dact, float *dtext)
 {
     size_t n = (size_t)r->fc2.M * r->fc2.out;
     float *d2 = tl_buffer(c, n), *d1 = tl_buffer(c, n);
     c->be->silu_backward(c->be, d2, dact, r->pre2, n);
+    if (r->pooled) {
+        int N = r->pool.M, D = r->pool.in, L = c->m->cfg.text.max_tokens;
+        float *dmean = tl_linear_bwd(c, &r->pool, d2, 1);
+        c->be->axpby(c->be, dmean, 1.0f / (float)L, dmean, 0.0f, (size_t)N * D);
+        c->be->add_channel_bias(c->be, dtext, dmean, N, L, D, 1);
+        tl_release(c, dmean);
+    }
     float *da1 = tl_linear_bwd(c, &r->fc2, d2, 1);
     c->be->silu_backward(c->be, d1, da1, r->pre1, n);
     tl_linear_bwd(c, &r->fc1, d1, 0); /* the sinusoidal embedding has no parameters */
@@ -562,7 +582,7 @@ vd_denoiser_pass *vd_denoiser_forward(vd_model *m, const int32_t *ids, const flo
     p->u = (unet_state){.N = N, .T = T, .G = cfg->groups, .L = L, .temb_dim = td, .head_dim = cfg->head_dim,
                         .context_dim = cfg->context_dim};
     p->u.text = text_fwd(&p->c, &p->text, ids, N);
-    p->u.temb_act = time_fwd(&p->c, &p->time, t, N);
+    p->u.temb_act = time_fwd(&p->c, &p->time, t, p->u.text, N);
     float *frames = tl_kept(&p->c, (size_t)T), *frame_host = vd_malloc((size_t)T * sizeof(float));
     for (int i = 0; i < T; i++) frame_host[i] = (float)i;
     p->c.be->upload(p->c.be, frames, frame_host, (size_t)T * sizeof(float));
@@ -594,7 +614,7 @@ void vd_denoiser_backward(vd_denoiser_pass *p, float *grads, float *dlast, float
     p->u.dtemb_act = tl_zeroed(c, (size_t)N * p->u.temb_dim);
     p->u.dtext = tl_zeroed(c, (size_t)N * L * D);
     unet_bwd(c, p->st, p->run, p->rec, &p->u, dlast, extra, dx_in);
-    time_bwd(c, &p->time, p->u.dtemb_act);
+    time_bwd(c, &p->time, p->u.dtemb_act, p->u.dtext);
     text_bwd(c, &p->text, p->u.dtext);
     tl_release(c, p->u.dtemb_act), tl_release(c, p->u.dtext);
     p->u.dtemb_act = p->u.dtext = NULL;

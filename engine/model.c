@@ -287,6 +287,7 @@ static int declare_unet(vd_model *m, char *err, size_t errlen)
     char p[96];
     declare_linear(m, "unet.time.fc1", c0, temb, 1);
     declare_linear(m, "unet.time.fc2", temb, temb, 1);
+    if (u->pooled_text) declare_linear(m, "unet.text_pool", u->context_dim, temb, 1);
     for (int i = 0; i < n; i++) {
         const vd_unet_stage *s = &st[i];
         switch (s->kind) {
@@ -816,6 +817,17 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
     linear(m, "unet.time.fc1", te1, te0, N, c0, 4 * c0);
     be->silu(be, te1, te1, (size_t)N * 4 * c0);
     linear(m, "unet.time.fc2", te2, te1, N, 4 * c0, 4 * c0);
+    if (cfg->pooled_text) {
+        /* te += Linear(mean over the L tokens of each video's text) */
+        int D = cfg->context_dim;
+        float *pooled = tmp(m, (size_t)N * D);
+        be->zero(be, pooled, (size_t)N * D * sizeof(float));
+        be->add_channel_bias_backward(be, pooled, ctx, N, L, D, 1);
+        be->axpby(be, pooled, 1.0f / (float)L, pooled, 0.0f, (size_t)N * D);
+        linear(m, "unet.text_pool", te1, pooled, N, D, 4 * c0);
+        be->add(be, te2, te2, te1, (size_t)N * 4 * c0);
+        done(m, pooled);
+    }
     be->silu(be, te2, te2, (size_t)N * 4 * c0);
     done(m, te0), done(m, te1);
     u.temb_act = te2;

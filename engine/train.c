@@ -149,6 +149,11 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
             rc = get_string(v, key, c->teacher, sizeof c->teacher, err, errlen);
         else if (strcmp(key, "diffusion") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_schedule(v, c->schedule, sizeof c->schedule, err, errlen);
+        else if (strcmp(key, "pooled_text") == 0 && c->target == VD_TRAIN_DENOISER) {
+            if (!json_is_true(v))
+                rc = vd_fail(err, errlen, "training config pooled_text: only true (it adds the pooled text to init's UNet)");
+            c->pooled_text = 1;
+        }
         else if (strcmp(key, "ae") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->ae_path, sizeof c->ae_path, err, errlen);
         else if (strcmp(key, "ae") == 0) rc = parse_inline_ae(v, &c->ae, err, errlen), c->has_ae = 1;
@@ -349,12 +354,19 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
             rc = keep_trained_parts(&mc, &full, c->target, c->init, err, errlen);
     }
     if (rc == 0 && c->schedule[0]) rc = vd_config_parse_schedule(c->schedule, &mc.diffusion, err, errlen);
+    /* the pooled text added here starts at zero; a file that has it keeps its weights */
+    int add_pool = rc == 0 && c->pooled_text && !mc.unet.pooled_text;
+    if (add_pool) mc.unet.pooled_text = 1;
     if (rc == 0) rc = vd_model_build(m, &mc, err, errlen);
     vd_config_free(&mc);
     if (rc == 0) {
         vd_model_init_random(m, c->seed);
+        for (int i = 0; i < m->nparams && add_pool; i++)
+            if (strncmp(m->params[i].name, "unet.text_pool.", 15) == 0)
+                memset(m->host + m->params[i].offset, 0, m->params[i].numel * sizeof(float));
         for (int i = 0; from_file && i < m->nparams && rc == 0; i++) {
             const vd_param *p = &m->params[i];
+            if (add_pool && strncmp(p->name, "unet.text_pool.", 15) == 0) continue;
             const vd_st_tensor *t = vd_st_find(&f, p->name);
             if (!t || (size_t)vd_st_numel(t) != p->numel || vd_st_to_f32(t, m->host + p->offset))
                 rc = vd_fail(err, errlen, "init %s: tensor %s missing or of the wrong shape", c->init, p->name);

@@ -69,6 +69,9 @@ typedef struct {
     /* denoiser: "diffusion", a JSON object of schedule fields (vd_config_parse_schedule) that
      * replace init's, e.g. {"zero_terminal_snr": true, "snr_shift": 3}; "" keeps init's */
     char schedule[256];
+    /* denoiser: "pooled_text": true gives init's UNet the pooled text (config.h) when it has none,
+     * with zero weights, so that the run starts from what init computed */
+    int pooled_text;
     /* denoiser: the share of clips trained with the empty prompt (for guidance) and with the
      * first frame's latent as the condition (image-to-video) */
     float empty_prompt_rate, first_frame_rate;

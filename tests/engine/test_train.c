@@ -23,6 +23,7 @@
 #include "common.h"
 #include "config.h"
 #include "model.h"
+#include "rng.h"
 #include "sampler.h"
 #include "small_model.h"
 #include "train.h"
@@ -235,6 +236,92 @@ static void test_schedule_override(void **state)
     assert_non_null(strstr(err, "diffusion"));
 }
 
+/* A UNet prediction of model file path on the CPU reference backend: fixed inputs (2 videos of
+ * 4 frames of 16x16 latents, random text features), into out (malloc'd, n floats). */
+static float *predict(const char *path, size_t *n)
+{
+    vd_model m;
+    char err[256];
+    assert_int_equal(vd_model_load(&m, path, err, sizeof err), 0);
+    vd_backend *be = vd_backend_cpu_reference();
+    vd_model_attach(&m, be);
+    const vd_unet_config *u = &m.cfg.unet;
+    int N = 2, T = 4, L = m.cfg.text.max_tokens, S = u->latent_h * u->latent_w;
+    size_t nx = (size_t)N * T * u->in_channels * S, nc = (size_t)N * L * u->context_dim;
+    *n = (size_t)N * T * u->out_channels * S;
+    float *x = vd_malloc(nx * sizeof(float)), *ctx = vd_malloc(nc * sizeof(float)), t[2] = {500.0f, 900.0f};
+    vd_rng_normal(21, 0, x, nx);
+    vd_rng_normal(22, 0, ctx, nc);
+    float *dx = be->alloc(be, nx * sizeof(float)), *dctx = be->alloc(be, nc * sizeof(float));
+    float *dt = be->alloc(be, sizeof t), *dout = be->alloc(be, *n * sizeof(float));
+    be->upload(be, dx, x, nx * sizeof(float)), be->upload(be, dctx, ctx, nc * sizeof(float));
+    be->upload(be, dt, t, sizeof t);
+    vd_unet_forward(&m, dx, dt, dctx, L, N, T, u->latent_h, u->latent_w, dout);
+    float *out = vd_malloc(*n * sizeof(float));
+    be->download(be, out, dout, *n * sizeof(float));
+    be->release(be, dx), be->release(be, dctx), be->release(be, dt), be->release(be, dout);
+    free(x), free(ctx);
+    vd_model_free(&m);
+    return out;
+}
+
+/* "pooled_text": true on a model without it: the run's UNet gains unet.text_pool at zero, so
+ * after a step at learning rate 0 (and an EMA that is the weights) its export predicts exactly what the original model did. */
+static void test_pooled_text_added(void **state)
+{
+    (void)state;
+    char err[256], plain[1100], json[4096], ckpt[1200], out[1300];
+    vd_model_config mc;
+    assert_int_equal(small_model_config(&mc), 0);
+    mc.unet.pooled_text = 0;
+    vd_model m;
+    assert_int_equal(vd_model_build(&m, &mc, err, sizeof err), 0);
+    vd_model_init_random(&m, 11);
+    snprintf(plain, sizeof plain, "%s/no-pool.safetensors", work_dir);
+    assert_int_equal(vd_model_save(&m, plain, VD_ST_F32, err, sizeof err), 0);
+    vd_model_free(&m);
+    vd_config_free(&mc);
+
+    snprintf(json, sizeof json,
+             "{\"steps\": 1, \"batch\": 4, \"lr\": 0, \"min_lr\": 0, \"warmup_steps\": 0, \"ema_decay\": 0,"
+             " \"loader_threads\": 1, \"out_dir\": \"%s/pooled\", \"ae\": \"%s\", \"init\": \"%s\","
+             " \"pooled_text\": true}",
+             work_dir, plain, plain);
+    vd_train_config c;
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
+    vd_train_run *r = vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err);
+    if (!r) fprintf(stderr, "%s\n", err);
+    assert_non_null(r);
+    vd_train_stats st;
+    vd_train_step(r, &st);
+    assert_true(isfinite(st.loss));
+    assert_int_equal(vd_train_checkpoint(r, err, sizeof err), 0);
+    vd_train_close(r);
+    snprintf(ckpt, sizeof ckpt, "%s/pooled/step-000001", work_dir);
+    snprintf(out, sizeof out, "%s/pooled.safetensors", work_dir);
+    assert_int_equal(vd_train_export_checkpoint(ckpt, out, VD_ST_F32, err, sizeof err), 0);
+
+    vd_model pooled;
+    assert_int_equal(vd_model_load(&pooled, out, err, sizeof err), 0);
+    assert_true(pooled.cfg.unet.pooled_text);
+    const vd_param *w = vd_model_param(&pooled, "unet.text_pool.weight");
+    assert_non_null(w);
+    for (size_t i = 0; i < w->numel; i++) assert_true(pooled.host[w->offset + i] == 0.0f);
+    vd_model_free(&pooled);
+    size_t n_plain, n_pooled;
+    float *a = predict(plain, &n_plain), *b = predict(out, &n_pooled);
+    assert_int_equal(n_plain, n_pooled);
+    assert_memory_equal(a, b, n_plain * sizeof(float));
+    free(a), free(b);
+
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"pooled_text\": false}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "pooled_text"));
+}
+
 /* The schedule's table: the presets' zero terminal SNR ends in pure noise, the shift lowers every
  * SNR, and abar falls step by step in all cases. */
 static void test_noise_schedule(void **state)
@@ -398,6 +485,7 @@ int main(void)
         cmocka_unit_test(test_denoiser_resume_exact),
         cmocka_unit_test(test_schedule_override),
         cmocka_unit_test(test_noise_schedule),
+        cmocka_unit_test(test_pooled_text_added),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

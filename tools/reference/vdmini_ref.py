@@ -348,6 +348,8 @@ def unet_parameter_shapes(cfg):
     time_dim = 4 * c0
     _linear_shapes(shapes, "unet.time.fc1", c0, time_dim)
     _linear_shapes(shapes, "unet.time.fc2", time_dim, time_dim)
+    if cfg.get("pooled_text", False):
+        _linear_shapes(shapes, "unet.text_pool", cfg["context_dim"], time_dim)
     for step in unet_plan(cfg):
         p = "unet." + step.name
         if step.kind == "conv_in":
@@ -531,10 +533,14 @@ class UNet3D(_Component):
         self.head_dim = cfg["head_dim"]
         self.levels = len(cfg["channels"])
 
-    def _time_embedding(self, t):
+    def _time_embedding(self, t, context):
+        """(N, 4 c0); with pooled_text the projected mean of each video's L text tokens is added."""
         c0 = self.cfg["channels"][0]
         te = self._linear("unet.time.fc1", timestep_embedding(t, c0))
-        return self._linear("unet.time.fc2", silu(te))
+        te = self._linear("unet.time.fc2", silu(te))
+        if self.cfg.get("pooled_text", False):
+            te = te + self._linear("unet.text_pool", context.mean(dim=1))
+        return te
 
     def _resblock3d(self, p, x, time_silu, N, T, co, temporal):
         B, ci, H, W = x.shape
@@ -587,7 +593,7 @@ class UNet3D(_Component):
         if C != self.cfg["in_channels"] or H % divisor or W % divisor:
             raise ValueError(f"UNet input {tuple(x.shape)}: needs {self.cfg['in_channels']} "
                              f"channels and a size divisible by {divisor}")
-        time_silu = silu(self._time_embedding(t))
+        time_silu = silu(self._time_embedding(t, context))
         skips = [[] for _ in range(self.levels)]
         h = x.reshape(N * T, C, H, W)
         for step in self.plan[:stop]:
