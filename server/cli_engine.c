@@ -42,7 +42,7 @@ void cli_usage_eval_model(FILE *out, const char *prog)
     int indent = (int)strlen(prog) + 8; /* under "eval"'s first option */
     fprintf(out,
             "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--i2v]\n"
-            "%*s[--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
+            "%*s[--batch N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
             prog, indent, "");
 }
 
@@ -188,13 +188,14 @@ void cli_judge_reference(const vd_clip_truth *t, vd_eval_set *reference, float *
 
 typedef struct {
     const char *model, *ae;
-    int prompts, steps, i2v, bf16;
+    int prompts, steps, i2v, bf16, batch;
     float guidance;
     uint64_t seed;
     vd_device device;
 } model_eval_options;
 
-/* Renders prompts from the world, generates each with the model and judges the result. */
+/* Renders prompts from the world, generates them with the model, o->batch videos denoised as one
+ * batch (each gets what it would alone, up to rounding), and judges the results. */
 static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set *reference)
 {
     char err[VD_ERR_LEN];
@@ -205,35 +206,53 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
     }
     vd_model_limits lim;
     vd_engine_limits(e, &lim);
-    int side = lim.image_size, frames = lim.default_frames, rc = 0;
+    int side = lim.image_size, frames = lim.default_frames, rc = 0, batch = o->batch;
     if (frames > VD_WORLD_MAX_FRAMES || side > VD_WORLD_MAX_SIDE) {
         fprintf(stderr, "vdmini: the model's %d frames of %dx%d are beyond what the world renders\n", frames, side, side);
         vd_engine_close(e);
         return 1;
     }
-    float *generated = vd_malloc((size_t)frames * 3 * side * side * sizeof(float));
-    float *image = vd_malloc((size_t)3 * side * side * sizeof(float));
-    vd_clip_truth *truth = vd_malloc(sizeof *truth);
+    size_t frame_floats = (size_t)3 * side * side;
+    float *generated = vd_malloc((size_t)frames * frame_floats * sizeof(float));
+    float *images = vd_malloc((size_t)batch * frame_floats * sizeof(float));
+    vd_clip_truth *truths = vd_malloc((size_t)batch * sizeof *truths);
+    vd_video **videos = vd_calloc((size_t)batch, sizeof *videos);
     double start = vd_now();
-    for (int i = 0; i < o->prompts && !rc; i++) {
-        vd_world_sample(o->seed, (uint64_t)i, side, side, frames, truth);
-        cli_judge_reference(truth, reference, image);
-        vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames, .width = side,
-                           .height = side, .steps = o->steps, .guidance = o->guidance, .sampler = VD_SAMPLER_DDIM,
-                           .seed = o->seed + (uint64_t)i};
-        vd_eval_clip clip;
-        if (vd_generate(e, &p, generated, NULL, NULL, err) != 0 ||
-            vd_eval_clip_frames(truth, generated, frames, side, side, p.image, &clip, err, sizeof err)) {
-            fprintf(stderr, "vdmini: eval: prompt %d: %s\n", i, err);
-            rc = 1;
-            break;
+    for (int i0 = 0; i0 < o->prompts && !rc; i0 += batch) {
+        int n = o->prompts - i0 < batch ? o->prompts - i0 : batch;
+        for (int k = 0; k < n && !rc; k++) {
+            vd_clip_truth *truth = &truths[k];
+            float *image = images + (size_t)k * frame_floats;
+            vd_world_sample(o->seed, (uint64_t)(i0 + k), side, side, frames, truth);
+            cli_judge_reference(truth, reference, image);
+            vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames,
+                               .width = side, .height = side, .steps = o->steps, .guidance = o->guidance,
+                               .sampler = VD_SAMPLER_DDIM, .seed = o->seed + (uint64_t)(i0 + k)};
+            if (!(videos[k] = vd_video_begin(e, &p, err))) {
+                fprintf(stderr, "vdmini: eval: prompt %d: %s\n", i0 + k, err);
+                rc = 1;
+            }
         }
-        vd_eval_set_add(set, &clip);
-        fprintf(stderr, "vdmini: %d/%d \"%s\" (%.1fs)\n", i + 1, o->prompts, truth->prompt, vd_now() - start);
+        if (!rc)
+            while (vd_video_step_index(videos[0]) < vd_video_steps(videos[0])) vd_step(e, videos, n);
+        for (int k = 0; k < n && !rc; k++) {
+            vd_video_decode(e, videos[k], generated);
+            vd_eval_clip clip;
+            if (vd_eval_clip_frames(&truths[k], generated, frames, side, side,
+                                    o->i2v ? images + (size_t)k * frame_floats : NULL, &clip, err, sizeof err)) {
+                fprintf(stderr, "vdmini: eval: prompt %d: %s\n", i0 + k, err);
+                rc = 1;
+                break;
+            }
+            vd_eval_set_add(set, &clip);
+            fprintf(stderr, "vdmini: %d/%d \"%s\" (%.1fs)\n", i0 + k + 1, o->prompts, truths[k].prompt, vd_now() - start);
+        }
+        for (int k = 0; k < n; k++) vd_video_free(e, videos[k]), videos[k] = NULL;
     }
+    free(videos);
     free(generated);
-    free(image);
-    free(truth);
+    free(images);
+    free(truths);
     vd_engine_close(e);
     return rc;
 }
@@ -242,7 +261,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
 static int cmd_eval(const cli_program *p, int argc, char **argv)
 {
     const char *videos = NULL, *truth = NULL, *json_path = NULL, *v;
-    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = 7.5f, .device = VD_DEVICE_AUTO};
+    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = 7.5f, .device = VD_DEVICE_AUTO, .batch = 8};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (strcmp(f, "--videos") == 0) {
@@ -259,6 +278,8 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, 100000, &m.prompts)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--steps") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, 1000, &m.steps)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--batch") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, 64, &m.batch)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--seed") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64(f, v, &m.seed)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--guidance") == 0) {

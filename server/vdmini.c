@@ -8,7 +8,7 @@
  *   vdmini world --count N [--seed S] [--size 128x128] [--frames 16] [--fps 8] --out DIR
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
  *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 7.5] [--i2v]
- *               [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
+ *               [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                            [--time-limit SECONDS]
  *   vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH

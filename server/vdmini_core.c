@@ -4,7 +4,7 @@
  *   vdmini-core init --preset tiny|large [--seed N] --out PATH
  *   vdmini-core info PATH|PRESET
  *   vdmini-core eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 7.5] [--i2v]
- *                    [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
+ *                    [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini-core train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                                 [--time-limit SECONDS]
  *   vdmini-core convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH

@@ -88,6 +88,20 @@ else
 fi
 if "$vdmini" eval --model "$model" --prompts 1 --steps 1 --device cpu --json "$work/model.json" >/dev/null 2>"$work/err" &&
    grep -q '"frechet_distance"' "$work/model.json"; then ok "eval of a model"; else bad "eval of a model: $(cat "$work/err")"; fi
+# three image-to-video prompts one at a time and in batches of two (the last one alone): the same
+# scores, up to rounding
+if "$vdmini" eval --model "$model" --prompts 3 --steps 1 --i2v --batch 1 --device cpu --json "$work/b1.json" \
+       >/dev/null 2>"$work/err" &&
+   "$vdmini" eval --model "$model" --prompts 3 --steps 1 --i2v --batch 2 --device cpu --json "$work/b2.json" \
+       >/dev/null 2>>"$work/err" &&
+   grep -q '"clips": 3' "$work/b2.json" &&
+   awk -F'[:,]' 'FNR == NR { if ($2 ~ /[0-9]/) v[$1] = $2; next }
+                 $2 ~ /[0-9]/ { n++; d = $2 - v[$1]; if (d > 1e-3 || d < -1e-3) bad = bad " " $1 }
+                 END { if (bad != "" || n < 15) { print "differ:" bad; exit 1 } }' "$work/b1.json" "$work/b2.json"; then
+    ok "eval in batches scores as one at a time"
+else
+    bad "eval in batches: $(cat "$work/err" "$work/b1.json" "$work/b2.json" 2>/dev/null)"
+fi
 expect_usage_error "world without count" "--count" world --out "$work/w2"
 expect_usage_error "world without out" "--out" world --count 2
 expect_usage_error "world bad count" "--count" world --count 0 --out "$work/w2"
@@ -97,6 +111,7 @@ expect_usage_error "eval without input" "--videos" eval
 expect_usage_error "eval without truth" "--truth" eval --videos "$world"
 expect_usage_error "eval videos and model" "not both" eval --videos "$world" --model "$model"
 expect_usage_error "eval bad prompts" "--prompts" eval --model "$model" --prompts 0
+expect_usage_error "eval bad batch" "--batch" eval --model "$model" --batch 0
 expect_usage_error "eval unknown option" "--speed" eval --videos "$world" --truth "$world/truth.jsonl" --speed 2
 "$vdmini" eval --videos "$world" --truth "$work/none.jsonl" 2>"$work/err"
 if [ $? -eq 1 ] && grep -q "none.jsonl" "$work/err"; then ok "eval missing truth file"; else bad "eval missing truth file"; fi
