@@ -201,7 +201,7 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     size_t row_ctx = (size_t)L * tc->dim;
     v->state = (vd_latent_video){.z = v->z, .cond = v->cond, .ctx = v->ctx,
                                  .ctx_uncond = guided ? v->ctx + row_ctx : NULL, .plan = &v->plan,
-                                 .guidance = p->guidance};
+                                 .guidance = p->guidance, .pin_first_frame = p->image != NULL};
     return v;
 }
 

@@ -52,6 +52,9 @@ int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int
     plan->timestep = vd_malloc((size_t)steps * sizeof(float));
     plan->coef_z = vd_malloc((size_t)steps * sizeof(float));
     plan->coef_v = vd_malloc((size_t)steps * sizeof(float));
+    plan->pin_c = vd_malloc((size_t)steps * sizeof(float));
+    plan->pin_z = vd_malloc((size_t)steps * sizeof(float));
+    plan->pin_v = vd_malloc((size_t)steps * sizeof(float));
     if (kind == VD_SAMPLER_DDIM) {
         for (int k = 0; k < steps; k++) {
             int t = (int)lround((double)(steps - k) * n / steps) - 1;
@@ -86,6 +89,10 @@ int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int
         /* z' = na*(sa z - sb v) + nb*(sb z + sa v) */
         plan->coef_z[k] = (float)(na * sa + nb * sb);
         plan->coef_v[k] = (float)(nb * sa - na * sb);
+        /* the pinned frame: z' = na*c + nb*(sb z + sa v) */
+        plan->pin_c[k] = (float)na;
+        plan->pin_z[k] = (float)(nb * sb);
+        plan->pin_v[k] = (float)(nb * sa);
     }
     free(alpha);
     free(ab);
@@ -97,6 +104,7 @@ void vd_sampler_plan_free(vd_sampler_plan *plan)
     free(plan->timestep);
     free(plan->coef_z);
     free(plan->coef_v);
+    free(plan->pin_c), free(plan->pin_z), free(plan->pin_v);
     plan->steps = 0;
 }
 
@@ -127,7 +135,14 @@ void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, 
         float *vr = v + r * video;
         if (vv->ctx_uncond) /* v = v_u + g (v_c - v_u) */
             be->axpby(be, vr, 1.0f - vv->guidance, vr + video, vv->guidance, video);
-        be->axpby(be, vv->z, vv->plan->coef_v[vv->step], vr, vv->plan->coef_z[vv->step], video);
+        const vd_sampler_plan *pl = vv->plan;
+        int k = vv->step;
+        size_t first = vv->pin_first_frame ? (size_t)lc * S : 0; /* frame 0's values */
+        if (first) {
+            be->axpby(be, vv->z, pl->pin_v[k], vr, pl->pin_z[k], first);
+            be->axpby(be, vv->z, pl->pin_c[k], vv->cond, 1.0f, first); /* cond's frame 0 starts with c */
+        }
+        be->axpby(be, vv->z + first, pl->coef_v[k], vr + first, pl->coef_z[k], video - first);
         vv->step++;
         r += vv->ctx_uncond ? 2 : 1;
     }
@@ -141,10 +156,14 @@ int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *c
     int S = h * w, lc = m->cfg.unet.out_channels, guided = guidance > 1.0f;
     size_t row_ctx = (size_t)L * m->cfg.unet.context_dim;
     vd_latent_video *videos = vd_calloc((size_t)N, sizeof *videos);
-    for (int i = 0; i < N; i++)
-        videos[i] = (vd_latent_video){.z = z + (size_t)i * T * lc * S, .cond = cond + (size_t)i * T * (lc + 1) * S,
-                                      .ctx = ctx + i * row_ctx, .ctx_uncond = guided ? ctx + (N + i) * row_ctx : NULL,
-                                      .plan = plan, .guidance = guidance};
+    for (int i = 0; i < N; i++) {
+        const float *c = cond + (size_t)i * T * (lc + 1) * S;
+        float mask;
+        m->be->download(m->be, &mask, c + (size_t)lc * S, sizeof mask); /* frame 0's mask channel */
+        videos[i] = (vd_latent_video){.z = z + (size_t)i * T * lc * S, .cond = c, .ctx = ctx + i * row_ctx,
+                                      .ctx_uncond = guided ? ctx + (N + i) * row_ctx : NULL, .plan = plan,
+                                      .guidance = guidance, .pin_first_frame = mask == 1.0f};
+    }
     int rc = 0;
     for (int k = 0; k < plan->steps && rc == 0; k++) {
         vd_denoise_step(m, videos, N, L, T, h, w);

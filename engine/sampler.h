@@ -1,7 +1,9 @@
 /* sampler.h: the v-prediction noise schedule and the DDIM and Euler time grids
  * (docs/architecture.md, "Diffusion"). Both samplers take the same first-order step; a plan
  * holds, for each step, the timestep the model sees and the two coefficients of the update
- * z <- a*z + b*v, so the caller applies a step with one axpby on any backend. */
+ * z <- a*z + b*v, so the caller applies a step with one axpby on any backend. For image-to-video
+ * the first frame's x0 is pinned to the condition latent c: its update is
+ * z <- pin_c*c + pin_z*z + pin_v*v. */
 #ifndef VD_SAMPLER_H
 #define VD_SAMPLER_H
 
@@ -14,6 +16,7 @@ typedef struct {
     float *timestep; /* (steps) the model's timestep at each step */
     float *coef_z;   /* (steps) a */
     float *coef_v;   /* (steps) b */
+    float *pin_c, *pin_z, *pin_v; /* (steps) the pinned first frame's three coefficients */
 } vd_sampler_plan;
 
 int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int steps,
@@ -30,6 +33,7 @@ typedef struct {
     const vd_sampler_plan *plan;
     int step;                 /* the next step of plan to take */
     float guidance;
+    int pin_first_frame;      /* image-to-video: frame 0's x0 is cond's latent at every step */
 } vd_latent_video;
 
 /* Takes the next step of every video in one denoiser batch (1 row per video, 2 with guidance)
@@ -38,7 +42,8 @@ typedef struct {
 void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, int h, int w);
 
 /* Runs a plan on N videos: z (N, T, latent, h, w) is the starting noise and becomes the result;
- * cond (N, T, latent + 1, h, w) the condition latent and mask; ctx (N, L, dim) the text, or
+ * cond (N, T, latent + 1, h, w) the condition latent and mask (a video whose mask is 1 is
+ * image-to-video: its first frame is pinned); ctx (N, L, dim) the text, or
  * (2N, L, dim) — the prompts, then the empty prompts — when guidance > 1. All in the model's
  * backend memory. Returns 0, or 1 when the progress function asked to stop. */
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,

@@ -705,6 +705,16 @@ def guided_velocity(unet, z, cond, t, context, guidance):
     return v_uncond + guidance * (v_cond - v_uncond)
 
 
+def pin_first_frame(z0, cond):
+    """Image-to-video videos (mask 1 on frame 0) get the condition latent as frame 0's x0."""
+    latent = z0.shape[2]
+    z0 = z0.clone()
+    for i in range(z0.shape[0]):
+        if float(cond[i, 0, latent, 0, 0]) == 1.0:
+            z0[i, 0] = cond[i, 0, :latent]
+    return z0
+
+
 def sample_ddim(unet, schedule, noise, cond, context, steps, guidance):
     """Deterministic DDIM (eta = 0) from z_T = noise; returns the final latents z_0."""
     timesteps = schedule.timesteps(steps)
@@ -713,7 +723,7 @@ def sample_ddim(unet, schedule, noise, cond, context, steps, guidance):
         a = schedule.alpha_bar(t)
         a_prev = schedule.alpha_bar(timesteps[k + 1]) if k + 1 < steps else 1.0
         v = guided_velocity(unet, z, cond, t, context, guidance)
-        z0 = math.sqrt(a) * z - math.sqrt(1 - a) * v
+        z0 = pin_first_frame(math.sqrt(a) * z - math.sqrt(1 - a) * v, cond)
         eps = math.sqrt(1 - a) * z + math.sqrt(a) * v
         z = math.sqrt(a_prev) * z0 + math.sqrt(1 - a_prev) * eps
     return z
@@ -730,7 +740,7 @@ def sample_euler(unet, schedule, noise, cond, context, steps, guidance):
         a = 1.0 / (1.0 + sigma * sigma)  # 0 at an infinite sigma
         a_next = 1.0 / (1.0 + grid[k + 1][0] ** 2) if k + 1 < steps else 1.0
         v = guided_velocity(unet, z, cond, t, context, guidance)
-        z0 = math.sqrt(a) * z - math.sqrt(1 - a) * v
+        z0 = pin_first_frame(math.sqrt(a) * z - math.sqrt(1 - a) * v, cond)
         eps = math.sqrt(1 - a) * z + math.sqrt(a) * v
         z = math.sqrt(a_next) * z0 + math.sqrt(1 - a_next) * eps
     return z
