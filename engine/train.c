@@ -645,10 +645,15 @@ size_t vd_train_param_count(const vd_train_run *r) { return r->model.total; }
 
 /* The random draws of the denoiser's micro-batch of clips first, first + 1, ...: per clip, from
  * the counter RNG, the prompt or the empty one, the condition or none, the timestep and the noise
- * (and a distillation's re-noising). Runs on a helper thread while the frames are encoded. */
+ * (and a distillation's re-noising). Clips [begin, end) of the micro-batch go to one of
+ * NOISE_THREADS helper threads, which run while the frames are encoded: a clip's draws depend on
+ * its number alone, so the split changes no bit. */
+#define NOISE_THREADS 4
+
 typedef struct {
     vd_train_run *r;
     uint64_t first;
+    int begin, end;
     size_t clip_z; /* floats of one clip's latents */
 } noise_job;
 
@@ -659,7 +664,7 @@ static void *draw_noise(void *arg)
     const vd_train_config *c = &r->cfg;
     int steps = r->model.cfg.diffusion.train_steps;
     uint64_t stream = c->seed ^ DENOISER_STREAM;
-    for (int n = 0; n < c->clips; n++) {
+    for (int n = job->begin; n < job->end; n++) {
         uint64_t clip = job->first + (uint64_t)n;
         uint64_t choices = vd_rng_u64(stream, 2 * clip), noise = vd_rng_u64(stream, 2 * clip + 1);
         r->empty_prompt[n] = vd_rng_uniform(choices, 0) < c->empty_prompt_rate;
@@ -689,13 +694,19 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     size_t S = (size_t)h * w, frame_z = (size_t)lc * S, clip_z = (size_t)T * frame_z;
     size_t cond_frame = (size_t)(lc + 1) * S;
     double start = vd_now();
-    noise_job job = {r, first, clip_z};
-    pthread_t helper;
-    int threaded = pthread_create(&helper, NULL, draw_noise, &job) == 0;
+    noise_job jobs[NOISE_THREADS];
+    pthread_t helpers[NOISE_THREADS];
+    int started[NOISE_THREADS];
+    for (int k = 0; k < NOISE_THREADS; k++) {
+        jobs[k] = (noise_job){r, first, N * k / NOISE_THREADS, N * (k + 1) / NOISE_THREADS, clip_z};
+        started[k] = jobs[k].begin < jobs[k].end && pthread_create(&helpers[k], NULL, draw_noise, &jobs[k]) == 0;
+    }
     be->upload(be, r->frames_dev, r->frames_host, (size_t)N * T * 3 * r->side * r->side * sizeof(float));
     vd_ae_encode(&r->ae, r->frames_dev, N * T, r->side, r->side, r->z0_dev);
-    if (threaded) pthread_join(helper, NULL);
-    else draw_noise(&job);
+    for (int k = 0; k < NOISE_THREADS; k++) {
+        if (started[k]) pthread_join(helpers[k], NULL);
+        else draw_noise(&jobs[k]); /* no thread (or no clips): drawn here */
+    }
 
     be->upload(be, r->eps_dev, r->eps_host, (size_t)N * clip_z * sizeof(float));
     be->zero(be, r->cond_dev, (size_t)N * T * cond_frame * sizeof(float));
