@@ -193,9 +193,7 @@ static float *time_fwd(tl_ctx *c, time_rec *r, const float *t, const float *text
     r->pooled = u->pooled_text;
     if (r->pooled) {
         float *mean = tl_kept(c, (size_t)N * D);
-        c->be->zero(c->be, mean, (size_t)N * D * sizeof(float));
-        c->be->add_channel_bias_backward(c->be, mean, text, N, L, D, 1);
-        c->be->axpby(c->be, mean, 1.0f / (float)L, mean, 0.0f, (size_t)N * D);
+        vd_text_mean(c->be, mean, text, N, L, D);
         float *proj = tl_linear_fwd(c, &r->pool, "unet.text_pool", mean, N, D, td);
         c->be->add(c->be, r->pre2, r->pre2, proj, (size_t)N * td);
     }

@@ -800,6 +800,13 @@ static float *unet_block(vd_model *m, const unet_ctx *u, const vd_unet_stage *s,
     return y;
 }
 
+void vd_text_mean(vd_backend *be, float *mean, const float *text, int N, int L, int D)
+{
+    be->zero(be, mean, (size_t)N * D * sizeof(float));
+    be->add_channel_bias_backward(be, mean, text, N, L, D, 1); /* the sum over the L tokens */
+    be->axpby(be, mean, 1.0f / (float)L, mean, 0.0f, (size_t)N * D);
+}
+
 void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *ctx, int L, int N, int T, int h,
                      int w, float *out)
 {
@@ -821,9 +828,7 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
         /* te += Linear(mean over the L tokens of each video's text) */
         int D = cfg->context_dim;
         float *pooled = tmp(m, (size_t)N * D);
-        be->zero(be, pooled, (size_t)N * D * sizeof(float));
-        be->add_channel_bias_backward(be, pooled, ctx, N, L, D, 1);
-        be->axpby(be, pooled, 1.0f / (float)L, pooled, 0.0f, (size_t)N * D);
+        vd_text_mean(be, pooled, ctx, N, L, D);
         linear(m, "unet.text_pool", te1, pooled, N, D, 4 * c0);
         be->add(be, te2, te2, te1, (size_t)N * 4 * c0);
         done(m, pooled);

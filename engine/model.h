@@ -73,6 +73,9 @@ size_t vd_model_count_params(const vd_model *m, const char *prefix);
 
 /* ids (N, max_tokens) int32 -> out (N, max_tokens, dim). */
 void vd_text_forward(vd_model *m, const int32_t *ids, int N, float *out);
+/* mean (N, D) = the mean over the L tokens of each of the N rows of text (N, L, D): what the
+ * pooled text (config.h) projects. */
+void vd_text_mean(vd_backend *be, float *mean, const float *text, int N, int L, int D);
 /* img (B, 3, H, W) in [-1, 1] -> z (B, latent, H/f, W/f), f = 2^(levels-1). */
 void vd_ae_encode(vd_model *m, const float *img, int B, int H, int W, float *z);
 /* z (B, latent, h, w) -> img (B, 3, h*f, w*f). */

@@ -152,7 +152,8 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
         else if (strcmp(key, "pooled_text") == 0 && c->target == VD_TRAIN_DENOISER) {
             if (!json_is_true(v))
                 rc = vd_fail(err, errlen, "training config pooled_text: only true (it adds the pooled text to init's UNet)");
-            c->pooled_text = 1;
+            else
+                c->pooled_text = 1;
         }
         else if (strcmp(key, "ae") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->ae_path, sizeof c->ae_path, err, errlen);
@@ -361,12 +362,12 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
     vd_config_free(&mc);
     if (rc == 0) {
         vd_model_init_random(m, c->seed);
-        for (int i = 0; i < m->nparams && add_pool; i++)
-            if (strncmp(m->params[i].name, "unet.text_pool.", 15) == 0)
-                memset(m->host + m->params[i].offset, 0, m->params[i].numel * sizeof(float));
         for (int i = 0; from_file && i < m->nparams && rc == 0; i++) {
             const vd_param *p = &m->params[i];
-            if (add_pool && strncmp(p->name, "unet.text_pool.", 15) == 0) continue;
+            if (add_pool && strncmp(p->name, "unet.text_pool.", 15) == 0) { /* not in the file: zero */
+                memset(m->host + p->offset, 0, p->numel * sizeof(float));
+                continue;
+            }
             const vd_st_tensor *t = vd_st_find(&f, p->name);
             if (!t || (size_t)vd_st_numel(t) != p->numel || vd_st_to_f32(t, m->host + p->offset))
                 rc = vd_fail(err, errlen, "init %s: tensor %s missing or of the wrong shape", c->init, p->name);

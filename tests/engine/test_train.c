@@ -192,19 +192,12 @@ static void test_ema(void **state)
     vd_train_close(r);
 }
 
-/* "diffusion" in a denoiser run's config replaces init's schedule: the run's checkpoint, exported
- * as a model file, carries the new one; unknown fields and an autoencoder run refuse it. */
-static void test_schedule_override(void **state)
+/* Runs the denoiser run c (its out_dir in work_dir/NAME) for one step on the CPU reference
+ * backend, checkpoints it and exports that checkpoint as the model file out. */
+static void one_step_exported(const vd_train_config *c, const char *name, char *out, size_t outlen)
 {
-    (void)state;
-    vd_train_config c;
-    char err[256], path[1200];
-    denoiser_config(&c, "schedule");
-    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"diffusion\": {\"zero_terminal_snr\": false,"
-                                           " \"snr_shift\": 2}}", &c, err, sizeof err), 0);
-    snprintf(c.out_dir, sizeof c.out_dir, "%s/schedule", work_dir);
-    c.steps = 1, c.warmup_steps = 0;
-    vd_train_run *r = vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err);
+    char err[256], ckpt[1200];
+    vd_train_run *r = vd_train_open(c, vd_backend_cpu_reference(), NULL, err, sizeof err);
     if (!r) fprintf(stderr, "%s\n", err);
     assert_non_null(r);
     vd_train_stats st;
@@ -212,10 +205,24 @@ static void test_schedule_override(void **state)
     assert_true(isfinite(st.loss));
     assert_int_equal(vd_train_checkpoint(r, err, sizeof err), 0);
     vd_train_close(r);
-    snprintf(path, sizeof path, "%s/schedule/step-000001", work_dir);
-    char out[1300];
-    snprintf(out, sizeof out, "%s/schedule.safetensors", work_dir);
-    assert_int_equal(vd_train_export_checkpoint(path, out, VD_ST_F32, err, sizeof err), 0);
+    snprintf(ckpt, sizeof ckpt, "%s/%s/step-000001", work_dir, name);
+    snprintf(out, outlen, "%s/%s.safetensors", work_dir, name);
+    assert_int_equal(vd_train_export_checkpoint(ckpt, out, VD_ST_F32, err, sizeof err), 0);
+}
+
+/* "diffusion" in a denoiser run's config replaces init's schedule: the run's checkpoint, exported
+ * as a model file, carries the new one; unknown fields and an autoencoder run refuse it. */
+static void test_schedule_override(void **state)
+{
+    (void)state;
+    vd_train_config c;
+    char err[256], out[1300];
+    denoiser_config(&c, "schedule");
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"diffusion\": {\"zero_terminal_snr\": false,"
+                                           " \"snr_shift\": 2}}", &c, err, sizeof err), 0);
+    snprintf(c.out_dir, sizeof c.out_dir, "%s/schedule", work_dir);
+    c.steps = 1, c.warmup_steps = 0;
+    one_step_exported(&c, "schedule", out, sizeof out);
     vd_st_file f;
     assert_int_equal(vd_st_read(out, &f, err, sizeof err), 0);
     vd_model_config mc;
@@ -270,7 +277,7 @@ static float *predict(const char *path, size_t *n)
 static void test_pooled_text_added(void **state)
 {
     (void)state;
-    char err[256], plain[1100], json[4096], ckpt[1200], out[1300];
+    char err[256], plain[1100], json[4096], out[1300];
     vd_model_config mc;
     assert_int_equal(small_model_config(&mc), 0);
     mc.unet.pooled_text = 0;
@@ -291,17 +298,7 @@ static void test_pooled_text_added(void **state)
     vd_train_config_defaults(&c);
     c.target = VD_TRAIN_DENOISER;
     assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
-    vd_train_run *r = vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err);
-    if (!r) fprintf(stderr, "%s\n", err);
-    assert_non_null(r);
-    vd_train_stats st;
-    vd_train_step(r, &st);
-    assert_true(isfinite(st.loss));
-    assert_int_equal(vd_train_checkpoint(r, err, sizeof err), 0);
-    vd_train_close(r);
-    snprintf(ckpt, sizeof ckpt, "%s/pooled/step-000001", work_dir);
-    snprintf(out, sizeof out, "%s/pooled.safetensors", work_dir);
-    assert_int_equal(vd_train_export_checkpoint(ckpt, out, VD_ST_F32, err, sizeof err), 0);
+    one_step_exported(&c, "pooled", out, sizeof out);
 
     vd_model pooled;
     assert_int_equal(vd_model_load(&pooled, out, err, sizeof err), 0);
