@@ -1072,6 +1072,7 @@ void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_ev
     out->edge_width = widths ? width / widths : NAN;
     out->psnr = psnrs ? psnr / psnrs : NAN;
     out->frechet = reference ? vd_eval_frechet(s, reference) : NAN;
+    out->frechet_real = NAN;
 }
 
 static void print_row(FILE *out, const char *name, double v, const char *what)
@@ -1098,6 +1099,7 @@ void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out)
     print_row(out, "edge_width", s->edge_width, "coverage-ramp pixels per outline pixel");
     print_row(out, "first_frame_psnr", s->psnr, "dB, image-to-video");
     print_row(out, "frechet_distance", s->frechet, "against real clips of the same prompts");
+    print_row(out, "frechet_real", s->frechet_real, "real clips of as many other prompts against the same");
 }
 
 static json_t *number_or_null(double v) { return isnan(v) ? json_null() : json_real(v); }
@@ -1113,6 +1115,7 @@ char *vd_eval_summary_json(const vd_eval_summary *s)
     json_object_set_new(root, "edge_width", number_or_null(s->edge_width));
     json_object_set_new(root, "first_frame_psnr", number_or_null(s->psnr));
     json_object_set_new(root, "frechet_distance", number_or_null(s->frechet));
+    json_object_set_new(root, "frechet_real", number_or_null(s->frechet_real));
     char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(root);
     return text;

@@ -78,6 +78,8 @@ typedef struct {
     double speed_error, edge_width; /* means */
     double psnr;                    /* mean first-frame PSNR; NAN for text-to-video */
     double frechet;                 /* against the reference set; NAN without one */
+    double frechet_real;            /* the reference against another real set as large (the floor
+                                       of this set size); NAN where none was made */
 } vd_eval_summary;
 
 /* Aggregates a set; reference (may be NULL) is the real clips for the Fréchet distance. */

@@ -51,15 +51,15 @@ void cli_usage_tail(FILE *out, const char *prog)
     int indent = (int)strlen(prog) + 20; /* the continuation as vdmini has always indented it */
     fprintf(out,
             "  %s train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]\n"
-            "%*s[--time-limit SECONDS]\n"
+            "%*s[--time-limit SECONDS] [--stop-at STEP]\n"
             "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH\n"
             "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
-            "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 7.5]\n"
+            "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 4]\n"
             "%*s[--device auto|cpu|cuda] [--bf16] --out FILE.json\n"
             "  %s plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random] [--seed N]\n"
             "%*s--out PLAN.json\n"
             "  %s distill --teacher PATH --student PATH --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n"
-            "%*s[--bf16] [--time-limit SECONDS]\n",
+            "%*s[--bf16] [--time-limit SECONDS] [--stop-at STEP]\n",
             prog, indent, "", prog, prog, prog, indent - 6, "", prog, indent - 9, "", prog, indent - 6, "");
 }
 
@@ -186,6 +186,20 @@ void cli_judge_reference(const vd_clip_truth *t, vd_eval_set *reference, float *
     free(real);
 }
 
+/* The seed of the second real set that eval --model measures the reference against: the
+ * Fréchet distance that real clips of other prompts reach at this set size. */
+#define EVAL_OTHER_REAL_SEED_XOR 0x9e3779b97f4a7c15ull
+
+/* Judges count real clips of the world's (seed, 0..count-1) into set. */
+static void judge_real_clips(uint64_t seed, int count, int side, int frames, vd_eval_set *set)
+{
+    for (int i = 0; i < count; i++) {
+        vd_clip_truth truth;
+        vd_world_sample(seed, (uint64_t)i, side, side, frames, &truth);
+        cli_judge_reference(&truth, set, NULL);
+    }
+}
+
 typedef struct {
     const char *model, *ae;
     int prompts, steps, i2v, bf16, batch;
@@ -195,8 +209,9 @@ typedef struct {
 } model_eval_options;
 
 /* Renders prompts from the world, generates them with the model, o->batch videos denoised as one
- * batch (each gets what it would alone, up to rounding), and judges the results. */
-static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set *reference)
+ * batch (each gets what it would alone, up to rounding), and judges the results; other_real gets
+ * as many real clips of a second seed. */
+static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set *reference, vd_eval_set *other_real)
 {
     char err[VD_ERR_LEN];
     vd_engine *e = vd_engine_open(o->model, o->ae, o->device, o->bf16, err);
@@ -249,6 +264,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
         }
         for (int k = 0; k < n; k++) vd_video_free(e, videos[k]), videos[k] = NULL;
     }
+    if (!rc) judge_real_clips(o->seed ^ EVAL_OTHER_REAL_SEED_XOR, o->prompts, side, frames, other_real);
     free(videos);
     free(generated);
     free(images);
@@ -261,7 +277,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
 static int cmd_eval(const cli_program *p, int argc, char **argv)
 {
     const char *videos = NULL, *truth = NULL, *json_path = NULL, *v;
-    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = 7.5f, .device = VD_DEVICE_AUTO, .batch = 8};
+    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = 4.0f, .device = VD_DEVICE_AUTO, .batch = 8};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (strcmp(f, "--videos") == 0) {
@@ -305,11 +321,12 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
     if (videos && !truth) return cli_bad_arg("--truth", "required with --videos");
     if (m.model && truth) return cli_bad_arg("--truth", "only with --videos (--model draws its prompts from the world)");
 
-    vd_eval_set *set = vd_eval_set_new(), *reference = vd_eval_set_new();
-    int rc = videos ? p->eval_videos(videos, truth, m.i2v, set, reference) : eval_model(&m, set, reference);
+    vd_eval_set *set = vd_eval_set_new(), *reference = vd_eval_set_new(), *other_real = vd_eval_set_new();
+    int rc = videos ? p->eval_videos(videos, truth, m.i2v, set, reference) : eval_model(&m, set, reference, other_real);
     if (!rc) {
         vd_eval_summary summary;
         vd_eval_summarize(set, reference, &summary);
+        if (m.model) summary.frechet_real = vd_eval_frechet(reference, other_real);
         vd_eval_print_markdown(&summary, stdout);
         if (json_path) {
             char *json = vd_eval_summary_json(&summary);
@@ -325,12 +342,15 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
     }
     vd_eval_set_free(set);
     vd_eval_set_free(reference);
+    vd_eval_set_free(other_real);
     return rc;
 }
 
 typedef struct {
     int tty, log_every, distill;
     double start, time_limit; /* seconds; 0: none */
+    int stop_at;                        /* step to stop after; 0: none */
+    int stopped;                        /* the run stopped before its last step */
     int steps;                          /* steps seen, for the means below */
     double data_ms, prep_ms, update_ms; /* sums of vd_train_stats' parts of a step */
 } train_progress;
@@ -344,8 +364,9 @@ static int print_train_progress(void *user, const vd_train_stats *st, int total,
     train_progress *p = user;
     p->steps++, p->data_ms += st->data_ms, p->prep_ms += st->prep_ms, p->update_ms += st->update_ms;
     int last = st->step == total;
-    int stop = !last && (train_stop_requested || (p->time_limit > 0 && vd_now() - p->start > p->time_limit));
-    if (stop) last = 1; /* the line ends here */
+    int timed_out = p->time_limit > 0 && vd_now() - p->start > p->time_limit;
+    int stop = !last && (train_stop_requested || timed_out || (p->stop_at > 0 && st->step >= p->stop_at));
+    if (stop) last = 1, p->stopped = 1; /* the line ends here */
     if (!p->tty && !last && st->step % p->log_every) return 0;
     long eta = steps_per_s > 0 ? (long)((total - st->step) / steps_per_s + 0.5) : 0;
     fprintf(stderr, "%sstep %d/%d  loss %.5f", p->tty ? "\r" : "", st->step, total, st->loss);
@@ -358,7 +379,7 @@ static int print_train_progress(void *user, const vd_train_stats *st, int total,
                 p->update_ms / p->steps, p->steps);
     if (stop)
         fprintf(stderr, "vdmini: stopping at step %d (%s); resume from the checkpoint step-%06d\n", st->step,
-                train_stop_requested ? "signal" : "time limit", st->step);
+                train_stop_requested ? "signal" : timed_out ? "time limit" : "--stop-at", st->step);
     return stop;
 }
 
@@ -367,7 +388,7 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
 {
     const char *config = NULL, *resume = NULL, *teacher = NULL, *student = NULL;
     vd_device device = VD_DEVICE_AUTO;
-    int bf16 = 0, time_limit = 0;
+    int bf16 = 0, time_limit = 0, stop_at = 0;
     for (int i = first; i < argc; i++) {
         const char *f = argv[i], *v;
         if (distill && strcmp(f, "--teacher") == 0) {
@@ -384,6 +405,8 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
             bf16 = 1;
         } else if (strcmp(f, "--time-limit") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, INT_MAX, &time_limit)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--stop-at") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, INT_MAX, &stop_at)) return CLI_EXIT_USAGE;
         } else {
             char why[64];
             snprintf(why, sizeof why, "unknown option for %s", what);
@@ -424,7 +447,7 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
     fprintf(stderr, "vdmini: %s the %s on %s%s for %d steps into %s%s%s\n", distill ? "distilling" : "training",
             distill ? "student" : denoiser ? "denoiser" : "autoencoder", be->name, be->precision == VD_PRECISION_BF16 ? " (bf16)" : "", cfg.steps, cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
     train_progress progress = {.tty = isatty(STDERR_FILENO), .log_every = cfg.log_every, .distill = distill,
-                               .start = vd_now(), .time_limit = time_limit};
+                               .start = vd_now(), .time_limit = time_limit, .stop_at = stop_at};
     signal(SIGINT, request_train_stop);
     signal(SIGTERM, request_train_stop);
     int rc = vd_train(&cfg, be, resume, print_train_progress, &progress, err, sizeof err);
@@ -433,8 +456,7 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
         fprintf(stderr, "vdmini: %s: %s\n", what, err);
         return 1;
     }
-    if (train_stop_requested || (time_limit && vd_now() - progress.start > time_limit))
-        return 0; /* stopped early: the checkpoint is written, the final weights are not */
+    if (progress.stopped) return 0; /* stopped early: the checkpoint is written, the final weights are not */
     const char *name = distill ? "student" : denoiser ? "teacher" : "ae";
     fprintf(stderr, "vdmini: wrote %s/%s.safetensors, %s-ema.safetensors, train.csv and loss.svg\n", cfg.out_dir, name,
             name);
@@ -559,7 +581,7 @@ static int print_analysis_progress(void *user, int done, int total, const char *
 static int cmd_analyze(int argc, char **argv)
 {
     const char *teacher = NULL, *ae = NULL, *out = NULL, *v;
-    vd_analysis_options o = {.prompts = 8, .steps = 25, .seed = 1000, .guidance = 7.5f, .device = VD_DEVICE_AUTO};
+    vd_analysis_options o = {.prompts = 8, .steps = 25, .seed = 1000, .guidance = 4.0f, .device = VD_DEVICE_AUTO};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (strcmp(f, "--teacher") == 0) {

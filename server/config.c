@@ -85,7 +85,7 @@ static const option options[] = {
     INT(default_fps, 1, 120, "8", "Frames per second of the MP4 when a request gives none"),
     INT(default_width, 8, 4096, "128", "Width when a request gives none"),
     INT(default_height, 8, 4096, "128", "Height when a request gives none"),
-    {"default_guidance", OPT_DOUBLE, FIELD(default_guidance), 0, 0, 100, NULL, "7.5",
+    {"default_guidance", OPT_DOUBLE, FIELD(default_guidance), 0, 0, 100, NULL, "4",
      "Classifier-free guidance scale when a request gives none", NULL},
     STRING(default_sampler, 1, "ddim|euler", "ddim", "Sampler when a request gives none"),
 

@@ -3,11 +3,11 @@
  *   vdmini init --preset tiny|large [--seed N] --out PATH
  *   vdmini info PATH|PRESET
  *   vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames 16] [--size 128x128]
- *                   [--fps 8] [--steps 25] [--guidance 7.5] [--sampler ddim|euler] [--seed N]
+ *                   [--fps 8] [--steps 25] [--guidance 4] [--sampler ddim|euler] [--seed N]
  *                   [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4
  *   vdmini world --count N [--seed S] [--size 128x128] [--frames 16] [--fps 8] --out DIR
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
- *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 7.5] [--i2v]
+ *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 4] [--i2v]
  *               [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                            [--time-limit SECONDS]
@@ -88,7 +88,7 @@ static int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *image = NULL, *out = NULL, *ae = NULL, *v;
     int frames = 16, width = 128, height = 128, fps = 8, steps = 25, bf16 = 0, seed_given = 0;
-    float guidance = 7.5f;
+    float guidance = 4.0f;
     vd_sampler_kind sampler = VD_SAMPLER_DDIM;
     vd_device device = VD_DEVICE_AUTO;
     uint64_t seed = 0;

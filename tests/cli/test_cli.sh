@@ -87,7 +87,11 @@ else
     bad "eval of real clips: $(cat "$work/err" "$work/eval.json" 2>/dev/null)"
 fi
 if "$vdmini" eval --model "$model" --prompts 1 --steps 1 --device cpu --json "$work/model.json" >/dev/null 2>"$work/err" &&
-   grep -q '"frechet_distance"' "$work/model.json"; then ok "eval of a model"; else bad "eval of a model: $(cat "$work/err")"; fi
+   grep -q '"frechet_distance"' "$work/model.json" && grep -Eq '"frechet_real": [0-9]' "$work/model.json"; then
+    ok "eval of a model, with the real-against-real floor"
+else
+    bad "eval of a model: $(cat "$work/err")"
+fi
 # three image-to-video prompts one at a time and in batches of two (the last one alone): the same
 # scores, up to rounding
 if "$vdmini" eval --model "$model" --prompts 3 --steps 1 --i2v --batch 1 --device cpu --json "$work/b1.json" \
@@ -133,9 +137,14 @@ else
     bad "train ae: $(cat "$work/err")"
 fi
 cut -d, -f1-4 "$work/train/train.csv" >"$work/straight.csv"
-if "$vdmini" train ae --config "$work/train.json" --device cpu --resume "$work/train/step-000002" 2>"$work/err" &&
-   cut -d, -f1-4 "$work/train/train.csv" | cmp -s - "$work/straight.csv"; then
-    ok "train ae resumes exactly"
+# The resume goes in two pieces: --stop-at 3 leaves a checkpoint and no final weights.
+rm -f "$work/train/ae.safetensors"
+if "$vdmini" train ae --config "$work/train.json" --device cpu --resume "$work/train/step-000002" --stop-at 3 \
+       2>"$work/err" && grep -q "stopping at step 3 (--stop-at)" "$work/err" &&
+   [ -s "$work/train/step-000003/manifest.json" ] && [ ! -e "$work/train/ae.safetensors" ] &&
+   "$vdmini" train ae --config "$work/train.json" --device cpu --resume "$work/train/step-000003" 2>"$work/err" &&
+   [ -s "$work/train/ae.safetensors" ] && cut -d, -f1-4 "$work/train/train.csv" | cmp -s - "$work/straight.csv"; then
+    ok "train ae stops at --stop-at and resumes exactly"
 else
     bad "train ae resume: $(cat "$work/err")"
 fi
@@ -162,6 +171,7 @@ expect_usage_error "train missing config" "--config" train ae --config "$work/no
 expect_usage_error "train unknown config field" "stepz" train ae --config "$work/typo.json"
 expect_usage_error "train bad device" "--device" train ae --config "$work/train.json" --device tpu
 expect_usage_error "train bad resume" "--resume" train ae --config "$work/train.json" --resume "$work/none"
+expect_usage_error "train bad stop step" "--stop-at" train ae --config "$work/train.json" --stop-at 0
 expect_usage_error "train unknown option" "--epochs" train ae --config "$work/train.json" --epochs 3
 
 # VDMini: pruning plans and block names are checked before anything is written.

@@ -146,7 +146,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.default_fps, 8);
     assert_int_equal(c.default_width, 128);
     assert_int_equal(c.default_height, 128);
-    assert_true(c.default_guidance == 7.5);
+    assert_true(c.default_guidance == 4.0);
     assert_string_equal(c.default_sampler, "ddim");
     assert_int_equal(c.max_batch, 8);
     assert_int_equal(c.max_queue_wait_ms, 50);
