@@ -1,9 +1,11 @@
 #!/bin/sh
 # train-models.sh: trains the shipped models from scratch, the autoencoder and then the teacher
-# (text encoder and UNet) in five stages (teacher.json, then teacher-2.json from the first stage's
-# EMA, teacher-3.json from the second's, and so on to teacher-5.json), with the recipes in
+# (text encoder and UNet) in ten stages (teacher.json, then teacher-2.json from the first stage's
+# EMA, teacher-3.json from the second's, and so on to teacher-10.json), with the recipes in
 # models/recipes/, and writes them in bf16 as OUTDIR/ae.safetensors and OUTDIR/teacher.safetensors
-# (copy both into models/ to serve them).
+# (copy both into models/ to serve them). Stages 7 and 8 stop where the shipped teacher's runs
+# stopped (steps 2748 and 3601, before the end of their learning-rate schedules); the next stage
+# starts from the EMA of that checkpoint.
 #
 #   tools/train-models.sh [--time-limit SECONDS] OUTDIR
 #
@@ -29,29 +31,38 @@ mkdir -p "$out"
 cd "$out"
 start=$(date +%s)
 
-# Runs `vdmini train WHAT` from its recipe, resuming from the newest checkpoint in DIR; returns 3
-# when the time limit stopped it before the end.
+# Runs `vdmini train WHAT` from its recipe, resuming from the newest checkpoint in DIR; with STOP,
+# it stops after that step and writes that checkpoint's EMA as DIR/FINAL. Returns 3 when the time
+# limit stopped it before the end.
 train() {
-    what=$1 recipe=$2 dir=$3 final=$4
+    what=$1 recipe=$2 dir=$3 final=$4 stop=${5:-0}
     [ -f "$dir/$final" ] && return 0
     set -- train "$what" --config "$recipe" --device auto --bf16
     latest=$(ls -d "$dir"/step-* 2>/dev/null | sort | tail -n 1 || true)
     [ -n "$latest" ] && set -- "$@" --resume "$latest"
+    [ "$stop" -gt 0 ] && set -- "$@" --stop-at "$stop"
     if [ "$limit" -gt 0 ]; then
         left=$((limit - ($(date +%s) - start)))
         [ "$left" -gt 0 ] || return 3
         set -- "$@" --time-limit "$left"
     fi
     "$vdmini" "$@" || return $?
+    checkpoint=$dir/$(printf 'step-%06d' "$stop")
+    if [ "$stop" -gt 0 ] && [ -d "$checkpoint" ]; then
+        "$vdmini" convert --model "$checkpoint" --dtype f32 --out "$dir/$final" || return $?
+    fi
     [ -f "$dir/$final" ] || return 3
 }
 
 status=0
 train ae "$here/models/recipes/ae.json" ae ae-ema.safetensors || status=$?
 [ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher.json" teacher teacher-ema.safetensors || status=$?; }
-[ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher-2.json" teacher-2 teacher-ema.safetensors || status=$?; }
-for stage in 3 4 5; do
-    [ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher-$stage.json" teacher-$stage teacher-ema.safetensors || status=$?; }
+for stage in 2 3 4 5 6 7 8 9 10; do
+    stop=0
+    [ $stage -eq 7 ] && stop=2748
+    [ $stage -eq 8 ] && stop=3601
+    [ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher-$stage.json" teacher-$stage teacher-ema.safetensors $stop ||
+        status=$?; }
 done
 if [ $status -eq 3 ]; then
     echo "train-models.sh: stopped at the time limit; run it again to continue" >&2
@@ -59,5 +70,5 @@ if [ $status -eq 3 ]; then
 fi
 [ $status -eq 0 ] || exit $status
 "$vdmini" convert --model ae/ae-ema.safetensors --dtype bf16 --out ae.safetensors
-"$vdmini" convert --model teacher-5/teacher-ema.safetensors --dtype bf16 --out teacher.safetensors
+"$vdmini" convert --model teacher-10/teacher-ema.safetensors --dtype bf16 --out teacher.safetensors
 echo "train-models.sh: wrote $out/ae.safetensors and $out/teacher.safetensors" >&2
