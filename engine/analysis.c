@@ -85,6 +85,81 @@ static int run_variant(const char *model_path, const char *ae_path, const vd_ana
     return rc;
 }
 
+/* Step latency: the teacher's and a student's UNet step on the same random inputs (one video with
+ * guidance: 2 rows), every step synchronised, timed in turns over LATENCY_ROUNDS rounds of
+ * LATENCY_STEPS steps each; the fastest step of each model counts. Taking turns makes drift over
+ * the run (clocks, other work on the machine) hit both alike. */
+#define LATENCY_ROUNDS 3
+#define LATENCY_STEPS 3
+
+typedef struct {
+    vd_backend *be;
+    float *x, *t, *ctx, *out;
+    int L, T, h, w;
+} step_timer;
+
+static float *random_on(vd_backend *be, size_t n, uint64_t seed)
+{
+    float *host = vd_malloc(n * sizeof(float));
+    vd_rng_normal(seed, 0, host, n);
+    float *dev = be->alloc(be, n * sizeof(float));
+    be->upload(be, dev, host, n * sizeof(float));
+    free(host);
+    return dev;
+}
+
+static int step_timer_open(step_timer *st, const vd_model_config *cfg, const vd_analysis_options *o, char *err,
+                           size_t errlen)
+{
+    char berr[VD_ERR_LEN];
+    memset(st, 0, sizeof *st);
+    if (!(st->be = vd_open_backend(o->device, o->bf16, berr))) return vd_fail(err, errlen, "%s", berr);
+    const vd_unet_config *u = &cfg->unet;
+    st->L = cfg->text.max_tokens, st->T = u->frames, st->h = u->latent_h, st->w = u->latent_w;
+    size_t plane = (size_t)st->T * st->h * st->w;
+    st->x = random_on(st->be, 2 * plane * u->in_channels, 1);
+    st->ctx = random_on(st->be, (size_t)2 * st->L * u->context_dim, 2);
+    float t_host[2] = {500, 500};
+    st->t = st->be->alloc(st->be, sizeof t_host);
+    st->be->upload(st->be, st->t, t_host, sizeof t_host);
+    st->out = st->be->alloc(st->be, 2 * plane * u->out_channels * sizeof(float));
+    return 0;
+}
+
+static void step_timer_close(step_timer *st)
+{
+    if (!st->be) return;
+    st->be->release(st->be, st->x), st->be->release(st->be, st->ctx);
+    st->be->release(st->be, st->t), st->be->release(st->be, st->out);
+    st->be->destroy(st->be);
+    st->be = NULL;
+}
+
+/* The fastest of n synchronised steps of m (attached to st->be), in ms. */
+static double fastest_step_ms(vd_model *m, step_timer *st, int n)
+{
+    double best = INFINITY;
+    for (int i = 0; i < n; i++) {
+        double start = vd_now();
+        vd_unet_forward(m, st->x, st->t, st->ctx, st->L, 2, st->T, st->h, st->w, st->out);
+        st->be->synchronize(st->be);
+        best = fmin(best, (vd_now() - start) * 1000.0);
+    }
+    return best;
+}
+
+/* One minus the student's step time over the teacher's (both attached to st->be). */
+static double measured_latency_share(vd_model *teacher, vd_model *student, step_timer *st)
+{
+    fastest_step_ms(student, st, 1); /* untimed: its scratch buffers and kernels warm up */
+    double teacher_ms = INFINITY, student_ms = INFINITY;
+    for (int r = 0; r < LATENCY_ROUNDS; r++) {
+        teacher_ms = fmin(teacher_ms, fastest_step_ms(teacher, st, LATENCY_STEPS));
+        student_ms = fmin(student_ms, fastest_step_ms(student, st, LATENCY_STEPS));
+    }
+    return 1.0 - student_ms / teacher_ms;
+}
+
 static int is_temporal_unit(const char *name) { return strncmp(name, "temporal.", 9) == 0; }
 
 /* A unit's parameters: a block's are those under its name; a temporal unit's are spread over its
@@ -123,6 +198,14 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
     if (progress && progress(user, 0, out->count + 1, "teacher")) rc = vd_fail(err, errlen, "cancelled");
     if (rc == 0) rc = run_variant(teacher_path, ae_path, o, NULL, &reference, &base, err, errlen);
     out->content = base.content, out->motion = base.motion, out->video_ms = base.video_ms;
+    step_timer timer = {0};
+    vd_model timed_teacher = {0}; /* the teacher's weights on the timer's backend */
+    if (rc == 0) rc = step_timer_open(&timer, &teacher.cfg, o, err, errlen);
+    if (rc == 0) rc = vd_model_load(&timed_teacher, teacher_path, err, errlen);
+    if (rc == 0) {
+        vd_model_attach(&timed_teacher, timer.be);
+        fastest_step_ms(&timed_teacher, &timer, 1);
+    }
     char student_path[4096];
     snprintf(student_path, sizeof student_path, "%s/vdmini-analysis-%ld.safetensors", tmp_dir, (long)getpid());
     for (int b = 0; b < out->count && rc == 0; b++) {
@@ -140,6 +223,10 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
             bi->param_share = unit_params(&teacher, &student, bi->name) / unet_params;
             bi->flop_share = unet_flops > 0 ? 1.0 - vd_unet_step_flops(&student.cfg, 1) / unet_flops : 0;
             rc = vd_model_save(&student, student_path, VD_ST_F32, err, errlen);
+            if (rc == 0) {
+                vd_model_attach(&student, timer.be);
+                bi->latency_share = measured_latency_share(&timed_teacher, &student, &timer);
+            }
             vd_model_free(&student);
         }
         variant_result r;
@@ -148,9 +235,10 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
             bi->content = r.content, bi->motion = r.motion;
             bi->content_drop = base.content - r.content, bi->motion_drop = base.motion - r.motion;
             bi->output_change = r.change;
-            bi->latency_share = 1.0 - r.video_ms / base.video_ms;
         }
     }
+    vd_model_free(&timed_teacher);
+    step_timer_close(&timer);
     unlink(student_path);
     free(reference);
     vd_model_free(&teacher);

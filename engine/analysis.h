@@ -6,9 +6,9 @@
  * teacher on the same prompts and seeds. Beside them: how much the frames change (mean squared
  * difference from the teacher's frames over their mean square: it ranks units even where the
  * scores cannot tell them apart), the unit's share of the UNet's parameters and of a UNet step's
- * matrix-product FLOPs, and its share of a video's latency (one minus the time of a video without
- * it over the teacher's, both measured: the fastest video of the set, which other work on the
- * machine disturbs least). The rows are called blocks below; a temporal unit's row is one of them. */
+ * matrix-product FLOPs, and its share of a denoiser step's latency (one minus the time of a step
+ * without it over the teacher's, both measured on the same inputs, synchronised, in turns: see
+ * analysis.c). The rows are called blocks below; a temporal unit's row is one of them. */
 #ifndef VD_ANALYSIS_H
 #define VD_ANALYSIS_H
 
@@ -34,7 +34,7 @@ typedef struct {
     double output_change;             /* mean squared frame difference over the teacher's mean square */
     double param_share;               /* the block's parameters over the UNet's */
     double flop_share;                /* its matrix-product FLOPs over a UNet step's (counted) */
-    double latency_share;             /* 1 - video time without the block / the teacher's */
+    double latency_share;             /* 1 - step time without the block / the teacher's (measured) */
 } vd_block_importance;
 
 typedef struct {

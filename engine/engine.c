@@ -21,7 +21,7 @@ struct vd_engine {
     vd_backend *be;
 };
 
-static vd_backend *open_backend(vd_device device, int bf16, char err[VD_ERR_LEN])
+vd_backend *vd_open_backend(vd_device device, int bf16, char err[VD_ERR_LEN])
 {
     if (device == VD_DEVICE_CPU) return vd_backend_cpu();
     char cuda_err[VD_ERR_LEN];
@@ -69,7 +69,7 @@ vd_engine *vd_engine_open(const char *model_path, const char *ae_path, vd_device
              e->ae->cfg.ae.latent_channels, e->model.cfg.unet.in_channels);
         goto fail;
     }
-    e->be = open_backend(device, bf16, err);
+    e->be = vd_open_backend(device, bf16, err);
     if (!e->be) goto fail;
     vd_model_attach(&e->model, e->be);
     if (e->ae == &e->ae_model) vd_model_attach(&e->ae_model, e->be);

@@ -16,6 +16,10 @@ typedef enum { VD_SAMPLER_DDIM = 0, VD_SAMPLER_EULER } vd_sampler_kind;
 
 #define VD_ERR_LEN 256
 
+/* The backend for a device choice: the CPU's, or the first GPU's (bf16 matrix products when
+ * bf16); auto takes the GPU when there is one. NULL with a message when cuda finds none. */
+struct vd_backend *vd_open_backend(vd_device device, int bf16, char err[VD_ERR_LEN]);
+
 /* Loads the model file (text encoder + UNet, optionally the autoencoder too). When the model
  * file has no autoencoder, ae_path names one; NULL means "ae.safetensors" beside the model.
  * bf16 selects bf16 matrix products on the GPU (ignored on the CPU). */
