@@ -671,6 +671,7 @@ static void judge_object(clip_context *c, int o, vd_eval_clip *out, int image_gi
         add(out, VD_RATE_COLOUR, b && b->label == (int)ob->colour);
         if (ob->track[f].visible >= VISIBLE_WHOLE) {
             add(out, VD_RATE_SHAPE, b && b->shape == (int)ob->shape);
+            out->shape_judged[ob->shape][b && b->shape >= 0 ? b->shape : VD_SHAPE_COUNT] += 1;
             add(out, VD_RATE_SIZE, b && size_class(c, b->r, ob->track[f].scale) == (int)ob->size);
         }
         add(out, VD_RATE_SHARPNESS, b && b->edge_width <= MAX_EDGE_WIDTH);
@@ -1057,6 +1058,8 @@ void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_ev
         speed += clip->speed_error_sum, speeds += clip->speed_error_count;
         width += clip->edge_width_sum, widths += clip->edge_width_count;
         if (!isnan(clip->psnr)) psnr += clip->psnr, psnrs++;
+        for (int a = 0; a < VD_SHAPE_COUNT; a++)
+            for (int j = 0; j <= VD_SHAPE_COUNT; j++) out->shape_confusion[a][j] += clip->shape_judged[a][j];
     }
     double content = 0, motion = 0;
     int ncontent = 0, nmotion = 0;
@@ -1100,6 +1103,25 @@ void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out)
     print_row(out, "first_frame_psnr", s->psnr, "dB, image-to-video");
     print_row(out, "frechet_distance", s->frechet, "against real clips of the same prompts");
     print_row(out, "frechet_real", s->frechet_real, "real clips of as many other prompts against the same");
+    double judged = 0;
+    for (int a = 0; a < VD_SHAPE_COUNT; a++)
+        for (int j = 0; j <= VD_SHAPE_COUNT; j++) judged += s->shape_confusion[a][j];
+    if (judged == 0) return;
+    fprintf(out, "\n| shape judged as → | ");
+    for (int j = 0; j < VD_SHAPE_COUNT; j++) fprintf(out, "%s | ", vd_shape_name((vd_shape)j));
+    fprintf(out, "none | object-frames |\n|---|");
+    for (int j = 0; j <= VD_SHAPE_COUNT + 1; j++) fprintf(out, "---|");
+    for (int a = 0; a < VD_SHAPE_COUNT; a++) {
+        double row = 0;
+        for (int j = 0; j <= VD_SHAPE_COUNT; j++) row += s->shape_confusion[a][j];
+        fprintf(out, "\n| %s | ", vd_shape_name((vd_shape)a));
+        for (int j = 0; j <= VD_SHAPE_COUNT; j++) {
+            if (row > 0) fprintf(out, "%.3f | ", s->shape_confusion[a][j] / row);
+            else fprintf(out, "– | ");
+        }
+        fprintf(out, "%.0f |", row);
+    }
+    fprintf(out, "\n");
 }
 
 static json_t *number_or_null(double v) { return isnan(v) ? json_null() : json_real(v); }
@@ -1116,6 +1138,15 @@ char *vd_eval_summary_json(const vd_eval_summary *s)
     json_object_set_new(root, "first_frame_psnr", number_or_null(s->psnr));
     json_object_set_new(root, "frechet_distance", number_or_null(s->frechet));
     json_object_set_new(root, "frechet_real", number_or_null(s->frechet_real));
+    json_t *confusion = json_object(); /* true shape -> judged shape (or "none") -> object-frames */
+    for (int a = 0; a < VD_SHAPE_COUNT; a++) {
+        json_t *row = json_object();
+        for (int j = 0; j <= VD_SHAPE_COUNT; j++)
+            json_object_set_new(row, j < VD_SHAPE_COUNT ? vd_shape_name((vd_shape)j) : "none",
+                                json_integer((json_int_t)s->shape_confusion[a][j]));
+        json_object_set_new(confusion, vd_shape_name((vd_shape)a), row);
+    }
+    json_object_set_new(root, "shape_confusion", confusion);
     char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(root);
     return text;

@@ -50,6 +50,9 @@ typedef struct {
     int edge_width_count;
     double psnr; /* image-to-video: first frame against the given image, dB; NAN otherwise */
     float features[VD_EVAL_FEATURES]; /* for the Fréchet distance */
+    /* the object-frames judged for shape: [true shape][judged shape, or VD_SHAPE_COUNT where no
+     * blob was found or it was too small to tell] */
+    double shape_judged[VD_SHAPE_COUNT][VD_SHAPE_COUNT + 1];
 } vd_eval_clip;
 
 /* Judges frames (frames, 3, height, width) in [-1, 1], the engine's layout. image is the
@@ -80,11 +83,12 @@ typedef struct {
     double frechet;                 /* against the reference set; NAN without one */
     double frechet_real;            /* the reference against another real set as large (the floor
                                        of this set size); NAN where none was made */
+    double shape_confusion[VD_SHAPE_COUNT][VD_SHAPE_COUNT + 1]; /* vd_eval_clip's shape_judged, summed */
 } vd_eval_summary;
 
 /* Aggregates a set; reference (may be NULL) is the real clips for the Fréchet distance. */
 void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_eval_summary *out);
-/* A Markdown table of the summary. */
+/* A Markdown table of the summary, then one of the shape confusion where shapes were judged. */
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out);
 /* The same figures as a JSON object under plain names (malloc'd string; NAN becomes null). */
 char *vd_eval_summary_json(const vd_eval_summary *s);

@@ -99,8 +99,8 @@ if "$vdmini" eval --model "$model" --prompts 3 --steps 1 --i2v --batch 1 --devic
    "$vdmini" eval --model "$model" --prompts 3 --steps 1 --i2v --batch 2 --device cpu --json "$work/b2.json" \
        >/dev/null 2>>"$work/err" &&
    grep -q '"clips": 3' "$work/b2.json" &&
-   awk -F'[:,]' 'FNR == NR { if ($2 ~ /[0-9]/) v[$1] = $2; next }
-                 $2 ~ /[0-9]/ { n++; d = $2 - v[$1]; if (d > 1e-3 || d < -1e-3) bad = bad " " $1 }
+   awk -F'[:,]' 'FNR == NR { if ($2 ~ /[0-9]/) v[FNR] = $2; next }
+                 $2 ~ /[0-9]/ { n++; d = $2 - v[FNR]; if (d > 1e-3 || d < -1e-3) bad = bad " " $1 }
                  END { if (bad != "" || n < 15) { print "differ:" bad; exit 1 } }' "$work/b1.json" "$work/b2.json"; then
     ok "eval in batches scores as one at a time"
 else

@@ -332,6 +332,17 @@ static void test_bytes_judge_like_floats_and_sizes_are_checked(void **state)
     free(t);
 }
 
+/* The summary's Markdown table (malloc'd). */
+static char *markdown_of(const vd_eval_summary *s)
+{
+    char *table = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&table, &len);
+    vd_eval_print_markdown(s, out);
+    fclose(out);
+    return table;
+}
+
 static void test_summary_names_every_figure(void **state)
 {
     (void)state;
@@ -346,13 +357,35 @@ static void test_summary_names_every_figure(void **state)
         assert_non_null(strstr(json, key));
     }
     free(json);
-    char *table = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&table, &len);
-    vd_eval_print_markdown(&summaries[REAL], out);
-    fclose(out);
+    char *table = markdown_of(&summaries[REAL]);
     assert_non_null(strstr(table, "| content_score |"));
     assert_non_null(strstr(table, "| frame_order_ok |"));
+    free(table);
+}
+
+/* The shape confusion counts the same object-frames as the shape rate: its diagonal over its sum
+ * is that rate, for real clips, for noise (mostly "none") and for degraded clips alike. */
+static void test_shape_confusion_counts_the_shape_rate(void **state)
+{
+    (void)state;
+    const clip_kind kinds[] = {REAL, NOISE, WRONG_COLOUR, BLURRED};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        const vd_eval_summary *s = &summaries[kinds[k]];
+        double diagonal = 0, total = 0, none = 0;
+        for (int a = 0; a < VD_SHAPE_COUNT; a++) {
+            for (int j = 0; j <= VD_SHAPE_COUNT; j++) total += s->shape_confusion[a][j];
+            diagonal += s->shape_confusion[a][a];
+            none += s->shape_confusion[a][VD_SHAPE_COUNT];
+        }
+        assert_true(total > 0);
+        assert_float_equal(diagonal / total, s->rate[VD_RATE_SHAPE], 1e-12);
+        if (kinds[k] == NOISE) assert_true(none > diagonal);
+    }
+    char *json = vd_eval_summary_json(&summaries[REAL]);
+    assert_non_null(strstr(json, "\"shape_confusion\""));
+    free(json);
+    char *table = markdown_of(&summaries[REAL]);
+    assert_non_null(strstr(table, "| shape judged as → |"));
     free(table);
 }
 
@@ -370,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_image_to_video),
         cmocka_unit_test(test_bytes_judge_like_floats_and_sizes_are_checked),
         cmocka_unit_test(test_summary_names_every_figure),
+        cmocka_unit_test(test_shape_confusion_counts_the_shape_rate),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
