@@ -721,6 +721,7 @@ static void judge_object(clip_context *c, int o, vd_eval_clip *out, int image_gi
     double speed_error = 1;
     if (m.n >= 3) judge_motion(c, ob->motion, ob->shape, &m, &e, &direction_ok, &speed_error);
     add(out, VD_RATE_DIRECTION, direction_ok);
+    out->direction_by_motion[ob->motion][0] += direction_ok != 0, out->direction_by_motion[ob->motion][1] += 1;
     add(out, VD_RATE_SPEED, m.n >= 3 && speed_error <= MAX_SPEED_ERROR);
     if (m.n >= 3) out->speed_error_sum += fmin(speed_error, 10.0), out->speed_error_count++;
     double deviations[VD_WORLD_MAX_FRAMES];
@@ -1060,6 +1061,8 @@ void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_ev
         if (!isnan(clip->psnr)) psnr += clip->psnr, psnrs++;
         for (int a = 0; a < VD_SHAPE_COUNT; a++)
             for (int j = 0; j <= VD_SHAPE_COUNT; j++) out->shape_confusion[a][j] += clip->shape_judged[a][j];
+        for (int m = 0; m < VD_MOTION_COUNT; m++)
+            for (int j = 0; j < 2; j++) out->direction_by_motion[m][j] += clip->direction_by_motion[m][j];
     }
     double content = 0, motion = 0;
     int ncontent = 0, nmotion = 0;
@@ -1121,7 +1124,11 @@ void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out)
         }
         fprintf(out, "%.0f |", row);
     }
-    fprintf(out, "\n");
+    fprintf(out, "\n\n| prompted motion | direction correct | objects |\n|---|---|---|\n");
+    for (int m = 0; m < VD_MOTION_COUNT; m++) {
+        const double *d = s->direction_by_motion[m];
+        if (d[1] > 0) fprintf(out, "| %s | %.3f | %.0f |\n", vd_motion_name((vd_motion)m), d[0] / d[1], d[1]);
+    }
 }
 
 static json_t *number_or_null(double v) { return isnan(v) ? json_null() : json_real(v); }
@@ -1147,6 +1154,12 @@ char *vd_eval_summary_json(const vd_eval_summary *s)
         json_object_set_new(confusion, vd_shape_name((vd_shape)a), row);
     }
     json_object_set_new(root, "shape_confusion", confusion);
+    json_t *by_motion = json_object(); /* prompted motion -> objects moving that way, objects judged */
+    for (int m = 0; m < VD_MOTION_COUNT; m++)
+        json_object_set_new(by_motion, vd_motion_name((vd_motion)m),
+                            json_pack("{s:I, s:I}", "correct", (json_int_t)s->direction_by_motion[m][0], "objects",
+                                      (json_int_t)s->direction_by_motion[m][1]));
+    json_object_set_new(root, "direction_by_motion", by_motion);
     char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(root);
     return text;

@@ -53,6 +53,7 @@ typedef struct {
     /* the object-frames judged for shape: [true shape][judged shape, or VD_SHAPE_COUNT where no
      * blob was found or it was too small to tell] */
     double shape_judged[VD_SHAPE_COUNT][VD_SHAPE_COUNT + 1];
+    double direction_by_motion[VD_MOTION_COUNT][2]; /* objects moving the prompted way, objects judged */
 } vd_eval_clip;
 
 /* Judges frames (frames, 3, height, width) in [-1, 1], the engine's layout. image is the
@@ -84,11 +85,13 @@ typedef struct {
     double frechet_real;            /* the reference against another real set as large (the floor
                                        of this set size); NAN where none was made */
     double shape_confusion[VD_SHAPE_COUNT][VD_SHAPE_COUNT + 1]; /* vd_eval_clip's shape_judged, summed */
+    double direction_by_motion[VD_MOTION_COUNT][2];             /* vd_eval_clip's, summed */
 } vd_eval_summary;
 
 /* Aggregates a set; reference (may be NULL) is the real clips for the Fréchet distance. */
 void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_eval_summary *out);
-/* A Markdown table of the summary, then one of the shape confusion where shapes were judged. */
+/* A Markdown table of the summary, then, where objects were judged, the shape confusion and the
+ * direction rate by prompted motion. */
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out);
 /* The same figures as a JSON object under plain names (malloc'd string; NAN becomes null). */
 char *vd_eval_summary_json(const vd_eval_summary *s);

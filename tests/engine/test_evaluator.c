@@ -363,14 +363,20 @@ static void test_summary_names_every_figure(void **state)
     free(table);
 }
 
-/* The shape confusion counts the same object-frames as the shape rate: its diagonal over its sum
- * is that rate, for real clips, for noise (mostly "none") and for degraded clips alike. */
-static void test_shape_confusion_counts_the_shape_rate(void **state)
+/* The breakdowns count what their rates count: the shape confusion's diagonal over its sum is the
+ * shape rate and the direction by prompted motion sums to the direction rate, for real clips, for
+ * noise (shapes mostly "none") and for damaged clips alike. */
+static void test_breakdowns_count_their_rates(void **state)
 {
     (void)state;
-    const clip_kind kinds[] = {REAL, NOISE, WRONG_COLOUR, BLURRED};
+    const clip_kind kinds[] = {REAL, NOISE, WRONG_COLOUR, BLURRED, REVERSED};
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
         const vd_eval_summary *s = &summaries[kinds[k]];
+        double correct = 0, objects = 0;
+        for (int m = 0; m < VD_MOTION_COUNT; m++)
+            correct += s->direction_by_motion[m][0], objects += s->direction_by_motion[m][1];
+        assert_true(objects > 0);
+        assert_float_equal(correct / objects, s->rate[VD_RATE_DIRECTION], 1e-12);
         double diagonal = 0, total = 0, none = 0;
         for (int a = 0; a < VD_SHAPE_COUNT; a++) {
             for (int j = 0; j <= VD_SHAPE_COUNT; j++) total += s->shape_confusion[a][j];
@@ -383,9 +389,11 @@ static void test_shape_confusion_counts_the_shape_rate(void **state)
     }
     char *json = vd_eval_summary_json(&summaries[REAL]);
     assert_non_null(strstr(json, "\"shape_confusion\""));
+    assert_non_null(strstr(json, "\"direction_by_motion\""));
     free(json);
     char *table = markdown_of(&summaries[REAL]);
     assert_non_null(strstr(table, "| shape judged as → |"));
+    assert_non_null(strstr(table, "| prompted motion |"));
     free(table);
 }
 
@@ -403,7 +411,7 @@ int main(void)
         cmocka_unit_test(test_image_to_video),
         cmocka_unit_test(test_bytes_judge_like_floats_and_sizes_are_checked),
         cmocka_unit_test(test_summary_names_every_figure),
-        cmocka_unit_test(test_shape_confusion_counts_the_shape_rate),
+        cmocka_unit_test(test_breakdowns_count_their_rates),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
