@@ -1,6 +1,6 @@
 /* bench_common.h: what the engine benchmarks (bench_step.c, bench_train.c) share — a preset's
- * text encoder and UNet with random weights on the CPU or a GPU backend, random inputs in backend
- * memory, and sorted timings. */
+ * text encoder and UNet with random weights on the CPU or a GPU backend, and sorted timings (random
+ * inputs come from the engine's vd_backend_random_normal). */
 #ifndef VD_BENCH_COMMON_H
 #define VD_BENCH_COMMON_H
 
@@ -12,7 +12,6 @@
 #include "common.h"
 #include "config.h"
 #include "model.h"
-#include "rng.h"
 
 /* Builds preset's text encoder and UNet (no autoencoder) into *cfg and *m with random weights on
  * a new backend *be ("cpu", or "cuda" with bf16 matrix products when bf16). Returns 0, or the
@@ -34,18 +33,6 @@ static inline int bench_model_open(const char *preset, const char *device, int b
     }
     vd_model_attach(m, *be);
     return 0;
-}
-
-/* n normal values times scale, drawn from seed, in backend memory. */
-static inline float *bench_random_on(vd_backend *be, size_t n, uint64_t seed, float scale)
-{
-    float *host = vd_malloc(n * sizeof(float));
-    vd_rng_normal(seed, 0, host, n);
-    for (size_t i = 0; i < n; i++) host[i] *= scale;
-    float *dev = be->alloc(be, n * sizeof(float));
-    be->upload(be, dev, host, n * sizeof(float));
-    free(host);
-    return dev;
 }
 
 static inline int bench_compare_doubles(const void *a, const void *b)

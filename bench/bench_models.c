@@ -41,9 +41,9 @@ static double time_step(vd_model *m, vd_backend *be, int batch)
 {
     const vd_unet_config *u = &m->cfg.unet;
     int T = u->frames, h = u->latent_h, w = u->latent_w, L = m->cfg.text.max_tokens;
-    float *x = bench_random_on(be, (size_t)batch * T * u->in_channels * h * w, 2, 1.0f);
-    float *ctx = bench_random_on(be, (size_t)batch * L * u->context_dim, 3, 1.0f);
-    float *t = bench_random_on(be, (size_t)batch, 4, 0.0f);
+    float *x = vd_backend_random_normal(be, (size_t)batch * T * u->in_channels * h * w, 2, 1.0f);
+    float *ctx = vd_backend_random_normal(be, (size_t)batch * L * u->context_dim, 3, 1.0f);
+    float *t = vd_backend_random_normal(be, (size_t)batch, 4, 0.0f);
     float *out = be->alloc(be, (size_t)batch * T * u->out_channels * h * w * sizeof(float));
     be->synchronize(be);
     double t0 = vd_now();

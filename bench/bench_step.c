@@ -46,9 +46,9 @@ int main(int argc, char **argv)
     if (status) return status;
     const vd_unet_config *u = &cfg.unet;
     int T = frames > 0 ? frames : u->frames, h = u->latent_h, w = u->latent_w, L = cfg.text.max_tokens;
-    float *x = bench_random_on(be, (size_t)batch * T * u->in_channels * h * w, 2, 1.0f);
-    float *ctx = bench_random_on(be, (size_t)batch * L * u->context_dim, 3, 1.0f);
-    float *t = bench_random_on(be, (size_t)batch, 4, 0.0f);
+    float *x = vd_backend_random_normal(be, (size_t)batch * T * u->in_channels * h * w, 2, 1.0f);
+    float *ctx = vd_backend_random_normal(be, (size_t)batch * L * u->context_dim, 3, 1.0f);
+    float *t = vd_backend_random_normal(be, (size_t)batch, 4, 0.0f);
     float *t_host = vd_malloc((size_t)batch * sizeof(float));
     for (int i = 0; i < batch; i++) t_host[i] = (float)(100 + 37 * i % 900);
     be->upload(be, t, t_host, (size_t)batch * sizeof(float));

@@ -16,6 +16,7 @@
 #include "bench_common.h"
 #include "denoiser_train.h"
 #include "op_profile.h"
+#include "rng.h"
 
 int main(int argc, char **argv)
 {
@@ -55,8 +56,8 @@ int main(int argc, char **argv)
     /* the batch: UNet inputs x, targets v, timesteps t and token ids, all random */
     const vd_unet_config *u = &cfg.unet;
     int N = clips, T = frames > 0 ? frames : u->frames, h = u->latent_h, w = u->latent_w, L = cfg.text.max_tokens;
-    float *x = bench_random_on(be, (size_t)N * T * u->in_channels * h * w, 2, 1.0f);
-    float *v = bench_random_on(be, (size_t)N * T * u->out_channels * h * w, 3, 1.0f);
+    float *x = vd_backend_random_normal(be, (size_t)N * T * u->in_channels * h * w, 2, 1.0f);
+    float *v = vd_backend_random_normal(be, (size_t)N * T * u->out_channels * h * w, 3, 1.0f);
     float *t_host = vd_malloc((size_t)N * sizeof(float));
     for (int i = 0; i < N; i++) t_host[i] = (float)(vd_rng_u64(4, (uint64_t)i) % (uint64_t)cfg.diffusion.train_steps);
     float *t = be->alloc(be, (size_t)N * sizeof(float));

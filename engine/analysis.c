@@ -98,16 +98,6 @@ typedef struct {
     int L, T, h, w;
 } step_timer;
 
-static float *random_on(vd_backend *be, size_t n, uint64_t seed)
-{
-    float *host = vd_malloc(n * sizeof(float));
-    vd_rng_normal(seed, 0, host, n);
-    float *dev = be->alloc(be, n * sizeof(float));
-    be->upload(be, dev, host, n * sizeof(float));
-    free(host);
-    return dev;
-}
-
 static int step_timer_open(step_timer *st, const vd_model_config *cfg, const vd_analysis_options *o, char *err,
                            size_t errlen)
 {
@@ -117,8 +107,8 @@ static int step_timer_open(step_timer *st, const vd_model_config *cfg, const vd_
     const vd_unet_config *u = &cfg->unet;
     st->L = cfg->text.max_tokens, st->T = u->frames, st->h = u->latent_h, st->w = u->latent_w;
     size_t plane = (size_t)st->T * st->h * st->w;
-    st->x = random_on(st->be, 2 * plane * u->in_channels, 1);
-    st->ctx = random_on(st->be, (size_t)2 * st->L * u->context_dim, 2);
+    st->x = vd_backend_random_normal(st->be, 2 * plane * u->in_channels, 1, 1.0f);
+    st->ctx = vd_backend_random_normal(st->be, (size_t)2 * st->L * u->context_dim, 2, 1.0f);
     float t_host[2] = {500, 500};
     st->t = st->be->alloc(st->be, sizeof t_host);
     st->be->upload(st->be, st->t, t_host, sizeof t_host);
@@ -199,12 +189,10 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
     if (rc == 0) rc = run_variant(teacher_path, ae_path, o, NULL, &reference, &base, err, errlen);
     out->content = base.content, out->motion = base.motion, out->video_ms = base.video_ms;
     step_timer timer = {0};
-    vd_model timed_teacher = {0}; /* the teacher's weights on the timer's backend */
     if (rc == 0) rc = step_timer_open(&timer, &teacher.cfg, o, err, errlen);
-    if (rc == 0) rc = vd_model_load(&timed_teacher, teacher_path, err, errlen);
-    if (rc == 0) {
-        vd_model_attach(&timed_teacher, timer.be);
-        fastest_step_ms(&timed_teacher, &timer, 1);
+    if (rc == 0) { /* pruning reads the host weights, which attaching keeps */
+        vd_model_attach(&teacher, timer.be);
+        fastest_step_ms(&teacher, &timer, 1);
     }
     char student_path[4096];
     snprintf(student_path, sizeof student_path, "%s/vdmini-analysis-%ld.safetensors", tmp_dir, (long)getpid());
@@ -225,7 +213,7 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
             rc = vd_model_save(&student, student_path, VD_ST_F32, err, errlen);
             if (rc == 0) {
                 vd_model_attach(&student, timer.be);
-                bi->latency_share = measured_latency_share(&timed_teacher, &student, &timer);
+                bi->latency_share = measured_latency_share(&teacher, &student, &timer);
             }
             vd_model_free(&student);
         }
@@ -237,7 +225,7 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
             bi->output_change = r.change;
         }
     }
-    vd_model_free(&timed_teacher);
+    vd_model_detach(&teacher); /* before its backend goes */
     step_timer_close(&timer);
     unlink(student_path);
     free(reference);

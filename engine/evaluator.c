@@ -1094,6 +1094,41 @@ static const char *const rate_descriptions[VD_RATE_COUNT] = {
     "frame pairs without flicker", "frame pairs keeping each object's identity", "frame triples in plausible order",
     "objects starting where the image shows them and moving as prompted"};
 
+/* Each true shape's row: the share of its object-frames judged as each shape or none. */
+static void print_shape_confusion(const vd_eval_summary *s, FILE *out)
+{
+    double rows[VD_SHAPE_COUNT] = {0}, judged = 0;
+    for (int a = 0; a < VD_SHAPE_COUNT; a++) {
+        for (int j = 0; j <= VD_SHAPE_COUNT; j++) rows[a] += s->shape_confusion[a][j];
+        judged += rows[a];
+    }
+    if (judged == 0) return;
+    fprintf(out, "\n| shape judged as → | ");
+    for (int j = 0; j < VD_SHAPE_COUNT; j++) fprintf(out, "%s | ", vd_shape_name((vd_shape)j));
+    fprintf(out, "none | object-frames |\n|---|");
+    for (int j = 0; j <= VD_SHAPE_COUNT + 1; j++) fprintf(out, "---|");
+    for (int a = 0; a < VD_SHAPE_COUNT; a++) {
+        fprintf(out, "\n| %s | ", vd_shape_name((vd_shape)a));
+        for (int j = 0; j <= VD_SHAPE_COUNT; j++)
+            if (rows[a] > 0) fprintf(out, "%.3f | ", s->shape_confusion[a][j] / rows[a]);
+            else fprintf(out, "– | ");
+        fprintf(out, "%.0f |", rows[a]);
+    }
+    fprintf(out, "\n");
+}
+
+/* The direction rate of the objects of each prompted motion that had any. */
+static void print_direction_by_motion(const vd_eval_summary *s, FILE *out)
+{
+    int any = 0;
+    for (int m = 0; m < VD_MOTION_COUNT; m++) {
+        const double *d = s->direction_by_motion[m];
+        if (d[1] == 0) continue;
+        if (!any++) fprintf(out, "\n| prompted motion | direction correct | objects |\n|---|---|---|\n");
+        fprintf(out, "| %s | %.3f | %.0f |\n", vd_motion_name((vd_motion)m), d[0] / d[1], d[1]);
+    }
+}
+
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out)
 {
     fprintf(out, "| metric | value | meaning |\n|---|---|---|\n");
@@ -1106,29 +1141,8 @@ void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out)
     print_row(out, "first_frame_psnr", s->psnr, "dB, image-to-video");
     print_row(out, "frechet_distance", s->frechet, "against real clips of the same prompts");
     print_row(out, "frechet_real", s->frechet_real, "real clips of as many other prompts against the same");
-    double judged = 0;
-    for (int a = 0; a < VD_SHAPE_COUNT; a++)
-        for (int j = 0; j <= VD_SHAPE_COUNT; j++) judged += s->shape_confusion[a][j];
-    if (judged == 0) return;
-    fprintf(out, "\n| shape judged as → | ");
-    for (int j = 0; j < VD_SHAPE_COUNT; j++) fprintf(out, "%s | ", vd_shape_name((vd_shape)j));
-    fprintf(out, "none | object-frames |\n|---|");
-    for (int j = 0; j <= VD_SHAPE_COUNT + 1; j++) fprintf(out, "---|");
-    for (int a = 0; a < VD_SHAPE_COUNT; a++) {
-        double row = 0;
-        for (int j = 0; j <= VD_SHAPE_COUNT; j++) row += s->shape_confusion[a][j];
-        fprintf(out, "\n| %s | ", vd_shape_name((vd_shape)a));
-        for (int j = 0; j <= VD_SHAPE_COUNT; j++) {
-            if (row > 0) fprintf(out, "%.3f | ", s->shape_confusion[a][j] / row);
-            else fprintf(out, "– | ");
-        }
-        fprintf(out, "%.0f |", row);
-    }
-    fprintf(out, "\n\n| prompted motion | direction correct | objects |\n|---|---|---|\n");
-    for (int m = 0; m < VD_MOTION_COUNT; m++) {
-        const double *d = s->direction_by_motion[m];
-        if (d[1] > 0) fprintf(out, "| %s | %.3f | %.0f |\n", vd_motion_name((vd_motion)m), d[0] / d[1], d[1]);
-    }
+    print_shape_confusion(s, out);
+    print_direction_by_motion(s, out);
 }
 
 static json_t *number_or_null(double v) { return isnan(v) ? json_null() : json_real(v); }

@@ -68,6 +68,9 @@ float *vd_model_scratch(vd_model *m, size_t n);
 void vd_model_scratch_done(vd_model *m, const float *p);
 /* Parameters whose name starts with prefix. */
 size_t vd_model_count_params(const vd_model *m, const char *prefix);
+/* n normal values times scale, drawn from seed, in a new buffer of be's memory (inputs for speed
+ * measurements; give it back with be->release). */
+float *vd_backend_random_normal(vd_backend *be, size_t n, uint64_t seed, float scale);
 
 /* ---- forward passes; all pointers in backend memory ---- */
 

@@ -15,6 +15,9 @@ typedef enum { VD_DEVICE_AUTO = 0, VD_DEVICE_CPU, VD_DEVICE_CUDA } vd_device;
 typedef enum { VD_SAMPLER_DDIM = 0, VD_SAMPLER_EULER } vd_sampler_kind;
 
 #define VD_ERR_LEN 256
+/* Classifier-free guidance where none is given: the scale the shipped teacher does best at
+ * (docs/models.md, "Guidance"); the server's default_guidance option defaults to it too. */
+#define VD_DEFAULT_GUIDANCE 4.0f
 
 /* The backend for a device choice: the CPU's, or the first GPU's (bf16 matrix products when
  * bf16); auto takes the GPU when there is one. NULL with a message when cuda finds none. */

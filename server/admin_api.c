@@ -20,7 +20,6 @@
 #define ANALYSIS_MAX_PROMPTS 1000
 #define ANALYSIS_DEFAULT_STEPS 25
 #define ANALYSIS_DEFAULT_SEED 1000
-#define ANALYSIS_DEFAULT_GUIDANCE 4.0
 #define KIND_ANALYSIS "analysis"
 #define KIND_DISTILLATION "distillation"
 
@@ -203,7 +202,7 @@ void vd_api_create_analysis(const vd_request *r, vd_reply *reply)
     json_t *body;
     if (vd_api_json_body(r, &body, reply)) return;
     long long prompts = ANALYSIS_DEFAULT_PROMPTS, steps = ANALYSIS_DEFAULT_STEPS, seed = ANALYSIS_DEFAULT_SEED;
-    double guidance = ANALYSIS_DEFAULT_GUIDANCE;
+    double guidance = VD_DEFAULT_GUIDANCE;
     vd_model_entry m;
     int ok = vd_api_check_known(body, allowed, reply) == 0 &&
              vd_api_get_integer(body, "prompts", 1, ANALYSIS_MAX_PROMPTS, &prompts, reply) >= 0 &&

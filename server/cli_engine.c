@@ -277,7 +277,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
 static int cmd_eval(const cli_program *p, int argc, char **argv)
 {
     const char *videos = NULL, *truth = NULL, *json_path = NULL, *v;
-    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = 4.0f, .device = VD_DEVICE_AUTO, .batch = 8};
+    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = VD_DEFAULT_GUIDANCE, .device = VD_DEVICE_AUTO, .batch = 8};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (strcmp(f, "--videos") == 0) {
@@ -581,7 +581,7 @@ static int print_analysis_progress(void *user, int done, int total, const char *
 static int cmd_analyze(int argc, char **argv)
 {
     const char *teacher = NULL, *ae = NULL, *out = NULL, *v;
-    vd_analysis_options o = {.prompts = 8, .steps = 25, .seed = 1000, .guidance = 4.0f, .device = VD_DEVICE_AUTO};
+    vd_analysis_options o = {.prompts = 8, .steps = 25, .seed = 1000, .guidance = VD_DEFAULT_GUIDANCE, .device = VD_DEVICE_AUTO};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (strcmp(f, "--teacher") == 0) {

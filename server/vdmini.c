@@ -88,7 +88,7 @@ static int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *image = NULL, *out = NULL, *ae = NULL, *v;
     int frames = 16, width = 128, height = 128, fps = 8, steps = 25, bf16 = 0, seed_given = 0;
-    float guidance = 4.0f;
+    float guidance = VD_DEFAULT_GUIDANCE;
     vd_sampler_kind sampler = VD_SAMPLER_DDIM;
     vd_device device = VD_DEVICE_AUTO;
     uint64_t seed = 0;
