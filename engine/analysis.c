@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 typedef struct {
-    double content, motion, video_ms, change;
+    double content, motion, direction, video_ms, change;
 } variant_result;
 
 /* Generates the option's prompts with the model file and scores them. With reference NULL the
@@ -75,6 +75,7 @@ static int run_variant(const char *model_path, const char *ae_path, const vd_ana
         vd_eval_summarize(set, NULL, &s);
         res->content = isnan(s.content_score) ? 0 : s.content_score;
         res->motion = isnan(s.motion_score) ? 0 : s.motion_score;
+        res->direction = isnan(s.rate[VD_RATE_DIRECTION]) ? 0 : s.rate[VD_RATE_DIRECTION];
         res->video_ms = time_ms;
         res->change = power > 0 ? diff / power : 0;
     }
@@ -188,6 +189,7 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
     if (progress && progress(user, 0, out->count + 1, "teacher")) rc = vd_fail(err, errlen, "cancelled");
     if (rc == 0) rc = run_variant(teacher_path, ae_path, o, NULL, &reference, &base, err, errlen);
     out->content = base.content, out->motion = base.motion, out->video_ms = base.video_ms;
+    out->direction = base.direction, out->has_direction = 1;
     step_timer timer = {0};
     if (rc == 0) rc = step_timer_open(&timer, &teacher.cfg, o, err, errlen);
     if (rc == 0) { /* pruning reads the host weights, which attaching keeps */
@@ -220,8 +222,9 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
         variant_result r;
         if (rc == 0) rc = run_variant(student_path, ae_path, o, reference, NULL, &r, err, errlen);
         if (rc == 0) {
-            bi->content = r.content, bi->motion = r.motion;
+            bi->content = r.content, bi->motion = r.motion, bi->direction = r.direction;
             bi->content_drop = base.content - r.content, bi->motion_drop = base.motion - r.motion;
+            bi->direction_drop = base.direction - r.direction;
             bi->output_change = r.change;
         }
     }
@@ -249,20 +252,25 @@ char *vd_analysis_json(const vd_analysis *a)
      * costs more content than removing a deep one (the coarsest level and mid), and removing a
      * deep one costs more motion. It is about blocks: the temporal units are reported beside
      * them but left out of it. */
-    double sum[2][2] = {{0, 0}, {0, 0}};
+    double sum[2][3] = {{0, 0, 0}, {0, 0, 0}};
     int n[2] = {0, 0};
     for (int b = 0; b < a->count; b++) {
         const vd_block_importance *bi = &a->blocks[b];
         int level = block_level(bi->name, levels);
-        json_array_append_new(blocks, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "block",
-                                                bi->name, "level", level, "content", bi->content, "motion",
-                                                bi->motion, "content_drop", bi->content_drop, "motion_drop",
-                                                bi->motion_drop, "output_change", bi->output_change, "param_share",
-                                                bi->param_share, "flop_share", bi->flop_share, "latency_share",
-                                                bi->latency_share));
+        json_t *row = json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "block", bi->name, "level",
+                                level, "content", bi->content, "motion", bi->motion, "content_drop",
+                                bi->content_drop, "motion_drop", bi->motion_drop, "output_change",
+                                bi->output_change, "param_share", bi->param_share, "flop_share", bi->flop_share,
+                                "latency_share", bi->latency_share);
+        if (a->has_direction) {
+            json_object_set_new(row, "direction", json_real(bi->direction));
+            json_object_set_new(row, "direction_drop", json_real(bi->direction_drop));
+        }
+        json_array_append_new(blocks, row);
         int group = level == 0 ? 0 : level == levels - 1 ? 1 : -1;
         if (group < 0 || is_temporal_unit(bi->name)) continue;
-        sum[group][0] += bi->content_drop, sum[group][1] += bi->motion_drop, n[group]++;
+        sum[group][0] += bi->content_drop, sum[group][1] += bi->motion_drop, sum[group][2] += bi->direction_drop;
+        n[group]++;
     }
     double shallow_content = n[0] ? sum[0][0] / n[0] : 0, shallow_motion = n[0] ? sum[0][1] / n[0] : 0;
     double deep_content = n[1] ? sum[1][0] / n[1] : 0, deep_motion = n[1] ? sum[1][1] / n[1] : 0;
@@ -272,6 +280,12 @@ char *vd_analysis_json(const vd_analysis *a)
                              a->video_ms, "blocks", blocks, "observation", "shallow_content_drop", shallow_content,
                              "shallow_motion_drop", shallow_motion, "deep_content_drop", deep_content,
                              "deep_motion_drop", deep_motion, "holds", holds);
+    if (a->has_direction) {
+        json_t *observation = json_object_get(root, "observation");
+        json_object_set_new(json_object_get(root, "teacher"), "direction", json_real(a->direction));
+        json_object_set_new(observation, "shallow_direction_drop", json_real(n[0] ? sum[0][2] / n[0] : 0));
+        json_object_set_new(observation, "deep_direction_drop", json_real(n[1] ? sum[1][2] / n[1] : 0));
+    }
     char *text = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
     return text;
@@ -304,6 +318,7 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
         out->steps = (int)json_integer_value(json_object_get(root, "steps"));
         out->levels = (int)json_integer_value(json_object_get(root, "levels"));
         out->count = (int)json_array_size(blocks);
+        out->has_direction = get_number(teacher, "direction", &out->direction) == 0;
         if (out->levels < 1 || out->levels > VD_MAX_LEVELS) rc = vd_fail(err, errlen, "analysis: levels: out of range");
     }
     for (int b = 0; rc == 0 && b < out->count; b++) {
@@ -315,7 +330,9 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
             get_number(e, "content", &bi->content) || get_number(e, "motion", &bi->motion) || get_number(e, "content_drop", &bi->content_drop) ||
             get_number(e, "motion_drop", &bi->motion_drop) || get_number(e, "output_change", &bi->output_change) ||
             get_number(e, "param_share", &bi->param_share) || get_number(e, "flop_share", &bi->flop_share) ||
-            get_number(e, "latency_share", &bi->latency_share))
+            get_number(e, "latency_share", &bi->latency_share) ||
+            (out->has_direction &&
+             (get_number(e, "direction", &bi->direction) || get_number(e, "direction_drop", &bi->direction_drop))))
             rc = vd_fail(err, errlen, "analysis: blocks[%d]: incomplete", b);
         else
             snprintf(bi->name, sizeof bi->name, "%s", name);

@@ -3,7 +3,8 @@
  * of each level, "temporal.l"), the teacher is pruned of that unit alone (prune.h), a fixed set
  * of world prompts is generated with it, and the evaluator scores the videos; a unit's importance
  * for content and for motion is how far the content and motion scores fall against the intact
- * teacher on the same prompts and seeds. Beside them: how much the frames change (mean squared
+ * teacher on the same prompts and seeds. Beside them: how far the direction rate (one of the
+ * motion rates, the one a student loses first) falls, how much the frames change (mean squared
  * difference from the teacher's frames over their mean square: it ranks units even where the
  * scores cannot tell them apart), the unit's share of the UNet's parameters and of a UNet step's
  * matrix-product FLOPs, and its share of a denoiser step's latency (one minus the time of a step
@@ -29,8 +30,9 @@ typedef struct {
 
 typedef struct {
     char name[16];
-    double content, motion;           /* scores of the teacher without this block */
-    double content_drop, motion_drop; /* the teacher's scores minus these */
+    double content, motion, direction;               /* the teacher without this block: scores and
+                                                        the direction rate (0 where none was judged) */
+    double content_drop, motion_drop, direction_drop; /* the teacher's minus these */
     double output_change;             /* mean squared frame difference over the teacher's mean square */
     double param_share;               /* the block's parameters over the UNet's */
     double flop_share;                /* its matrix-product FLOPs over a UNet step's (counted) */
@@ -40,6 +42,8 @@ typedef struct {
 typedef struct {
     int prompts, steps, levels; /* levels: the UNet's */
     double content, motion;     /* the intact teacher */
+    double direction;           /* its direction rate */
+    int has_direction;          /* 0 for a report from before the direction rate was recorded */
     double video_ms;        /* the teacher's fastest video: denoising steps and decode */
     int count;
     vd_block_importance blocks[VD_ANALYSIS_MAX_BLOCKS]; /* the blocks in the UNet's execution order,

@@ -616,13 +616,15 @@ static int cmd_analyze(int argc, char **argv)
         free(a);
         return 1;
     }
-    printf("teacher: content %.4f, motion %.4f, %.1f ms per video\n", a->content, a->motion, a->video_ms);
-    printf("| block | content drop | motion drop | output change | parameters | FLOPs | latency |\n"
-           "|---|---|---|---|---|---|---|\n");
+    printf("teacher: content %.4f, motion %.4f, direction %.4f, %.1f ms per video\n", a->content, a->motion,
+           a->direction, a->video_ms);
+    printf("| block | content drop | motion drop | direction drop | output change | parameters | FLOPs | latency |\n"
+           "|---|---|---|---|---|---|---|---|\n");
     for (int b = 0; b < a->count; b++) {
         const vd_block_importance *bi = &a->blocks[b];
-        printf("| %s | %.4f | %.4f | %.4f | %.1f%% | %.1f%% | %.1f%% |\n", bi->name, bi->content_drop, bi->motion_drop,
-               bi->output_change, 100 * bi->param_share, 100 * bi->flop_share, 100 * bi->latency_share);
+        printf("| %s | %.4f | %.4f | %.4f | %.4f | %.1f%% | %.1f%% | %.1f%% |\n", bi->name, bi->content_drop,
+               bi->motion_drop, bi->direction_drop, bi->output_change, 100 * bi->param_share, 100 * bi->flop_share,
+               100 * bi->latency_share);
     }
     char *json = vd_analysis_json(a);
     FILE *f = fopen(out, "w");

@@ -176,14 +176,16 @@ async function showAnalysis(id) {
   await loadAnalyses();
 }
 
-/* Two bands per block: above, the content and motion drop when the block is removed (a shared
- * axis through zero); below, the block's share of the parameters and of a video's latency. */
+/* Two bands per block: above, the content and motion drop when the block is removed, and the
+ * direction rate's drop where the report has it (a shared axis through zero); below, the block's
+ * share of the parameters and of a denoiser step's latency. */
 function analysisChart(blocks) {
   const width = 900, left = 48, right = 12, top = 28, dropHeight = 180, gap = 40, shareHeight = 110;
   const bottom = 56, height = top + dropHeight + gap + shareHeight + bottom;
   const slot = (width - left - right) / Math.max(blocks.length, 1);
   const bar = Math.max(2, slot / 5);
-  const drops = blocks.flatMap((b) => [b.content_drop, b.motion_drop]);
+  const withDirection = blocks.every((b) => typeof b.direction_drop === 'number');
+  const drops = blocks.flatMap((b) => [b.content_drop, b.motion_drop, withDirection ? b.direction_drop : 0]);
   const high = Math.max(0.01, ...drops), low = Math.min(0, ...drops);
   const dropY = (v) => top + (high - v) / (high - low) * dropHeight;
   const shareTop = top + dropHeight + gap;
@@ -191,7 +193,7 @@ function analysisChart(blocks) {
   const shareMax = Math.max(0.05, ...shares);
   const shareY = (v) => shareTop + shareHeight - Math.max(0, v) / shareMax * shareHeight;
   const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img',
-    'aria-label': 'Content and motion drop, parameter and latency share of each block' });
+    'aria-label': 'Content, motion and direction drop, parameter and latency share of each block' });
 
   const axis = (y, label) => {
     chart.append(svg('line', { x1: left, x2: width - right, y1: y, y2: y, class: 'axis' }));
@@ -204,7 +206,7 @@ function analysisChart(blocks) {
   axis(shareY(0), '0%');
   chart.append(svg('text', { x: left - 4, y: shareY(shareMax) + 4, 'text-anchor': 'end' },
     `${Math.round(shareMax * 100)}%`));
-  chart.append(svg('text', { x: left, y: shareTop - 8 }, 'share of the parameters and of a video\'s time'));
+  chart.append(svg('text', { x: left, y: shareTop - 8 }, 'share of the parameters and of a step\'s time'));
 
   const barAt = (x, value, y0, yOf, cls, title) => {
     const y = yOf(value);
@@ -216,6 +218,10 @@ function analysisChart(blocks) {
     const x = left + i * slot + slot / 2;
     barAt(x - bar, b.content_drop, dropY(0), dropY, 'series-content', `${b.block}: content drop ${b.content_drop.toFixed(4)}`);
     barAt(x, b.motion_drop, dropY(0), dropY, 'series-motion', `${b.block}: motion drop ${b.motion_drop.toFixed(4)}`);
+    if (withDirection) {
+      barAt(x + bar, b.direction_drop, dropY(0), dropY, 'series-direction',
+        `${b.block}: direction drop ${b.direction_drop.toFixed(4)}`);
+    }
     barAt(x - bar, b.param_share, shareY(0), shareY, 'series-params',
       `${b.block}: ${(b.param_share * 100).toFixed(1)}% of the parameters`);
     barAt(x, Math.max(0, b.latency_share), shareY(0), shareY, 'series-latency',
@@ -224,6 +230,7 @@ function analysisChart(blocks) {
     chart.append(svg('text', { x, y: labelY, 'text-anchor': 'end', transform: `rotate(-40 ${x} ${labelY})` }, b.block));
   });
   const legend = [['series-content', 'content drop'], ['series-motion', 'motion drop'],
+    ...(withDirection ? [['series-direction', 'direction drop']] : []),
     ['series-params', 'parameter share'], ['series-latency', 'latency share']];
   legend.forEach(([cls, label], i) => {
     const x = width - right - (legend.length - i) * 130;

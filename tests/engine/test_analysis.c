@@ -89,7 +89,8 @@ static void test_identity_block_ranks_last(void **state)
     }
     assert_non_null(mid);
     assert_true(mid->output_change == 0.0);
-    assert_true(mid->content_drop == 0.0 && mid->motion_drop == 0.0);
+    assert_true(mid->content_drop == 0.0 && mid->motion_drop == 0.0 && mid->direction_drop == 0.0);
+    assert_true(a->has_direction && a->direction >= 0 && a->direction <= 1);
     assert_true(least_other > 1e-6);
 
     char *text = vd_analysis_json(a);
@@ -106,10 +107,33 @@ static void test_identity_block_ranks_last(void **state)
     assert_int_equal(vd_analysis_from_json(text, back, err, sizeof err), 0);
     assert_int_equal(back->count, a->count);
     assert_int_equal(back->levels, 2);
+    assert_true(back->has_direction && fabs(back->direction - a->direction) < 1e-12);
     for (int b = 0; b < a->count; b++) {
         assert_string_equal(back->blocks[b].name, a->blocks[b].name);
         assert_true(fabs(back->blocks[b].param_share - a->blocks[b].param_share) < 1e-12);
+        assert_true(fabs(back->blocks[b].direction_drop - a->blocks[b].direction_drop) < 1e-12);
     }
+    /* a report from before the direction rate was recorded still reads, without it; one that
+     * has it for the teacher must have it in every row */
+    root = json_loads(text, 0, &jerr);
+    json_object_del(json_object_get(root, "teacher"), "direction");
+    for (size_t b = 0; b < json_array_size(json_object_get(root, "blocks")); b++) {
+        json_t *row = json_array_get(json_object_get(root, "blocks"), b);
+        json_object_del(row, "direction"), json_object_del(row, "direction_drop");
+    }
+    char *old = json_dumps(root, 0);
+    assert_int_equal(vd_analysis_from_json(old, back, err, sizeof err), 0);
+    assert_int_equal(back->has_direction, 0);
+    char *again = vd_analysis_json(back);
+    assert_null(strstr(again, "direction"));
+    free(again);
+    free(old);
+    json_object_set_new(json_object_get(root, "teacher"), "direction", json_real(0.5));
+    old = json_dumps(root, 0);
+    assert_int_equal(vd_analysis_from_json(old, back, err, sizeof err), -1);
+    assert_non_null(strstr(err, "incomplete"));
+    free(old);
+    json_decref(root);
     assert_int_equal(vd_analysis_from_json("{\"blocks\": []}", back, err, sizeof err), -1);
     free(back);
     free(text);

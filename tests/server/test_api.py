@@ -818,7 +818,7 @@ def test_analysis_runs_to_done_with_one_row_per_block(admin, analysis):
     names = [row["block"] for row in report["blocks"]]
     assert len(names) == len(set(names)) and SMALL_RESBLOCKS <= set(names), names
     for row in report["blocks"]:
-        for column in ("content_drop", "motion_drop", "param_share", "flop_share", "latency_share"):
+        for column in ("content_drop", "motion_drop", "direction_drop", "param_share", "flop_share", "latency_share"):
             assert isinstance(row[column], (int, float)), (row["block"], column)
         assert 0 < row["param_share"] < 1
     assert report["prompts"] == 1 and report["steps"] == 2 and "observation" in report

@@ -426,7 +426,7 @@ browserTest('the admin page charts an analysis, draws distillation curves and ac
   await page.waitForSelector('#analysis-figure:not([hidden]) svg', { timeout: 15_000 });
   const [analysis] = (await adminApi('/admin/v1/analyses')).data;
   const { report } = await adminApi(`/admin/v1/analyses/${analysis.id}`);
-  for (const series of ['content', 'motion', 'params', 'latency']) {
+  for (const series of ['content', 'motion', 'direction', 'params', 'latency']) {
     assert.equal(await page.locator(`#analysis-chart rect.series-${series}`).count(), report.blocks.length + 1,
       `one ${series} bar per block, and the legend's`);
   }
