@@ -2,8 +2,8 @@
 # vdmini-ablation.sh: VDMini's experiment end to end on one machine (the GPU when there is one):
 # analyse the teacher's blocks, plan students at one budget by the paper's rule (shallow), by its
 # mirror (deep) and at random, prune, distil each from the teacher with the
-# recipe models/recipes/vdmini.json, distil the shallow student also with the task loss alone,
-# with ICD alone and with MCA alone, evaluate the teacher and every student on held-out prompts,
+# recipe models/recipes/vdmini.json, distil one of them (LOSS_RULE) also with the task loss
+# alone, with ICD alone and with MCA alone, evaluate the teacher and every student on held-out prompts,
 # and time the ICMD student of each rule against the teacher.
 #
 #   tools/vdmini-ablation.sh [--time-limit SECONDS] [--quick] TEACHER AE OUTDIR
@@ -14,7 +14,9 @@
 # its newest checkpoint). With --time-limit it stops after about that many seconds, after a
 # checkpoint, and exits 3. --quick shrinks everything (2 steps, 1 prompt) to check the pipeline.
 # Settings: TARGET (the plans' budget as vdmini plan's option, "--flops 0.375": the share of a
-# step's FLOPs to remove for a 1.6x faster step; "--params 0.3" budgets parameters), PROMPTS
+# step's FLOPs to remove for a 1.6x faster step; "--params 0.3" budgets parameters, "--latency
+# 0.375" the analysis's measured step time), LOSS_RULE (the rule whose student gets the loss
+# ablation: deep, the one that stays usable in docs/vdmini.md; or shallow, random), PROMPTS
 # (analysis, 8), EVAL_PROMPTS (200), EVAL_SEED (1000). The program is $VDMINI, else vdmini-core,
 # else vdmini; bench_models is $BENCH_MODELS, else on PATH, else the source tree's.
 set -eu
@@ -31,7 +33,11 @@ done
 teacher=$(realpath "$1") ae=$(realpath "$2") out=$3
 vdmini=${VDMINI:-$(command -v vdmini-core || command -v vdmini || echo "$here/vdmini")}
 bench_models=${BENCH_MODELS:-$(command -v bench_models || echo "$here/bench/bench_models")}
-target=${TARGET:---flops 0.375} prompts=${PROMPTS:-8} eval_prompts=${EVAL_PROMPTS:-200} eval_seed=${EVAL_SEED:-1000}
+target=${TARGET:---flops 0.375} loss_rule=${LOSS_RULE:-deep} prompts=${PROMPTS:-8} eval_prompts=${EVAL_PROMPTS:-200} eval_seed=${EVAL_SEED:-1000}
+case $loss_rule in
+shallow | deep | random) ;;
+*) echo "vdmini-ablation.sh: LOSS_RULE must be shallow, deep or random" >&2; exit 2 ;;
+esac
 steps=25 gpu="--device auto --bf16" bench="--batch 2 --batch 16 --iters 5 --videos 2"
 if [ $quick -eq 1 ]; then prompts=1 eval_prompts=1 steps=2 bench="--batch 2 --iters 1 --videos 0"; fi
 mkdir -p "$out"
@@ -71,8 +77,9 @@ distil() {
     [ -f "$dir/student-ema.safetensors" ] || return 3
 }
 status=0
-for run in "shallow icmd 0.1 1" "shallow task 0 0" "shallow icd 0.1 0" "shallow mca 0 1" "deep icmd 0.1 1" \
-    "random icmd 0.1 1"; do
+runs="shallow-icmd deep-icmd random-icmd $loss_rule-task $loss_rule-icd $loss_rule-mca"
+for run in "shallow icmd 0.1 1" "deep icmd 0.1 1" "random icmd 0.1 1" "$loss_rule task 0 0" "$loss_rule icd 0.1 0" \
+    "$loss_rule mca 0 1"; do
     # shellcheck disable=SC2086
     [ $status -eq 0 ] && { distil $run || status=$?; }
 done
@@ -87,7 +94,7 @@ evaluate() { # NAME MODEL
         --steps "$steps" $gpu --json "eval-$1.json"
 }
 evaluate teacher "$teacher"
-for dir in shallow-icmd shallow-task shallow-icd shallow-mca deep-icmd random-icmd; do
+for dir in $runs; do
     evaluate "$dir" "$dir/student-ema.safetensors"
 done
 device=cpu
