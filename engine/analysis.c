@@ -341,7 +341,10 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
     return rc;
 }
 
-static double importance(const vd_block_importance *b) { return b->content_drop + b->motion_drop; }
+/* How much a row matters to a plan: its content and motion drops, and its direction drop again on
+ * top of the motion score that already counts it (0 in reports without it): in docs/vdmini.md
+ * the heading is what a pruned student loses first. */
+static double importance(const vd_block_importance *b) { return b->content_drop + b->motion_drop + b->direction_drop; }
 
 static double plan_share(const vd_block_importance *b, vd_plan_measure measure)
 {

@@ -71,7 +71,8 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
  * compares them). A temporal unit temporal.l belongs to level l, like that level's blocks (mid
  * belongs to the deepest level):
  *   SHALLOW, the paper's rule: never the deepest level's blocks nor its temporal unit (motion);
- *     mid first when its importance (content drop + motion drop) is at most the median row's;
+ *     mid first when its importance (content drop + motion drop + direction drop; see analysis.c)
+ *     is at most the median row's;
  *     then level 0, level 1, ... up to the one before the deepest, each level's blocks and
  *     temporal unit together, least important first (ties: least output change first);
  *   DEEP: the mirror, the deepest level and mid first, then shallower levels, least important

@@ -179,6 +179,9 @@ static void test_plan_rules(void **state)
     /* mid (below the median) first, then level 0 least important first, then level 1; never level 2 */
     expect_plan(&a, VD_PLAN_SHALLOW, 0.55, 0, "mid down.0.1 up.0.0 down.0.0 up.0.1 up.1.0");
     expect_plan(&a, VD_PLAN_DEEP, 0.35, 0, "mid up.2.0 down.2.0 up.1.0");
+    a.blocks[5].direction_drop = 0.1; /* up.2.0 loses the heading: down.2.0 goes first now */
+    expect_plan(&a, VD_PLAN_DEEP, 0.35, 0, "mid down.2.0 up.2.0 up.1.0");
+    a.blocks[5].direction_drop = 0;
     a.blocks[4].content_drop = a.blocks[4].motion_drop = 0.5; /* mid now matters most: shallow keeps it */
     expect_plan(&a, VD_PLAN_SHALLOW, 0.15, 0, "down.0.1 up.0.0");
     char names[VD_ANALYSIS_MAX_BLOCKS][16], again[VD_ANALYSIS_MAX_BLOCKS][16], err[256];
