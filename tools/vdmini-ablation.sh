@@ -76,10 +76,10 @@ distil() {
     "$vdmini" "$@" || return $?
     [ -f "$dir/student-ema.safetensors" ] || return 3
 }
-status=0
-runs="shallow-icmd deep-icmd random-icmd $loss_rule-task $loss_rule-icd $loss_rule-mca"
+status=0 runs= # runs: the run directories, RULE-LOSS, in order
 for run in "shallow icmd 0.1 1" "deep icmd 0.1 1" "random icmd 0.1 1" "$loss_rule task 0 0" "$loss_rule icd 0.1 0" \
     "$loss_rule mca 0 1"; do
+    runs="$runs $(echo "$run" | cut -d' ' -f1)-$(echo "$run" | cut -d' ' -f2)"
     # shellcheck disable=SC2086
     [ $status -eq 0 ] && { distil $run || status=$?; }
 done
