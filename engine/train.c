@@ -67,6 +67,23 @@ static int get_float(json_t *v, const char *key, double lo, double hi, float *ou
     return 0;
 }
 
+/* A non-empty JSON array of distinct UNet level numbers, as a mask (bit l: level l). */
+static int get_levels(json_t *v, const char *key, unsigned *mask, char *err, size_t errlen)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return vd_fail(err, errlen, "training config %s: must be a non-empty list of UNet levels", key);
+    *mask = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach(v, i, item) {
+        long long level;
+        if (get_int(item, key, 0, VD_MAX_LEVELS - 1, &level, err, errlen)) return -1;
+        if (*mask & (1u << level)) return vd_fail(err, errlen, "training config %s: level %lld given twice", key, level);
+        *mask |= 1u << level;
+    }
+    return 0;
+}
+
 static int get_string(json_t *v, const char *key, char *out, size_t len, char *err, size_t errlen)
 {
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= len)
@@ -155,6 +172,8 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
             else
                 c->pooled_text = 1;
         }
+        else if (strcmp(key, "add_attention") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_levels(v, key, &c->add_attention, err, errlen);
         else if (strcmp(key, "ae") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->ae_path, sizeof c->ae_path, err, errlen);
         else if (strcmp(key, "ae") == 0) rc = parse_inline_ae(v, &c->ae, err, errlen), c->has_ae = 1;
@@ -332,6 +351,26 @@ static int keep_trained_parts(vd_model_config *mc, vd_model_config *full, vd_tra
     return rc;
 }
 
+/* Whether parameter name belongs to the attention block of a UNet stage at a level of mask. */
+static int in_added_attention(const vd_unet_config *u, unsigned mask, const char *name)
+{
+    vd_unet_stage st[VD_UNET_MAX_STAGES];
+    char err[128], prefix[64];
+    int n = vd_unet_plan(u, st, err, sizeof err);
+    for (int i = 0; i < n; i++) {
+        if (!st[i].attn || !(mask & (1u << st[i].level))) continue;
+        snprintf(prefix, sizeof prefix, "unet.%s.attn.", st[i].name);
+        if (strncmp(name, prefix, strlen(prefix)) == 0) return 1;
+    }
+    return 0;
+}
+
+static int ends_with(const char *s, const char *tail)
+{
+    size_t a = strlen(s), b = strlen(tail);
+    return a >= b && strcmp(s + a - b, tail) == 0;
+}
+
 /* The trained model of the config's init (preset or file) or inline config, built and filled. */
 static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t errlen)
 {
@@ -358,6 +397,17 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
     /* the pooled text added here starts at zero; a file that has it keeps its weights */
     int add_pool = rc == 0 && c->pooled_text && !mc.unet.pooled_text;
     if (add_pool) mc.unet.pooled_text = 1;
+    /* attention added here keeps its random weights but outputs zero; a level that has it keeps
+     * the file's weights */
+    unsigned add_attn = 0;
+    for (int l = 0; rc == 0 && l < VD_MAX_LEVELS; l++) {
+        if (!(c->add_attention & (1u << l))) continue;
+        if (l >= mc.unet.levels)
+            rc = vd_fail(err, errlen, "training config add_attention: level %d, but init's UNet has %d levels", l,
+                         mc.unet.levels);
+        else if (!mc.unet.attention[l])
+            mc.unet.attention[l] = 1, add_attn |= 1u << l;
+    }
     if (rc == 0) rc = vd_model_build(m, &mc, err, errlen);
     vd_config_free(&mc);
     if (rc == 0) {
@@ -366,6 +416,11 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
             const vd_param *p = &m->params[i];
             if (add_pool && strncmp(p->name, "unet.text_pool.", 15) == 0) { /* not in the file: zero */
                 memset(m->host + p->offset, 0, p->numel * sizeof(float));
+                continue;
+            }
+            if (add_attn && in_added_attention(&m->cfg.unet, add_attn, p->name)) { /* not in the file */
+                if (ends_with(p->name, ".proj_out.weight") || ends_with(p->name, ".proj_out.bias"))
+                    memset(m->host + p->offset, 0, p->numel * sizeof(float));
                 continue;
             }
             const vd_st_tensor *t = vd_st_find(&f, p->name);

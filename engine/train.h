@@ -72,6 +72,10 @@ typedef struct {
     /* denoiser: "pooled_text": true gives init's UNet the pooled text (config.h) when it has none,
      * with zero weights, so that the run starts from what init computed */
     int pooled_text;
+    /* denoiser: "add_attention": [levels] gives those levels of init's UNet the attention block
+     * (config.h) they lack, random inside and a zero output projection, so that the run starts
+     * from what init computed; bit l of the mask is level l */
+    unsigned add_attention;
     /* denoiser: the share of clips trained with the empty prompt (for guidance) and with the
      * first frame's latent as the condition (image-to-video) */
     float empty_prompt_rate, first_frame_rate;

@@ -319,6 +319,75 @@ static void test_pooled_text_added(void **state)
     assert_non_null(strstr(err, "pooled_text"));
 }
 
+/* "add_attention": [0, 1] on a model with attention at level 1 only: level 0's blocks gain an
+ * attention block whose output projection is zero, level 1 keeps the file's, so after a step at
+ * learning rate 0 the export predicts exactly what the original model did. Bad lists and a level
+ * the model lacks are refused. */
+static void test_attention_added(void **state)
+{
+    (void)state;
+    char err[256], plain[1100], json[4096], out[1300];
+    vd_model_config mc;
+    assert_int_equal(small_model_config(&mc), 0);
+    assert_false(mc.unet.attention[0]);
+    assert_true(mc.unet.attention[1]);
+    vd_model m;
+    assert_int_equal(vd_model_build(&m, &mc, err, sizeof err), 0);
+    vd_model_init_random(&m, 12);
+    snprintf(plain, sizeof plain, "%s/no-attn0.safetensors", work_dir);
+    assert_int_equal(vd_model_save(&m, plain, VD_ST_F32, err, sizeof err), 0);
+    vd_config_free(&mc);
+
+    snprintf(json, sizeof json,
+             "{\"steps\": 1, \"batch\": 4, \"lr\": 0, \"min_lr\": 0, \"warmup_steps\": 0, \"ema_decay\": 0,"
+             " \"loader_threads\": 1, \"out_dir\": \"%s/attn0\", \"ae\": \"%s\", \"init\": \"%s\","
+             " \"add_attention\": [0, 1]}",
+             work_dir, plain, plain);
+    vd_train_config c;
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
+    assert_int_equal(c.add_attention, 3u);
+    one_step_exported(&c, "attn0", out, sizeof out);
+
+    vd_model grown;
+    assert_int_equal(vd_model_load(&grown, out, err, sizeof err), 0);
+    assert_true(grown.cfg.unet.attention[0] && grown.cfg.unet.attention[1]);
+    const vd_param *po = vd_model_param(&grown, "unet.down.0.0.attn.proj_out.weight");
+    const vd_param *q = vd_model_param(&grown, "unet.down.0.0.attn.attn1.to_q.weight");
+    assert_non_null(po);
+    assert_non_null(q);
+    for (size_t i = 0; i < po->numel; i++) assert_true(grown.host[po->offset + i] == 0.0f);
+    float q_abs = 0;
+    for (size_t i = 0; i < q->numel; i++) q_abs += fabsf(grown.host[q->offset + i]);
+    assert_true(q_abs > 0); /* random inside, so that training can move it */
+    const vd_param *kept = vd_model_param(&grown, "unet.down.1.0.attn.proj_out.weight");
+    const vd_param *orig = vd_model_param(&m, "unet.down.1.0.attn.proj_out.weight");
+    assert_non_null(kept);
+    assert_non_null(orig);
+    assert_memory_equal(grown.host + kept->offset, m.host + orig->offset, kept->numel * sizeof(float));
+    vd_model_free(&grown);
+    vd_model_free(&m);
+    size_t n_plain, n_grown;
+    float *a = predict(plain, &n_plain), *b = predict(out, &n_grown);
+    assert_int_equal(n_plain, n_grown);
+    assert_memory_equal(a, b, n_plain * sizeof(float));
+    free(a), free(b);
+
+    c.add_attention = 1u << 2; /* the small model has two levels */
+    snprintf(c.out_dir, sizeof c.out_dir, "%s/attn2", work_dir);
+    assert_null(vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err));
+    assert_non_null(strstr(err, "add_attention"));
+    const char *bad[] = {"[]", "[0, 0]", "[8]", "[-1]", "\"0\"", "[0.5]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        vd_train_config_defaults(&c);
+        c.target = VD_TRAIN_DENOISER;
+        snprintf(json, sizeof json, "{\"out_dir\": \"x\", \"add_attention\": %s}", bad[i]);
+        assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), -1);
+        assert_non_null(strstr(err, "add_attention"));
+    }
+}
+
 /* The schedule's table: the presets' zero terminal SNR ends in pure noise, the shift lowers every
  * SNR, and abar falls step by step in all cases. */
 static void test_noise_schedule(void **state)
@@ -483,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_schedule_override),
         cmocka_unit_test(test_noise_schedule),
         cmocka_unit_test(test_pooled_text_added),
+        cmocka_unit_test(test_attention_added),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
