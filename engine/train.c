@@ -351,24 +351,29 @@ static int keep_trained_parts(vd_model_config *mc, vd_model_config *full, vd_tra
     return rc;
 }
 
-/* Whether parameter name belongs to the attention block of a UNet stage at a level of mask. */
-static int in_added_attention(const vd_unet_config *u, unsigned mask, const char *name)
+/* The name prefixes ("unet.down.0.0.attn.") of the attention blocks at the levels of mask, into
+ * prefix (VD_UNET_MAX_STAGES entries); returns how many. */
+static int attention_prefixes(const vd_unet_config *u, unsigned mask, char (*prefix)[32])
 {
     vd_unet_stage st[VD_UNET_MAX_STAGES];
-    char err[128], prefix[64];
-    int n = vd_unet_plan(u, st, err, sizeof err);
-    for (int i = 0; i < n; i++) {
-        if (!st[i].attn || !(mask & (1u << st[i].level))) continue;
-        snprintf(prefix, sizeof prefix, "unet.%s.attn.", st[i].name);
-        if (strncmp(name, prefix, strlen(prefix)) == 0) return 1;
-    }
-    return 0;
+    char err[128];
+    int n = vd_unet_plan(u, st, err, sizeof err), count = 0;
+    for (int i = 0; i < n; i++)
+        if (st[i].attn && (mask & (1u << st[i].level))) snprintf(prefix[count++], 32, "unet.%s.attn.", st[i].name);
+    return count;
 }
 
-static int ends_with(const char *s, const char *tail)
+/* How a parameter of a part this run adds to init's UNet starts: -1 when it is no such part (it
+ * comes from the file), 0 at its random value, 1 at zero. Added parts start adding nothing: the
+ * pooled text at zero throughout, an attention block by its zero output projection. */
+static int added_part_start(const char *name, int add_pool, char (*attn_prefix)[32], int attn_count)
 {
-    size_t a = strlen(s), b = strlen(tail);
-    return a >= b && strcmp(s + a - b, tail) == 0;
+    if (add_pool && strncmp(name, "unet.text_pool.", 15) == 0) return 1;
+    for (int k = 0; k < attn_count; k++) {
+        size_t len = strlen(attn_prefix[k]);
+        if (strncmp(name, attn_prefix[k], len) == 0) return strncmp(name + len, "proj_out.", 9) == 0;
+    }
+    return -1;
 }
 
 /* The trained model of the config's init (preset or file) or inline config, built and filled. */
@@ -412,21 +417,18 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
     vd_config_free(&mc);
     if (rc == 0) {
         vd_model_init_random(m, c->seed);
+        char (*attn_prefix)[32] = vd_malloc(VD_UNET_MAX_STAGES * sizeof *attn_prefix);
+        int attn_count = add_attn ? attention_prefixes(&m->cfg.unet, add_attn, attn_prefix) : 0;
         for (int i = 0; from_file && i < m->nparams && rc == 0; i++) {
             const vd_param *p = &m->params[i];
-            if (add_pool && strncmp(p->name, "unet.text_pool.", 15) == 0) { /* not in the file: zero */
-                memset(m->host + p->offset, 0, p->numel * sizeof(float));
-                continue;
-            }
-            if (add_attn && in_added_attention(&m->cfg.unet, add_attn, p->name)) { /* not in the file */
-                if (ends_with(p->name, ".proj_out.weight") || ends_with(p->name, ".proj_out.bias"))
-                    memset(m->host + p->offset, 0, p->numel * sizeof(float));
-                continue;
-            }
+            int start = added_part_start(p->name, add_pool, attn_prefix, attn_count);
+            if (start == 1) memset(m->host + p->offset, 0, p->numel * sizeof(float));
+            if (start >= 0) continue; /* not in the file */
             const vd_st_tensor *t = vd_st_find(&f, p->name);
             if (!t || (size_t)vd_st_numel(t) != p->numel || vd_st_to_f32(t, m->host + p->offset))
                 rc = vd_fail(err, errlen, "init %s: tensor %s missing or of the wrong shape", c->init, p->name);
         }
+        free(attn_prefix);
     }
     if (from_file) vd_st_free(&f);
     return rc;

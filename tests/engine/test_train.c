@@ -272,33 +272,58 @@ static float *predict(const char *path, size_t *n)
     return out;
 }
 
-/* "pooled_text": true on a model without it: the run's UNet gains unet.text_pool at zero, so
- * after a step at learning rate 0 (and an EMA that is the weights) its export predicts exactly what the original model did. */
-static void test_pooled_text_added(void **state)
+/* Saves small_model.h's model, changed by mc's caller and randomly initialised from seed, as
+ * work_dir/NAME.safetensors into path; frees mc. */
+static void save_small_model(vd_model_config *mc, uint64_t seed, const char *name, char *path, size_t len)
 {
-    (void)state;
-    char err[256], plain[1100], json[4096], out[1300];
-    vd_model_config mc;
-    assert_int_equal(small_model_config(&mc), 0);
-    mc.unet.pooled_text = 0;
+    char err[256];
     vd_model m;
-    assert_int_equal(vd_model_build(&m, &mc, err, sizeof err), 0);
-    vd_model_init_random(&m, 11);
-    snprintf(plain, sizeof plain, "%s/no-pool.safetensors", work_dir);
-    assert_int_equal(vd_model_save(&m, plain, VD_ST_F32, err, sizeof err), 0);
+    assert_int_equal(vd_model_build(&m, mc, err, sizeof err), 0);
+    vd_model_init_random(&m, seed);
+    snprintf(path, len, "%s/%s.safetensors", work_dir, name);
+    assert_int_equal(vd_model_save(&m, path, VD_ST_F32, err, sizeof err), 0);
     vd_model_free(&m);
-    vd_config_free(&mc);
+    vd_config_free(mc);
+}
 
+/* One step at learning rate 0 (and an EMA that is the weights) from model file init with the
+ * extra config field growth (e.g. "\"pooled_text\": true"), into work_dir/NAME; the export's
+ * path into out. */
+static void grow_one_step(const char *init, const char *growth, const char *name, char *out, size_t outlen)
+{
+    char err[256], json[4096];
     snprintf(json, sizeof json,
              "{\"steps\": 1, \"batch\": 4, \"lr\": 0, \"min_lr\": 0, \"warmup_steps\": 0, \"ema_decay\": 0,"
-             " \"loader_threads\": 1, \"out_dir\": \"%s/pooled\", \"ae\": \"%s\", \"init\": \"%s\","
-             " \"pooled_text\": true}",
-             work_dir, plain, plain);
+             " \"loader_threads\": 1, \"out_dir\": \"%s/%s\", \"ae\": \"%s\", \"init\": \"%s\", %s}",
+             work_dir, name, init, init, growth);
     vd_train_config c;
     vd_train_config_defaults(&c);
     c.target = VD_TRAIN_DENOISER;
     assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
-    one_step_exported(&c, "pooled", out, sizeof out);
+    one_step_exported(&c, name, out, outlen);
+}
+
+/* The two model files predict exactly the same. */
+static void assert_same_prediction(const char *a_path, const char *b_path)
+{
+    size_t n_a, n_b;
+    float *a = predict(a_path, &n_a), *b = predict(b_path, &n_b);
+    assert_int_equal(n_a, n_b);
+    assert_memory_equal(a, b, n_a * sizeof(float));
+    free(a), free(b);
+}
+
+/* "pooled_text": true on a model without it: the run's UNet gains unet.text_pool at zero, so
+ * after a step at learning rate 0 its export predicts exactly what the original model did. */
+static void test_pooled_text_added(void **state)
+{
+    (void)state;
+    char err[256], plain[1100], out[1300];
+    vd_model_config mc;
+    assert_int_equal(small_model_config(&mc), 0);
+    mc.unet.pooled_text = 0;
+    save_small_model(&mc, 11, "no-pool", plain, sizeof plain);
+    grow_one_step(plain, "\"pooled_text\": true", "pooled", out, sizeof out);
 
     vd_model pooled;
     assert_int_equal(vd_model_load(&pooled, out, err, sizeof err), 0);
@@ -307,12 +332,9 @@ static void test_pooled_text_added(void **state)
     assert_non_null(w);
     for (size_t i = 0; i < w->numel; i++) assert_true(pooled.host[w->offset + i] == 0.0f);
     vd_model_free(&pooled);
-    size_t n_plain, n_pooled;
-    float *a = predict(plain, &n_plain), *b = predict(out, &n_pooled);
-    assert_int_equal(n_plain, n_pooled);
-    assert_memory_equal(a, b, n_plain * sizeof(float));
-    free(a), free(b);
+    assert_same_prediction(plain, out);
 
+    vd_train_config c;
     vd_train_config_defaults(&c);
     c.target = VD_TRAIN_DENOISER;
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"pooled_text\": false}", &c, err, sizeof err), -1);
@@ -331,27 +353,12 @@ static void test_attention_added(void **state)
     assert_int_equal(small_model_config(&mc), 0);
     assert_false(mc.unet.attention[0]);
     assert_true(mc.unet.attention[1]);
-    vd_model m;
-    assert_int_equal(vd_model_build(&m, &mc, err, sizeof err), 0);
-    vd_model_init_random(&m, 12);
-    snprintf(plain, sizeof plain, "%s/no-attn0.safetensors", work_dir);
-    assert_int_equal(vd_model_save(&m, plain, VD_ST_F32, err, sizeof err), 0);
-    vd_config_free(&mc);
+    save_small_model(&mc, 12, "no-attn0", plain, sizeof plain);
+    grow_one_step(plain, "\"add_attention\": [0, 1]", "attn0", out, sizeof out);
 
-    snprintf(json, sizeof json,
-             "{\"steps\": 1, \"batch\": 4, \"lr\": 0, \"min_lr\": 0, \"warmup_steps\": 0, \"ema_decay\": 0,"
-             " \"loader_threads\": 1, \"out_dir\": \"%s/attn0\", \"ae\": \"%s\", \"init\": \"%s\","
-             " \"add_attention\": [0, 1]}",
-             work_dir, plain, plain);
-    vd_train_config c;
-    vd_train_config_defaults(&c);
-    c.target = VD_TRAIN_DENOISER;
-    assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
-    assert_int_equal(c.add_attention, 3u);
-    one_step_exported(&c, "attn0", out, sizeof out);
-
-    vd_model grown;
+    vd_model grown, m;
     assert_int_equal(vd_model_load(&grown, out, err, sizeof err), 0);
+    assert_int_equal(vd_model_load(&m, plain, err, sizeof err), 0);
     assert_true(grown.cfg.unet.attention[0] && grown.cfg.unet.attention[1]);
     const vd_param *po = vd_model_param(&grown, "unet.down.0.0.attn.proj_out.weight");
     const vd_param *q = vd_model_param(&grown, "unet.down.0.0.attn.attn1.to_q.weight");
@@ -368,14 +375,14 @@ static void test_attention_added(void **state)
     assert_memory_equal(grown.host + kept->offset, m.host + orig->offset, kept->numel * sizeof(float));
     vd_model_free(&grown);
     vd_model_free(&m);
-    size_t n_plain, n_grown;
-    float *a = predict(plain, &n_plain), *b = predict(out, &n_grown);
-    assert_int_equal(n_plain, n_grown);
-    assert_memory_equal(a, b, n_plain * sizeof(float));
-    free(a), free(b);
+    assert_same_prediction(plain, out);
 
-    c.add_attention = 1u << 2; /* the small model has two levels */
-    snprintf(c.out_dir, sizeof c.out_dir, "%s/attn2", work_dir);
+    vd_train_config c;
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    snprintf(json, sizeof json, "{\"out_dir\": \"%s/attn2\", \"ae\": \"%s\", \"init\": \"%s\","
+             " \"add_attention\": [2]}", work_dir, plain, plain); /* the small model has two levels */
+    assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
     assert_null(vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err));
     assert_non_null(strstr(err, "add_attention"));
     const char *bad[] = {"[]", "[0, 0]", "[8]", "[-1]", "\"0\"", "[0.5]"};
