@@ -319,7 +319,19 @@ struct vd_train_run {
     vd_distill *distill; /* a distillation's teacher and discriminator, else NULL */
     float *renoise_t_host, *renoise_eps_host, *renoise_eps_dev; /* its re-noising draws */
     vd_train_stats terms; /* a distillation's loss terms, summed over the step's micro-batches */
+    /* data parallelism: this replica's number of `ranks`; the first replica holds the others */
+    int rank, ranks;
+    vd_train_run **peers; /* replicas 1 .. ranks - 1 (the first's only) */
+    struct grad_exchange *exchange; /* shared by the replicas */
 };
+
+/* The replicas' meeting point in a step: each downloads its gradient sum, the sums are added on
+ * the host (each replica adds one slice of the parameters), and each uploads the total. */
+typedef struct grad_exchange {
+    pthread_barrier_t barrier;
+    float **host;  /* per replica: its gradients over [begin, end); host[0] receives the total */
+    double *loss;  /* per replica: the summed loss of its micro-batches */
+} grad_exchange;
 
 
 static int check_side(const vd_train_config *c, const vd_ae_config *ae, int *side, char *err, size_t errlen)
@@ -620,11 +632,14 @@ static void alloc_denoiser_buffers(vd_train_run *r)
     r->ids_dev = be->alloc(be, L * sizeof(int32_t));
 }
 
-vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char *resume_dir, char *err, size_t errlen)
+/* Opens replica `rank` of `ranks` on be (the calling thread's current backend). */
+static vd_train_run *open_replica(const vd_train_config *c, vd_backend *be, int rank, int ranks,
+                                  const char *resume_dir, char *err, size_t errlen)
 {
     vd_train_run *r = vd_calloc(1, sizeof *r);
     r->cfg = *c;
     r->be = be;
+    r->rank = rank, r->ranks = ranks;
     int denoiser = c->target == VD_TRAIN_DENOISER;
     int rc = denoiser ? open_autoencoder(r, err, errlen) : 0;
     if (rc == 0 && resume_dir) {
@@ -665,8 +680,10 @@ vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char
     }
     static const char *const ae_part[] = {"ae."}, *const denoiser_parts[] = {"text.", "unet."};
     vd_param_range(&r->model, denoiser ? denoiser_parts : ae_part, denoiser ? 2 : 1, &r->begin, &r->end);
-    r->loader = vd_loader_new_from(c->seed, r->next_clip, r->side, r->side, c->batch, c->loader_threads,
-                                   2 * c->loader_threads + c->clips * c->grad_accum);
+    /* micro-batch k of a step runs on replica k % ranks */
+    r->loader = vd_loader_new_strided(c->seed, r->next_clip + (uint64_t)rank * c->clips, c->clips, ranks * c->clips,
+                                      r->side, r->side, c->batch, c->loader_threads,
+                                      2 * c->loader_threads + c->clips * c->grad_accum);
     r->frames = c->clips * c->batch;
     r->truth = vd_malloc((size_t)c->clips * sizeof *r->truth);
     size_t n = (size_t)r->frames * 3 * r->side * r->side;
@@ -676,9 +693,70 @@ vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char
     return r;
 }
 
+static void activate(vd_backend *be)
+{
+    if (be->activate) be->activate(be);
+}
+
+vd_train_run *vd_train_open_on(const vd_train_config *c, vd_backend *const *be, int count, const char *resume_dir,
+                               char *err, size_t errlen)
+{
+    if (count < 1 || count > VD_TRAIN_MAX_REPLICAS) {
+        vd_fail(err, errlen, "%d devices: a run is spread over 1 to %d", count, VD_TRAIN_MAX_REPLICAS);
+        return NULL;
+    }
+    if (c->grad_accum % count) {
+        vd_fail(err, errlen, "grad_accum %d: must be a multiple of the %d devices the run is spread over",
+                c->grad_accum, count);
+        return NULL;
+    }
+    if (count > 1 && c->teacher[0]) {
+        vd_fail(err, errlen, "a distillation runs on one device, not %d", count);
+        return NULL;
+    }
+    activate(be[0]);
+    vd_train_run *r = open_replica(c, be[0], 0, count, resume_dir, err, errlen);
+    if (!r || count == 1) return r;
+    r->peers = vd_calloc((size_t)count - 1, sizeof *r->peers);
+    for (int i = 1; i < count; i++) {
+        activate(be[i]);
+        r->peers[i - 1] = open_replica(c, be[i], i, count, resume_dir, err, errlen);
+        if (!r->peers[i - 1]) {
+            vd_train_close(r);
+            return NULL;
+        }
+    }
+    activate(be[0]);
+    grad_exchange *x = vd_calloc(1, sizeof *x);
+    pthread_barrier_init(&x->barrier, NULL, (unsigned)count);
+    x->host = vd_calloc((size_t)count, sizeof *x->host);
+    x->loss = vd_calloc((size_t)count, sizeof *x->loss);
+    for (int i = 0; i < count; i++) x->host[i] = vd_malloc((r->end - r->begin) * sizeof(float));
+    r->exchange = x;
+    for (int i = 1; i < count; i++) r->peers[i - 1]->exchange = x;
+    return r;
+}
+
+vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char *resume_dir, char *err, size_t errlen)
+{
+    return vd_train_open_on(c, &be, 1, resume_dir, err, errlen);
+}
+
 void vd_train_close(vd_train_run *r)
 {
     if (!r) return;
+    if (r->peers) {
+        for (int i = 1; i < r->ranks; i++)
+            if (r->peers[i - 1]) activate(r->peers[i - 1]->be), vd_train_close(r->peers[i - 1]);
+        free(r->peers);
+        activate(r->be);
+    }
+    if (r->exchange && r->rank == 0) {
+        grad_exchange *x = r->exchange;
+        pthread_barrier_destroy(&x->barrier);
+        for (int i = 0; i < r->ranks; i++) free(x->host[i]);
+        free(x->host), free(x->loss), free(x);
+    }
     vd_backend *be = r->be;
     vd_loader_free(r->loader);
     vd_distill_free(r->distill);
@@ -798,7 +876,28 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     return loss;
 }
 
-void vd_train_step(vd_train_run *r, vd_train_stats *st)
+/* Sums the replicas' gradients (and their losses, returned) so that each holds the total. */
+static double exchange_gradients(vd_train_run *r, double loss)
+{
+    grad_exchange *x = r->exchange;
+    size_t n = r->end - r->begin, lo = n * (size_t)r->rank / (size_t)r->ranks;
+    size_t hi = n * (size_t)(r->rank + 1) / (size_t)r->ranks;
+    r->be->download(r->be, x->host[r->rank], r->trainer.grads + r->begin, n * sizeof(float));
+    x->loss[r->rank] = loss;
+    pthread_barrier_wait(&x->barrier);
+    float *total = x->host[0];
+    for (int j = 1; j < r->ranks; j++)
+        for (size_t i = lo; i < hi; i++) total[i] += x->host[j][i];
+    pthread_barrier_wait(&x->barrier);
+    r->be->upload(r->be, r->trainer.grads + r->begin, total, n * sizeof(float));
+    double sum = 0;
+    for (int j = 0; j < r->ranks; j++) sum += x->loss[j];
+    return sum;
+}
+
+/* One replica's share of a step: its micro-batches, the exchange, and the same update on every
+ * replica (the same gradients give the same weights). */
+static void replica_step(vd_train_run *r, vd_train_stats *st)
 {
     const vd_train_config *c = &r->cfg;
     vd_backend *be = r->be;
@@ -809,21 +908,22 @@ void vd_train_step(vd_train_run *r, vd_train_stats *st)
     r->terms = (vd_train_stats){0};
     r->prep_s = 0;
     double loss = 0;
-    for (int k = 0; k < c->grad_accum; k++) {
+    for (int k = r->rank; k < c->grad_accum; k += r->ranks) {
         double wait_start = vd_now();
         for (int n = 0; n < c->clips; n++)
             vd_loader_next(r->loader, r->frames_host + (size_t)n * clip_floats, &r->truth[n]);
         data_s += vd_now() - wait_start;
         if (c->target == VD_TRAIN_DENOISER) {
-            loss += denoiser_micro_batch(r, r->next_clip);
+            loss += denoiser_micro_batch(r, r->next_clip + (uint64_t)k * c->clips);
         } else {
             double prep_start = vd_now();
             be->upload(be, r->frames_dev, r->frames_host, (size_t)c->clips * clip_floats * sizeof(float));
             r->prep_s += vd_now() - prep_start;
             loss += vd_ae_loss_and_grads(&r->trainer, r->frames_dev, r->frames, r->side, r->side);
         }
-        r->next_clip += (uint64_t)c->clips;
     }
+    r->next_clip += (uint64_t)c->grad_accum * c->clips;
+    if (r->ranks > 1) loss = exchange_gradients(r, loss);
     if (c->grad_accum > 1) /* the mean gradient over the micro-batches (elementwise, in place) */
         be->axpby(be, r->trainer.grads, 0.0f, r->trainer.grads, 1.0f / (float)c->grad_accum, m->total);
     float lr = vd_train_lr(c, r->trainer.step);
@@ -838,6 +938,38 @@ void vd_train_step(vd_train_run *r, vd_train_stats *st)
                            .disc = r->terms.disc * k, .data_ms = (float)(1e3 * data_s),
                            .prep_ms = (float)(1e3 * r->prep_s),
                            .update_ms = (float)(1e3 * (vd_now() - step_start - data_s - r->prep_s))};
+}
+
+typedef struct {
+    vd_train_run *r;
+    vd_train_stats st;
+} peer_job;
+
+static void *peer_step(void *arg)
+{
+    peer_job *job = arg;
+    activate(job->r->be);
+    replica_step(job->r, &job->st);
+    return NULL;
+}
+
+void vd_train_step(vd_train_run *r, vd_train_stats *st)
+{
+    if (!r->peers) {
+        replica_step(r, st);
+        return;
+    }
+    peer_job jobs[VD_TRAIN_MAX_REPLICAS];
+    pthread_t threads[VD_TRAIN_MAX_REPLICAS];
+    for (int i = 1; i < r->ranks; i++) {
+        jobs[i] = (peer_job){.r = r->peers[i - 1]};
+        if (pthread_create(&threads[i], NULL, peer_step, &jobs[i])) {
+            VD_LOG(VD_LOG_ERROR, "training: cannot start the thread of replica %d", i);
+            abort();
+        }
+    }
+    replica_step(r, st);
+    for (int i = 1; i < r->ranks; i++) pthread_join(threads[i], NULL);
 }
 
 void vd_train_weights(vd_train_run *r, int ema, float *host)
@@ -1112,8 +1244,14 @@ static int save_weights(vd_train_run *r, int ema, const char *name, char *err, s
 int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
              void *user, char *err, size_t errlen)
 {
+    return vd_train_on(c, &be, 1, resume_dir, progress, user, err, errlen);
+}
+
+int vd_train_on(const vd_train_config *c, vd_backend *const *be, int count, const char *resume_dir,
+                vd_train_progress_fn progress, void *user, char *err, size_t errlen)
+{
     if (make_dir(c->out_dir, err, errlen)) return -1;
-    vd_train_run *r = vd_train_open(c, be, resume_dir, err, errlen);
+    vd_train_run *r = vd_train_open_on(c, be, count, resume_dir, err, errlen);
     if (!r) return -1;
     char csv_path[VD_TRAIN_PATH_LEN + 16], svg_path[VD_TRAIN_PATH_LEN + 16];
     snprintf(csv_path, sizeof csv_path, "%s/train.csv", c->out_dir);

@@ -36,6 +36,7 @@
 #include "safetensors.h"
 
 #define VD_TRAIN_SHARD_BYTES (16u << 20)
+#define VD_TRAIN_MAX_REPLICAS 16
 #define VD_TRAIN_PATH_LEN 1024
 
 typedef enum { VD_TRAIN_AE, VD_TRAIN_DENOISER } vd_train_target;
@@ -119,6 +120,15 @@ typedef struct {
  * checkpoint's seed, batch, clips and image size. NULL with a message on failure. */
 vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char *resume_dir, char *err,
                             size_t errlen);
+/* Data parallelism: the same run spread over count backends (GPUs), one replica of the model,
+ * optimizer and loader on each. Micro-batch k of a step runs on backend k % count, so grad_accum
+ * must be a multiple of count; the replicas' gradient sums are added on the host and every
+ * replica takes the same optimizer step, so the weights stay equal. The run computes what it
+ * computes on one backend, but for the order of the gradients' sums. Calls into the run then come
+ * from the thread that opened it (the first backend is left current); the first replica answers
+ * for all (weights, checkpoints). A distillation runs on one backend. */
+vd_train_run *vd_train_open_on(const vd_train_config *c, vd_backend *const *be, int count, const char *resume_dir,
+                               char *err, size_t errlen);
 /* One optimizer step: grad_accum micro-batches, clipping, AdamW at the scheduled rate, EMA. */
 void vd_train_step(vd_train_run *r, vd_train_stats *st);
 int vd_train_done_steps(const vd_train_run *r);
@@ -143,6 +153,9 @@ typedef int (*vd_train_progress_fn)(void *user, const vd_train_stats *st, int to
  * (whose CSV adds the columns task,icd,mca,disc). Returns 0, or -1 with a message. */
 int vd_train(const vd_train_config *c, vd_backend *be, const char *resume_dir, vd_train_progress_fn progress,
              void *user, char *err, size_t errlen);
+/* The same, spread over count backends (vd_train_open_on). */
+int vd_train_on(const vd_train_config *c, vd_backend *const *be, int count, const char *resume_dir,
+                vd_train_progress_fn progress, void *user, char *err, size_t errlen);
 
 /* Writes the EMA of the weights in the checkpoint directory dir as a model file (the trained
  * parts only, in dtype): what a run that stopped early has learnt so far. Returns 0, or -1 with a

@@ -726,9 +726,10 @@ typedef struct {
 } loader_slot;
 
 struct vd_loader {
-    uint64_t seed;
+    uint64_t seed, first;
+    int group, stride;
     int width, height, frames, threads, depth, stopping;
-    uint64_t next_claim, next_deliver;
+    uint64_t next_claim, next_deliver; /* counts of clips handed out, not clip numbers */
     loader_slot *slots;
     pthread_t *workers;
     pthread_mutex_t lock;
@@ -750,7 +751,8 @@ static void *loader_worker(void *arg)
         slot->state = SLOT_BUSY;
         slot->index = index;
         pthread_mutex_unlock(&l->lock);
-        vd_world_sample(l->seed, index, l->width, l->height, l->frames, &slot->truth);
+        uint64_t clip = l->first + index / (uint64_t)l->group * (uint64_t)l->stride + index % (uint64_t)l->group;
+        vd_world_sample(l->seed, clip, l->width, l->height, l->frames, &slot->truth);
         vd_world_render(&slot->truth, slot->frames);
         pthread_mutex_lock(&l->lock);
         slot->state = SLOT_READY;
@@ -768,13 +770,20 @@ vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int t
 vd_loader *vd_loader_new_from(uint64_t seed, uint64_t first, int width, int height, int frames, int threads,
                               int depth)
 {
+    return vd_loader_new_strided(seed, first, 1, 1, width, height, frames, threads, depth);
+}
+
+vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
+                                 int frames, int threads, int depth)
+{
     if (width < 8 || height < 8 || width > VD_WORLD_MAX_SIDE || height > VD_WORLD_MAX_SIDE || frames < 1 ||
-        frames > VD_WORLD_MAX_FRAMES || threads < 1 || threads > 256 || depth < 1 || depth > 4096)
+        frames > VD_WORLD_MAX_FRAMES || threads < 1 || threads > 256 || depth < 1 || depth > 4096 || group < 1 ||
+        stride < group)
         return NULL;
     pthread_once(&world_once, world_init);
     vd_loader *l = vd_calloc(1, sizeof *l);
-    *l = (vd_loader){.seed = seed, .width = width, .height = height, .frames = frames, .threads = threads, .depth = depth,
-                     .next_claim = first, .next_deliver = first};
+    *l = (vd_loader){.seed = seed, .first = first, .group = group, .stride = stride, .width = width, .height = height,
+                     .frames = frames, .threads = threads, .depth = depth};
     l->slots = vd_calloc((size_t)depth, sizeof *l->slots);
     for (int i = 0; i < depth; i++) l->slots[i].frames = vd_malloc((size_t)frames * 3 * width * height * sizeof(float));
     pthread_mutex_init(&l->lock, NULL);

@@ -140,6 +140,11 @@ vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int t
 /* Same, handing out clips first, first + 1, ... (a resumed training run picks up where it was). */
 vd_loader *vd_loader_new_from(uint64_t seed, uint64_t first, int width, int height, int frames, int threads,
                               int depth);
+/* Same, handing out runs of `group` consecutive clips that start `stride` clips apart: first,
+ * first + 1, ..., first + group - 1, then first + stride, ... (one of several replicas of a
+ * training run takes every replicas-th micro-batch). group >= 1, stride >= group. */
+vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
+                                 int frames, int threads, int depth);
 /* Blocks until the next clip is ready; copies its frames (frames, 3, height, width) and, when
  * truth is not NULL, its ground truth. */
 void vd_loader_next(vd_loader *l, float *frames, vd_clip_truth *truth);

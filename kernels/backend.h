@@ -45,6 +45,9 @@ struct vd_backend {
     void (*declare_constant)(vd_backend *be, const void *ptr, size_t bytes);
     /* Device memory in use and in all, in bytes; 0 and 0 for host memory. */
     void (*memory_info)(vd_backend *be, size_t *used, size_t *total);
+    /* Makes the backend's device the calling thread's current one: a thread must call it before
+     * its first call into a backend of one of several GPUs. NULL for host memory (nothing to do). */
+    void (*activate)(vd_backend *be);
 
     /* ---- ops, forward ---- */
 

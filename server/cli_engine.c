@@ -51,7 +51,7 @@ void cli_usage_tail(FILE *out, const char *prog)
     int indent = (int)strlen(prog) + 20; /* the continuation as vdmini has always indented it */
     fprintf(out,
             "  %s train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]\n"
-            "%*s[--time-limit SECONDS] [--stop-at STEP]\n"
+            "%*s[--gpus N] [--time-limit SECONDS] [--stop-at STEP]\n"
             "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH\n"
             "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
             "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 4]\n"
@@ -388,7 +388,7 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
 {
     const char *config = NULL, *resume = NULL, *teacher = NULL, *student = NULL;
     vd_device device = VD_DEVICE_AUTO;
-    int bf16 = 0, time_limit = 0, stop_at = 0;
+    int bf16 = 0, time_limit = 0, stop_at = 0, gpus = 1;
     for (int i = first; i < argc; i++) {
         const char *f = argv[i], *v;
         if (distill && strcmp(f, "--teacher") == 0) {
@@ -403,6 +403,9 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--bf16") == 0) {
             bf16 = 1;
+        } else if (!distill && strcmp(f, "--gpus") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, VD_TRAIN_MAX_REPLICAS, &gpus))
+                return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--time-limit") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, INT_MAX, &time_limit)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--stop-at") == 0) {
@@ -432,26 +435,41 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
     if (resume && (stat(resume, &sb) || !S_ISDIR(sb.st_mode)))
         return cli_bad_arg("--resume", "not a checkpoint directory");
 
-    vd_backend *be = NULL;
+    if (gpus > 1 && device == VD_DEVICE_CPU) return cli_bad_arg("--gpus", "needs --device cuda (or auto)");
+    if (cfg.grad_accum % gpus) {
+        char why[128];
+        snprintf(why, sizeof why, "the config's grad_accum (%d) must be a multiple of it: micro-batches are dealt "
+                 "to the GPUs", cfg.grad_accum);
+        return cli_bad_arg("--gpus", why);
+    }
+    vd_backend *be[VD_TRAIN_MAX_REPLICAS] = {NULL};
     if (device != VD_DEVICE_CPU) {
         char cuda_err[VD_ERR_LEN];
-        be = vd_backend_cuda(0, cuda_err, sizeof cuda_err);
-        if (!be && device == VD_DEVICE_CUDA) {
-            fprintf(stderr, "vdmini: --device cuda: no CUDA device: %s\n", cuda_err);
-            return 1;
+        for (int g = 0; g < gpus; g++) {
+            be[g] = vd_backend_cuda(g, cuda_err, sizeof cuda_err);
+            if (!be[g] && (device == VD_DEVICE_CUDA || gpus > 1)) {
+                fprintf(stderr, "vdmini: --device cuda: GPU %d: %s\n", g, cuda_err);
+                for (int k = 0; k < g; k++) be[k]->destroy(be[k]);
+                return 1;
+            }
         }
     }
-    if (!be) be = vd_backend_cpu();
-    /* bf16 matrix products on the GPU; the weights, optimizer state and everything else stay fp32 */
-    if (bf16 && strcmp(be->name, "cuda") == 0) be->precision = VD_PRECISION_BF16;
-    fprintf(stderr, "vdmini: %s the %s on %s%s for %d steps into %s%s%s\n", distill ? "distilling" : "training",
-            distill ? "student" : denoiser ? "denoiser" : "autoencoder", be->name, be->precision == VD_PRECISION_BF16 ? " (bf16)" : "", cfg.steps, cfg.out_dir, resume ? ", resuming from " : "", resume ? resume : "");
+    if (!be[0]) be[0] = vd_backend_cpu();
+    for (int g = 0; g < gpus; g++) /* bf16 matrix products on the GPU; everything else stays fp32 */
+        if (bf16 && strcmp(be[g]->name, "cuda") == 0) be[g]->precision = VD_PRECISION_BF16;
+    char where[48] = "";
+    if (gpus > 1) snprintf(where, sizeof where, " x %d GPUs", gpus);
+    fprintf(stderr, "vdmini: %s the %s on %s%s%s for %d steps into %s%s%s\n", distill ? "distilling" : "training",
+            distill ? "student" : denoiser ? "denoiser" : "autoencoder", be[0]->name, where,
+            be[0]->precision == VD_PRECISION_BF16 ? " (bf16)" : "", cfg.steps, cfg.out_dir,
+            resume ? ", resuming from " : "", resume ? resume : "");
     train_progress progress = {.tty = isatty(STDERR_FILENO), .log_every = cfg.log_every, .distill = distill,
                                .start = vd_now(), .time_limit = time_limit, .stop_at = stop_at};
     signal(SIGINT, request_train_stop);
     signal(SIGTERM, request_train_stop);
-    int rc = vd_train(&cfg, be, resume, print_train_progress, &progress, err, sizeof err);
-    be->destroy(be);
+    int rc = vd_train_on(&cfg, be, gpus, resume, print_train_progress, &progress, err, sizeof err);
+    for (int g = gpus - 1; g >= 0; g--)
+        if (be[g]) be[g]->destroy(be[g]);
     if (rc) {
         fprintf(stderr, "vdmini: %s: %s\n", what, err);
         return 1;

@@ -6,7 +6,7 @@
  *   vdmini-core eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 4] [--i2v]
  *                    [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini-core train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
- *                                 [--time-limit SECONDS] [--stop-at STEP]
+ *                                 [--gpus N] [--time-limit SECONDS] [--stop-at STEP]
  *   vdmini-core convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH
  *   vdmini-core prune --teacher PATH --plan FILE.json [--seed N] --out PATH
  *   vdmini-core analyze --teacher PATH [--prompts 8] [--steps 25] ... --out FILE.json

@@ -138,9 +138,12 @@ static void cuda_synchronize(vd_backend *be)
     CUDA_CHECK(cudaStreamSynchronize(cuda_state_of(be)->stream));
 }
 
+static void cuda_activate(vd_backend *be) { CUDA_CHECK(cudaSetDevice(cuda_state_of(be)->device)); }
+
 static void cuda_destroy(vd_backend *be)
 {
     if (!be) return;
+    cuda_activate(be);
     cuda_state *st = cuda_state_of(be);
     CUDA_CHECK(cudaStreamSynchronize(st->stream));
     cuda_scratch_free(&st->workspace);
@@ -190,6 +193,7 @@ extern "C" vd_backend *vd_backend_cuda(int device, char *err, size_t errlen)
     if (status != cudaSuccess) return cuda_fail(NULL, err, errlen, "kernels do not run on this device", cudaGetErrorString(status));
 
     cuda_state *st = (cuda_state *)vd_calloc(1, sizeof *st);
+    st->device = device;
     status = cudaDeviceGetAttribute(&st->sm_count, cudaDevAttrMultiProcessorCount, device);
     if (status != cudaSuccess) return cuda_fail(st, err, errlen, "device attributes", cudaGetErrorString(status));
     status = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
@@ -222,6 +226,7 @@ extern "C" vd_backend *vd_backend_cuda(int device, char *err, size_t errlen)
     be->destroy = cuda_destroy;
     be->declare_constant = cuda_declare_constant;
     be->memory_info = cuda_memory_info;
+    be->activate = cuda_activate;
     cuda_set_ops(be);
     cuda_set_backward_ops(be);
 

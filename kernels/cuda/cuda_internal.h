@@ -87,6 +87,7 @@ typedef struct {
 } cuda_weight_copy;
 
 typedef struct {
+    int device; /* the CUDA ordinal */
     int sm_count;
     cudaStream_t stream;
     cublasHandle_t cublas;

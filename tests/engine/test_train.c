@@ -2,7 +2,8 @@
  * update, a checkpoint cut into several small shards that reads back bit for bit, and resume
  * exactness: 6 steps straight against 3 steps, a checkpoint, everything freed, and 3 more steps
  * from the checkpoint, which must give the same losses, weights and EMA bit for bit. The same
- * resume check runs for the denoiser, whose loss must also be finite and fall over its steps.
+ * resume check runs for the denoiser, whose loss must also be finite and fall over its steps, and
+ * the denoiser spread over two backends must compute what it computes on one.
  * Runs on the CPU reference backend (plain loops, one thread: deterministic) with a very small
  * autoencoder, text encoder and UNet. */
 #include <setjmp.h>
@@ -418,16 +419,19 @@ static void test_noise_schedule(void **state)
     vd_config_free(&mc);
 }
 
-/* Runs the config's steps in work_dir/NAME, stopped after `cut` steps, checkpointed, freed and
- * resumed (cut 0: straight through); returns losses, final weights and EMA. */
-static void run(void (*configure)(vd_train_config *, const char *), const char *name, int cut, float *losses,
-                float **weights, float **ema, size_t *n)
+/* Runs the config's steps in work_dir/NAME on `devices` CPU reference backends, stopped after
+ * `cut` steps, checkpointed, freed and resumed (cut 0: straight through); returns losses, final
+ * weights and EMA. */
+static void run(void (*configure)(vd_train_config *, const char *), const char *name, int cut, int devices,
+                float *losses, float **weights, float **ema, size_t *n)
 {
     vd_train_config c;
     char err[256];
     configure(&c, name);
-    vd_backend *be = vd_backend_cpu_reference();
-    vd_train_run *r = vd_train_open(&c, be, NULL, err, sizeof err);
+    vd_backend *be[2];
+    assert_true(devices >= 1 && devices <= 2);
+    for (int i = 0; i < devices; i++) be[i] = vd_backend_cpu_reference();
+    vd_train_run *r = vd_train_open_on(&c, be, devices, NULL, err, sizeof err);
     if (!r) fprintf(stderr, "%s\n", err);
     assert_non_null(r);
     for (int s = 0; s < c.steps; s++) {
@@ -436,7 +440,7 @@ static void run(void (*configure)(vd_train_config *, const char *), const char *
             vd_train_close(r);
             char dir[1200];
             snprintf(dir, sizeof dir, "%s/step-%06d", c.out_dir, cut);
-            r = vd_train_open(&c, be, dir, err, sizeof err);
+            r = vd_train_open_on(&c, be, devices, dir, err, sizeof err);
             if (!r) fprintf(stderr, "%s\n", err);
             assert_non_null(r);
             assert_int_equal(vd_train_done_steps(r), cut);
@@ -451,6 +455,7 @@ static void run(void (*configure)(vd_train_config *, const char *), const char *
     vd_train_weights(r, 0, *weights);
     vd_train_weights(r, 1, *ema);
     vd_train_close(r);
+    for (int i = 0; i < devices; i++) be[i]->destroy(be[i]);
 }
 
 static void test_resume_exact(void **state)
@@ -458,8 +463,8 @@ static void test_resume_exact(void **state)
     (void)state;
     float straight[STEPS], resumed[STEPS], *w_a, *w_b, *ema_a, *ema_b;
     size_t n_a, n_b;
-    run(tiny_config, "straight", 0, straight, &w_a, &ema_a, &n_a);
-    run(tiny_config, "resumed", 3, resumed, &w_b, &ema_b, &n_b);
+    run(tiny_config, "straight", 0, 1, straight, &w_a, &ema_a, &n_a);
+    run(tiny_config, "resumed", 3, 1, resumed, &w_b, &ema_b, &n_b);
     for (int s = 0; s < STEPS; s++) fprintf(stderr, "step %d: loss %.9g / %.9g\n", s + 1, straight[s], resumed[s]);
     assert_true(straight[STEPS - 1] < straight[0]);
     assert_memory_equal(straight, resumed, sizeof straight);
@@ -476,8 +481,8 @@ static void test_denoiser_resume_exact(void **state)
     (void)state;
     float straight[DENOISER_STEPS], resumed[DENOISER_STEPS], *w_a, *w_b, *ema_a, *ema_b;
     size_t n_a, n_b;
-    run(denoiser_config, "denoiser-straight", 0, straight, &w_a, &ema_a, &n_a);
-    run(denoiser_config, "denoiser-resumed", 4, resumed, &w_b, &ema_b, &n_b);
+    run(denoiser_config, "denoiser-straight", 0, 1, straight, &w_a, &ema_a, &n_a);
+    run(denoiser_config, "denoiser-resumed", 4, 1, resumed, &w_b, &ema_b, &n_b);
     double first = 0, last = 0;
     for (int s = 0; s < DENOISER_STEPS; s++) {
         fprintf(stderr, "denoiser step %d: loss %.9g / %.9g\n", s + 1, straight[s], resumed[s]);
@@ -491,6 +496,55 @@ static void test_denoiser_resume_exact(void **state)
     assert_memory_equal(w_a, w_b, n_a * sizeof(float));
     assert_memory_equal(ema_a, ema_b, n_a * sizeof(float));
     free(w_a), free(w_b), free(ema_a), free(ema_b);
+}
+
+/* The denoiser run with two micro-batches a step. */
+static void accum_config(vd_train_config *c, const char *name)
+{
+    denoiser_config(c, name);
+    c->grad_accum = 2;
+}
+
+/* Data parallelism: the denoiser run with two micro-batches a step, spread over two backends,
+ * computes what it computes on one (the same clips, noise and update) but for the order of the
+ * gradients' sums; cut and resumed on two backends, it matches its straight run bit for bit. A
+ * grad_accum that the backends do not divide is refused. */
+static void test_data_parallel(void **state)
+{
+    (void)state;
+    float one[DENOISER_STEPS], two[DENOISER_STEPS], resumed[DENOISER_STEPS], *w[3], *ema[3];
+    size_t n[3];
+    run(accum_config, "parallel-one", 0, 1, one, &w[0], &ema[0], &n[0]);
+    run(accum_config, "parallel-two", 0, 2, two, &w[1], &ema[1], &n[1]);
+    run(accum_config, "parallel-resumed", 4, 2, resumed, &w[2], &ema[2], &n[2]);
+    assert_int_equal(n[0], n[1]);
+    double loss_diff = 0, weight_diff = 0, moved = 0;
+    for (int s = 0; s < DENOISER_STEPS; s++) {
+        fprintf(stderr, "step %d: loss %.9g on one backend, %.9g on two\n", s + 1, one[s], two[s]);
+        loss_diff = fmax(loss_diff, fabs(one[s] - two[s]) / one[s]);
+    }
+    for (size_t i = 0; i < n[0]; i++) {
+        weight_diff = fmax(weight_diff, fabs(w[0][i] - w[1][i]));
+        moved = fmax(moved, fabs(w[0][i] - ema[0][i]));
+    }
+    fprintf(stderr, "largest difference: loss %.3g (relative), weight %.3g (the weights moved up to %.3g)\n",
+            loss_diff, weight_diff, moved);
+    assert_true(moved > 1e-3);
+    assert_true(loss_diff < 1e-5);
+    assert_true(weight_diff < 1e-5);
+    assert_memory_equal(two, resumed, sizeof two);
+    assert_memory_equal(w[1], w[2], n[1] * sizeof(float));
+    assert_memory_equal(ema[1], ema[2], n[1] * sizeof(float));
+
+    vd_train_config c;
+    char err[256];
+    accum_config(&c, "parallel-refused");
+    c.grad_accum = 3;
+    vd_backend *be[2] = {vd_backend_cpu_reference(), vd_backend_cpu_reference()};
+    assert_null(vd_train_open_on(&c, be, 2, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "grad_accum"));
+    for (int i = 0; i < 2; i++) be[i]->destroy(be[i]);
+    for (int i = 0; i < 3; i++) free(w[i]), free(ema[i]);
 }
 
 /* A shard limit far below the checkpoint's size: several shards, none over the limit, and the
@@ -556,6 +610,7 @@ int main(void)
         cmocka_unit_test(test_shards),
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_denoiser_resume_exact),
+        cmocka_unit_test(test_data_parallel),
         cmocka_unit_test(test_schedule_override),
         cmocka_unit_test(test_noise_schedule),
         cmocka_unit_test(test_pooled_text_added),

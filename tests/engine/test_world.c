@@ -240,6 +240,7 @@ static void test_truth_survives_json(void **state)
     free(b);
 }
 
+/* In order, and strided: runs of clips spaced apart, as a replica of a training run takes them. */
 static void test_loader_hands_out_the_seeds_clips_in_order(void **state)
 {
     (void)state;
@@ -249,11 +250,26 @@ static void test_loader_hands_out_the_seeds_clips_in_order(void **state)
     vd_clip_truth *expected = vd_malloc(sizeof *expected), *truth = vd_malloc(sizeof *truth);
     assert_null(vd_loader_new(1, w, h, 0, 2, 2));
     assert_null(vd_loader_new(1, w, h, frames, 0, 2));
+    assert_null(vd_loader_new_strided(1, 0, 0, 1, w, h, frames, 2, 2));
+    assert_null(vd_loader_new_strided(1, 0, 3, 2, w, h, frames, 2, 2));
     for (int threads = 1; threads <= 3; threads += 2) {
         vd_loader *l = vd_loader_new(123, w, h, frames, threads, 3);
         assert_non_null(l);
         for (int i = 0; i < clips; i++) {
             vd_world_sample(123, (uint64_t)i, w, h, frames, expected);
+            vd_world_render(expected, want);
+            vd_loader_next(l, got, truth);
+            assert_memory_equal(got, want, n * sizeof(float));
+            assert_memory_equal(truth, expected, sizeof *truth);
+        }
+        vd_loader_free(l); /* with workers still rendering ahead */
+    }
+    /* runs of 2 clips, 6 apart, from clip 5: 5, 6, 11, 12, 17, ... */
+    for (int threads = 1; threads <= 3; threads += 2) {
+        vd_loader *l = vd_loader_new_strided(123, 5, 2, 6, w, h, frames, threads, 3);
+        assert_non_null(l);
+        for (int i = 0; i < clips; i++) {
+            vd_world_sample(123, (uint64_t)(5 + i / 2 * 6 + i % 2), w, h, frames, expected);
             vd_world_render(expected, want);
             vd_loader_next(l, got, truth);
             assert_memory_equal(got, want, n * sizeof(float));

@@ -2,7 +2,8 @@
  * autoencoder decode and UNet denoiser step, in fp32 and bf16, on fresh random weights and inputs
  * each run (seed printed) with the GPU outputs poisoned first; and the denoiser's training driver
  * (the world's clips encoded, noised and conditioned on the backend, loss, update) for a few fp32
- * steps of a small model on both. Skips (77) without a GPU. */
+ * steps of a small model on both, and spread over two GPUs against one where there are two.
+ * Skips (77) without a GPU. */
 #include "backend.h"
 #include "common.h"
 #include "config.h"
@@ -61,19 +62,20 @@ static void compare(const char *what, const char *precision, vd_backend *gpu, co
 
 #define DRIVER_STEPS 3
 
-/* The losses of DRIVER_STEPS denoiser training steps of small_model.h's model (from the file
- * model, which also gives the autoencoder) on be. */
-static int driver_losses(vd_backend *be, const char *model, const char *out_dir, float *losses)
+/* The losses of DRIVER_STEPS denoiser training steps (two micro-batches each) of small_model.h's
+ * model (from the file model, which also gives the autoencoder), spread over count backends. */
+static int driver_losses(vd_backend *const *be, int count, const char *model, const char *out_dir, float *losses)
 {
     char json[2048], err[256];
     snprintf(json, sizeof json,
-             "{\"steps\": %d, \"batch\": 4, \"clips\": 2, \"warmup_steps\": 1, \"loader_threads\": 2,"
-             " \"seed\": 5, \"out_dir\": \"%s\", \"ae\": \"%s\", \"init\": \"%s\"}",
+             "{\"steps\": %d, \"batch\": 4, \"clips\": 2, \"grad_accum\": 2, \"warmup_steps\": 1,"
+             " \"loader_threads\": 2, \"seed\": 5, \"out_dir\": \"%s\", \"ae\": \"%s\", \"init\": \"%s\"}",
              DRIVER_STEPS, out_dir, model, model);
     vd_train_config c;
     vd_train_config_defaults(&c);
     c.target = VD_TRAIN_DENOISER;
-    vd_train_run *r = vd_train_config_parse(json, &c, err, sizeof err) ? NULL : vd_train_open(&c, be, NULL, err, sizeof err);
+    vd_train_run *r = vd_train_config_parse(json, &c, err, sizeof err) ? NULL
+                                                                       : vd_train_open_on(&c, be, count, NULL, err, sizeof err);
     if (!r) {
         fprintf(stderr, "training driver: %s\n", err);
         return -1;
@@ -87,6 +89,19 @@ static int driver_losses(vd_backend *be, const char *model, const char *out_dir,
     return 0;
 }
 
+static void report_driver(const char *what, const float *got, const float *want, double tol)
+{
+    for (int s = 0; s < DRIVER_STEPS; s++) {
+        double rel = fabs((double)got[s] - want[s]) / fabs((double)want[s]);
+        int ok = isfinite(got[s]) && rel <= tol;
+        printf("training driver %s step %d  loss %.6f / %.6f rel err %.3e (tolerance %.0e)  %s\n", what, s + 1,
+               got[s], want[s], rel, tol, ok ? "ok" : "FAIL");
+        ok ? passed++ : failed++;
+    }
+}
+
+/* The driver on the GPU against the CPU, and, where there is a second GPU, spread over two GPUs
+ * against one. */
 static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
 {
     char dir[] = "vdmini-gpu-train-XXXXXX", model[64], err[256];
@@ -105,15 +120,19 @@ static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
         vd_model_free(&m);
     }
     vd_config_free(&mc);
-    float on_cpu[DRIVER_STEPS], on_gpu[DRIVER_STEPS];
+    float on_cpu[DRIVER_STEPS], on_gpu[DRIVER_STEPS], on_two[DRIVER_STEPS];
     gpu->precision = VD_PRECISION_F32;
-    if (rc == 0) rc = driver_losses(cpu, model, dir, on_cpu) || driver_losses(gpu, model, dir, on_gpu);
-    for (int s = 0; rc == 0 && s < DRIVER_STEPS; s++) {
-        double rel = fabs((double)on_gpu[s] - on_cpu[s]) / fabs((double)on_cpu[s]);
-        int ok = isfinite(on_gpu[s]) && rel <= 1e-3;
-        printf("training driver step %d  loss %.6f / %.6f rel err %.3e (tolerance 1e-03)  %s\n", s + 1, on_gpu[s],
-               on_cpu[s], rel, ok ? "ok" : "FAIL");
-        ok ? passed++ : failed++;
+    if (rc == 0) rc = driver_losses(&cpu, 1, model, dir, on_cpu) || driver_losses(&gpu, 1, model, dir, on_gpu);
+    if (rc == 0) report_driver("GPU / CPU", on_gpu, on_cpu, 1e-3);
+    vd_backend *second = rc == 0 ? vd_backend_cuda(1, err, sizeof err) : NULL;
+    if (second) {
+        vd_backend *pair[2] = {gpu, second};
+        rc = driver_losses(pair, 2, model, dir, on_two);
+        if (rc == 0) report_driver("2 GPUs / 1", on_two, on_gpu, 1e-5);
+        second->destroy(second);
+        gpu->activate(gpu);
+    } else if (rc == 0) {
+        printf("training driver on 2 GPUs: skipped (%s)\n", err);
     }
     if (rc) failed++;
     unlink(model);
