@@ -471,6 +471,8 @@ void vd_distill_disc_step(vd_distill *d, float grad_scale)
 
 size_t vd_distill_disc_size(const vd_distill *d) { return d->disc_total; }
 
+float *vd_distill_disc_grads(vd_distill *d) { return d->disc_grad; }
+
 void vd_distill_disc_get(const vd_distill *d, float *host, float *grads_host)
 {
     size_t bytes = d->disc_total * sizeof(float);

@@ -68,6 +68,9 @@ float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, 
 /* One AdamW step of the heads on their accumulated gradients (scaled by grad_scale), then zeroes
  * them. */
 void vd_distill_disc_step(vd_distill *d, float grad_scale);
+/* The heads' accumulated gradients in backend memory (vd_distill_disc_size floats): a run spread
+ * over several devices adds them up across its replicas before the step. */
+float *vd_distill_disc_grads(vd_distill *d);
 
 /* The heads' parameters: count, and a copy to or from host memory — and their accumulated
  * gradients. The layout, level by level from the shallowest: the spatial head's conv weights

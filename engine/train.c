@@ -325,12 +325,16 @@ struct vd_train_run {
     struct grad_exchange *exchange; /* shared by the replicas */
 };
 
-/* The replicas' meeting point in a step: each downloads its gradient sum, the sums are added on
- * the host (each replica adds one slice of the parameters), and each uploads the total. */
+/* The replicas' meeting point in a step: each downloads its gradient sums (the model's over
+ * [begin, end), then a distillation's discriminator heads'), the sums are added on the host (each
+ * replica adds one slice), and each uploads the totals; the loss and its terms are added too. */
+enum { SUM_LOSS, SUM_TASK, SUM_ICD, SUM_MCA, SUM_DISC, SUM_COUNT };
+
 typedef struct grad_exchange {
     pthread_barrier_t barrier;
-    float **host;  /* per replica: its gradients over [begin, end); host[0] receives the total */
-    double *loss;  /* per replica: the summed loss of its micro-batches */
+    size_t floats;            /* gradients exchanged per replica */
+    float **host;             /* per replica: its gradients; host[0] receives the totals */
+    double (*sums)[SUM_COUNT]; /* per replica: its micro-batches' summed loss and terms */
 } grad_exchange;
 
 
@@ -710,10 +714,6 @@ vd_train_run *vd_train_open_on(const vd_train_config *c, vd_backend *const *be, 
                 c->grad_accum, count);
         return NULL;
     }
-    if (count > 1 && c->teacher[0]) {
-        vd_fail(err, errlen, "a distillation runs on one device, not %d", count);
-        return NULL;
-    }
     activate(be[0]);
     vd_train_run *r = open_replica(c, be[0], 0, count, resume_dir, err, errlen);
     if (!r || count == 1) return r;
@@ -729,9 +729,10 @@ vd_train_run *vd_train_open_on(const vd_train_config *c, vd_backend *const *be, 
     activate(be[0]);
     grad_exchange *x = vd_calloc(1, sizeof *x);
     pthread_barrier_init(&x->barrier, NULL, (unsigned)count);
+    x->floats = r->end - r->begin + (r->distill ? vd_distill_disc_size(r->distill) : 0);
     x->host = vd_calloc((size_t)count, sizeof *x->host);
-    x->loss = vd_calloc((size_t)count, sizeof *x->loss);
-    for (int i = 0; i < count; i++) x->host[i] = vd_malloc((r->end - r->begin) * sizeof(float));
+    x->sums = vd_calloc((size_t)count, sizeof *x->sums);
+    for (int i = 0; i < count; i++) x->host[i] = vd_malloc(x->floats * sizeof(float));
     r->exchange = x;
     for (int i = 1; i < count; i++) r->peers[i - 1]->exchange = x;
     return r;
@@ -755,7 +756,7 @@ void vd_train_close(vd_train_run *r)
         grad_exchange *x = r->exchange;
         pthread_barrier_destroy(&x->barrier);
         for (int i = 0; i < r->ranks; i++) free(x->host[i]);
-        free(x->host), free(x->loss), free(x);
+        free(x->host), free(x->sums), free(x);
     }
     vd_backend *be = r->be;
     vd_loader_free(r->loader);
@@ -876,23 +877,33 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     return loss;
 }
 
-/* Sums the replicas' gradients (and their losses, returned) so that each holds the total. */
+/* Sums the replicas' gradients, their loss (returned) and a distillation's terms (in r->terms),
+ * so that each replica holds the totals. */
 static double exchange_gradients(vd_train_run *r, double loss)
 {
     grad_exchange *x = r->exchange;
-    size_t n = r->end - r->begin, lo = n * (size_t)r->rank / (size_t)r->ranks;
-    size_t hi = n * (size_t)(r->rank + 1) / (size_t)r->ranks;
-    r->be->download(r->be, x->host[r->rank], r->trainer.grads + r->begin, n * sizeof(float));
-    x->loss[r->rank] = loss;
+    vd_backend *be = r->be;
+    size_t n = r->end - r->begin, lo = x->floats * (size_t)r->rank / (size_t)r->ranks;
+    size_t hi = x->floats * (size_t)(r->rank + 1) / (size_t)r->ranks;
+    float *mine = x->host[r->rank], *disc = r->distill ? vd_distill_disc_grads(r->distill) : NULL;
+    be->download(be, mine, r->trainer.grads + r->begin, n * sizeof(float));
+    if (disc) be->download(be, mine + n, disc, (x->floats - n) * sizeof(float));
+    double *own = x->sums[r->rank];
+    own[SUM_LOSS] = loss, own[SUM_TASK] = r->terms.task, own[SUM_ICD] = r->terms.icd;
+    own[SUM_MCA] = r->terms.mca, own[SUM_DISC] = r->terms.disc;
     pthread_barrier_wait(&x->barrier);
     float *total = x->host[0];
     for (int j = 1; j < r->ranks; j++)
         for (size_t i = lo; i < hi; i++) total[i] += x->host[j][i];
     pthread_barrier_wait(&x->barrier);
-    r->be->upload(r->be, r->trainer.grads + r->begin, total, n * sizeof(float));
-    double sum = 0;
-    for (int j = 0; j < r->ranks; j++) sum += x->loss[j];
-    return sum;
+    be->upload(be, r->trainer.grads + r->begin, total, n * sizeof(float));
+    if (disc) be->upload(be, disc, total + n, (x->floats - n) * sizeof(float));
+    double sum[SUM_COUNT] = {0};
+    for (int j = 0; j < r->ranks; j++)
+        for (int k = 0; k < SUM_COUNT; k++) sum[k] += x->sums[j][k];
+    r->terms.task = (float)sum[SUM_TASK], r->terms.icd = (float)sum[SUM_ICD], r->terms.mca = (float)sum[SUM_MCA];
+    r->terms.disc = (float)sum[SUM_DISC];
+    return sum[SUM_LOSS];
 }
 
 /* One replica's share of a step: its micro-batches, the exchange, and the same update on every

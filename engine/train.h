@@ -126,7 +126,8 @@ vd_train_run *vd_train_open(const vd_train_config *c, vd_backend *be, const char
  * replica takes the same optimizer step, so the weights stay equal. The run computes what it
  * computes on one backend, but for the order of the gradients' sums. Calls into the run then come
  * from the thread that opened it (the first backend is left current); the first replica answers
- * for all (weights, checkpoints). A distillation runs on one backend. */
+ * for all (weights, checkpoints). A distillation's replicas each hold the teacher and the
+ * discriminator, whose heads' gradients are added up the same way. */
 vd_train_run *vd_train_open_on(const vd_train_config *c, vd_backend *const *be, int count, const char *resume_dir,
                                char *err, size_t errlen);
 /* One optimizer step: grad_accum micro-batches, clipping, AdamW at the scheduled rate, EMA. */

@@ -59,7 +59,7 @@ void cli_usage_tail(FILE *out, const char *prog)
             "  %s plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random] [--seed N]\n"
             "%*s--out PLAN.json\n"
             "  %s distill --teacher PATH --student PATH --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n"
-            "%*s[--bf16] [--time-limit SECONDS] [--stop-at STEP]\n",
+            "%*s[--bf16] [--gpus N] [--time-limit SECONDS] [--stop-at STEP]\n",
             prog, indent, "", prog, prog, prog, indent - 6, "", prog, indent - 9, "", prog, indent - 6, "");
 }
 
@@ -403,7 +403,7 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--bf16") == 0) {
             bf16 = 1;
-        } else if (!distill && strcmp(f, "--gpus") == 0) {
+        } else if (strcmp(f, "--gpus") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, VD_TRAIN_MAX_REPLICAS, &gpus))
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--time-limit") == 0) {

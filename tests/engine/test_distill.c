@@ -3,7 +3,7 @@
  * gradient of task + ICD + MCA and the discriminator heads' gradient of the hinge loss agree
  * with central finite differences; a few steps on ICD lower it; and the training driver distils:
  * the CSV has the terms, a stopped run's checkpoint carries the discriminator and resumes, and
- * the student's weights are written at the end. */
+ * the student's weights are written at the end; spread over two backends it computes the same. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -270,41 +270,49 @@ static int stop_after_two(void *user, const vd_train_stats *st, int total, doubl
     return st->step == 2;
 }
 
+/* A distillation run in work_dir/NAME: small_model.h's whole model (with its autoencoder) as the
+ * teacher, down.0.0 removed as the student, 3 steps of grad_accum micro-batches of one clip. */
+static void driver_config(vd_train_config *c, const char *name, int grad_accum)
+{
+    char err[512], model_path[300], student_path[300], json[4096];
+    snprintf(model_path, sizeof model_path, "%s/full.safetensors", work_dir);
+    snprintf(student_path, sizeof student_path, "%s/student.safetensors", work_dir);
+    if (access(student_path, F_OK) != 0) {
+        vd_model_config mc;
+        assert_int_equal(small_model_config(&mc), 0);
+        vd_model full, student;
+        assert_int_equal(vd_model_build(&full, &mc, err, sizeof err), 0);
+        vd_config_free(&mc);
+        vd_model_init_random(&full, 3);
+        assert_int_equal(vd_model_save(&full, model_path, VD_ST_F32, err, sizeof err), 0);
+        char *remove[] = {"down.0.0"};
+        vd_prune_report report;
+        assert_int_equal(vd_prune(&full, remove, 1, 5, &student, &report, err, sizeof err), 0);
+        assert_int_equal(vd_model_save(&student, student_path, VD_ST_F32, err, sizeof err), 0);
+        vd_model_free(&student), vd_model_free(&full);
+    }
+    snprintf(json, sizeof json,
+             "{\"steps\": 3, \"batch\": 4, \"lr\": 0.002, \"warmup_steps\": 1, \"loader_threads\": 1, \"seed\": 5,"
+             " \"grad_accum\": %d, \"out_dir\": \"%s/%s\", \"ae\": \"%s\", \"init\": \"%s\", \"teacher\": \"%s\","
+             " \"lambda_icd\": 0.5}",
+             grad_accum, work_dir, name, model_path, student_path, model_path);
+    vd_train_config_defaults(c);
+    c->target = VD_TRAIN_DENOISER;
+    int rc = vd_train_config_parse(json, c, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+}
+
 static void test_driver_distils_and_resumes(void **state)
 {
     (void)state;
-    /* small_model.h's whole model (with its autoencoder) as the teacher, down.0.0 removed as the student */
-    vd_model_config mc;
-    assert_int_equal(small_model_config(&mc), 0);
-    vd_model full, student;
-    char err[512], model_path[300], student_path[300], json[4096], path[400];
-    assert_int_equal(vd_model_build(&full, &mc, err, sizeof err), 0);
-    vd_config_free(&mc);
-    vd_model_init_random(&full, 3);
-    snprintf(model_path, sizeof model_path, "%s/full.safetensors", work_dir);
-    assert_int_equal(vd_model_save(&full, model_path, VD_ST_F32, err, sizeof err), 0);
-    char *remove[] = {"down.0.0"};
-    vd_prune_report report;
-    assert_int_equal(vd_prune(&full, remove, 1, 5, &student, &report, err, sizeof err), 0);
-    snprintf(student_path, sizeof student_path, "%s/student.safetensors", work_dir);
-    assert_int_equal(vd_model_save(&student, student_path, VD_ST_F32, err, sizeof err), 0);
-    vd_model_free(&student), vd_model_free(&full);
-
-    snprintf(json, sizeof json,
-             "{\"steps\": 3, \"batch\": 4, \"lr\": 0.002, \"warmup_steps\": 1, \"loader_threads\": 1, \"seed\": 5,"
-             " \"out_dir\": \"%s/run\", \"ae\": \"%s\", \"init\": \"%s\", \"teacher\": \"%s\", \"lambda_icd\": 0.5}",
-             work_dir, model_path, student_path, model_path);
+    char err[512], path[400];
     vd_train_config c;
-    vd_train_config_defaults(&c);
-    c.target = VD_TRAIN_DENOISER;
-    int rc = vd_train_config_parse(json, &c, err, sizeof err);
-    if (rc) fprintf(stderr, "%s\n", err);
-    assert_int_equal(rc, 0);
+    driver_config(&c, "run", 1);
     assert_true(c.lambda_icd == 0.5f && c.lambda_mca == 1.0f && c.disc_lr == c.lr);
-
     vd_backend *be = vd_backend_cpu();
     vd_train_stats st;
-    rc = vd_train(&c, be, NULL, stop_after_two, &st, err, sizeof err);
+    int rc = vd_train(&c, be, NULL, stop_after_two, &st, err, sizeof err);
     if (rc) fprintf(stderr, "%s\n", err);
     assert_int_equal(rc, 0);
     assert_int_equal(st.step, 2);
@@ -334,6 +342,50 @@ static void test_driver_distils_and_resumes(void **state)
     be->destroy(be);
 }
 
+/* The steps' stats and the final student weights of driver_config's run with two micro-batches a
+ * step, on `devices` CPU backends. */
+static void parallel_run(const char *name, int devices, vd_train_stats *st, float **weights, size_t *n)
+{
+    vd_train_config c;
+    char err[512];
+    driver_config(&c, name, 2);
+    vd_backend *be[2] = {vd_backend_cpu(), devices > 1 ? vd_backend_cpu() : NULL};
+    vd_train_run *r = vd_train_open_on(&c, be, devices, NULL, err, sizeof err);
+    if (!r) fprintf(stderr, "%s\n", err);
+    assert_non_null(r);
+    for (int s = 0; s < c.steps; s++) vd_train_step(r, &st[s]);
+    *n = vd_train_param_count(r);
+    *weights = vd_malloc(*n * sizeof(float));
+    vd_train_weights(r, 0, *weights);
+    vd_train_close(r);
+    for (int i = 0; i < devices; i++) be[i]->destroy(be[i]);
+}
+
+/* A distillation spread over two backends computes what it computes on one: every loss term of
+ * every step, the discriminator's hinge loss (its heads are stepped on gradients added across the
+ * backends) and the student's weights, but for the order of the sums. */
+static void test_driver_on_two_backends(void **state)
+{
+    (void)state;
+    vd_train_stats one[3], two[3];
+    float *w1, *w2;
+    size_t n1, n2;
+    parallel_run("parallel-one", 1, one, &w1, &n1);
+    parallel_run("parallel-two", 2, two, &w2, &n2);
+    assert_int_equal(n1, n2);
+    for (int s = 0; s < 3; s++) {
+        const float a[] = {one[s].loss, one[s].task, one[s].icd, one[s].mca, one[s].disc};
+        const float b[] = {two[s].loss, two[s].task, two[s].icd, two[s].mca, two[s].disc};
+        fprintf(stderr, "step %d: loss %.7g / %.7g, disc %.7g / %.7g\n", s + 1, a[0], b[0], a[4], b[4]);
+        for (int k = 0; k < 5; k++) assert_true(fabsf(a[k] - b[k]) <= 1e-4f * fabsf(a[k]) + 1e-6f);
+    }
+    double worst = 0;
+    for (size_t i = 0; i < n1; i++) worst = fmax(worst, fabs(w1[i] - w2[i]));
+    fprintf(stderr, "largest weight difference %.3g\n", worst);
+    assert_true(worst < 1e-5);
+    free(w1), free(w2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +393,7 @@ int main(void)
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_steps_lower_icd),
         cmocka_unit_test(test_driver_distils_and_resumes),
+        cmocka_unit_test(test_driver_on_two_backends),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
