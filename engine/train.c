@@ -337,7 +337,6 @@ typedef struct grad_exchange {
     double (*sums)[SUM_COUNT]; /* per replica: its micro-batches' summed loss and terms */
 } grad_exchange;
 
-
 static int check_side(const vd_train_config *c, const vd_ae_config *ae, int *side, char *err, size_t errlen)
 {
     *side = c->image_size ? c->image_size : ae->image_size;

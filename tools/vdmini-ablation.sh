@@ -17,7 +17,8 @@
 # step's FLOPs to remove for a 1.6x faster step; "--params 0.3" budgets parameters, "--latency
 # 0.375" the analysis's measured step time), LOSS_RULE (the rule whose student gets the loss
 # ablation: deep, the one that stays usable in docs/vdmini.md; or shallow, random), PROMPTS
-# (analysis, 8), EVAL_PROMPTS (200), EVAL_SEED (1000). The program is $VDMINI, else vdmini-core,
+# (analysis, 8), EVAL_PROMPTS (200), EVAL_SEED (1000), GPUS (1; more spreads every distillation
+# over that many GPUs with as many micro-batches a step: GPUS times the recipe's clips a step). The program is $VDMINI, else vdmini-core,
 # else vdmini; bench_models is $BENCH_MODELS, else on PATH, else the source tree's.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +35,7 @@ teacher=$(realpath "$1") ae=$(realpath "$2") out=$3
 vdmini=${VDMINI:-$(command -v vdmini-core || command -v vdmini || echo "$here/vdmini")}
 bench_models=${BENCH_MODELS:-$(command -v bench_models || echo "$here/bench/bench_models")}
 target=${TARGET:---flops 0.375} loss_rule=${LOSS_RULE:-deep} prompts=${PROMPTS:-8} eval_prompts=${EVAL_PROMPTS:-200} eval_seed=${EVAL_SEED:-1000}
+gpus=${GPUS:-1}
 case $loss_rule in
 shallow | deep | random) ;;
 *) echo "vdmini-ablation.sh: LOSS_RULE must be shallow, deep or random" >&2; exit 2 ;;
@@ -65,8 +67,9 @@ distil() {
         recipe=$(printf '%s' "$recipe" | sed -e 's/"steps": *[0-9]*/"steps": 2/' -e 's/"clips": *[0-9]*/"clips": 1/' \
             -e 's/"batch": *[0-9]*/"batch": 4/' -e 's/"warmup_steps": *[0-9]*/"warmup_steps": 1/')
     fi
-    printf '%s,\n  "ae": "%s",\n  "out_dir": "%s"\n}\n' "$recipe" "$ae" "$dir" >"$dir.json"
+    printf '%s,\n  "grad_accum": %d,\n  "ae": "%s",\n  "out_dir": "%s"\n}\n' "$recipe" "$gpus" "$ae" "$dir" >"$dir.json"
     set -- distill --teacher "$teacher" --student "student-$rule.safetensors" --config "$dir.json" $gpu
+    [ "$gpus" -gt 1 ] && set -- "$@" --gpus "$gpus"
     latest=$(ls -d "$dir"/step-* 2>/dev/null | sort | tail -n 1 || true)
     [ -n "$latest" ] && set -- "$@" --resume "$latest"
     if [ "$limit" -gt 0 ]; then
