@@ -764,13 +764,7 @@ static void *loader_worker(void *arg)
 
 vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int threads, int depth)
 {
-    return vd_loader_new_from(seed, 0, width, height, frames, threads, depth);
-}
-
-vd_loader *vd_loader_new_from(uint64_t seed, uint64_t first, int width, int height, int frames, int threads,
-                              int depth)
-{
-    return vd_loader_new_strided(seed, first, 1, 1, width, height, frames, threads, depth);
+    return vd_loader_new_strided(seed, 0, 1, 1, width, height, frames, threads, depth);
 }
 
 vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,

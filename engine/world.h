@@ -137,12 +137,10 @@ typedef struct vd_loader vd_loader;
 
 /* threads >= 1 workers keep up to depth >= 1 clips rendered ahead. NULL for bad arguments. */
 vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int threads, int depth);
-/* Same, handing out clips first, first + 1, ... (a resumed training run picks up where it was). */
-vd_loader *vd_loader_new_from(uint64_t seed, uint64_t first, int width, int height, int frames, int threads,
-                              int depth);
 /* Same, handing out runs of `group` consecutive clips that start `stride` clips apart: first,
- * first + 1, ..., first + group - 1, then first + stride, ... (one of several replicas of a
- * training run takes every replicas-th micro-batch). group >= 1, stride >= group. */
+ * first + 1, ..., first + group - 1, then first + stride, ... (a resumed training run picks up
+ * where it was; one of several replicas of a run takes every replicas-th micro-batch).
+ * group >= 1, stride >= group; group = stride hands out first, first + 1, ... */
 vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
                                  int frames, int threads, int depth);
 /* Blocks until the next clip is ready; copies its frames (frames, 3, height, width) and, when
