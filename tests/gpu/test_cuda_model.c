@@ -2,12 +2,14 @@
  * autoencoder decode and UNet denoiser step, in fp32 and bf16, on fresh random weights and inputs
  * each run (seed printed) with the GPU outputs poisoned first; and the denoiser's training driver
  * (the world's clips encoded, noised and conditioned on the backend, loss, update) for a few fp32
- * steps of a small model on both, and spread over two GPUs against one where there are two.
+ * steps of a small model on both, and spread over two GPUs against one where there are two
+ * (training, and distilling a pruned copy).
  * Skips (77) without a GPU. */
 #include "backend.h"
 #include "common.h"
 #include "config.h"
 #include "model.h"
+#include "prune.h"
 #include "rng.h"
 #include "../engine/small_model.h"
 #include "train.h"
@@ -63,14 +65,17 @@ static void compare(const char *what, const char *precision, vd_backend *gpu, co
 #define DRIVER_STEPS 3
 
 /* The losses of DRIVER_STEPS denoiser training steps (two micro-batches each) of small_model.h's
- * model (from the file model, which also gives the autoencoder), spread over count backends. */
-static int driver_losses(vd_backend *const *be, int count, const char *model, const char *out_dir, float *losses)
+ * model (from the file model, which also gives the autoencoder), spread over count backends; with
+ * a student file, the distillation of that student from the model instead. */
+static int driver_losses(vd_backend *const *be, int count, const char *model, const char *student, const char *out_dir,
+                         float *losses)
 {
     char json[2048], err[256];
     snprintf(json, sizeof json,
              "{\"steps\": %d, \"batch\": 4, \"clips\": 2, \"grad_accum\": 2, \"warmup_steps\": 1,"
-             " \"loader_threads\": 2, \"seed\": 5, \"out_dir\": \"%s\", \"ae\": \"%s\", \"init\": \"%s\"}",
-             DRIVER_STEPS, out_dir, model, model);
+             " \"loader_threads\": 2, \"seed\": 5, \"out_dir\": \"%s\", \"ae\": \"%s\", \"init\": \"%s\"%s%s%s}",
+             DRIVER_STEPS, out_dir, model, student ? student : model, student ? ", \"teacher\": \"" : "",
+             student ? model : "", student ? "\"" : "");
     vd_train_config c;
     vd_train_config_defaults(&c);
     c.target = VD_TRAIN_DENOISER;
@@ -101,41 +106,49 @@ static void report_driver(const char *what, const float *got, const float *want,
 }
 
 /* The driver on the GPU against the CPU, and, where there is a second GPU, spread over two GPUs
- * against one. */
+ * against one, training and distilling (down.0.0 removed). */
 static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
 {
-    char dir[] = "vdmini-gpu-train-XXXXXX", model[64], err[256];
+    char dir[] = "vdmini-gpu-train-XXXXXX", model[64], student[64], err[256];
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
         failed++;
         return;
     }
     snprintf(model, sizeof model, "%s/model.safetensors", dir);
+    snprintf(student, sizeof student, "%s/student.safetensors", dir);
     vd_model_config mc;
-    vd_model m;
+    vd_model m, pruned;
     int rc = small_model_config(&mc) || vd_model_build(&m, &mc, err, sizeof err);
     if (rc == 0) {
         vd_model_init_random(&m, 3);
-        rc = vd_model_save(&m, model, VD_ST_F32, err, sizeof err);
+        char *remove[] = {"down.0.0"};
+        vd_prune_report report;
+        rc = vd_model_save(&m, model, VD_ST_F32, err, sizeof err) ||
+             vd_prune(&m, remove, 1, 5, &pruned, &report, err, sizeof err);
+        if (rc == 0) rc = vd_model_save(&pruned, student, VD_ST_F32, err, sizeof err), vd_model_free(&pruned);
         vd_model_free(&m);
     }
     vd_config_free(&mc);
     float on_cpu[DRIVER_STEPS], on_gpu[DRIVER_STEPS], on_two[DRIVER_STEPS];
     gpu->precision = VD_PRECISION_F32;
-    if (rc == 0) rc = driver_losses(&cpu, 1, model, dir, on_cpu) || driver_losses(&gpu, 1, model, dir, on_gpu);
+    if (rc == 0) rc = driver_losses(&cpu, 1, model, NULL, dir, on_cpu) || driver_losses(&gpu, 1, model, NULL, dir, on_gpu);
     if (rc == 0) report_driver("GPU / CPU", on_gpu, on_cpu, 1e-3);
     vd_backend *second = rc == 0 ? vd_backend_cuda(1, err, sizeof err) : NULL;
     if (second) {
         vd_backend *pair[2] = {gpu, second};
-        rc = driver_losses(pair, 2, model, dir, on_two);
+        rc = driver_losses(pair, 2, model, NULL, dir, on_two);
         if (rc == 0) report_driver("2 GPUs / 1", on_two, on_gpu, 1e-5);
+        if (rc == 0) rc = driver_losses(&gpu, 1, model, student, dir, on_gpu) ||
+                          driver_losses(pair, 2, model, student, dir, on_two);
+        if (rc == 0) report_driver("distilling, 2 GPUs / 1", on_two, on_gpu, 1e-5);
         second->destroy(second);
         gpu->activate(gpu);
     } else if (rc == 0) {
         printf("training driver on 2 GPUs: skipped (%s)\n", err);
     }
     if (rc) failed++;
-    unlink(model);
+    unlink(model), unlink(student);
     rmdir(dir);
 }
 
