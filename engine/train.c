@@ -683,10 +683,10 @@ static vd_train_run *open_replica(const vd_train_config *c, vd_backend *be, int 
     }
     static const char *const ae_part[] = {"ae."}, *const denoiser_parts[] = {"text.", "unet."};
     vd_param_range(&r->model, denoiser ? denoiser_parts : ae_part, denoiser ? 2 : 1, &r->begin, &r->end);
-    /* micro-batch k of a step runs on replica k % ranks */
+    /* micro-batch k of a step runs on replica k % ranks: a replica renders ahead its share */
     r->loader = vd_loader_new_strided(c->seed, r->next_clip + (uint64_t)rank * c->clips, c->clips, ranks * c->clips,
                                       r->side, r->side, c->batch, c->loader_threads,
-                                      2 * c->loader_threads + c->clips * c->grad_accum);
+                                      2 * c->loader_threads + c->clips * (c->grad_accum / ranks));
     r->frames = c->clips * c->batch;
     r->truth = vd_malloc((size_t)c->clips * sizeof *r->truth);
     size_t n = (size_t)r->frames * 3 * r->side * r->side;

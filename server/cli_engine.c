@@ -436,12 +436,6 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
         return cli_bad_arg("--resume", "not a checkpoint directory");
 
     if (gpus > 1 && device == VD_DEVICE_CPU) return cli_bad_arg("--gpus", "needs --device cuda (or auto)");
-    if (cfg.grad_accum % gpus) {
-        char why[128];
-        snprintf(why, sizeof why, "the config's grad_accum (%d) must be a multiple of it: micro-batches are dealt "
-                 "to the GPUs", cfg.grad_accum);
-        return cli_bad_arg("--gpus", why);
-    }
     vd_backend *be[VD_TRAIN_MAX_REPLICAS] = {NULL};
     if (device != VD_DEVICE_CPU) {
         char cuda_err[VD_ERR_LEN];

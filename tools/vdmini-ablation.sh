@@ -18,8 +18,9 @@
 # 0.375" the analysis's measured step time), LOSS_RULE (the rule whose student gets the loss
 # ablation: deep, the one that stays usable in docs/vdmini.md; or shallow, random), PROMPTS
 # (analysis, 8), EVAL_PROMPTS (200), EVAL_SEED (1000), GPUS (1; more spreads every distillation
-# over that many GPUs with as many micro-batches a step: GPUS times the recipe's clips a step). The program is $VDMINI, else vdmini-core,
-# else vdmini; bench_models is $BENCH_MODELS, else on PATH, else the source tree's.
+# over that many GPUs with as many micro-batches a step: GPUS times the recipe's clips a step).
+# The program is $VDMINI, else vdmini-core, else vdmini; bench_models is $BENCH_MODELS, else on
+# PATH, else the source tree's.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 limit=0 quick=0
