@@ -337,19 +337,30 @@ static int distillation_config(const json_t *request, const char *dir, const cha
     return rc;
 }
 
-static vd_backend *training_backend(vd_admin *a)
+/* The backends of a distillation into be: GPUs 0 .. gpus - 1, or for one GPU the first GPU where
+ * the server's device allows it, else the CPU. 0, or -1 with a message (a GPU of several missing). */
+static int training_backends(vd_admin *a, int gpus, vd_backend **be, char *err, size_t errlen)
 {
     int bf16;
     vd_device device = configured_device(a, &bf16);
-    vd_backend *be = NULL;
-    if (device != VD_DEVICE_CPU) {
-        char err[VD_ERR_LEN];
-        be = vd_backend_cuda(0, err, sizeof err);
-        if (!be && device == VD_DEVICE_CUDA) VD_LOG(VD_LOG_WARN, "no CUDA device for the distillation (%s): using the CPU", err);
+    if (gpus > 1 && device == VD_DEVICE_CPU)
+        return vd_fail(err, errlen, "gpus: %d asked for, the server's device is cpu", gpus);
+    for (int g = 0; g < gpus; g++) {
+        be[g] = NULL;
+        if (device == VD_DEVICE_CPU) continue;
+        char inner[VD_ERR_LEN];
+        be[g] = vd_backend_cuda(g, inner, sizeof inner);
+        if (!be[g] && gpus > 1) {
+            for (int k = 0; k < g; k++) be[k]->destroy(be[k]);
+            return vd_fail(err, errlen, "gpus: %d asked for, GPU %d: %s", gpus, g, inner);
+        }
+        if (!be[g] && device == VD_DEVICE_CUDA)
+            VD_LOG(VD_LOG_WARN, "no CUDA device for the distillation (%s): using the CPU", inner);
     }
-    if (!be) be = vd_backend_cpu();
-    if (bf16 && strcmp(be->name, "cuda") == 0) be->precision = VD_PRECISION_BF16;
-    return be;
+    if (!be[0]) be[0] = vd_backend_cpu();
+    for (int g = 0; g < gpus; g++)
+        if (bf16 && strcmp(be[g]->name, "cuda") == 0) be[g]->precision = VD_PRECISION_BF16;
+    return 0;
 }
 
 static void run_distillation(vd_admin *a, vd_admin_run *run, const json_t *request)
@@ -381,9 +392,14 @@ static void run_distillation(vd_admin *a, vd_admin_run *run, const json_t *reque
         ctx.resumed_from = atoi(strrchr(checkpoint, '-') + 1);
         VD_LOG(VD_LOG_INFO, "%s resumes from %s", run->id, checkpoint);
     }
-    vd_backend *be = training_backend(a);
-    int rc = vd_train(&cfg, be, resuming ? checkpoint : NULL, train_progress, &ctx, err, sizeof err);
-    be->destroy(be);
+    int gpus = (int)json_integer_value(json_object_get(request, "gpus"));
+    if (gpus < 1 || gpus > VD_TRAIN_MAX_REPLICAS) gpus = 1; /* runs made before the field existed */
+    vd_backend *be[VD_TRAIN_MAX_REPLICAS];
+    int rc = training_backends(a, gpus, be, err, sizeof err);
+    if (rc == 0) {
+        rc = vd_train_on(&cfg, be, gpus, resuming ? checkpoint : NULL, train_progress, &ctx, err, sizeof err);
+        for (int g = gpus - 1; g >= 0; g--) be[g]->destroy(be[g]);
+    }
     if (rc == 0 && stat(student, &st) != 0) { /* stopped early (after a checkpoint), or broken */
         rc = -1;
         snprintf(err, sizeof err, "the training run ended without writing %.900s", student);

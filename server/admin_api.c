@@ -377,8 +377,8 @@ static void autoencoder_of(const vd_model_entry *teacher, char *out, size_t outl
 }
 
 /* The training options: a JSON object without the fields the server fills, that the trainer
- * accepts. */
-static int check_training_config(const json_t *config, vd_reply *reply)
+ * accepts, with a grad_accum that gpus divides (each GPU takes every gpus-th micro-batch). */
+static int check_training_config(const json_t *config, int gpus, vd_reply *reply)
 {
     static const char *const filled[] = {"out_dir", "init", "ae", "teacher"};
     if (!json_is_object(config)) {
@@ -404,19 +404,39 @@ static int check_training_config(const json_t *config, vd_reply *reply)
     char err[512];
     int rc = text ? vd_train_config_parse(text, &cfg, err, sizeof err) : vd_fail(err, sizeof err, "cannot encode");
     free(text);
-    if (rc) vd_api_error(reply, 400, "config", "invalid_value", "Invalid 'config': %s.", err);
-    return rc ? -1 : 0;
+    if (rc) {
+        vd_api_error(reply, 400, "config", "invalid_value", "Invalid 'config': %s.", err);
+        return -1;
+    }
+    if (cfg.grad_accum % gpus) {
+        vd_api_error(reply, 400, "gpus", "invalid_value", "Invalid 'gpus': %d GPUs need a config.grad_accum that is a "
+                     "multiple of %d (it is %d).", gpus, gpus, cfg.grad_accum);
+        return -1;
+    }
+    return 0;
+}
+
+/* A distillation over several GPUs needs a server that runs on them. */
+static int check_gpus(const vd_request *r, int gpus, vd_reply *reply)
+{
+    if (gpus > 1 && strcmp(r->config->device, "cpu") == 0) {
+        vd_api_error(reply, 400, "gpus", "invalid_value", "Invalid 'gpus': %d GPUs need the server on the GPU "
+                     "(its device is cpu).", gpus);
+        return -1;
+    }
+    return 0;
 }
 
 void vd_api_create_distillation(const vd_request *r, vd_reply *reply)
 {
-    static const char *const allowed[] = {"teacher", "plan", "config", "seed", NULL};
+    static const char *const allowed[] = {"teacher", "plan", "config", "seed", "gpus", NULL};
     json_t *body;
     if (vd_api_json_body(r, &body, reply)) return;
-    long long seed = 0;
+    long long seed = 0, gpus = 1;
     vd_model_entry teacher;
     json_t *plan = json_object_get(body, "plan"), *config = json_object_get(body, "config"), *remove = NULL;
     int ok = vd_api_check_known(body, allowed, reply) == 0 && vd_api_get_integer(body, "seed", 0, (1ll << 53), &seed, reply) >= 0 &&
+             vd_api_get_integer(body, "gpus", 1, VD_TRAIN_MAX_REPLICAS, &gpus, reply) >= 0 &&
              resolve_model(r, body, "teacher", &teacher, reply) == 0;
     if (ok && !json_is_object(plan)) {
         vd_api_error(reply, 400, "plan", plan ? "invalid_type" : "missing_required_parameter",
@@ -427,13 +447,14 @@ void vd_api_create_distillation(const vd_request *r, vd_reply *reply)
     if (ok) ok = (json_object_get(plan, "remove") ? explicit_plan(plan, &remove, reply)
                                                   : analysis_plan(r, plan, &remove, reply)) == 0;
     json_t *options = config ? json_incref(config) : json_object();
-    if (ok) ok = check_training_config(options, reply) == 0;
+    if (ok) ok = check_training_config(options, (int)gpus, reply) == 0 && check_gpus(r, (int)gpus, reply) == 0;
     if (ok) {
         char ae[1024];
         autoencoder_of(&teacher, ae, sizeof ae);
         submit_run(r, KIND_DISTILLATION, "distill_",
-                   json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:O}", "teacher", teacher.id, "teacher_path", teacher.path,
-                             "ae", ae, "plan", plan, "remove", remove, "seed", (json_int_t)seed, "config", options),
+                   json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:I, s:O}", "teacher", teacher.id, "teacher_path",
+                             teacher.path, "ae", ae, "plan", plan, "remove", remove, "seed", (json_int_t)seed, "gpus",
+                             (json_int_t)gpus, "config", options),
                    reply);
     }
     json_decref(remove);

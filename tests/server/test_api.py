@@ -853,6 +853,11 @@ def test_admin_bad_requests_name_the_field(admin, analysis):
         ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": {"out_dir": "/tmp"}}, 400, "config.out_dir"),
         ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": [1]}, 400, "config"),
         ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "teacher": "sora-2"}, 404, "teacher"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "gpus": 0}, 400, "gpus"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "gpus": 17}, 400, "gpus"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "gpus": "two"}, 400, "gpus"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "gpus": 2, "config": {"grad_accum": 3}}, 400, "gpus"),
+        ("/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "gpus": 2, "config": {"grad_accum": 2}}, 400, "gpus"),
     ]
     for path, payload, want_status, want_param in cases:
         status, body = admin_call(admin, "POST", path, payload)
@@ -862,6 +867,12 @@ def test_admin_bad_requests_name_the_field(admin, analysis):
             assert error["param"] == want_param, (payload, error)
     status, body = admin_call(admin, "POST", "/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": {"stepz": 3}})
     assert "stepz" in error_of(body)["message"]
+    # several GPUs: grad_accum must be a multiple of them, and this server runs on the CPU
+    status, body = admin_call(admin, "POST", "/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "gpus": 2})
+    assert "grad_accum" in error_of(body)["message"], body
+    status, body = admin_call(admin, "POST", "/admin/v1/distillations",
+                              {"plan": {"remove": ["mid"]}, "gpus": 2, "config": {"grad_accum": 4}})
+    assert "cpu" in error_of(body)["message"], body
     status, _, body = admin.request("POST", "/admin/v1/analyses", b"{", {"Content-Type": "application/json"}, key=ADMIN_KEY)
     assert status == 400 and json.loads(body)["error"]["code"] == "invalid_json"
     # unknown ids are 404, a run of the other kind included; a finished run cannot be cancelled
@@ -882,6 +893,7 @@ def test_distillation_created_listed_and_cancelled(admin, analysis):
     blocks = {row["block"] for row in analysis["report"]["blocks"]}
     assert run["request"]["remove"] and set(run["request"]["remove"]) <= blocks
     assert run["request"]["teacher"] == "small" and run["request"]["config"] == QUICK_TRAINING
+    assert run["request"]["gpus"] == 1
     status, runs = admin_call(admin, "GET", "/admin/v1/distillations")
     listed = [r for r in runs["data"] if r["id"] == run["id"]]
     assert len(listed) == 1 and listed[0]["status"] == "queued" and listed[0]["queue_position"] is not None
