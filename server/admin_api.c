@@ -416,15 +416,19 @@ static int check_training_config(const json_t *config, int gpus, vd_reply *reply
     return 0;
 }
 
-/* A distillation over several GPUs needs a server that runs on them. */
+/* A distillation over several GPUs needs a server that runs on the GPU. */
 static int check_gpus(const vd_request *r, int gpus, vd_reply *reply)
 {
-    if (gpus > 1 && strcmp(r->config->device, "cpu") == 0) {
-        vd_api_error(reply, 400, "gpus", "invalid_value", "Invalid 'gpus': %d GPUs need the server on the GPU "
-                     "(its device is cpu).", gpus);
-        return -1;
-    }
-    return 0;
+    if (gpus == 1) return 0;
+    vd_server *srv = r->srv;
+    pthread_rwlock_rdlock(&srv->model_lock);
+    char device[32];
+    snprintf(device, sizeof device, "%s", srv->engine ? vd_engine_device_name(srv->engine) : "none");
+    pthread_rwlock_unlock(&srv->model_lock);
+    if (strcmp(device, "cuda") == 0) return 0;
+    vd_api_error(reply, 400, "gpus", "invalid_value", "Invalid 'gpus': %d GPUs need the server on the GPU (it runs on "
+                 "the %s).", gpus, strcmp(device, "cpu") == 0 ? "CPU" : device);
+    return -1;
 }
 
 void vd_api_create_distillation(const vd_request *r, vd_reply *reply)

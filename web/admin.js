@@ -384,7 +384,7 @@ async function submitDistillation(event) {
           rule: el('distill-rule').value }
       : { remove: el('distill-remove').value.split(/[\s,]+/).filter(Boolean) };
     const run = await admin('/admin/v1/distillations', { method: 'POST', body: JSON.stringify({
-      teacher: el('distill-teacher').value || undefined, plan, config }) });
+      teacher: el('distill-teacher').value || undefined, plan, gpus: numberField('distill-gpus'), config }) });
     follow(run.id);
     poll();
   });

@@ -437,10 +437,20 @@ browserTest('the admin page charts an analysis, draws distillation curves and ac
 
   await page.selectOption('#distill-plan', 'remove');
   await page.fill('#distill-remove', 'mid');
+  /* two GPUs on a CPU server: refused, and the page says why */
+  await page.fill('#distill-gpus', '2');
+  await page.fill('#distill-config', '{"steps": 40, "warmup_steps": 1, "grad_accum": 2}');
+  await page.click('#distillation-form button[type="submit"]');
+  await page.waitForSelector('#admin-error:not([hidden])', { timeout: 15_000 });
+  assert.match(await page.textContent('#admin-error'), /gpus.*cpu/i);
+  assert.equal((await adminApi('/admin/v1/distillations')).data.length, 0);
+  pageProblems = []; /* the refused request is expected */
+  await page.fill('#distill-gpus', '1');
   await page.fill('#distill-config', '{"steps": 40, "warmup_steps": 1, "batch": 4, "loader_threads": 1}');
   await page.click('#distillation-form button[type="submit"]');
   await page.waitForSelector('#distillations-body tr', { timeout: 15_000 });
   const [run] = (await adminApi('/admin/v1/distillations')).data;
+  assert.equal(run.request.gpus, 1);
   const deadline = Date.now() + JOB_TIMEOUT_MS;
   let state = run;
   while (!['completed', 'failed', 'cancelled'].includes(state.status) && Date.now() < deadline) {
