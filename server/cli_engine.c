@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "common.h"
 #include "evaluator.h"
+#include "flop_count.h"
 #include "model.h"
 #include "prune.h"
 #include "train.h"
@@ -568,11 +569,15 @@ static int cmd_prune(int argc, char **argv)
                 fprintf(stderr, "vdmini: prune: %s\n", err);
                 rc = 1;
             } else {
+                double teacher_flops = vd_unet_step_flops(&teacher.cfg, 1);
+                double student_flops = vd_unet_step_flops(&student.cfg, 1);
                 fprintf(stderr,
-                        "vdmini: wrote %s: %d units removed, UNet %.3f M -> %.3f M parameters; %d tensors copied, %d "
-                        "sliced, %d freshly initialised\n",
+                        "vdmini: wrote %s: %d units removed, UNet %.3f M -> %.3f M parameters, %.2f -> %.2f GFLOPs a "
+                        "video-step (%.1f%% fewer, %.2fx); %d tensors copied, %d sliced, %d freshly initialised\n",
                         out, count, vd_model_count_params(&teacher, "unet.") / 1e6,
-                        vd_model_count_params(&student, "unet.") / 1e6, report.copied, report.sliced, report.fresh);
+                        vd_model_count_params(&student, "unet.") / 1e6, teacher_flops / 1e9, student_flops / 1e9,
+                        100.0 * (1.0 - student_flops / teacher_flops), teacher_flops / student_flops, report.copied,
+                        report.sliced, report.fresh);
             }
             vd_model_free(&student);
         }

@@ -181,6 +181,21 @@ expect_usage_error "prune without teacher" "--teacher" prune --plan "$work/plan-
 expect_usage_error "prune plan with an unknown field" "unknown field \"keep\"" prune --teacher "$model" --plan "$work/plan-extra.json" --out "$work/s.safetensors"
 expect_usage_error "prune unknown block" "not a block" prune --teacher "$model" --plan "$work/plan-unknown.json" --out "$work/s.safetensors"
 if [ ! -e "$work/s.safetensors" ]; then ok "refused prunes write nothing"; else bad "a refused prune wrote its output"; fi
+# a prune reports the step's FLOPs before and after: the teacher's as `info` counts them, the student's fewer
+printf '{"remove": ["mid"]}' >"$work/plan-mid.json"
+if "$vdmini" prune --teacher "$model" --plan "$work/plan-mid.json" --out "$work/s.safetensors" 2>"$work/prune.log"; then
+    info_gflops=$("$vdmini" info "$model" | sed -n 's/^GFLOPs per denoiser step[^:]*: \([0-9.]*\);.*/\1/p')
+    read -r before after <<EOF_FLOPS
+$(sed -n 's/.* \([0-9.]*\) -> \([0-9.]*\) GFLOPs a video-step.*/\1 \2/p' "$work/prune.log")
+EOF_FLOPS
+    if [ -n "$before" ] && [ "$before" = "$info_gflops" ] && awk -v a="$after" -v b="$before" 'BEGIN { exit !(a > 0 && a < b) }'; then
+        ok "prune reports FLOPs"
+    else
+        bad "prune reports FLOPs: $(cat "$work/prune.log"), info says $info_gflops"
+    fi
+else
+    bad "prune of mid: $(cat "$work/prune.log")"
+fi
 expect_usage_error "plan without target" "--params" plan --analysis "$work/none.json" --out "$work/p.json"
 expect_usage_error "plan bad target" "--params" plan --analysis "$work/none.json" --params 1.5 --out "$work/p.json"
 expect_usage_error "plan missing analysis" "--analysis" plan --analysis "$work/none.json" --params 0.3 --out "$work/p.json"
