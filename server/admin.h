@@ -5,7 +5,8 @@
  * further ones wait queued. A run's files live in DATA_DIR/admin/ID/ (the analysis report, the
  * pruned student, a distillation's checkpoints and weights). A run cut short by a restart starts
  * again at the next start; a distillation resumes from its newest checkpoint. A finished
- * distillation registers its student as a model (models.h).
+ * distillation registers its student as a model (models.h). A distillation may be spread over
+ * GPUs 0 .. gpus - 1 (its request's "gpus", as `vdmini distill --gpus`).
  *
  * Sharing the machine with serving: serving comes first. At each of its steps (a model of an
  * analysis, an optimizer step of a distillation) the admin thread waits while videos are queued
