@@ -38,6 +38,22 @@ vd_backend *vd_open_backend(vd_device device, int bf16, char err[VD_ERR_LEN])
     return vd_backend_cpu();
 }
 
+int vd_open_backends(vd_device device, int bf16, int count, vd_backend **be, char err[VD_ERR_LEN])
+{
+    if (count == 1) return (be[0] = vd_open_backend(device, bf16, err)) ? 0 : -1;
+    if (device == VD_DEVICE_CPU) return vd_fail(err, VD_ERR_LEN, "%d GPUs asked for, but the device is cpu", count);
+    for (int g = 0; g < count; g++) {
+        char cuda_err[VD_ERR_LEN];
+        be[g] = vd_backend_cuda(g, cuda_err, sizeof cuda_err);
+        if (!be[g]) {
+            for (int k = 0; k < g; k++) be[k]->destroy(be[k]);
+            return vd_fail(err, VD_ERR_LEN, "%d GPUs asked for, GPU %d: %s", count, g, cuda_err);
+        }
+        be[g]->precision = bf16 ? VD_PRECISION_BF16 : VD_PRECISION_F32;
+    }
+    return 0;
+}
+
 vd_engine *vd_engine_open(const char *model_path, const char *ae_path, vd_device device, int bf16,
                           char err[VD_ERR_LEN])
 {

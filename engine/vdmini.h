@@ -22,6 +22,10 @@ typedef enum { VD_SAMPLER_DDIM = 0, VD_SAMPLER_EULER } vd_sampler_kind;
 /* The backend for a device choice: the CPU's, or the first GPU's (bf16 matrix products when
  * bf16); auto takes the GPU when there is one. NULL with a message when cuda finds none. */
 struct vd_backend *vd_open_backend(vd_device device, int bf16, char err[VD_ERR_LEN]);
+/* The backends of one run spread over count devices (a training run's replicas): for 1, be[0] as
+ * vd_open_backend gives it; for more, GPUs 0 .. count - 1, which the device choice must allow
+ * (auto or cuda). 0, or -1 with a message and nothing left open. */
+int vd_open_backends(vd_device device, int bf16, int count, struct vd_backend **be, char err[VD_ERR_LEN]);
 
 /* Loads the model file (text encoder + UNet, optionally the autoencoder too). When the model
  * file has no autoencoder, ae_path names one; NULL means "ae.safetensors" beside the model.

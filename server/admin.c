@@ -337,32 +337,6 @@ static int distillation_config(const json_t *request, const char *dir, const cha
     return rc;
 }
 
-/* The backends of a distillation into be: GPUs 0 .. gpus - 1, or for one GPU the first GPU where
- * the server's device allows it, else the CPU. 0, or -1 with a message (a GPU of several missing). */
-static int training_backends(vd_admin *a, int gpus, vd_backend **be, char *err, size_t errlen)
-{
-    int bf16;
-    vd_device device = configured_device(a, &bf16);
-    if (gpus > 1 && device == VD_DEVICE_CPU)
-        return vd_fail(err, errlen, "gpus: %d asked for, the server's device is cpu", gpus);
-    for (int g = 0; g < gpus; g++) {
-        be[g] = NULL;
-        if (device == VD_DEVICE_CPU) continue;
-        char inner[VD_ERR_LEN];
-        be[g] = vd_backend_cuda(g, inner, sizeof inner);
-        if (!be[g] && gpus > 1) {
-            for (int k = 0; k < g; k++) be[k]->destroy(be[k]);
-            return vd_fail(err, errlen, "gpus: %d asked for, GPU %d: %s", gpus, g, inner);
-        }
-        if (!be[g] && device == VD_DEVICE_CUDA)
-            VD_LOG(VD_LOG_WARN, "no CUDA device for the distillation (%s): using the CPU", inner);
-    }
-    if (!be[0]) be[0] = vd_backend_cpu();
-    for (int g = 0; g < gpus; g++)
-        if (bf16 && strcmp(be[g]->name, "cuda") == 0) be[g]->precision = VD_PRECISION_BF16;
-    return 0;
-}
-
 static void run_distillation(vd_admin *a, vd_admin_run *run, const json_t *request)
 {
     run_context ctx = {.a = a, .run = run};
@@ -394,9 +368,14 @@ static void run_distillation(vd_admin *a, vd_admin_run *run, const json_t *reque
     }
     int gpus = (int)json_integer_value(json_object_get(request, "gpus"));
     if (gpus < 1 || gpus > VD_TRAIN_MAX_REPLICAS) gpus = 1; /* runs made before the field existed */
+    int bf16;
+    vd_device device = configured_device(a, &bf16);
     vd_backend *be[VD_TRAIN_MAX_REPLICAS];
-    int rc = training_backends(a, gpus, be, err, sizeof err);
-    if (rc == 0) {
+    char device_err[VD_ERR_LEN];
+    int rc = vd_open_backends(device, bf16, gpus, be, device_err);
+    if (rc) {
+        snprintf(err, sizeof err, "device: %s", device_err);
+    } else {
         rc = vd_train_on(&cfg, be, gpus, resuming ? checkpoint : NULL, train_progress, &ctx, err, sizeof err);
         for (int g = gpus - 1; g >= 0; g--) be[g]->destroy(be[g]);
     }

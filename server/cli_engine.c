@@ -437,21 +437,12 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
         return cli_bad_arg("--resume", "not a checkpoint directory");
 
     if (gpus > 1 && device == VD_DEVICE_CPU) return cli_bad_arg("--gpus", "needs --device cuda (or auto)");
-    vd_backend *be[VD_TRAIN_MAX_REPLICAS] = {NULL};
-    if (device != VD_DEVICE_CPU) {
-        char cuda_err[VD_ERR_LEN];
-        for (int g = 0; g < gpus; g++) {
-            be[g] = vd_backend_cuda(g, cuda_err, sizeof cuda_err);
-            if (!be[g] && (device == VD_DEVICE_CUDA || gpus > 1)) {
-                fprintf(stderr, "vdmini: --device cuda: GPU %d: %s\n", g, cuda_err);
-                for (int k = 0; k < g; k++) be[k]->destroy(be[k]);
-                return 1;
-            }
-        }
+    vd_backend *be[VD_TRAIN_MAX_REPLICAS];
+    char device_err[VD_ERR_LEN];
+    if (vd_open_backends(device, bf16, gpus, be, device_err)) { /* bf16 only for the GPU's matrix products */
+        fprintf(stderr, "vdmini: --device: %s\n", device_err);
+        return 1;
     }
-    if (!be[0]) be[0] = vd_backend_cpu();
-    for (int g = 0; g < gpus; g++) /* bf16 matrix products on the GPU; everything else stays fp32 */
-        if (bf16 && strcmp(be[g]->name, "cuda") == 0) be[g]->precision = VD_PRECISION_BF16;
     char where[48] = "";
     if (gpus > 1) snprintf(where, sizeof where, " x %d GPUs", gpus);
     fprintf(stderr, "vdmini: %s the %s on %s%s%s for %d steps into %s%s%s\n", distill ? "distilling" : "training",
@@ -463,8 +454,7 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
     signal(SIGINT, request_train_stop);
     signal(SIGTERM, request_train_stop);
     int rc = vd_train_on(&cfg, be, gpus, resume, print_train_progress, &progress, err, sizeof err);
-    for (int g = gpus - 1; g >= 0; g--)
-        if (be[g]) be[g]->destroy(be[g]);
+    for (int g = gpus - 1; g >= 0; g--) be[g]->destroy(be[g]);
     if (rc) {
         fprintf(stderr, "vdmini: %s: %s\n", what, err);
         return 1;

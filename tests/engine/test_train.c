@@ -28,6 +28,7 @@
 #include "sampler.h"
 #include "small_model.h"
 #include "train.h"
+#include "vdmini.h"
 
 #define STEPS 6
 #define DENOISER_STEPS 10
@@ -213,6 +214,28 @@ static void one_step_exported(const vd_train_config *c, const char *name, char *
 
 /* "diffusion" in a denoiser run's config replaces init's schedule: the run's checkpoint, exported
  * as a model file, carries the new one; unknown fields and an autoencoder run refuse it. */
+/* The backends of a run spread over devices: one on the CPU; several GPUs refused on the CPU, and
+ * where there is no GPU. */
+static void test_open_backends(void **state)
+{
+    (void)state;
+    vd_backend *be[2] = {NULL, NULL};
+    char err[VD_ERR_LEN] = "";
+    assert_int_equal(vd_open_backends(VD_DEVICE_CPU, 1, 1, be, err), 0);
+    assert_string_equal(be[0]->name, "cpu");
+    be[0]->destroy(be[0]);
+    assert_int_equal(vd_open_backends(VD_DEVICE_CPU, 0, 2, be, err), -1);
+    assert_non_null(strstr(err, "cpu"));
+    char cuda_err[VD_ERR_LEN];
+    vd_backend *gpu = vd_backend_cuda(0, cuda_err, sizeof cuda_err);
+    if (gpu) {
+        gpu->destroy(gpu);
+    } else {
+        assert_int_equal(vd_open_backends(VD_DEVICE_AUTO, 0, 2, be, err), -1);
+        assert_non_null(strstr(err, "GPU 0"));
+    }
+}
+
 static void test_schedule_override(void **state)
 {
     (void)state;
@@ -611,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_denoiser_resume_exact),
         cmocka_unit_test(test_data_parallel),
+        cmocka_unit_test(test_open_backends),
         cmocka_unit_test(test_schedule_override),
         cmocka_unit_test(test_noise_schedule),
         cmocka_unit_test(test_pooled_text_added),
