@@ -74,7 +74,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < warmup + iters; i++) {
         double t0 = vd_now();
         vd_ae_zero_grads(&trainer);
-        loss = vd_denoiser_loss_and_grads(&m, trainer.grads, ids, x, t, v, N, T, h, w);
+        loss = vd_denoiser_loss_and_grads(&m, trainer.grads, ids, x, t, v, NULL, N, T, h, w);
         vd_adamw_range_step(&trainer, &opt, begin, end);
         be->synchronize(be);
         if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
@@ -84,7 +84,7 @@ int main(int argc, char **argv)
         vd_backend *timed = vd_backend_profiled(be);
         m.be = timed;
         vd_ae_zero_grads(&trainer);
-        vd_denoiser_loss_and_grads(&m, trainer.grads, ids, x, t, v, N, T, h, w);
+        vd_denoiser_loss_and_grads(&m, trainer.grads, ids, x, t, v, NULL, N, T, h, w);
         vd_adamw_range_step(&trainer, &opt, begin, end);
         vd_profile_print(timed, stderr);
         m.be = be;

@@ -196,7 +196,7 @@ float vd_ae_loss_and_grads(vd_ae_trainer *t, const float *img, int B, int H, int
     float *rec = ae_forward(&c, r, img, B, H, W);
     size_t n = (size_t)B * 3 * H * W;
     float *drec = tl_buffer(&c, n), loss = 0.0f;
-    c.be->mse_loss(c.be, &loss, drec, rec, img, n, 1.0f);
+    c.be->mse_loss(c.be, &loss, drec, rec, img, NULL, n, 1.0f);
     ae_backward(&c, r, drec);
     tl_release(&c, drec);
     tl_release_kept(&c);

@@ -628,13 +628,13 @@ void vd_denoiser_pass_free(vd_denoiser_pass *p)
 }
 
 float vd_denoiser_loss_and_grads(vd_model *m, float *grads, const int32_t *ids, const float *x_in, const float *t,
-                                 const float *v_target, int N, int T, int h, int w)
+                                 const float *v_target, const float *weight, int N, int T, int h, int w)
 {
     vd_denoiser_pass *p = vd_denoiser_forward(m, ids, x_in, t, N, T, h, w, 0);
     size_t n;
     const float *pred = vd_denoiser_pass_output(p, p->run - 1, &n);
     float *dpred = tl_buffer(&p->c, n), loss = 0.0f;
-    m->be->mse_loss(m->be, &loss, dpred, pred, v_target, n, 1.0f);
+    m->be->mse_loss(m->be, &loss, dpred, pred, v_target, weight, n, 1.0f);
     vd_denoiser_backward(p, grads, dpred, NULL, NULL);
     vd_denoiser_pass_free(p);
     return loss;

@@ -8,17 +8,18 @@
 
 #include "model.h"
 
-/* loss = mean((unet(x_in, t, text(ids)) - v_target)^2) with
+/* loss = mean(weight (unet(x_in, t, text(ids)) - v_target)^2) with
  *   ids      (N, max_tokens) int32 token ids,
  *   x_in     (N, T, in_channels, h, w) the UNet's input (noisy latent, condition, mask),
  *   t        (N) timesteps,
  *   v_target (N, T, out_channels, h, w),
+ *   weight   (N, T, out_channels, h, w), or NULL for the plain mean,
  * all in the model's backend memory. The gradients of every text.* and unet.* parameter are
  * accumulated (+=) into grads (backend memory, m->total floats in the model's parameter layout;
  * other parameters' entries are left alone). The model must have a text encoder and a UNet and
  * be attached to a backend with backward ops. Returns the loss. */
 float vd_denoiser_loss_and_grads(vd_model *m, float *grads, const int32_t *ids, const float *x_in, const float *t,
-                                 const float *v_target, int N, int T, int h, int w);
+                                 const float *v_target, const float *weight, int N, int T, int h, int w);
 
 /* The same pass in parts, for losses on more than the prediction (distill.c): a forward of the
  * text encoder, the time embedding and the UNet's stages 0..stop-1 of its stage plan (all of them

@@ -430,7 +430,7 @@ float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, 
     size_t n;
     const float *pred = vd_denoiser_pass_output(sp, ns - 1, &n);
     float *dpred = vd_model_scratch(student, n);
-    be->mse_loss(be, &terms->task, dpred, pred, v_target, n, 1.0f);
+    be->mse_loss(be, &terms->task, dpred, pred, v_target, NULL, n, 1.0f);
 
     float **extra = vd_calloc((size_t)ns, sizeof *extra);
     int want_icd = d->lambda_icd > 0 && d->npairs > 0, want_mca = d->lambda_mca > 0;
@@ -442,7 +442,7 @@ float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, 
             const float *ft = vd_denoiser_pass_output(tp, d->pairs[k].teacher, NULL);
             float part = 0;
             extra[d->pairs[k].student] = vd_model_scratch(student, fn);
-            be->mse_loss(be, &part, extra[d->pairs[k].student], fs, ft, fn, d->lambda_icd / (float)d->npairs);
+            be->mse_loss(be, &part, extra[d->pairs[k].student], fs, ft, NULL, fn, d->lambda_icd / (float)d->npairs);
             terms->icd += part / (float)d->npairs;
         }
         if (want_mca) {

@@ -174,10 +174,10 @@ static void fc_emb_bwd(vd_backend *be, float *dtable, const float *dy, const int
     (void)be, (void)dtable, (void)dy, (void)ids, (void)n, (void)dim;
 }
 /* The training ops: the host results they report are zero, since nothing was computed. */
-static void fc_mse(vd_backend *be, float *loss, float *dpred, const float *pred, const float *target, size_t n,
-                   float scale)
+static void fc_mse(vd_backend *be, float *loss, float *dpred, const float *pred, const float *target,
+                   const float *weight, size_t n, float scale)
 {
-    (void)be, (void)dpred, (void)pred, (void)target, (void)n, (void)scale;
+    (void)be, (void)dpred, (void)pred, (void)target, (void)weight, (void)n, (void)scale;
     *loss = 0.0f;
 }
 static void fc_sumsq(vd_backend *be, double *out, const float *x, size_t n)

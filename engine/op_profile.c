@@ -249,11 +249,12 @@ static void pr_embedding_backward(vd_backend *be, float *dtable, const float *dy
     P(be)->inner->embedding_backward(P(be)->inner, dtable, dy, ids, n, dim);
     record(be, OP_EMBEDDING_BACKWARD, t0);
 }
-static void pr_mse_loss(vd_backend *be, float *loss, float *dpred, const float *pred, const float *target, size_t n, float scale)
+static void pr_mse_loss(vd_backend *be, float *loss, float *dpred, const float *pred, const float *target,
+                        const float *weight, size_t n, float scale)
 {
     double t0 = vd_now();
     P(be)->inner->precision = be->precision;
-    P(be)->inner->mse_loss(P(be)->inner, loss, dpred, pred, target, n, scale);
+    P(be)->inner->mse_loss(P(be)->inner, loss, dpred, pred, target, weight, n, scale);
     record(be, OP_MSE_LOSS, t0);
 }
 static void pr_sum_squares(vd_backend *be, double *out, const float *x, size_t n)

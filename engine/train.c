@@ -162,6 +162,8 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
             rc = get_float(v, key, 0, 1, &c->empty_prompt_rate, err, errlen);
         else if (strcmp(key, "first_frame_rate") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_float(v, key, 0, 1, &c->first_frame_rate, err, errlen);
+        else if (strcmp(key, "object_loss_weight") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_float(v, key, 0, 100, &c->object_loss_weight, err, errlen);
         else if (strcmp(key, "teacher") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->teacher, sizeof c->teacher, err, errlen);
         else if (strcmp(key, "diffusion") == 0 && c->target == VD_TRAIN_DENOISER)
@@ -191,6 +193,9 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
     if (c->min_lr > c->lr) return vd_fail(err, errlen, "training config min_lr: above lr");
     if (c->teacher[0] && c->clips > VD_DISTILL_MAX_CLIPS)
         return vd_fail(err, errlen, "training config clips: at most %d when distilling", VD_DISTILL_MAX_CLIPS);
+    if (c->teacher[0] && c->object_loss_weight > 0)
+        return vd_fail(err, errlen, "training config object_loss_weight: not with a teacher (a distillation's loss is "
+                       "its own)");
     if (c->disc_lr == 0) c->disc_lr = c->lr;
     return 0;
 }
@@ -312,6 +317,7 @@ struct vd_train_run {
     double *abar;
     double prep_s; /* this step's input preparation so far (vd_train_stats.prep_ms) */
     float *eps_host, *t_host;     /* per clip: its noise, its timestep */
+    float *weight_host, *weight_dev; /* the loss weight maps, with object_loss_weight only */
     char *empty_prompt, *first_frame; /* per clip: the random choices of the loss */
     int32_t *ids_host;
     float *z0_dev, *eps_dev, *zt_dev, *cond_dev, *cond_row_dev, *x_dev, *v_dev, *t_dev;
@@ -633,6 +639,8 @@ static void alloc_denoiser_buffers(vd_train_run *r)
     free(ones);
     r->x_dev = be->alloc(be, xn * sizeof(float)), r->t_dev = be->alloc(be, (size_t)N * sizeof(float));
     r->ids_dev = be->alloc(be, L * sizeof(int32_t));
+    if (r->cfg.object_loss_weight > 0)
+        r->weight_host = vd_malloc(zn * sizeof(float)), r->weight_dev = be->alloc(be, zn * sizeof(float));
 }
 
 /* Opens replica `rank` of `ranks` on be (the calling thread's current backend). */
@@ -763,10 +771,10 @@ void vd_train_close(vd_train_run *r)
     if (r->renoise_eps_dev) be->release(be, r->renoise_eps_dev);
     free(r->renoise_t_host), free(r->renoise_eps_host);
     float *dev[] = {r->frames_dev, r->ema, r->z0_dev, r->eps_dev, r->zt_dev, r->cond_dev, r->cond_row_dev,
-                    r->x_dev, r->v_dev, r->t_dev, (float *)r->ids_dev};
+                    r->x_dev, r->v_dev, r->t_dev, (float *)r->ids_dev, r->weight_dev};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
         if (dev[i]) be->release(be, dev[i]);
-    free(r->frames_host), free(r->eps_host), free(r->t_host), free(r->ids_host);
+    free(r->frames_host), free(r->eps_host), free(r->t_host), free(r->ids_host), free(r->weight_host);
     free(r->empty_prompt), free(r->first_frame);
     free(r->abar), free(r->truth);
     if (r->trainer.m) vd_ae_trainer_free(&r->trainer);
@@ -781,7 +789,8 @@ size_t vd_train_param_count(const vd_train_run *r) { return r->model.total; }
 
 /* The random draws of the denoiser's micro-batch of clips first, first + 1, ...: per clip, from
  * the counter RNG, the prompt or the empty one, the condition or none, the timestep and the noise
- * (and a distillation's re-noising). Clips [begin, end) of the micro-batch go to one of
+ * (and a distillation's re-noising), and the clip's loss weight map where the run has one. Clips
+ * [begin, end) of the micro-batch go to one of
  * NOISE_THREADS helper threads, which run while the frames are encoded: a clip's draws depend on
  * its number alone, so the split changes no bit. */
 #define NOISE_THREADS 4
@@ -791,7 +800,30 @@ typedef struct {
     uint64_t first;
     int begin, end;
     size_t clip_z; /* floats of one clip's latents */
+    int frames, channels, h, w, f; /* a clip's latents: frames x channels x h x w, f x f pixels each */
 } noise_job;
+
+void vd_train_object_weight(const vd_clip_truth *t, int frames, int channels, int h, int w, int f, float k,
+                            float *out)
+{
+    size_t S = (size_t)h * w;
+    for (int i = 0; i < frames; i++) {
+        float *frame = out + (size_t)i * channels * S;
+        for (size_t p = 0; p < S; p++) frame[p] = 1.0f;
+        for (int o = 0; o < t->object_count; o++) {
+            const vd_world_object *obj = &t->objects[o];
+            const vd_track_point *at = &obj->track[i < t->frames ? i : t->frames - 1];
+            float reach = 1.6f * vd_size_radius(obj->size, t->width < t->height ? t->width : t->height) * at->scale +
+                          0.5f * f;
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++) {
+                    float dx = (x + 0.5f) * f - at->x, dy = (y + 0.5f) * f - at->y;
+                    if (dx * dx + dy * dy <= reach * reach) frame[(size_t)y * w + x] = 1.0f + k;
+                }
+        }
+        for (int ch = 1; ch < channels; ch++) memcpy(frame + ch * S, frame, S * sizeof(float));
+    }
+}
 
 static void *draw_noise(void *arg)
 {
@@ -812,6 +844,9 @@ static void *draw_noise(void *arg)
             r->renoise_t_host[n] = (float)(vd_rng_u64(key, 0) % (uint64_t)steps);
             vd_rng_normal(key, 1, r->renoise_eps_host + (size_t)n * job->clip_z, job->clip_z);
         }
+        if (r->weight_host)
+            vd_train_object_weight(&r->truth[n], job->frames, job->channels, job->h, job->w, job->f,
+                                   c->object_loss_weight, r->weight_host + (size_t)n * job->clip_z);
     }
     return NULL;
 }
@@ -834,7 +869,7 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     pthread_t helpers[NOISE_THREADS];
     int started[NOISE_THREADS];
     for (int k = 0; k < NOISE_THREADS; k++) {
-        jobs[k] = (noise_job){r, first, N * k / NOISE_THREADS, N * (k + 1) / NOISE_THREADS, clip_z};
+        jobs[k] = (noise_job){r, first, N * k / NOISE_THREADS, N * (k + 1) / NOISE_THREADS, clip_z, T, lc, h, w, f};
         started[k] = jobs[k].begin < jobs[k].end && pthread_create(&helpers[k], NULL, draw_noise, &jobs[k]) == 0;
     }
     be->upload(be, r->frames_dev, r->frames_host, (size_t)N * T * 3 * r->side * r->side * sizeof(float));
@@ -845,6 +880,7 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     }
 
     be->upload(be, r->eps_dev, r->eps_host, (size_t)N * clip_z * sizeof(float));
+    if (r->weight_dev) be->upload(be, r->weight_dev, r->weight_host, (size_t)N * clip_z * sizeof(float));
     be->zero(be, r->cond_dev, (size_t)N * T * cond_frame * sizeof(float));
     for (int n = 0; n < N; n++) {
         int t = (int)r->t_host[n];
@@ -867,7 +903,8 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     if (r->distill) be->upload(be, r->renoise_eps_dev, r->renoise_eps_host, (size_t)N * clip_z * sizeof(float));
     r->prep_s += vd_now() - start;
     if (!r->distill)
-        return vd_denoiser_loss_and_grads(m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->v_dev, N, T, h, w);
+        return vd_denoiser_loss_and_grads(m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->v_dev, r->weight_dev,
+                                          N, T, h, w);
     vd_distill_terms terms;
     vd_distill_renoise renoise = {.t_host = r->renoise_t_host, .eps = r->renoise_eps_dev};
     float loss = vd_distill_loss_and_grads(r->distill, m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->t_host,

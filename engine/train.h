@@ -23,7 +23,8 @@
  * condition (on every frame, mask 1) at first_frame_rate, else zeros; a timestep t in
  * [0, train_steps) and noise eps (drawn on a helper thread while the frames are encoded); then,
  * on the backend, z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps and the v-prediction target
- * v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0. Only the text encoder and the
+ * v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0, under the plain mean squared error or, with
+ * object_loss_weight, one that weighs the latents near the clip's objects more. Only the text encoder and the
  * UNet are trained (and checkpointed); the autoencoder is not part of the run's model. */
 #ifndef VD_TRAIN_H
 #define VD_TRAIN_H
@@ -34,6 +35,7 @@
 #include "backend.h"
 #include "config.h"
 #include "safetensors.h"
+#include "world.h"
 
 #define VD_TRAIN_SHARD_BYTES (16u << 20)
 #define VD_TRAIN_MAX_REPLICAS 16
@@ -80,13 +82,16 @@ typedef struct {
     /* denoiser: the share of clips trained with the empty prompt (for guidance) and with the
      * first frame's latent as the condition (image-to-video) */
     float empty_prompt_rate, first_frame_rate;
+    /* denoiser: the loss weighs the latent values near an object 1 + object_loss_weight times a
+     * value elsewhere (vd_train_object_weight); 0, the default, is the plain mean */
+    float object_loss_weight;
     size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
 } vd_train_config;
 
 /* Defaults: steps 1000, batch 8, clips 1, image_size 0, lr 4e-4, min_lr 4e-5, warmup_steps 100,
  * weight_decay 0.01, beta1 0.9, beta2 0.999, eps 1e-8, clip_norm 1, ema_decay 0.999,
  * grad_accum 1, seed 0, loader_threads 4, checkpoint_every 1000, log_every 10, init "tiny",
- * empty_prompt_rate 0.1, first_frame_rate 0.5. */
+ * empty_prompt_rate 0.1, first_frame_rate 0.5, object_loss_weight 0. */
 void vd_train_config_defaults(vd_train_config *c);
 /* Parses a JSON object over the defaults: every key is checked (unknown keys are errors), and
  * out_dir is required. Training the autoencoder, "ae" is an inline autoencoder config (as in a
@@ -95,6 +100,12 @@ void vd_train_config_defaults(vd_train_config *c);
  * message naming the field. */
 int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_t errlen);
 int vd_train_config_load(const char *path, vd_train_config *c, char *err, size_t errlen);
+
+/* The loss weight map of clip t: out (frames, channels, h, w), latents of f x f pixels each, holds
+ * 1 + k where a latent pixel's centre lies within 1.6 r + f / 2 pixels of an object's centre in
+ * that frame (r its radius then; 1.6 r reaches every shape's farthest point), else 1. */
+void vd_train_object_weight(const vd_clip_truth *t, int frames, int channels, int h, int w, int f, float k,
+                            float *out);
 
 /* Learning rate of optimizer step `step` (0-based): lr * (step + 1) / warmup_steps during the
  * warm-up, then min_lr + (lr - min_lr) (1 + cos(pi p)) / 2 with p going from 0 at the first step

@@ -164,10 +164,10 @@ struct vd_backend {
 
     /* ---- training ---- */
 
-    /* Mean squared error over n values: *loss (host) = mean((pred - target)^2) and
-     * dpred = 2 (pred - target) / n * scale. */
+    /* Weighted mean squared error over n values: *loss (host) = mean(weight (pred - target)^2)
+     * and dpred = 2 weight (pred - target) / n * scale; weight NULL weighs every value 1. */
     void (*mse_loss)(vd_backend *be, float *loss, float *dpred, const float *pred,
-                     const float *target, size_t n, float scale);
+                     const float *target, const float *weight, size_t n, float scale);
     /* Sum of squares of x (n values) into *out (host), for gradient norms. */
     void (*sum_squares)(vd_backend *be, double *out, const float *x, size_t n);
     /* One AdamW step over n parameters: m, v are the moments, step counts from 1; the gradient

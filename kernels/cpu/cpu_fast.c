@@ -1166,10 +1166,10 @@ static void fast_add_channel_bias_backward(vd_backend *be, float *dbias, const f
 
 /* ---- training ---- */
 
-/* pred, target, dpred (n): *loss = mean((pred - target)^2), summed in double;
- * dpred = 2 (pred - target) / n scale. */
+/* pred, target, weight, dpred (n): *loss = mean(weight (pred - target)^2), summed in double;
+ * dpred = 2 weight (pred - target) / n scale; weight NULL: 1. */
 static void fast_mse_loss(vd_backend *be, float *loss, float *dpred, const float *pred,
-                          const float *target, size_t n, float scale)
+                          const float *target, const float *weight, size_t n, float scale)
 {
     (void)be;
     double total = 0.0;
@@ -1177,9 +1177,9 @@ static void fast_mse_loss(vd_backend *be, float *loss, float *dpred, const float
 #pragma omp parallel for simd schedule(static) reduction(+ : total) \
     if (parallel : n >= PARALLEL_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) {
-        float diff = pred[i] - target[i];
-        total += (double)diff * diff;
-        if (dpred) dpred[i] = factor * diff;
+        float diff = pred[i] - target[i], wi = weight ? weight[i] : 1.0f;
+        total += (double)wi * diff * diff;
+        if (dpred) dpred[i] = factor * wi * diff;
     }
     *loss = (float)(total / (double)n);
 }

@@ -724,16 +724,17 @@ void cpu_ref_embedding_backward(vd_backend *be, float *dtable, const float *dy,
 
 /* ---- training ---- */
 
-/* pred, target, dpred (n): *loss = mean((pred - target)^2); dpred = 2 (pred - target) / n scale. */
+/* pred, target, weight, dpred (n): *loss = mean(weight (pred - target)^2);
+ * dpred = 2 weight (pred - target) / n scale; weight NULL: 1. */
 static void ref_mse_loss(vd_backend *be, float *loss, float *dpred, const float *pred,
-                         const float *target, size_t n, float scale)
+                         const float *target, const float *weight, size_t n, float scale)
 {
     (void)be;
     double total = 0.0;
     for (size_t i = 0; i < n; i++) {
-        double diff = (double)pred[i] - target[i];
-        total += diff * diff;
-        if (dpred) dpred[i] = (float)(2.0 * diff / (double)n * scale);
+        double diff = (double)pred[i] - target[i], wi = weight ? weight[i] : 1.0;
+        total += wi * diff * diff;
+        if (dpred) dpred[i] = (float)(2.0 * wi * diff / (double)n * scale);
     }
     *loss = (float)(total / (double)n);
 }

@@ -788,18 +788,18 @@ static void cuda_embedding_backward(vd_backend *be, float *dtable, const float *
 /* ---------------------------------------------------------------------------------------------
  * training */
 
-/* partials[block] = sum of (pred - target)^2 (target NULL: of pred^2) over the block's share, in
- * double; dpred = factor (pred - target) when dpred is not NULL. */
+/* partials[block] = sum of weight (pred - target)^2 (target NULL: of pred^2; weight NULL: 1) over
+ * the block's share, in double; dpred = factor weight (pred - target) when dpred is not NULL. */
 static __global__ void squares_kernel(double *partials, float *dpred, const float *pred, const float *target,
-                                      size_t n, float factor)
+                                      const float *weight, size_t n, float factor)
 {
     __shared__ double shared[THREADS / 32];
     double sum = 0.0;
     GRID_STRIDE(i, n)
     {
-        float diff = target ? pred[i] - target[i] : pred[i];
-        sum += (double)diff * diff;
-        if (dpred) dpred[i] = factor * diff;
+        float diff = target ? pred[i] - target[i] : pred[i], wi = weight ? weight[i] : 1.0f;
+        sum += (double)wi * diff * diff;
+        if (dpred) dpred[i] = factor * wi * diff;
     }
     sum = block_sum(sum, shared);
     if (threadIdx.x == 0) partials[blockIdx.x] = sum;
@@ -815,13 +815,13 @@ static __global__ void finish_sum_kernel(double *partials, unsigned count)
     if (threadIdx.x == 0) partials[0] = sum;
 }
 
-/* The sum of squares of pred - target (or of pred) over n values, to the host; writes dpred. */
-static double squares_to_host(cuda_state *st, float *dpred, const float *pred, const float *target, size_t n,
-                              float factor)
+/* The weighted sum of squares of pred - target (or of pred) over n values, to the host; writes dpred. */
+static double squares_to_host(cuda_state *st, float *dpred, const float *pred, const float *target,
+                              const float *weight, size_t n, float factor)
 {
     unsigned blocks = grid_for(st, n);
     double *partials = (double *)cuda_scratch_reserve(&st->workspace, blocks * sizeof(double));
-    squares_kernel<<<blocks, THREADS, 0, st->stream>>>(partials, dpred, pred, target, n, factor);
+    squares_kernel<<<blocks, THREADS, 0, st->stream>>>(partials, dpred, pred, target, weight, n, factor);
     CUDA_LAUNCH_CHECK();
     finish_sum_kernel<<<1, THREADS, 0, st->stream>>>(partials, blocks);
     CUDA_LAUNCH_CHECK();
@@ -832,19 +832,19 @@ static double squares_to_host(cuda_state *st, float *dpred, const float *pred, c
 }
 
 static void cuda_mse_loss(vd_backend *be, float *loss, float *dpred, const float *pred, const float *target,
-                          size_t n, float scale)
+                          const float *weight, size_t n, float scale)
 {
     if (!n) {
         if (loss) *loss = 0.0f;
         return;
     }
-    double total = squares_to_host(cuda_state_of(be), dpred, pred, target, n, (float)(2.0 / n * scale));
+    double total = squares_to_host(cuda_state_of(be), dpred, pred, target, weight, n, (float)(2.0 / n * scale));
     if (loss) *loss = (float)(total / n);
 }
 
 static void cuda_sum_squares(vd_backend *be, double *out, const float *x, size_t n)
 {
-    *out = n ? squares_to_host(cuda_state_of(be), NULL, x, NULL, n, 0.0f) : 0.0;
+    *out = n ? squares_to_host(cuda_state_of(be), NULL, x, NULL, NULL, n, 0.0f) : 0.0;
 }
 
 /* One AdamW step; correction1, correction2 are 1 - beta^step. */

@@ -1,7 +1,7 @@
 /* check_train.c: the training passes against PyTorch autograd, on cases written by
  * tools/reference/make_train_cases.py, on both CPU backends: the autoencoder's loss and the
  * gradient of every autoencoder parameter, then a few AdamW steps on the same batch must lower
- * the loss; the denoiser's v-prediction loss and the gradient of every text encoder and UNet
+ * the loss; the denoiser's weighted v-prediction loss and the gradient of every text encoder and UNet
  * parameter (when the cases have them).
  *
  *   check_train WEIGHTS.safetensors CASES.safetensors
@@ -131,14 +131,16 @@ static void check_denoiser(vd_model *m, const vd_st_file *cases)
     be->upload(be, ids, ids_t->data, ids_t->nbytes);
     float *x = upload_f32(be, x_t), *t = upload_f32(be, vd_st_find(cases, "unet.train.t"));
     float *v = upload_f32(be, vd_st_find(cases, "unet.train.v"));
+    float *weight = upload_f32(be, vd_st_find(cases, "unet.train.weight"));
     float *grads = be->alloc(be, m->total * sizeof(float));
     be->zero(be, grads, m->total * sizeof(float));
 
-    float loss = vd_denoiser_loss_and_grads(m, grads, ids, x, t, v, N, T, h, w);
+    float loss = vd_denoiser_loss_and_grads(m, grads, ids, x, t, v, weight, N, T, h, w);
     check_loss(be->name, vd_st_find(cases, "unet.train.loss"), loss);
     check_grads(m, grads, cases, (const char *const[]){"text.", "unet."}, 2);
 
-    be->release(be, ids), be->release(be, x), be->release(be, t), be->release(be, v), be->release(be, grads);
+    be->release(be, ids), be->release(be, x), be->release(be, t), be->release(be, v), be->release(be, weight);
+    be->release(be, grads);
 }
 
 static int has(const vd_st_file *cases, const char *const *names, int n)
@@ -150,14 +152,14 @@ static int has(const vd_st_file *cases, const char *const *names, int n)
 
 static const char *const ae_cases[] = {"ae.train.in", "ae.train.loss"};
 static const char *const denoiser_cases[] = {"unet.train.ids", "unet.train.x", "unet.train.t", "unet.train.v",
-                                             "unet.train.loss"};
+                                             "unet.train.weight", "unet.train.loss"};
 
 static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases)
 {
     vd_model_attach(m, be);
     if (has(cases, ae_cases, 2)) check_autoencoder(m, cases);
     /* the denoiser is checked second: the autoencoder's optimizer steps do not touch its weights */
-    if (has(cases, denoiser_cases, 5)) check_denoiser(m, cases);
+    if (has(cases, denoiser_cases, 6)) check_denoiser(m, cases);
     vd_model_detach(m);
 }
 
@@ -173,7 +175,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    if (!has(&cases, ae_cases, 2) && !has(&cases, denoiser_cases, 5)) {
+    if (!has(&cases, ae_cases, 2) && !has(&cases, denoiser_cases, 6)) {
         fprintf(stderr, "%s: not a training cases file\n", argv[2]);
         return 1;
     }

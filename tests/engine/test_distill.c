@@ -148,7 +148,7 @@ static void test_icd_zero_for_the_teacher_itself(void **state)
     float *g1 = zeroed_grads(be, student.total), *g2 = zeroed_grads(be, student.total);
     vd_distill_terms terms;
     float loss = distill_loss(d, &student, g1, &b, &terms);
-    float task = vd_denoiser_loss_and_grads(&student, g2, b.ids, b.x, b.t, b.v, N, T, SIDE, SIDE);
+    float task = vd_denoiser_loss_and_grads(&student, g2, b.ids, b.x, b.t, b.v, NULL, N, T, SIDE, SIDE);
     assert_true(terms.icd == 0.0f);
     assert_true(loss == task && terms.task == task);
     assert_memory_equal(g1, g2, student.total * sizeof(float)); /* ICD's gradient adds exact zeros */

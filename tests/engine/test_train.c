@@ -3,7 +3,8 @@
  * exactness: 6 steps straight against 3 steps, a checkpoint, everything freed, and 3 more steps
  * from the checkpoint, which must give the same losses, weights and EMA bit for bit. The same
  * resume check runs for the denoiser, whose loss must also be finite and fall over its steps, and
- * the denoiser spread over two backends must compute what it computes on one.
+ * the denoiser spread over two backends must compute what it computes on one; the object loss
+ * weight map, and a run under the object-weighted loss against the plain one.
  * Runs on the CPU reference backend (plain loops, one thread: deterministic) with a very small
  * autoencoder, text encoder and UNet. */
 #include <setjmp.h>
@@ -140,9 +141,56 @@ static void test_config(void **state)
     assert_true(c.first_frame_rate == 0.75f);
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"empty_prompt_rate\": 1.5}", &c, err, sizeof err), -1);
     assert_non_null(strstr(err, "empty_prompt_rate"));
-    vd_train_config_defaults(&c); /* an autoencoder run has no prompts or conditions */
+    assert_true(c.object_loss_weight == 0.0f);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_loss_weight\": 3}", &c, err, sizeof err), 0);
+    assert_true(c.object_loss_weight == 3.0f);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_loss_weight\": -1}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "object_loss_weight"));
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"teacher\": \"t.safetensors\", \"object_loss_weight\": 2}",
+                                           &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "object_loss_weight"));
+    vd_train_config_defaults(&c); /* an autoencoder run has no prompts, conditions or objects to weigh */
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"first_frame_rate\": 0.5}", &c, err, sizeof err), -1);
     assert_non_null(strstr(err, "first_frame_rate"));
+    vd_train_config_defaults(&c);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_loss_weight\": 1}", &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "object_loss_weight"));
+}
+
+/* The loss weight map of one object moved by hand: 1 + k on the latent pixels whose centres lie
+ * within 1.6 r + f / 2 of the object's centre (r grows with the track's scale), 1 elsewhere, on
+ * every channel alike; about the disc's area in latent pixels; none for an object out of view. */
+static void test_object_weight(void **state)
+{
+    (void)state;
+    enum { FRAMES = 3, C = 2, H = 16, W = 16, F = 4 };
+    vd_clip_truth t;
+    vd_world_sample(5, 0, H * F, W * F, FRAMES, &t);
+    t.object_count = 1;
+    t.objects[0].size = VD_SIZE_MEDIUM;
+    const float xs[FRAMES] = {20.3f, 40.0f, -60.0f}, scales[FRAMES] = {1.0f, 1.5f, 1.0f}, y0 = 30.0f;
+    for (int i = 0; i < FRAMES; i++) t.objects[0].track[i] = (vd_track_point){xs[i], y0, scales[i], 0, 1};
+    float *map = vd_malloc((size_t)FRAMES * C * H * W * sizeof(float));
+    vd_train_object_weight(&t, FRAMES, C, H, W, F, 3.0f, map);
+    float r = vd_size_radius(VD_SIZE_MEDIUM, H * F);
+    for (int i = 0; i < FRAMES; i++) {
+        float reach = 1.6f * r * scales[i] + F / 2.0f;
+        int heavy = 0;
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    float value = map[(((size_t)i * C + c) * H + y) * W + x];
+                    float dx = (x + 0.5f) * F - xs[i], dy = (y + 0.5f) * F - y0, d = sqrtf(dx * dx + dy * dy);
+                    if (d < reach - 0.01f) assert_true(value == 4.0f);
+                    if (d > reach + 0.01f) assert_true(value == 1.0f);
+                    heavy += c == 0 && value == 4.0f;
+                }
+        double disc = 3.14159265 * reach * reach / (F * F);
+        fprintf(stderr, "frame %d: %d latent pixels weighed, the disc covers %.1f\n", i, heavy, disc);
+        if (i < 2) assert_true(heavy > 0.7 * disc && heavy < 1.3 * disc);
+        else assert_int_equal(heavy, 0);
+    }
+    free(map);
 }
 
 static void test_schedule(void **state)
@@ -521,6 +569,38 @@ static void test_denoiser_resume_exact(void **state)
     free(w_a), free(w_b), free(ema_a), free(ema_b);
 }
 
+/* The denoiser run with the object-weighted loss. */
+static void weighted_config(vd_train_config *c, const char *name)
+{
+    denoiser_config(c, name);
+    c->object_loss_weight = 3.0f;
+}
+
+/* The object-weighted loss on the same clips, noise and start as the plain one: its first loss is
+ * larger (every weight is at least 1 and the objects' are 4), it falls over the run, and it
+ * trains other weights than the plain loss does. */
+static void test_object_weighted_loss(void **state)
+{
+    (void)state;
+    float plain[DENOISER_STEPS], weighted[DENOISER_STEPS], *w_a, *w_b, *ema_a, *ema_b;
+    size_t n_a, n_b;
+    run(denoiser_config, "denoiser-plain", 0, 1, plain, &w_a, &ema_a, &n_a);
+    run(weighted_config, "denoiser-weighted", 0, 1, weighted, &w_b, &ema_b, &n_b);
+    double first = 0, last = 0, diff = 0;
+    for (int s = 0; s < DENOISER_STEPS; s++) {
+        fprintf(stderr, "step %d: loss %.9g plain, %.9g weighted\n", s + 1, plain[s], weighted[s]);
+        assert_true(isfinite(weighted[s]) && weighted[s] > 0);
+        if (s < 3) first += weighted[s];
+        if (s >= DENOISER_STEPS - 3) last += weighted[s];
+    }
+    assert_true(weighted[0] > 1.01f * plain[0]);
+    assert_true(last < first);
+    assert_int_equal(n_a, n_b);
+    for (size_t i = 0; i < n_a; i++) diff = fmax(diff, fabs(w_a[i] - w_b[i]));
+    assert_true(diff > 1e-4);
+    free(w_a), free(w_b), free(ema_a), free(ema_b);
+}
+
 /* The denoiser run with two micro-batches a step. */
 static void accum_config(vd_train_config *c, const char *name)
 {
@@ -634,6 +714,8 @@ int main(void)
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_denoiser_resume_exact),
         cmocka_unit_test(test_data_parallel),
+        cmocka_unit_test(test_object_weight),
+        cmocka_unit_test(test_object_weighted_loss),
         cmocka_unit_test(test_open_backends),
         cmocka_unit_test(test_schedule_override),
         cmocka_unit_test(test_noise_schedule),

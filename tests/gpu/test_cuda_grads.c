@@ -288,7 +288,7 @@ static void run_mse_loss(vd_backend *be, float *const *out, void *const *in, con
                          double *scalar)
 {
     float loss = NAN;
-    be->mse_loss(be, &loss, out[0], in[0], in[1], c->out_count[0], c->f[0]);
+    be->mse_loss(be, &loss, out[0], in[0], in[1], c->p[0] ? in[2] : NULL, c->out_count[0], c->f[0]);
     *scalar = loss;
 }
 
@@ -550,15 +550,19 @@ static void test_training(vd_backend *ref, vd_backend *gpu)
     static const size_t sizes[] = {1, 1000, 100003};
     for (size_t i = 0; i < VD_ARRAY_LEN(sizes); i++) {
         size_t n = sizes[i];
-        for (int with_grad = 0; with_grad < 2; with_grad++) {
-            grad_case c = {.op = "mse_loss", .run = run_mse_loss, .has_scalar = 1};
-            snprintf(c.shape, sizeof c.shape, "n%zu scale%s", n, with_grad ? "0.5" : "1, no dpred");
-            add_floats(&c, random_normal(n, 0, 1), n);
-            add_floats(&c, random_normal(n, 0.5f, 1), n);
-            add_written(&c, "dpred", n, with_grad);
-            c.f[0] = with_grad ? 0.5f : 1.0f;
-            check_case(ref, gpu, &c);
-        }
+        for (int with_grad = 0; with_grad < 2; with_grad++)
+            for (int weighted = 0; weighted < 2; weighted++) {
+                grad_case c = {.op = "mse_loss", .run = run_mse_loss, .has_scalar = 1};
+                snprintf(c.shape, sizeof c.shape, "n%zu scale%s%s", n, with_grad ? "0.5" : "1, no dpred",
+                         weighted ? ", weighted" : "");
+                add_floats(&c, random_normal(n, 0, 1), n);
+                add_floats(&c, random_normal(n, 0.5f, 1), n);
+                if (weighted) add_floats(&c, random_normal(n, 3, 1), n);
+                add_written(&c, "dpred", n, with_grad);
+                c.f[0] = with_grad ? 0.5f : 1.0f;
+                c.p[0] = weighted;
+                check_case(ref, gpu, &c);
+            }
         grad_case c = {.op = "sum_squares", .run = run_sum_squares, .has_scalar = 1};
         snprintf(c.shape, sizeof c.shape, "n%zu", 10 * n);
         add_floats(&c, random_normal(10 * n, 0, 3), 10 * n);

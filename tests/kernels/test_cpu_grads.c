@@ -646,7 +646,7 @@ static void test_mse_loss(void **state)
         const float want_grad[4] = {1.5f, -3.0f, 0.75f, 0.0f};
         float loss = NAN, dpred[4];
         test_poison(dpred, 4);
-        be->mse_loss(be, &loss, dpred, pred, target, 4, 3.0f);
+        be->mse_loss(be, &loss, dpred, pred, target, NULL, 4, 3.0f);
         expect_near(be->name, loss, 1.3125, 1e-7);
         for (int i = 0; i < 4; i++) expect_near(be->name, dpred[i], want_grad[i], 1e-7);
 
@@ -656,14 +656,24 @@ static void test_mse_loss(void **state)
         float *g = vd_malloc(n * sizeof *g);
         double total = 0.0;
         for (size_t i = 0; i < n; i++) total += ((double)p[i] - t[i]) * ((double)p[i] - t[i]);
-        be->mse_loss(be, &loss, g, p, t, n, 0.5f);
+        be->mse_loss(be, &loss, g, p, t, NULL, n, 0.5f);
         expect_near(be->name, loss, total / (double)n, 1e-6 * total / (double)n);
-        for (size_t i = 0; i < n; i += 997)
-            {
+        for (size_t i = 0; i < n; i += 997) {
             double want = ((double)p[i] - t[i]) / (double)n;
             expect_near(be->name, g[i], want, 1e-6 * fabs(want));
         }
-        free(p), free(t), free(g);
+
+        /* the same weighted by w (mean 3) */
+        float *w = normal_tensor(n, 53, 3.0f, 1.0f);
+        total = 0.0;
+        for (size_t i = 0; i < n; i++) total += w[i] * ((double)p[i] - t[i]) * ((double)p[i] - t[i]);
+        be->mse_loss(be, &loss, g, p, t, w, n, 0.5f);
+        expect_near(be->name, loss, total / (double)n, 1e-6 * total / (double)n);
+        for (size_t i = 0; i < n; i += 997) {
+            double want = w[i] * ((double)p[i] - t[i]) / (double)n;
+            expect_near(be->name, g[i], want, 1e-6 * fabs(want));
+        }
+        free(p), free(t), free(w), free(g);
     }
 }
 

@@ -2,7 +2,8 @@
 file's float32 weights: for the autoencoder, a batch of images, the reconstruction loss
 mean((decode(encode(x)) - x)^2) and its gradient for every autoencoder parameter; for the
 denoiser (text encoder and UNet), a batch of prompts, UNet inputs, timesteps and v targets, the
-v-prediction loss mean((unet(x, t, text(ids)) - v)^2) and its gradient for every text and UNet
+v-prediction loss mean(weight (unet(x, t, text(ids)) - v)^2), weighted as the training's
+object_loss_weight does (1 on most values, more on some), and its gradient for every text and UNet
 parameter.
 
 Usage: make_train_cases.py --weights W.safetensors --out OUT.safetensors [--batch 2] [--size 32]
@@ -11,7 +12,8 @@ Usage: make_train_cases.py --weights W.safetensors --out OUT.safetensors [--batc
 Tensors written, for the components the weights have (the autoencoder's not with --skip-ae):
   ae.train.in (B, 3, S, S) float32 images in [-1, 1]; ae.train.loss (1,)
   unet.train.ids (2, L) int32; unet.train.x (2, F, in_channels, s, s); unet.train.t (2,);
-  unet.train.v (2, F, out_channels, s, s); unet.train.loss (1,)
+  unet.train.v (2, F, out_channels, s, s); unet.train.weight (2, F, out_channels, s, s);
+  unet.train.loss (1,)
   grad.<parameter name> for every ae.*, text.* and unet.* parameter
 """
 
@@ -80,11 +82,13 @@ def denoiser_case(model, args):
     x = torch.randn(n, args.frames, cfg["in_channels"], side, side).float()
     t = torch.randint(0, model.schedule.train_steps, (n,)).float()
     v = torch.randn(n, args.frames, cfg["out_channels"], side, side).float()
+    weight = (1 + 3 * (torch.rand(v.shape) < 0.3)).float()
     pred = model.unet(x.double(), t.double(), model.text.encode(ids))
-    loss = ((pred - v.double()) ** 2).mean()
+    loss = (weight.double() * (pred - v.double()) ** 2).mean()
     loss.backward()
     tensors = {"unet.train.ids": ids.numpy(), "unet.train.x": x.numpy(), "unet.train.t": t.numpy(),
-               "unet.train.v": v.numpy(), "unet.train.loss": loss.detach().float().reshape(1).numpy()}
+               "unet.train.v": v.numpy(), "unet.train.weight": weight.numpy(),
+               "unet.train.loss": loss.detach().float().reshape(1).numpy()}
     for name, w in params.items():
         tensors["grad." + name] = w.grad.float().numpy()
     print(f"{args.out}: denoiser loss {loss.item():.6f}, {len(params)} parameter gradients")
