@@ -4,7 +4,8 @@
  * from the checkpoint, which must give the same losses, weights and EMA bit for bit. The same
  * resume check runs for the denoiser, whose loss must also be finite and fall over its steps, and
  * the denoiser spread over two backends must compute what it computes on one; the object loss
- * weight map, and a run under the object-weighted loss against the plain one.
+ * weight map, and a run under the object-weighted loss against the plain one; every shipped
+ * recipe parses.
  * Runs on the CPU reference backend (plain loops, one thread: deterministic) with a very small
  * autoencoder, text encoder and UNet. */
 #include <setjmp.h>
@@ -155,6 +156,35 @@ static void test_config(void **state)
     vd_train_config_defaults(&c);
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_loss_weight\": 1}", &c, err, sizeof err), -1);
     assert_non_null(strstr(err, "object_loss_weight"));
+}
+
+/* Every shipped recipe (models/recipes/) parses: the autoencoder's as an autoencoder run, the
+ * teacher's stages as denoiser runs. */
+static void test_shipped_recipes(void **state)
+{
+    (void)state;
+    const char *top = getenv("top_srcdir");
+    char path[1200], err[256];
+    vd_train_config c;
+    snprintf(path, sizeof path, "%s/models/recipes/ae.json", top ? top : ".");
+    vd_train_config_defaults(&c);
+    int rc = vd_train_config_load(path, &c, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    int stages = 0;
+    for (int stage = 1;; stage++) {
+        if (stage == 1) snprintf(path, sizeof path, "%s/models/recipes/teacher.json", top ? top : ".");
+        else snprintf(path, sizeof path, "%s/models/recipes/teacher-%d.json", top ? top : ".", stage);
+        if (access(path, F_OK) != 0) break;
+        vd_train_config_defaults(&c);
+        c.target = VD_TRAIN_DENOISER;
+        rc = vd_train_config_load(path, &c, err, sizeof err);
+        if (rc) fprintf(stderr, "%s\n", err);
+        assert_int_equal(rc, 0);
+        stages++;
+    }
+    fprintf(stderr, "%d teacher stages parsed\n", stages);
+    assert_true(stages >= 18);
 }
 
 /* The loss weight map of one object moved by hand: 1 + k on the latent pixels whose centres lie
@@ -714,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_denoiser_resume_exact),
         cmocka_unit_test(test_data_parallel),
+        cmocka_unit_test(test_shipped_recipes),
         cmocka_unit_test(test_object_weight),
         cmocka_unit_test(test_object_weighted_loss),
         cmocka_unit_test(test_open_backends),
