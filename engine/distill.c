@@ -416,8 +416,9 @@ static float mca(vd_distill *d, const int32_t *ids, const float *x_in, const flo
 /* ---- the step ---- */
 
 float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, const int32_t *ids, const float *x_in,
-                                const float *t, const float *t_host, const double *abar, const float *v_target, int N,
-                                int T, int h, int w, const vd_distill_renoise *renoise, vd_distill_terms *terms)
+                                const float *t, const float *t_host, const double *abar, const float *v_target,
+                                const float *weight, int N, int T, int h, int w, const vd_distill_renoise *renoise,
+                                vd_distill_terms *terms)
 {
     vd_backend *be = d->be;
     if (N > VD_DISTILL_MAX_CLIPS) {
@@ -430,7 +431,7 @@ float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, 
     size_t n;
     const float *pred = vd_denoiser_pass_output(sp, ns - 1, &n);
     float *dpred = vd_model_scratch(student, n);
-    be->mse_loss(be, &terms->task, dpred, pred, v_target, NULL, n, 1.0f);
+    be->mse_loss(be, &terms->task, dpred, pred, v_target, weight, n, 1.0f);
 
     float **extra = vd_calloc((size_t)ns, sizeof *extra);
     int want_icd = d->lambda_icd > 0 && d->npairs > 0, want_mca = d->lambda_mca > 0;

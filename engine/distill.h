@@ -57,13 +57,15 @@ typedef struct {
 } vd_distill_renoise;
 
 /* The student's loss on one micro-batch (inputs as vd_denoiser_loss_and_grads, in backend
- * memory; t_host the timesteps on the host and abar the schedule's cumulative alphas, for x0):
+ * memory, weight, or NULL, weighing the task term alone; t_host the timesteps on the host and
+ * abar the schedule's cumulative alphas, for x0):
  * student gradients accumulate into grads, the heads' gradients into the discriminator's own
  * buffer (zeroed by vd_distill_disc_step). Returns task + lambda_icd ICD + lambda_mca MCA; terms
  * gets each term. */
 float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, const int32_t *ids, const float *x_in,
-                                const float *t, const float *t_host, const double *abar, const float *v_target, int N,
-                                int T, int h, int w, const vd_distill_renoise *renoise, vd_distill_terms *terms);
+                                const float *t, const float *t_host, const double *abar, const float *v_target,
+                                const float *weight, int N, int T, int h, int w, const vd_distill_renoise *renoise,
+                                vd_distill_terms *terms);
 
 /* One AdamW step of the heads on their accumulated gradients (scaled by grad_scale), then zeroes
  * them. */

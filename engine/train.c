@@ -193,9 +193,6 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
     if (c->min_lr > c->lr) return vd_fail(err, errlen, "training config min_lr: above lr");
     if (c->teacher[0] && c->clips > VD_DISTILL_MAX_CLIPS)
         return vd_fail(err, errlen, "training config clips: at most %d when distilling", VD_DISTILL_MAX_CLIPS);
-    if (c->teacher[0] && c->object_loss_weight > 0)
-        return vd_fail(err, errlen, "training config object_loss_weight: not with a teacher (a distillation's loss is "
-                       "its own)");
     if (c->disc_lr == 0) c->disc_lr = c->lr;
     return 0;
 }
@@ -908,7 +905,7 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
     vd_distill_terms terms;
     vd_distill_renoise renoise = {.t_host = r->renoise_t_host, .eps = r->renoise_eps_dev};
     float loss = vd_distill_loss_and_grads(r->distill, m, r->trainer.grads, r->ids_dev, r->x_dev, r->t_dev, r->t_host,
-                                           r->abar, r->v_dev, N, T, h, w, &renoise, &terms);
+                                           r->abar, r->v_dev, r->weight_dev, N, T, h, w, &renoise, &terms);
     r->terms.task += terms.task, r->terms.icd += terms.icd, r->terms.mca += terms.mca, r->terms.disc += terms.disc;
     return loss;
 }

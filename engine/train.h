@@ -82,8 +82,9 @@ typedef struct {
     /* denoiser: the share of clips trained with the empty prompt (for guidance) and with the
      * first frame's latent as the condition (image-to-video) */
     float empty_prompt_rate, first_frame_rate;
-    /* denoiser: the loss weighs the latent values near an object 1 + object_loss_weight times a
-     * value elsewhere (vd_train_object_weight); 0, the default, is the plain mean */
+    /* denoiser: the loss (a distillation's task term) weighs the latent values near an object
+     * 1 + object_loss_weight times a value elsewhere (vd_train_object_weight); 0, the default, is
+     * the plain mean */
     float object_loss_weight;
     size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
 } vd_train_config;

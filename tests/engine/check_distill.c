@@ -94,10 +94,17 @@ static void check_backend(vd_backend *be, const char *teacher_path, const char *
     int N = (int)x_t->shape[0], T = (int)x_t->shape[1], h = (int)x_t->shape[3], w = (int)x_t->shape[4];
     size_t nx, nv, ne, nids = (size_t)vd_st_numel(need(cases, "distill.ids"));
     float *x = host_f32(cases, "distill.x", &nx), *v = host_f32(cases, "distill.v", &nv);
+    size_t nw;
+    float *weight = host_f32(cases, "distill.weight", &nw);
+    if (nw != nv) {
+        report(be->name, "task weights' count", (double)nw, 0);
+        exit(1);
+    }
     float *eps = host_f32(cases, "distill.eps", &ne), *t = host_f32(cases, "distill.t", NULL);
     float *t2 = host_f32(cases, "distill.t2", NULL), *terms_want = host_f32(cases, "distill.terms", NULL);
     const int32_t *ids = (const int32_t *)need(cases, "distill.ids")->data;
     float *x_dev = upload(be, x, nx * sizeof(float)), *v_dev = upload(be, v, nv * sizeof(float));
+    float *weight_dev = upload(be, weight, nv * sizeof(float));
     float *eps_dev = upload(be, eps, ne * sizeof(float)), *t_dev = upload(be, t, (size_t)N * sizeof(float));
     int32_t *ids_dev = upload(be, ids, nids * sizeof(int32_t));
     float *grads = be->alloc(be, student.total * sizeof(float));
@@ -106,7 +113,8 @@ static void check_backend(vd_backend *be, const char *teacher_path, const char *
 
     vd_distill_terms terms;
     vd_distill_renoise renoise = {.t_host = t2, .eps = eps_dev};
-    vd_distill_loss_and_grads(d, &student, grads, ids_dev, x_dev, t_dev, t, abar, v_dev, N, T, h, w, &renoise, &terms);
+    vd_distill_loss_and_grads(d, &student, grads, ids_dev, x_dev, t_dev, t, abar, v_dev, weight_dev, N, T, h, w, &renoise,
+                              &terms);
     const float got[] = {terms.task, terms.icd, terms.mca, terms.disc};
     static const char *const names[] = {"task loss", "ICD", "MCA", "discriminator hinge loss"};
     for (int i = 0; i < 4; i++) {
@@ -146,8 +154,9 @@ static void check_backend(vd_backend *be, const char *teacher_path, const char *
     report(be->name, "heads' hinge gradients", he, he <= TOLERANCE);
 
     free(g), free(want), free(hg), free(hg_want), free(heads), free(lambdas);
-    free(x), free(v), free(eps), free(t), free(t2), free(terms_want), free(abar);
-    be->release(be, x_dev), be->release(be, v_dev), be->release(be, eps_dev), be->release(be, t_dev);
+    free(x), free(v), free(weight), free(eps), free(t), free(t2), free(terms_want), free(abar);
+    be->release(be, x_dev), be->release(be, v_dev), be->release(be, weight_dev), be->release(be, eps_dev);
+    be->release(be, t_dev);
     be->release(be, ids_dev), be->release(be, grads);
     vd_distill_free(d);
     vd_model_free(&student);

@@ -1,9 +1,10 @@
 /* test_distill.c: VDMini's ICMD distillation loss (engine/distill.c) on the CPU with a very small
- * teacher — ICD is zero and adds nothing when the student is the teacher; the student's
- * gradient of task + ICD + MCA and the discriminator heads' gradient of the hinge loss agree
- * with central finite differences; a few steps on ICD lower it; and the training driver distils:
- * the CSV has the terms, a stopped run's checkpoint carries the discriminator and resumes, and
- * the student's weights are written at the end; spread over two backends it computes the same. */
+ * teacher — ICD is zero and adds nothing when the student is the teacher, and the task term takes
+ * the loss weights; the student's gradient of task + ICD + MCA and the discriminator heads'
+ * gradient of the hinge loss agree with central finite differences; a few steps on ICD lower it;
+ * and the training driver distils: the CSV has the terms, a stopped run's checkpoint carries the
+ * discriminator and resumes, and the student's weights are written at the end; spread over two
+ * backends it computes the same. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -125,8 +126,8 @@ static void free_batch(batch *b, vd_backend *be)
 static float distill_loss(vd_distill *d, vd_model *student, float *grads, const batch *b, vd_distill_terms *terms)
 {
     vd_distill_renoise renoise = {.t_host = b->t2_host, .eps = b->eps};
-    return vd_distill_loss_and_grads(d, student, grads, b->ids, b->x, b->t, b->t_host, b->abar, b->v, N, T, SIDE, SIDE,
-                                     &renoise, terms);
+    return vd_distill_loss_and_grads(d, student, grads, b->ids, b->x, b->t, b->t_host, b->abar, b->v, NULL, N, T, SIDE,
+                                     SIDE, &renoise, terms);
 }
 
 static float *zeroed_grads(vd_backend *be, size_t n)
@@ -165,6 +166,42 @@ static void expect_close(const char *what, size_t i, double analytic, double num
     double tol = fmax(2e-4, 0.05 * fmax(fabs(analytic), fabs(numeric)));
     if (fabs(analytic - numeric) > tol)
         fail_msg("%s[%zu]: gradient %.6g, finite difference %.6g", what, i, analytic, numeric);
+}
+
+/* The task term's loss weights: with the teacher as its own student and MCA off, the weighted
+ * distillation loss and its gradients are the weighted denoiser loss's, and differ from the plain
+ * ones. */
+static void test_task_term_weighted(void **state)
+{
+    (void)state;
+    vd_backend *be = vd_backend_cpu_reference();
+    vd_model student;
+    student_of(NULL, 0, &student, be);
+    vd_distill *d = open_distill(&student, be, 0.1f, 0.0f);
+    batch b;
+    make_batch(&b, be);
+    size_t n = (size_t)N * T * teacher.cfg.unet.out_channels * SIDE * SIDE;
+    float *host = vd_malloc(n * sizeof(float)), *weight = be->alloc(be, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) host[i] = i % 3 == 0 ? 4.0f : 1.0f;
+    be->upload(be, weight, host, n * sizeof(float));
+    float *g1 = zeroed_grads(be, student.total), *g2 = zeroed_grads(be, student.total);
+    float *g3 = zeroed_grads(be, student.total);
+    vd_distill_terms terms;
+    vd_distill_renoise renoise = {.t_host = b.t2_host, .eps = b.eps};
+    float loss = vd_distill_loss_and_grads(d, &student, g1, b.ids, b.x, b.t, b.t_host, b.abar, b.v, weight, N, T, SIDE,
+                                           SIDE, &renoise, &terms);
+    float task = vd_denoiser_loss_and_grads(&student, g2, b.ids, b.x, b.t, b.v, weight, N, T, SIDE, SIDE);
+    float plain = vd_denoiser_loss_and_grads(&student, g3, b.ids, b.x, b.t, b.v, NULL, N, T, SIDE, SIDE);
+    fprintf(stderr, "task term %.9g weighted, %.9g plain\n", terms.task, plain);
+    assert_true(loss == task && terms.task == task);
+    assert_true(task > 1.5f * plain);
+    assert_memory_equal(g1, g2, student.total * sizeof(float));
+    free(host);
+    be->release(be, weight), be->release(be, g1), be->release(be, g2), be->release(be, g3);
+    free_batch(&b, be);
+    vd_distill_free(d);
+    vd_model_free(&student);
+    be->destroy(be);
 }
 
 static void test_gradients_match_finite_differences(void **state)
@@ -390,6 +427,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_icd_zero_for_the_teacher_itself),
+        cmocka_unit_test(test_task_term_weighted),
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_steps_lower_icd),
         cmocka_unit_test(test_driver_distils_and_resumes),

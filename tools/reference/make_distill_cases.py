@@ -1,7 +1,8 @@
 """Writes a distillation test case for the C engine (engine/distill.h), computed by PyTorch autograd
 in float64 from the files' float32 weights: a teacher, a student pruned from it, a batch of
-prompts, UNet inputs, timesteps, v targets, the MCA's re-noising timesteps and noise, and random
-discriminator heads; the loss terms task, ICD, MCA and the discriminator's hinge loss, the
+prompts, UNet inputs, timesteps, v targets, the task term's loss weights (1 on most values, more
+on some, as the training's object_loss_weight gives), the MCA's re-noising timesteps and noise,
+and random discriminator heads; the loss terms task, ICD, MCA and the discriminator's hinge loss, the
 gradient of task + lambda_icd ICD + lambda_mca MCA for every student parameter, and the gradient
 of the hinge loss for the heads.
 
@@ -10,7 +11,7 @@ Usage: make_distill_cases.py --teacher T.safetensors --student S.safetensors --o
 
 Tensors written:
   distill.ids (2, L) int32; distill.x (2, F, in_channels, s, s); distill.t (2,); distill.v,
-  distill.eps (2, F, out_channels, s, s); distill.t2 (2,); distill.heads (the heads' parameters,
+  distill.weight, distill.eps (2, F, out_channels, s, s); distill.t2 (2,); distill.heads (the heads' parameters,
   flat, in distill.h's layout); distill.terms (4,): task, icd, mca, disc; distill.lambdas (2,);
   grad.<parameter name> for every student text.* and unet.* parameter; grad.heads (flat)
 """
@@ -120,6 +121,7 @@ def main():
     x = torch.randn(n, frames, cfg["in_channels"], side, side).float()
     t = torch.randint(0, student.schedule.train_steps, (n,)).float()
     v = torch.randn(n, frames, lc, side, side).float()
+    weight = (1 + 3 * (torch.rand(v.shape) < 0.3)).float()
     t2 = torch.randint(0, student.schedule.train_steps, (n,)).float()
     eps = torch.randn(n, frames, lc, side, side).float()
 
@@ -130,7 +132,7 @@ def main():
         out_t = stage_outputs(teacher.unet, xd, td, context_t)
     pred_s = out_s[-1].reshape(vd.shape)
     pred_t = out_t[-1].reshape(vd.shape)
-    task = ((pred_s - vd) ** 2).mean()
+    task = (weight.double() * (pred_s - vd) ** 2).mean()
     pairs = icd_pairs(student.unet.plan, teacher.unet.plan, len(cfg["channels"]))
     icd = sum(((out_s[s] - out_t[k]) ** 2).mean() for s, k in pairs) / len(pairs)
 
@@ -163,6 +165,7 @@ def main():
     head_grads = torch.autograd.grad(disc_heads, head_params)
 
     tensors = {"distill.ids": ids.numpy(), "distill.x": x.numpy(), "distill.t": t.numpy(), "distill.v": v.numpy(),
+               "distill.weight": weight.numpy(),
                "distill.t2": t2.numpy(), "distill.eps": eps.numpy(),
                "distill.heads": torch.cat([w.detach().reshape(-1) for w in head_params]).float().numpy(),
                "distill.terms": torch.stack([task, icd, mca, disc]).detach().float().numpy(),
