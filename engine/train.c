@@ -784,22 +784,6 @@ int vd_train_done_steps(const vd_train_run *r) { return r->trainer.step; }
 
 size_t vd_train_param_count(const vd_train_run *r) { return r->model.total; }
 
-/* The random draws of the denoiser's micro-batch of clips first, first + 1, ...: per clip, from
- * the counter RNG, the prompt or the empty one, the condition or none, the timestep and the noise
- * (and a distillation's re-noising), and the clip's loss weight map where the run has one. Clips
- * [begin, end) of the micro-batch go to one of
- * NOISE_THREADS helper threads, which run while the frames are encoded: a clip's draws depend on
- * its number alone, so the split changes no bit. */
-#define NOISE_THREADS 4
-
-typedef struct {
-    vd_train_run *r;
-    uint64_t first;
-    int begin, end;
-    size_t clip_z; /* floats of one clip's latents */
-    int frames, channels, h, w, f; /* a clip's latents: frames x channels x h x w, f x f pixels each */
-} noise_job;
-
 void vd_train_object_weight(const vd_clip_truth *t, int frames, int channels, int h, int w, int f, float k,
                             float *out)
 {
@@ -821,6 +805,22 @@ void vd_train_object_weight(const vd_clip_truth *t, int frames, int channels, in
         for (int ch = 1; ch < channels; ch++) memcpy(frame + ch * S, frame, S * sizeof(float));
     }
 }
+
+/* The random draws of the denoiser's micro-batch of clips first, first + 1, ...: per clip, from
+ * the counter RNG, the prompt or the empty one, the condition or none, the timestep and the noise
+ * (and a distillation's re-noising), and the clip's loss weight map where the run has one.
+ * Clips [begin, end) of the micro-batch go to one of NOISE_THREADS helper threads, which run
+ * while the frames are encoded: a clip's draws depend on its number alone, so the split changes
+ * no bit. */
+#define NOISE_THREADS 4
+
+typedef struct {
+    vd_train_run *r;
+    uint64_t first;
+    int begin, end;
+    size_t clip_z; /* floats of one clip's latents */
+    int frames, channels, h, w, f; /* a clip's latents: frames x channels x h x w, f x f pixels each */
+} noise_job;
 
 static void *draw_noise(void *arg)
 {
