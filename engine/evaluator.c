@@ -1072,6 +1072,17 @@ void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_ev
         if (r < VD_RATE_CONTENT_END) content += out->rate[r], ncontent++;
         else if (r < VD_RATE_MOTION_END) motion += out->rate[r], nmotion++;
     }
+    for (int r = 0; r < VD_RATE_COUNT; r++) {
+        double squares = 0;
+        int judged = 0;
+        for (int c = 0; c < s->count; c++) {
+            const vd_eval_clip *clip = &s->clips[c];
+            if (clip->trials[r] <= 0) continue;
+            double residual = clip->hits[r] - out->rate[r] * clip->trials[r];
+            squares += residual * residual, judged++;
+        }
+        out->rate_se[r] = judged >= 2 ? sqrt(judged / (judged - 1.0) * squares) / trials[r] : NAN;
+    }
     out->content_score = ncontent ? content / ncontent : NAN;
     out->motion_score = nmotion ? motion / nmotion : NAN;
     out->speed_error = speeds ? speed / speeds : NAN;
@@ -1081,10 +1092,12 @@ void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_ev
     out->frechet_real = NAN;
 }
 
-static void print_row(FILE *out, const char *name, double v, const char *what)
+static void print_row(FILE *out, const char *name, double v, double se, const char *what)
 {
-    if (isnan(v)) fprintf(out, "| %s | – | %s |\n", name, what);
-    else fprintf(out, "| %s | %.4f | %s |\n", name, v, what);
+    char value[32] = "–", error[32] = "–";
+    if (!isnan(v)) snprintf(value, sizeof value, "%.4f", v);
+    if (!isnan(se)) snprintf(error, sizeof error, "%.4f", se);
+    fprintf(out, "| %s | %s | %s | %s |\n", name, value, error, what);
 }
 
 static const char *const rate_descriptions[VD_RATE_COUNT] = {
@@ -1131,16 +1144,16 @@ static void print_direction_by_motion(const vd_eval_summary *s, FILE *out)
 
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out)
 {
-    fprintf(out, "| metric | value | meaning |\n|---|---|---|\n");
-    fprintf(out, "| clips | %d | clips judged |\n", s->clips);
-    print_row(out, "content_score", s->content_score, "mean of the content rates");
-    print_row(out, "motion_score", s->motion_score, "mean of the motion rates");
-    for (int r = 0; r < VD_RATE_COUNT; r++) print_row(out, rate_names[r], s->rate[r], rate_descriptions[r]);
-    print_row(out, "speed_error", s->speed_error, "mean relative speed error");
-    print_row(out, "edge_width", s->edge_width, "coverage-ramp pixels per outline pixel");
-    print_row(out, "first_frame_psnr", s->psnr, "dB, image-to-video");
-    print_row(out, "frechet_distance", s->frechet, "against real clips of the same prompts");
-    print_row(out, "frechet_real", s->frechet_real, "real clips of as many other prompts against the same");
+    fprintf(out, "| metric | value | standard error | meaning |\n|---|---|---|---|\n");
+    fprintf(out, "| clips | %d | – | clips judged |\n", s->clips);
+    print_row(out, "content_score", s->content_score, NAN, "mean of the content rates");
+    print_row(out, "motion_score", s->motion_score, NAN, "mean of the motion rates");
+    for (int r = 0; r < VD_RATE_COUNT; r++) print_row(out, rate_names[r], s->rate[r], s->rate_se[r], rate_descriptions[r]);
+    print_row(out, "speed_error", s->speed_error, NAN, "mean relative speed error");
+    print_row(out, "edge_width", s->edge_width, NAN, "coverage-ramp pixels per outline pixel");
+    print_row(out, "first_frame_psnr", s->psnr, NAN, "dB, image-to-video");
+    print_row(out, "frechet_distance", s->frechet, NAN, "against real clips of the same prompts");
+    print_row(out, "frechet_real", s->frechet_real, NAN, "real clips of as many other prompts against the same");
     print_shape_confusion(s, out);
     print_direction_by_motion(s, out);
 }
@@ -1159,6 +1172,9 @@ char *vd_eval_summary_json(const vd_eval_summary *s)
     json_object_set_new(root, "first_frame_psnr", number_or_null(s->psnr));
     json_object_set_new(root, "frechet_distance", number_or_null(s->frechet));
     json_object_set_new(root, "frechet_real", number_or_null(s->frechet_real));
+    json_t *errors = json_object(); /* rate -> its standard error over the clips */
+    for (int r = 0; r < VD_RATE_COUNT; r++) json_object_set_new(errors, rate_names[r], number_or_null(s->rate_se[r]));
+    json_object_set_new(root, "standard_error", errors);
     json_t *confusion = json_object(); /* true shape -> judged shape (or "none") -> object-frames */
     for (int a = 0; a < VD_SHAPE_COUNT; a++) {
         json_t *row = json_object();

@@ -77,6 +77,10 @@ double vd_eval_frechet(const vd_eval_set *a, const vd_eval_set *b);
 typedef struct {
     int clips;
     double rate[VD_RATE_COUNT];     /* NAN where nothing was judged */
+    /* each rate's standard error over the clips: a clip's object-frames (and objects) are judged
+     * together, so the clip is the unit, sqrt(C / (C - 1) sum_c (hits_c - rate trials_c)^2) over
+     * the summed trials for the C clips that judged it; NAN for fewer than two */
+    double rate_se[VD_RATE_COUNT];
     double content_score;           /* mean of the content rates */
     double motion_score;            /* mean of the motion rates (image-to-video excluded) */
     double speed_error, edge_width; /* means */
@@ -90,7 +94,7 @@ typedef struct {
 
 /* Aggregates a set; reference (may be NULL) is the real clips for the Fréchet distance. */
 void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_eval_summary *out);
-/* A Markdown table of the summary, then, where objects were judged, the shape confusion and the
+/* A Markdown table of the summary (each rate with its standard error), then, where objects were judged, the shape confusion and the
  * direction rate by prompted motion. */
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out);
 /* The same figures as a JSON object under plain names (malloc'd string; NAN becomes null). */

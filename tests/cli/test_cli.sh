@@ -81,7 +81,7 @@ fi
 # every rate present in the JSON is at least 0.95 for the world's own clips
 if "$vdmini" eval --videos "$world" --truth "$world/truth.jsonl" --json "$work/eval.json" >"$work/table" 2>"$work/err" &&
    grep -q "| content_score |" "$work/table" &&
-   awk -F'[:,]' '/"(content_score|motion_score|object_found|colour_correct|shape_correct|size_correct|edge_sharp|background_correct|direction_correct|speed_ok|smooth|flicker_free|identity_kept|frame_order_ok)"/ { n++; if ($2 + 0 < 0.95) low = low " " $1 $2 } END { if (low != "" || n != 14) { print low; exit 1 } }' "$work/eval.json"; then
+   awk -F'[:,]' '/^  "(content_score|motion_score|object_found|colour_correct|shape_correct|size_correct|edge_sharp|background_correct|direction_correct|speed_ok|smooth|flicker_free|identity_kept|frame_order_ok)"/ { n++; if ($2 + 0 < 0.95) low = low " " $1 $2 } END { if (low != "" || n != 14) { print low; exit 1 } }' "$work/eval.json"; then
     ok "eval of real clips scores at least 0.95"
 else
     bad "eval of real clips: $(cat "$work/err" "$work/eval.json" 2>/dev/null)"

@@ -3,7 +3,8 @@
  * colour, reversed motion and a blurred clip each score clearly lower on the metric meant to
  * catch them while the others move little; image-to-video scores the first frame and the start
  * of each object; 8-bit frames judge like floats; and the Fréchet distance between two real sets
- * is small next to real against degraded. The numbers are printed for the record. */
+ * is small next to real against degraded; a rate's standard error over clips matches one worked by
+ * hand. The numbers are printed for the record. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -397,6 +398,39 @@ static void test_breakdowns_count_their_rates(void **state)
     free(table);
 }
 
+/* The standard error of a rate over clips, on counts made by hand: three clips with 1 of 2, 2 of 2
+ * and 0 of 1 hits give the rate 3/5 and the residuals -0.2, 0.8 and -0.6, so the error is
+ * sqrt(3/2 * 1.04) / 5; a rate that one clip alone judged has none; the table and the JSON carry
+ * it. A set whose clips all score alike has error 0. */
+static void test_standard_error_over_clips(void **state)
+{
+    (void)state;
+    const double hits[3] = {1, 2, 0}, trials[3] = {2, 2, 1};
+    vd_eval_set *set = vd_eval_set_new();
+    for (int c = 0; c < 3; c++) {
+        vd_eval_clip clip;
+        memset(&clip, 0, sizeof clip);
+        clip.psnr = NAN;
+        clip.hits[VD_RATE_SHAPE] = hits[c], clip.trials[VD_RATE_SHAPE] = trials[c];
+        clip.hits[VD_RATE_COLOUR] = trials[c], clip.trials[VD_RATE_COLOUR] = trials[c];
+        if (c == 0) clip.hits[VD_RATE_DIRECTION] = 1, clip.trials[VD_RATE_DIRECTION] = 1;
+        vd_eval_set_add(set, &clip);
+    }
+    vd_eval_summary s;
+    vd_eval_summarize(set, NULL, &s);
+    assert_float_equal(s.rate[VD_RATE_SHAPE], 0.6, 1e-12);
+    assert_float_equal(s.rate_se[VD_RATE_SHAPE], sqrt(1.5 * 1.04) / 5, 1e-12);
+    assert_float_equal(s.rate_se[VD_RATE_COLOUR], 0.0, 1e-12);
+    assert_true(isnan(s.rate_se[VD_RATE_DIRECTION]) && s.rate[VD_RATE_DIRECTION] == 1.0);
+    assert_true(isnan(s.rate_se[VD_RATE_SPEED]) && isnan(s.rate[VD_RATE_SPEED]));
+    char *table = markdown_of(&s), *json = vd_eval_summary_json(&s);
+    assert_non_null(strstr(table, "| shape_correct | 0.6000 | 0.2498 |"));
+    assert_non_null(strstr(table, "| direction_correct | 1.0000 | – |"));
+    assert_non_null(strstr(json, "\"standard_error\""));
+    free(table), free(json);
+    vd_eval_set_free(set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_bytes_judge_like_floats_and_sizes_are_checked),
         cmocka_unit_test(test_summary_names_every_figure),
         cmocka_unit_test(test_breakdowns_count_their_rates),
+        cmocka_unit_test(test_standard_error_over_clips),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
