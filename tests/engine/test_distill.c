@@ -137,15 +137,29 @@ static float *zeroed_grads(vd_backend *be, size_t n)
     return g;
 }
 
+/* The teacher as its own student, distilled with ICD on and MCA off, and one micro-batch. */
+static vd_distill *open_teacher_as_student(vd_backend *be, vd_model *student, batch *b)
+{
+    student_of(NULL, 0, student, be);
+    make_batch(b, be);
+    return open_distill(student, be, 0.1f, 0.0f);
+}
+
+static void close_teacher_as_student(vd_backend *be, vd_distill *d, vd_model *student, batch *b)
+{
+    free_batch(b, be);
+    vd_distill_free(d);
+    vd_model_free(student);
+    be->destroy(be);
+}
+
 static void test_icd_zero_for_the_teacher_itself(void **state)
 {
     (void)state;
     vd_backend *be = vd_backend_cpu_reference();
     vd_model student;
-    student_of(NULL, 0, &student, be);
-    vd_distill *d = open_distill(&student, be, 0.1f, 0.0f);
     batch b;
-    make_batch(&b, be);
+    vd_distill *d = open_teacher_as_student(be, &student, &b);
     float *g1 = zeroed_grads(be, student.total), *g2 = zeroed_grads(be, student.total);
     vd_distill_terms terms;
     float loss = distill_loss(d, &student, g1, &b, &terms);
@@ -154,10 +168,7 @@ static void test_icd_zero_for_the_teacher_itself(void **state)
     assert_true(loss == task && terms.task == task);
     assert_memory_equal(g1, g2, student.total * sizeof(float)); /* ICD's gradient adds exact zeros */
     be->release(be, g1), be->release(be, g2);
-    free_batch(&b, be);
-    vd_distill_free(d);
-    vd_model_free(&student);
-    be->destroy(be);
+    close_teacher_as_student(be, d, &student, &b);
 }
 
 /* |analytic - numeric| within 5% of the larger, or 2e-4. */
@@ -176,10 +187,8 @@ static void test_task_term_weighted(void **state)
     (void)state;
     vd_backend *be = vd_backend_cpu_reference();
     vd_model student;
-    student_of(NULL, 0, &student, be);
-    vd_distill *d = open_distill(&student, be, 0.1f, 0.0f);
     batch b;
-    make_batch(&b, be);
+    vd_distill *d = open_teacher_as_student(be, &student, &b);
     size_t n = (size_t)N * T * teacher.cfg.unet.out_channels * SIDE * SIDE;
     float *host = vd_malloc(n * sizeof(float)), *weight = be->alloc(be, n * sizeof(float));
     for (size_t i = 0; i < n; i++) host[i] = i % 3 == 0 ? 4.0f : 1.0f;
@@ -198,10 +207,7 @@ static void test_task_term_weighted(void **state)
     assert_memory_equal(g1, g2, student.total * sizeof(float));
     free(host);
     be->release(be, weight), be->release(be, g1), be->release(be, g2), be->release(be, g3);
-    free_batch(&b, be);
-    vd_distill_free(d);
-    vd_model_free(&student);
-    be->destroy(be);
+    close_teacher_as_student(be, d, &student, &b);
 }
 
 static void test_gradients_match_finite_differences(void **state)
