@@ -13,7 +13,8 @@ Tensors written:
   distill.ids (2, L) int32; distill.x (2, F, in_channels, s, s); distill.t (2,); distill.v,
   distill.weight, distill.eps (2, F, out_channels, s, s); distill.t2 (2,); distill.heads (the heads' parameters,
   flat, in distill.h's layout); distill.terms (4,): task, icd, mca, disc; distill.lambdas (2,);
-  grad.<parameter name> for every student text.* and unet.* parameter; grad.heads (flat)
+  grad.<parameter name> for every student text.* and unet.* parameter; grad.heads (flat);
+  grad.heads_scale (1,): the norm of the heads' gradients of the real and the fake side together
 """
 
 import argparse
@@ -161,8 +162,13 @@ def main():
     student_grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     # the hinge loss's heads gradient: the fake side sees the student's output as a constant
     d_fake_heads = discriminate(teacher.unet, heads, feature_stages, stop, fake.detach(), t2.double(), context_t, frames)
-    disc_heads = F.relu(1 - d_real).mean() + F.relu(1 + d_fake_heads).mean()
-    head_grads = torch.autograd.grad(disc_heads, head_params)
+    real_part, fake_part = F.relu(1 - d_real).mean(), F.relu(1 + d_fake_heads).mean()
+    head_grads = torch.autograd.grad(real_part + fake_part, head_params, retain_graph=True)
+    # the two sides' gradients nearly cancel when teacher and student agree, so float32 can only
+    # be asked to match the sum to a fraction of the sides' size, which grad.heads_scale gives
+    side_norms = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(part, head_params, retain_graph=True)]).norm()
+                  for part in (real_part, fake_part)]
+    heads_scale = torch.stack(side_norms).norm()
 
     tensors = {"distill.ids": ids.numpy(), "distill.x": x.numpy(), "distill.t": t.numpy(), "distill.v": v.numpy(),
                "distill.weight": weight.numpy(),
@@ -170,7 +176,8 @@ def main():
                "distill.heads": torch.cat([w.detach().reshape(-1) for w in head_params]).float().numpy(),
                "distill.terms": torch.stack([task, icd, mca, disc]).detach().float().numpy(),
                "distill.lambdas": torch.tensor([args.lambda_icd, args.lambda_mca]).float().numpy(),
-               "grad.heads": torch.cat([g.reshape(-1) for g in head_grads]).float().numpy()}
+               "grad.heads": torch.cat([g.reshape(-1) for g in head_grads]).float().numpy(),
+               "grad.heads_scale": heads_scale.reshape(1).float().numpy()}
     for (name, w), g in zip(params.items(), student_grads):
         tensors["grad." + name] = (g if g is not None else torch.zeros_like(w)).float().numpy()
     write_safetensors(args.out, tensors, {})
