@@ -153,8 +153,9 @@ static double measured_latency_share(vd_model *teacher, vd_model *student, step_
 
 static int is_temporal_unit(const char *name) { return strncmp(name, "temporal.", 9) == 0; }
 
-/* A unit's parameters: a block's are those under its name; a temporal unit's are spread over its
- * level's blocks, and are what the student without it lacks (removing one changes no other shape). */
+/* A unit's parameters: a block's (or a block's attention part's) are those under its name; a
+ * temporal unit's are spread over its level's blocks, and are what the student without it lacks
+ * (removing one changes no other shape). */
 static double unit_params(const vd_model *teacher, const vd_model *student, const char *name)
 {
     if (is_temporal_unit(name))
@@ -162,6 +163,27 @@ static double unit_params(const vd_model *teacher, const vd_model *student, cons
     char prefix[32];
     snprintf(prefix, sizeof prefix, "unet.%s.", name);
     return (double)vd_model_count_params(teacher, prefix);
+}
+
+/* Keeps those of the count units in names that the comma-separated list names, in their order;
+ * every listed name must be one of them. */
+static int select_units(const char *list, char names[][16], int *count, char *err, size_t errlen)
+{
+    int keep[VD_ANALYSIS_MAX_BLOCKS] = {0};
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        int found = 0;
+        for (int b = 0; b < *count; b++)
+            if (strlen(names[b]) == len && strncmp(names[b], p, len) == 0) keep[b] = found = 1;
+        if (!found) return vd_fail(err, errlen, "unit \"%.*s\": not a unit the teacher's UNet can remove", (int)len, p);
+        p += len + (p[len] == ',');
+    }
+    int n = 0;
+    for (int b = 0; b < *count; b++)
+        if (keep[b]) memmove(names[n++], names[b], sizeof names[0]);
+    if (n == 0) return vd_fail(err, errlen, "units: empty list");
+    *count = n;
+    return 0;
 }
 
 int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_dir, const vd_analysis_options *o,
@@ -180,6 +202,10 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
     }
     char names[VD_ANALYSIS_MAX_BLOCKS][16];
     out->count = vd_unet_removable_units(&teacher.cfg.unet, names, VD_ANALYSIS_MAX_BLOCKS);
+    if (o->units && select_units(o->units, names, &out->count, err, errlen)) {
+        vd_model_free(&teacher);
+        return -1;
+    }
     out->prompts = o->prompts, out->steps = o->steps, out->levels = teacher.cfg.unet.levels;
     double unet_params = (double)vd_model_count_params(&teacher, "unet.");
     double unet_flops = vd_unet_step_flops(&teacher.cfg, 1);
@@ -236,7 +262,8 @@ int vd_analyze(const char *teacher_path, const char *ae_path, const char *tmp_di
     return rc;
 }
 
-/* The level a unit belongs to: down.L.b, up.L.b and temporal.L to L, mid to the deepest. */
+/* The level a unit belongs to: down.L.b, up.L.b, their attention parts and temporal.L to L, mid
+ * and mid.attn to the deepest. */
 static int block_level(const char *name, int levels)
 {
     int l = levels - 1;
@@ -268,7 +295,7 @@ char *vd_analysis_json(const vd_analysis *a)
         }
         json_array_append_new(blocks, row);
         int group = level == 0 ? 0 : level == levels - 1 ? 1 : -1;
-        if (group < 0 || is_temporal_unit(bi->name)) continue;
+        if (group < 0 || !vd_unet_unit_is_block(bi->name)) continue;
         sum[group][0] += bi->content_drop, sum[group][1] += bi->motion_drop, sum[group][2] += bi->direction_drop;
         n[group]++;
     }
@@ -392,7 +419,8 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measur
     int n = 0, deepest = a->levels - 1;
     for (int b = 0; b < a->count; b++) {
         const vd_block_importance *bi = &a->blocks[b];
-        int level = block_level(bi->name, a->levels), mid = strcmp(bi->name, "mid") == 0;
+        int level = block_level(bi->name, a->levels);
+        int mid = strcmp(bi->name, "mid") == 0 || strcmp(bi->name, "mid.attn") == 0;
         plan_candidate c = {.block = b, .key = {0, importance(bi), bi->output_change}};
         if (rule == VD_PLAN_SHALLOW) {
             if (mid && importance(bi) > median) continue;
@@ -407,11 +435,13 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measur
     }
     qsort(cand, (size_t)n, sizeof *cand, compare_candidates);
     /* A temporal unit's layers sit in its level's blocks, an equal part in each: a block taken
-     * with it takes its part too, which is counted once. */
+     * with it takes its part too, which is counted once. A block's attention part goes with the
+     * block: an attention unit whose block is taken is passed over, and a block taken after its
+     * attention unit replaces it in the plan, its share counted once. */
     int level_blocks[VD_MAX_LEVELS] = {0}, taken_blocks[VD_MAX_LEVELS] = {0}, temporal_taken[VD_MAX_LEVELS];
     for (int l = 0; l < VD_MAX_LEVELS; l++) temporal_taken[l] = -1;
     for (int b = 0; b < a->count; b++)
-        if (!is_temporal_unit(a->blocks[b].name)) level_blocks[block_level(a->blocks[b].name, a->levels)]++;
+        if (vd_unet_unit_is_block(a->blocks[b].name)) level_blocks[block_level(a->blocks[b].name, a->levels)]++;
     double removed = 0;
     for (int i = 0; i < n && removed < target; i++) {
         const vd_block_importance *bi = &a->blocks[cand[i].block];
@@ -421,11 +451,26 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measur
             if (level_blocks[level] && taken_blocks[level] == level_blocks[level]) continue; /* gone with them */
             removed += share * (1.0 - temporal_part(taken_blocks[level], level_blocks[level]));
             temporal_taken[level] = cand[i].block;
+        } else if (!vd_unet_unit_is_block(bi->name)) { /* "<block>.attn" */
+            size_t len = strlen(bi->name) - 5;
+            int gone = 0;
+            for (int k = 0; k < *count; k++) gone |= strlen(names[k]) == len && strncmp(names[k], bi->name, len) == 0;
+            if (gone) continue;
+            removed += share;
         } else {
             taken_blocks[level]++;
             removed += share;
             if (temporal_taken[level] >= 0)
                 removed -= plan_share(&a->blocks[temporal_taken[level]], measure) * temporal_part(1, level_blocks[level]);
+            for (int k = 0; k < *count; k++) {
+                size_t len = strlen(bi->name);
+                if (strncmp(names[k], bi->name, len) != 0 || strcmp(names[k] + len, ".attn") != 0) continue;
+                for (int b = 0; b < a->count; b++)
+                    if (strcmp(a->blocks[b].name, names[k]) == 0) removed -= plan_share(&a->blocks[b], measure);
+                memmove(names[k], names[k + 1], (size_t)(*count - k - 1) * sizeof names[0]);
+                (*count)--;
+                break;
+            }
         }
         snprintf(names[(*count)++], 16, "%s", bi->name);
     }

@@ -1,6 +1,6 @@
 /* analysis.h: VDMini's block-importance analysis. For every removable unit of the teacher's UNet
- * (vd_unet_removable_units: each ResBlock+attention pair, the mid block, and the temporal layers
- * of each level, "temporal.l"), the teacher is pruned of that unit alone (prune.h), a fixed set
+ * (vd_unet_removable_units: each ResBlock+attention pair, the mid block, the temporal layers of
+ * each level, "temporal.l", and each block's attention part, "<block>.attn"), the teacher is pruned of that unit alone (prune.h), a fixed set
  * of world prompts is generated with it, and the evaluator scores the videos; a unit's importance
  * for content and for motion is how far the content and motion scores fall against the intact
  * teacher on the same prompts and seeds. Beside them: how far the direction rate (one of the
@@ -9,7 +9,8 @@
  * scores cannot tell them apart), the unit's share of the UNet's parameters and of a UNet step's
  * matrix-product FLOPs, and its share of a denoiser step's latency (one minus the time of a step
  * without it over the teacher's, both measured on the same inputs, synchronised, in turns: see
- * analysis.c). The rows are called blocks below; a temporal unit's row is one of them. */
+ * analysis.c). The rows are called blocks below; a temporal or attention unit's row is one of
+ * them. */
 #ifndef VD_ANALYSIS_H
 #define VD_ANALYSIS_H
 
@@ -26,6 +27,7 @@ typedef struct {
     float guidance;
     vd_device device;
     int bf16;
+    const char *units; /* comma-separated unit names to analyse, in the UNet's order; NULL: all */
 } vd_analysis_options;
 
 typedef struct {
@@ -47,7 +49,8 @@ typedef struct {
     double video_ms;        /* the teacher's fastest video: denoising steps and decode */
     int count;
     vd_block_importance blocks[VD_ANALYSIS_MAX_BLOCKS]; /* the blocks in the UNet's execution order,
-                                                          * then temporal.0, temporal.1, ... */
+                                                          * then temporal.0, temporal.1, ..., then
+                                                          * the blocks' attention parts */
 } vd_analysis;
 
 /* Called before each model is run (done of total, starting with the intact teacher, what = the
@@ -67,12 +70,12 @@ char *vd_analysis_json(const vd_analysis *a);
 /* Reads a report written by vd_analysis_json back. 0, or -1 with a message. */
 int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t errlen);
 
-/* How a pruning plan picks rows (blocks and temporal units) from an analysis (the ablation
- * compares them). A temporal unit temporal.l belongs to level l, like that level's blocks (mid
- * belongs to the deepest level):
- *   SHALLOW, the paper's rule: never the deepest level's blocks nor its temporal unit (motion);
- *     mid first when its importance (content drop + motion drop + direction drop; see analysis.c)
- *     is at most the median row's;
+/* How a pruning plan picks rows (blocks, temporal and attention units) from an analysis (the
+ * ablation compares them). A temporal unit temporal.l belongs to level l, like that level's blocks
+ * and their attention parts (mid and mid.attn belong to the deepest level):
+ *   SHALLOW, the paper's rule: never the deepest level's blocks nor their attention parts nor its
+ *     temporal unit (motion); mid and mid.attn first, each when its importance (content drop +
+ *     motion drop + direction drop; see analysis.c) is at most the median row's;
  *     then level 0, level 1, ... up to the one before the deepest, each level's blocks and
  *     temporal unit together, least important first (ties: least output change first);
  *   DEEP: the mirror, the deepest level and mid first, then shallower levels, least important
@@ -81,7 +84,11 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
  * A temporal unit's layers live in its level's blocks, an equal part in each (every block of a
  * level has the same temporal layers; mid counts as one block of the deepest level): when a
  * plan takes a temporal unit and blocks of its level, the part those blocks hold counts once, and
- * a temporal unit whose level's blocks are all taken already is passed over. */
+ * a temporal unit whose level's blocks are all taken already is passed over. A block's attention
+ * part goes with the block: one whose block is taken is passed over, and a block taken after it
+ * replaces it in the plan, counted once. The temporal self-attention inside an attention part is
+ * counted in both that part's and its level's temporal unit's share when a plan takes both (a
+ * small part: `vdmini prune` prints the student's true parameters and FLOPs). */
 typedef enum { VD_PLAN_SHALLOW, VD_PLAN_DEEP, VD_PLAN_RANDOM } vd_plan_rule;
 
 /* What a plan's target is a fraction of. */

@@ -50,15 +50,44 @@ int vd_unet_temporal_removed(const vd_unet_config *u, int level)
     return vd_unet_block_removed(u, name);
 }
 
-/* Whether name is a removable unit of u: a block ("down.l.b", "up.l.b", "mid") or the temporal
- * layers of a level ("temporal.l"). */
-static int is_unit_name(const vd_unet_config *u, const char *name)
+int vd_unet_attention_removed(const vd_unet_config *u, const char *block)
+{
+    char name[48];
+    snprintf(name, sizeof name, "%s.attn", block);
+    return vd_unet_block_removed(u, name);
+}
+
+int vd_unet_unit_is_block(const char *name)
+{
+    return strncmp(name, "temporal.", 9) != 0 && !strstr(name, ".attn");
+}
+
+/* The level of block name ("down.l.b", "up.l.b", "mid": the deepest), or -1 when it names no
+ * block of u. */
+static int block_name_level(const vd_unet_config *u, const char *name)
 {
     int l = -1, b = -1, n = 0;
-    if (strcmp(name, "mid") == 0) return 1;
+    if (strcmp(name, "mid") == 0) return u->levels - 1;
+    if (sscanf(name, "down.%d.%d%n", &l, &b, &n) != 2 && sscanf(name, "up.%d.%d%n", &l, &b, &n) != 2) return -1;
+    int ok = name[n] == 0 && l >= 0 && l < u->levels && b >= 0 && b < u->blocks_per_level + (name[0] == 'u');
+    return ok ? l : -1;
+}
+
+/* Whether name is a removable unit of u: a block ("down.l.b", "up.l.b", "mid"), the temporal
+ * layers of a level ("temporal.l") or the attention part of a block whose level has one
+ * ("<block>.attn"). */
+static int is_unit_name(const vd_unet_config *u, const char *name)
+{
+    int l = -1, n = 0;
     if (sscanf(name, "temporal.%d%n", &l, &n) == 1 && name[n] == 0) return l >= 0 && l < u->levels;
-    if (sscanf(name, "down.%d.%d%n", &l, &b, &n) != 2 && sscanf(name, "up.%d.%d%n", &l, &b, &n) != 2) return 0;
-    return name[n] == 0 && l >= 0 && l < u->levels && b >= 0 && b < u->blocks_per_level + (name[0] == 'u');
+    size_t len = strlen(name);
+    if (len > 5 && len < 40 && strcmp(name + len - 5, ".attn") == 0) {
+        char block[40];
+        snprintf(block, sizeof block, "%.*s", (int)(len - 5), name);
+        l = block_name_level(u, block);
+        return l >= 0 && u->attention[l];
+    }
+    return block_name_level(u, name) >= 0;
 }
 
 int vd_config_preset(const char *name, vd_model_config *c)
@@ -211,17 +240,20 @@ static int parse_unet(json_t *j, vd_unet_config *u, char *err, size_t errlen)
     }
     json_t *rm = json_object_get(j, "removed");
     if (rm && !json_is_array(rm))
-        return vd_fail(err, errlen, "config unet.removed: must be a list of block names and temporal.<level> units");
+        return vd_fail(err, errlen, "config unet.removed: must be a list of units: blocks, temporal.<level>, <block>.attn");
     int count = rm ? (int)json_array_size(rm) : 0;
     u->removed = vd_calloc((size_t)(count ? count : 1), sizeof(char *));
     for (int i = 0; i < count; i++) {
         const char *name = json_string_value(json_array_get(rm, (size_t)i));
         if (!name || !is_unit_name(u, name))
-            return vd_fail(err, errlen, "config unet.removed[%d]: \"%s\" is not a block or temporal.<level> unit of this UNet",
+            return vd_fail(err, errlen, "config unet.removed[%d]: \"%s\" is not a block, temporal.<level> or <block>.attn unit of this UNet",
                            i, name ? name : "(not a string)");
         if (vd_unet_block_removed(u, name)) return vd_fail(err, errlen, "config unet.removed[%d]: \"%s\" is named twice", i, name);
         u->removed[u->removed_count++] = strdup(name);
     }
+    for (int i = 0; i < u->removed_count; i++)
+        if (vd_unet_attention_removed(u, u->removed[i]))
+            return vd_fail(err, errlen, "config unet.removed: \"%s.attn\" names the attention of a removed block", u->removed[i]);
     return 0;
 }
 

@@ -28,8 +28,9 @@ typedef struct {
     int frames, latent_h, latent_w;
     int pooled_text; /* the mean of the text tokens, projected, is added to the time embedding */
     int removed_count;
-    char **removed; /* removed units: blocks "down.l.b", "up.l.b", "mid", and "temporal.l", the
-                     * temporal layers of level l (docs/architecture.md) */
+    char **removed; /* removed units: blocks "down.l.b", "up.l.b", "mid"; "temporal.l", the
+                     * temporal layers of level l; "<block>.attn", a block's attention part
+                     * (docs/architecture.md) */
 } vd_unet_config;
 
 /* The noise schedule: "scaled linear" betas from beta_start to beta_end over train_steps, then
@@ -68,5 +69,10 @@ void vd_config_copy(vd_model_config *dst, const vd_model_config *src);
 int vd_unet_block_removed(const vd_unet_config *u, const char *name);
 /* Whether the temporal layers of level l ("temporal.l") are removed. */
 int vd_unet_temporal_removed(const vd_unet_config *u, int level);
+/* Whether the attention part of the named block ("<block>.attn") is removed. */
+int vd_unet_attention_removed(const vd_unet_config *u, const char *block);
+/* Whether a unit name names a whole block rather than the temporal layers of a level or a
+ * block's attention part. */
+int vd_unet_unit_is_block(const char *name);
 
 #endif

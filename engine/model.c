@@ -218,6 +218,7 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
                                .attn = u->attention[l], .temporal = !vd_unet_temporal_removed(u, l)};
             snprintf(s.name, sizeof s.name, "down.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
+            s.attn = s.attn && !vd_unet_attention_removed(u, s.name);
             if (skip_n[l] >= MAX_SKIPS || n >= VD_UNET_MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
             st[n++] = s;
             h = s.co;
@@ -229,7 +230,8 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
         }
     }
     if (!vd_unet_block_removed(u, "mid")) {
-        st[n] = (vd_unet_stage){.kind = VD_STAGE_MID, .level = K - 1, .ci = h, .co = h, .push = -1, .attn = u->attention[K - 1],
+        st[n] = (vd_unet_stage){.kind = VD_STAGE_MID, .level = K - 1, .ci = h, .co = h, .push = -1,
+                                .attn = u->attention[K - 1] && !vd_unet_attention_removed(u, "mid"),
                                 .temporal = !vd_unet_temporal_removed(u, K - 1)};
         snprintf(st[n].name, sizeof st[n].name, "mid");
         n++;
@@ -240,6 +242,7 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
                                .temporal = !vd_unet_temporal_removed(u, l)};
             snprintf(s.name, sizeof s.name, "up.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
+            s.attn = s.attn && !vd_unet_attention_removed(u, s.name);
             if (n >= VD_UNET_MAX_STAGES - 8) return vd_fail(err, errlen, "UNet config too large");
             s.skip_ch = skip_n[l] ? skip_ch[l][--skip_n[l]] : 0;
             s.ci = h + s.skip_ch;
@@ -285,6 +288,8 @@ int vd_unet_removable_units(const vd_unet_config *u, char names[][16], int max)
     }
     for (int l = 0; l < u->levels && count < max; l++)
         if (has_temporal[l]) snprintf(names[count++], 16, "temporal.%d", l);
+    for (int i = 0; i < n && count < max; i++)
+        if (st[i].name[0] && st[i].attn) snprintf(names[count++], 16, "%.10s.attn", st[i].name);
     return count;
 }
 

@@ -109,7 +109,7 @@ typedef struct {
     int ci, co;    /* channels in (after any skip concat) and out */
     int skip_ch;   /* channels of the skip popped and concatenated before it, 0 if none */
     int push;      /* level whose skip stack gets the output, -1 if none */
-    int attn;      /* block has an attention part */
+    int attn;      /* block has an attention part (its level has attention, "<block>.attn" is not removed) */
     int temporal;  /* block or mid keeps its temporal layers (its level's "temporal.l" is not removed) */
 } vd_unet_stage;
 
@@ -125,7 +125,8 @@ int vd_unet_block_names(const vd_unet_config *u, char names[][16], int max);
 
 /* The units a pruning can still remove, as vd_unet_block_names writes them: the blocks in
  * execution order, then "temporal.l" for each level l = 0.. whose temporal layers are neither
- * removed nor gone with every block that held them. */
+ * removed nor gone with every block that held them, then "<block>.attn" for each block that
+ * still has its attention part, in execution order. */
 int vd_unet_removable_units(const vd_unet_config *u, char names[][16], int max);
 
 #endif

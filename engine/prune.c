@@ -1,5 +1,5 @@
-/* prune.c: a student without some UNet blocks or temporal units, with the teacher's weights (see
- * prune.h). */
+/* prune.c: a student without some UNet units (blocks, temporal layers, attention parts), with
+ * the teacher's weights (see prune.h). */
 #include "prune.h"
 #include "common.h"
 
@@ -40,15 +40,20 @@ int vd_prune(const vd_model *teacher, char *const *remove, int count, uint64_t s
     if (!tu->present || !teacher->host) return vd_fail(err, errlen, "the teacher has no UNet weights");
     char names[VD_PRUNE_MAX_UNITS][16];
     int units = vd_unet_removable_units(tu, names, VD_PRUNE_MAX_UNITS), blocks = 0, removed_blocks = 0;
-    for (int b = 0; b < units; b++) blocks += strncmp(names[b], "temporal.", 9) != 0;
+    for (int b = 0; b < units; b++) blocks += vd_unet_unit_is_block(names[b]);
     for (int i = 0; i < count; i++) {
         int known = 0;
         for (int b = 0; b < units; b++) known |= strcmp(names[b], remove[i]) == 0;
         if (!known)
-            return vd_fail(err, errlen, "block \"%s\": not a block or temporal unit of the teacher's UNet", remove[i]);
-        for (int j = 0; j < i; j++)
-            if (strcmp(remove[i], remove[j]) == 0) return vd_fail(err, errlen, "block \"%s\": named twice", remove[i]);
-        removed_blocks += strncmp(remove[i], "temporal.", 9) != 0;
+            return vd_fail(err, errlen, "unit \"%s\": not a block, temporal.<level> or <block>.attn unit of the teacher's UNet",
+                           remove[i]);
+        for (int j = 0; j < count; j++) {
+            if (j < i && strcmp(remove[i], remove[j]) == 0) return vd_fail(err, errlen, "unit \"%s\": named twice", remove[i]);
+            size_t len = strlen(remove[j]);
+            if (j != i && strncmp(remove[i], remove[j], len) == 0 && strcmp(remove[i] + len, ".attn") == 0)
+                return vd_fail(err, errlen, "unit \"%s\": its block \"%s\" is removed too", remove[i], remove[j]);
+        }
+        removed_blocks += vd_unet_unit_is_block(remove[i]);
     }
     if (removed_blocks >= blocks) return vd_fail(err, errlen, "removing every block leaves no UNet");
 
@@ -95,7 +100,7 @@ int vd_prune_plan_load(const char *path, char ***names, int *count, char *err, s
     json_t *list = json_object_get(root, "remove");
     int rc = 0;
     if (!json_is_object(root) || !json_is_array(list)) {
-        rc = vd_fail(err, errlen, "%s: remove: required, a list of block names", path);
+        rc = vd_fail(err, errlen, "%s: remove: required, a list of unit names", path);
     } else {
         const char *key;
         json_t *v;
@@ -107,7 +112,7 @@ int vd_prune_plan_load(const char *path, char ***names, int *count, char *err, s
         *names = vd_calloc((size_t)(*count ? *count : 1), sizeof(char *));
         for (int i = 0; i < *count && rc == 0; i++) {
             const char *name = json_string_value(json_array_get(list, (size_t)i));
-            if (!name || !name[0] || strlen(name) >= 16) rc = vd_fail(err, errlen, "%s: remove[%d]: not a block name", path, i);
+            if (!name || !name[0] || strlen(name) >= 16) rc = vd_fail(err, errlen, "%s: remove[%d]: not a unit name", path, i);
             else (*names)[i] = strdup(name);
         }
         if (rc) {

@@ -1,8 +1,9 @@
 /* prune.h: VDMini's pruning step — a student made from the teacher by removing UNet units
- * (docs/architecture.md): blocks (a removed block has no weights and pushes or pops no skip) and
- * the temporal layers of a level ("temporal.l": its blocks' temporal convs and temporal
- * self-attentions, which changes no other shape), with the teacher's weights in everything it
- * keeps. The text encoder, the autoencoder if the teacher file has one, and the diffusion schedule
+ * (docs/architecture.md): blocks (a removed block has no weights and pushes or pops no skip), the
+ * temporal layers of a level ("temporal.l": its blocks' temporal convs and temporal
+ * self-attentions) and the attention part of a block ("<block>.attn": its AttnBlock3D; the
+ * ResBlock3D stays), the last two changing no other shape, with the teacher's weights in
+ * everything it keeps. The text encoder, the autoencoder if the teacher file has one, and the diffusion schedule
  * come along unchanged.
  *
  * A kept block's input can change. When a down block goes, the up blocks of its level pop the
@@ -14,7 +15,7 @@
  * count goes, the next block reads a narrower tensor from another layer: the shared block is a
  * starting point only there, and a parameter the teacher has no counterpart for (a new skip
  * projection) stays random. Distillation trains all of them.
- * A plan is a JSON file {"remove": ["down.0.1", "mid", "temporal.0", ...]}. */
+ * A plan is a JSON file {"remove": ["down.0.1", "mid", "temporal.0", "up.1.2.attn", ...]}. */
 #ifndef VD_PRUNE_H
 #define VD_PRUNE_H
 
@@ -35,7 +36,8 @@ typedef struct {
 
 /* Builds student from teacher (host weights) without the named units; seed drives the random
  * initialisation of fresh parameters. Names must be units the teacher's UNet can still remove
- * (vd_unet_removable_units: not already removed), not repeated, and leave at least one block.
+ * (vd_unet_removable_units: not already removed), not repeated, not a block and its attention
+ * part both, and leave at least one block.
  * 0, or -1 with a message. */
 int vd_prune(const vd_model *teacher, char *const *remove, int count, uint64_t seed, vd_model *student,
              vd_prune_report *report, char *err, size_t errlen);

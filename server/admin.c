@@ -219,7 +219,8 @@ static void run_analysis(vd_admin *a, vd_admin_run *run, const json_t *request)
     vd_analysis_options o = {.prompts = (int)json_integer_value(json_object_get(request, "prompts")),
                              .steps = (int)json_integer_value(json_object_get(request, "steps")),
                              .seed = (uint64_t)json_integer_value(json_object_get(request, "seed")),
-                             .guidance = (float)json_number_value(json_object_get(request, "guidance"))};
+                             .guidance = (float)json_number_value(json_object_get(request, "guidance")),
+                             .units = json_string_value(json_object_get(request, "units"))};
     o.device = configured_device(a, &bf16);
     o.bf16 = bf16;
     const char *model_path = json_string_value(json_object_get(request, "model_path"));

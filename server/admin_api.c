@@ -196,27 +196,65 @@ static void submit_run(const vd_request *r, const char *kind, const char *prefix
     vd_admin_run_clear(&run);
 }
 
+/* The optional "units" of an analysis: 1 to VD_ANALYSIS_MAX_BLOCKS distinct unit names, joined
+ * with commas into *list (NULL when absent; malloc'd). The analysis itself checks that the
+ * teacher has them. */
+static int analysis_units(const json_t *body, char **list, vd_reply *reply)
+{
+    *list = NULL;
+    json_t *names = json_object_get(body, "units");
+    if (!names) return 0;
+    size_t n = json_array_size(names);
+    if (!json_is_array(names) || n == 0 || n > VD_ANALYSIS_MAX_BLOCKS) {
+        vd_api_error(reply, 400, "units", "invalid_value", "Invalid 'units': expected an array of 1 to %d unit names.",
+                     VD_ANALYSIS_MAX_BLOCKS);
+        return -1;
+    }
+    *list = vd_calloc(n, 17);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = json_string_value(json_array_get(names, i));
+        int bad = !name || !name[0] || strlen(name) >= 16 || strchr(name, ',');
+        for (size_t j = 0; !bad && j < i; j++) bad = strcmp(name, json_string_value(json_array_get(names, j))) == 0;
+        if (bad) {
+            vd_api_error(reply, 400, "units", "invalid_value",
+                         "Invalid 'units': item %zu is not a unit name such as \"down.0.1\", \"temporal.0\" or "
+                         "\"up.1.2.attn\", or is named twice.", i);
+            free(*list);
+            *list = NULL;
+            return -1;
+        }
+        if (i) strcat(*list, ",");
+        strcat(*list, name);
+    }
+    return 0;
+}
+
 void vd_api_create_analysis(const vd_request *r, vd_reply *reply)
 {
-    static const char *const allowed[] = {"model", "prompts", "seed", "steps", "guidance", NULL};
+    static const char *const allowed[] = {"model", "prompts", "seed", "steps", "guidance", "units", NULL};
     json_t *body;
     if (vd_api_json_body(r, &body, reply)) return;
     long long prompts = ANALYSIS_DEFAULT_PROMPTS, steps = ANALYSIS_DEFAULT_STEPS, seed = ANALYSIS_DEFAULT_SEED;
     double guidance = VD_DEFAULT_GUIDANCE;
     vd_model_entry m;
+    char *units = NULL;
     int ok = vd_api_check_known(body, allowed, reply) == 0 &&
              vd_api_get_integer(body, "prompts", 1, ANALYSIS_MAX_PROMPTS, &prompts, reply) >= 0 &&
              vd_api_get_integer(body, "steps", 1, r->config->max_steps, &steps, reply) >= 0 &&
              vd_api_get_integer(body, "seed", 0, (1ll << 53), &seed, reply) >= 0 &&
              vd_api_get_number(body, "guidance", 0, 100, &guidance, reply) >= 0 &&
-             resolve_model(r, body, "model", &m, reply) == 0;
+             analysis_units(body, &units, reply) == 0 && resolve_model(r, body, "model", &m, reply) == 0;
     json_decref(body);
-    if (!ok) return;
-    submit_run(r, KIND_ANALYSIS, "analysis_",
-               json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "model", m.id, "model_path", m.path, "ae", m.ae,
-                         "prompts", (json_int_t)prompts, "steps", (json_int_t)steps, "seed", (json_int_t)seed,
-                         "guidance", guidance),
-               reply);
+    if (!ok) {
+        free(units);
+        return;
+    }
+    json_t *request = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "model", m.id, "model_path", m.path, "ae", m.ae,
+                                "prompts", (json_int_t)prompts, "steps", (json_int_t)steps, "seed", (json_int_t)seed,
+                                "guidance", guidance);
+    if (units) json_object_set_new(request, "units", json_string(units));
+    free(units);
+    submit_run(r, KIND_ANALYSIS, "analysis_", request, reply);
 }
 
 /* The blocks of an explicit plan {"remove": [...]}: non-empty, distinct names. */
@@ -230,14 +268,15 @@ static int explicit_plan(const json_t *plan, json_t **remove, vd_reply *reply)
     size_t n = json_array_size(names);
     if (!json_is_array(names) || n == 0 || n > VD_ANALYSIS_MAX_BLOCKS) {
         vd_api_error(reply, 400, "plan.remove", "invalid_value",
-                     "Invalid 'plan.remove': expected an array of 1 to %d block names.", VD_ANALYSIS_MAX_BLOCKS);
+                     "Invalid 'plan.remove': expected an array of 1 to %d unit names.", VD_ANALYSIS_MAX_BLOCKS);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         const char *name = json_string_value(json_array_get(names, i));
         if (!name || !name[0] || strlen(name) >= 16) {
             vd_api_error(reply, 400, "plan.remove", "invalid_value",
-                         "Invalid 'plan.remove': item %zu is not a block name such as \"down.0.1\" or \"mid\".", i);
+                         "Invalid 'plan.remove': item %zu is not a unit name such as \"down.0.1\", \"mid\", "
+                         "\"temporal.0\" or \"up.1.2.attn\".", i);
             return -1;
         }
         for (size_t j = 0; j < i; j++)

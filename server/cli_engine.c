@@ -56,7 +56,7 @@ void cli_usage_tail(FILE *out, const char *prog)
             "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH\n"
             "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
             "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 4]\n"
-            "%*s[--device auto|cpu|cuda] [--bf16] --out FILE.json\n"
+            "%*s[--device auto|cpu|cuda] [--bf16] [--units U1,U2,...] --out FILE.json\n"
             "  %s plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random] [--seed N]\n"
             "%*s--out PLAN.json\n"
             "  %s distill --teacher PATH --student PATH --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n"
@@ -607,6 +607,8 @@ static int cmd_analyze(int argc, char **argv)
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &o.guidance)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &o.device)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--units") == 0) {
+            if (!(o.units = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--bf16") == 0) {
             o.bf16 = 1;
         } else {

@@ -72,11 +72,14 @@ static void test_identity_block_ranks_last(void **state)
     int rc = vd_analyze(model_path, NULL, ".", &o, NULL, NULL, a, err, sizeof err);
     if (rc) fprintf(stderr, "%s\n", err);
     assert_int_equal(rc, 0);
-    /* down.0.0, down.1.0, mid, up.1.0, up.1.1, up.0.0, up.0.1, temporal.0, temporal.1 */
-    assert_int_equal(a->count, 9);
+    /* down.0.0, down.1.0, mid, up.1.0, up.1.1, up.0.0, up.0.1, temporal.0, temporal.1, and the
+     * attention parts of level 1's blocks: down.1.0.attn, mid.attn, up.1.0.attn, up.1.1.attn */
+    assert_int_equal(a->count, 13);
     assert_string_equal(a->blocks[7].name, "temporal.0");
     assert_string_equal(a->blocks[8].name, "temporal.1");
-    const vd_block_importance *mid = NULL;
+    assert_string_equal(a->blocks[9].name, "down.1.0.attn");
+    assert_string_equal(a->blocks[10].name, "mid.attn");
+    const vd_block_importance *mid = NULL, *mid_attn = NULL;
     double least_other = 1e30;
     for (int b = 0; b < a->count; b++) {
         const vd_block_importance *bi = &a->blocks[b];
@@ -85,11 +88,14 @@ static void test_identity_block_ranks_last(void **state)
         /* measured, so noisy at this size: a share, not a ranking */
         assert_true(isfinite(bi->latency_share) && bi->latency_share > -1 && bi->latency_share < 1);
         if (strcmp(bi->name, "mid") == 0) mid = bi;
+        else if (strcmp(bi->name, "mid.attn") == 0) mid_attn = bi; /* a part of the identity */
         else if (bi->output_change < least_other) least_other = bi->output_change;
     }
     assert_non_null(mid);
     assert_true(mid->output_change == 0.0);
     assert_true(mid->content_drop == 0.0 && mid->motion_drop == 0.0 && mid->direction_drop == 0.0);
+    assert_non_null(mid_attn);
+    assert_true(mid_attn->output_change == 0.0);
     assert_true(a->has_direction && a->direction >= 0 && a->direction <= 1);
     assert_true(least_other > 1e-6);
 
@@ -101,6 +107,7 @@ static void test_identity_block_ranks_last(void **state)
     assert_int_equal(json_array_size(rows), (size_t)a->count);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 7), "level")), 0);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 8), "level")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 9), "level")), 1);
     assert_non_null(json_object_get(json_object_get(root, "observation"), "holds"));
     json_decref(root);
     vd_analysis *back = malloc(sizeof *back);
@@ -246,12 +253,54 @@ static void test_plan_rules_with_temporal_units(void **state)
     for (int i = 0; i < count; i++) assert_string_not_equal(names[i], "temporal.1");
 }
 
+/* A 3-level UNet's blocks (a tenth of the parameters each) and the attention parts of some
+ * (6% each, mid's 5%) with made-up importances: mid matters most, the attention parts of
+ * down.1.0, mid and up.2.0 least. */
+static void made_up_with_attention(vd_analysis *a)
+{
+    static const struct {
+        const char *name;
+        double importance, share;
+    } rows[] = {{"down.0.0", 0.30, 0.1},       {"down.1.0", 0.20, 0.1},      {"down.2.0", 0.05, 0.1},
+                {"mid", 0.40, 0.1},            {"up.2.0", 0.02, 0.1},        {"up.1.0", 0.15, 0.1},
+                {"up.0.0", 0.25, 0.1},         {"down.1.0.attn", 0.01, 0.06}, {"up.1.0.attn", 0.17, 0.06},
+                {"mid.attn", 0.005, 0.05},     {"up.2.0.attn", 0.001, 0.06}};
+    memset(a, 0, sizeof *a);
+    a->levels = 3, a->count = (int)(sizeof rows / sizeof *rows);
+    for (int b = 0; b < a->count; b++) {
+        snprintf(a->blocks[b].name, sizeof a->blocks[b].name, "%s", rows[b].name);
+        a->blocks[b].content_drop = a->blocks[b].motion_drop = rows[b].importance / 2;
+        a->blocks[b].param_share = a->blocks[b].flop_share = a->blocks[b].latency_share = rows[b].share;
+    }
+}
+
+static void test_plan_rules_with_attention_units(void **state)
+{
+    (void)state;
+    vd_analysis a;
+    made_up_with_attention(&a);
+    /* shallow: mid.attn (below the median; mid is above it), then level 0, then level 1 least
+     * important first; never level 2's blocks nor their attention parts */
+    expect_plan(&a, VD_PLAN_SHALLOW, 0.30, 0, "mid.attn up.0.0 down.0.0 down.1.0.attn");
+    /* up.1.0.attn goes with up.1.0; down.1.0 replaces its attention part and adds 10% - 6% */
+    expect_plan(&a, VD_PLAN_SHALLOW, 0.42, 0, "mid.attn up.0.0 down.0.0 up.1.0 down.1.0");
+    char names[VD_ANALYSIS_MAX_BLOCKS][16], err[256];
+    int count;
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, VD_PLAN_PARAMS, 0.46, 0, names, &count, err, sizeof err), -1);
+    assert_non_null(strstr(err, "remove 45.0% of the parameters, short of the 46.0%"));
+    /* deep: mid.attn, then mid, which replaces it (10% in all); then level 2 least important
+     * first: up.2.0.attn (16%), then up.2.0, which replaces it (20%) */
+    expect_plan(&a, VD_PLAN_DEEP, 0.15, 0, "mid up.2.0.attn");
+    expect_plan(&a, VD_PLAN_DEEP, 0.2, 0, "mid up.2.0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identity_block_ranks_last),
         cmocka_unit_test(test_plan_rules),
         cmocka_unit_test(test_plan_rules_with_temporal_units),
+        cmocka_unit_test(test_plan_rules_with_attention_units),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2,8 +2,8 @@
  * weights for the removed blocks and the teacher's weights everywhere else (whole, or the leading
  * slice where a block's input narrowed), it saves and loads, pruning nothing gives the same UNet
  * output bit for bit, a student whose channel plan changed still runs, removing a level's
- * temporal layers drops exactly those weights and their FLOPs and keeps every other weight whole,
- * and bad plans and unit names are refused with a message. */
+ * temporal layers or a block's attention part drops exactly those weights and their FLOPs and
+ * keeps every other weight whole, and bad plans and unit names are refused with a message. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -243,7 +243,7 @@ static void test_temporal_unit_drops_its_layers(void **state)
         vd_model again;
         char err[256];
         assert_int_equal(vd_prune(&student, names, 1, 5, &again, &r, err, sizeof err), -1);
-        assert_non_null(strstr(err, "not a block or temporal unit"));
+        assert_non_null(strstr(err, "not a block, temporal.<level> or <block>.attn unit"));
         vd_model_free(&student);
     }
 }
@@ -285,6 +285,61 @@ static void test_temporal_student_saves_loads_and_runs(void **state)
     vd_model_free(&student);
 }
 
+/* Removing a block's attention part drops exactly its AttnBlock3D's weights and FLOPs, keeps
+ * every other weight whole, leaves the block itself removable, and the student runs. */
+static void test_attention_unit_drops_its_part(void **state)
+{
+    (void)state;
+    static const char *const blocks[] = {"down.1.1", "up.1.2", "mid"};
+    vd_backend *be = vd_backend_cpu_reference();
+    float *want = unet_output(&teacher, be);
+    for (size_t k = 0; k < sizeof blocks / sizeof *blocks; k++) {
+        char name[24], prefix[40];
+        snprintf(name, sizeof name, "%s.attn", blocks[k]);
+        snprintf(prefix, sizeof prefix, "unet.%s.attn.", blocks[k]);
+        char *names[] = {name};
+        vd_model student;
+        vd_prune_report r;
+        prune_ok(names, 1, &student, &r);
+        assert_true(vd_unet_attention_removed(&student.cfg.unet, blocks[k]));
+        assert_int_equal(r.sliced + r.fresh, 0);
+        assert_int_equal(r.copied, student.nparams);
+        int dropped = 0;
+        for (int i = 0; i < teacher.nparams; i++) {
+            const vd_param *t = &teacher.params[i], *s = vd_model_param(&student, t->name);
+            if (strncmp(t->name, prefix, strlen(prefix)) == 0) {
+                assert_null(s);
+                dropped++;
+                continue;
+            }
+            assert_non_null(s);
+            assert_memory_equal(&student.host[s->offset], &teacher.host[t->offset], t->numel * sizeof(float));
+        }
+        assert_true(dropped > 0);
+        assert_int_equal(r.dropped, dropped);
+        assert_true(vd_unet_step_flops(&student.cfg, 1) < vd_unet_step_flops(&teacher.cfg, 1));
+        char units[64][16];
+        int n = vd_unet_removable_units(&student.cfg.unet, units, 64), block = 0;
+        for (int i = 0; i < n; i++) {
+            assert_string_not_equal(units[i], name);
+            block |= strcmp(units[i], blocks[k]) == 0;
+        }
+        assert_true(block);
+        float *got = unet_output(&student, be);
+        size_t on = (size_t)T * student.cfg.unet.out_channels * SIDE * SIDE;
+        int differs = 0;
+        for (size_t i = 0; i < on; i++) {
+            assert_true(isfinite(got[i]));
+            differs |= got[i] != want[i];
+        }
+        assert_true(differs);
+        free(got);
+        vd_model_free(&student);
+    }
+    free(want);
+    be->destroy(be);
+}
+
 static void expect_refused(char *const *names, int count, const char *message)
 {
     vd_model student;
@@ -299,11 +354,14 @@ static void test_bad_block_names(void **state)
 {
     (void)state;
     char *unknown[] = {"down.7.0"}, *twice[] = {"mid", "mid"}, *no_level[] = {"temporal.2"};
-    char *temporal_twice[] = {"temporal.0", "temporal.0"};
+    char *temporal_twice[] = {"temporal.0", "temporal.0"}, *no_attention[] = {"down.0.0.attn"};
+    char *with_block[] = {"up.1.2.attn", "up.1.2"};
     char *all[] = {"down.0.0", "down.0.1", "down.1.0", "down.1.1", "mid", "up.1.0", "up.1.1", "up.1.2",
                    "up.0.0", "up.0.1", "up.0.2"};
     expect_refused(unknown, 1, "\"down.7.0\": not a block");
-    expect_refused(no_level, 1, "\"temporal.2\": not a block or temporal unit");
+    expect_refused(no_level, 1, "\"temporal.2\": not a block, temporal.<level> or <block>.attn unit");
+    expect_refused(no_attention, 1, "\"down.0.0.attn\": not a block, temporal.<level> or <block>.attn unit");
+    expect_refused(with_block, 2, "\"up.1.2.attn\": its block \"up.1.2\" is removed too");
     expect_refused(temporal_twice, 2, "\"temporal.0\": named twice");
     expect_refused(twice, 2, "\"mid\": named twice");
     expect_refused(all, 11, "leaves no UNet");
@@ -319,7 +377,7 @@ static void test_plan_files(void **state)
         {"{\"remove\": [\"mid\"", "line 1"},
         {"{\"blocks\": [\"mid\"]}", "remove: required"},
         {"{\"remove\": [\"mid\"], \"extra\": 1}", "unknown field \"extra\""},
-        {"{\"remove\": [\"mid\", 3]}", "remove[1]: not a block name"},
+        {"{\"remove\": [\"mid\", 3]}", "remove[1]: not a unit name"},
         {"[\"mid\"]", "remove: required"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -355,6 +413,7 @@ int main(void)
         cmocka_unit_test(test_narrowed_student_runs),
         cmocka_unit_test(test_temporal_unit_drops_its_layers),
         cmocka_unit_test(test_temporal_student_saves_loads_and_runs),
+        cmocka_unit_test(test_attention_unit_drops_its_part),
         cmocka_unit_test(test_bad_block_names),
         cmocka_unit_test(test_plan_files),
     };

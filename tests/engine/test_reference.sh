@@ -3,7 +3,7 @@
 # python3-torch, CPU, fp32): every op on both CPU backends, then a tiny model's tokenizer, text
 # encoder, autoencoder, UNet step and DDIM/Euler sampling runs, and the training gradients of the
 # autoencoder and of the denoiser (text encoder and UNet) against autograd; then the UNet step,
-# sampling and denoiser gradients of a student pruned of temporal units. Fresh random weights
+# sampling and denoiser gradients of a student pruned of temporal and attention units. Fresh random weights
 # and inputs each run (the seed is printed).
 set -eu
 : "${top_srcdir:=.}" "${top_builddir:=.}" "${TORCH_PYTHON:=/usr/bin/python3}"
@@ -29,15 +29,15 @@ echo "seed $seed"
 "$top_builddir/tests/engine/check_train" "$work/tiny.safetensors" "$work/train.safetensors"
 
 # a pruned student without the temporal layers of level 0 (temporal convs only) and of the
-# deepest level (temporal convs and temporal self-attentions, mid's too): its UNet step, sampling
-# and denoiser gradients
-echo '{"remove": ["temporal.0", "temporal.2"]}' >"$work/plan.json"
+# deepest level (temporal convs and temporal self-attentions, mid's too), and without the
+# attention parts of down.1.0 and mid: its UNet step, sampling and denoiser gradients
+echo '{"remove": ["temporal.0", "temporal.2", "down.1.0.attn", "mid.attn"]}' >"$work/plan.json"
 "$top_builddir/vdmini" prune --teacher "$work/tiny.safetensors" --plan "$work/plan.json" \
-    --out "$work/no-temporal.safetensors"
-"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/no-temporal.safetensors" \
-    --out "$work/no-temporal-cases.safetensors" --seed "$((seed % 100000 + 1))" --frames 3 --size 8x8 --steps 1 \
+    --out "$work/parts.safetensors"
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/parts.safetensors" \
+    --out "$work/parts-cases.safetensors" --seed "$((seed % 100000 + 1))" --frames 3 --size 8x8 --steps 1 \
     --skip-ae
-"$top_builddir/tests/engine/check_reference" "$work/no-temporal.safetensors" "$work/no-temporal-cases.safetensors"
-"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/no-temporal.safetensors" \
-    --out "$work/no-temporal-train.safetensors" --seed "$((seed % 100000 + 1))" --skip-ae
-"$top_builddir/tests/engine/check_train" "$work/no-temporal.safetensors" "$work/no-temporal-train.safetensors"
+"$top_builddir/tests/engine/check_reference" "$work/parts.safetensors" "$work/parts-cases.safetensors"
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/parts.safetensors" \
+    --out "$work/parts-train.safetensors" --seed "$((seed % 100000 + 1))" --skip-ae
+"$top_builddir/tests/engine/check_train" "$work/parts.safetensors" "$work/parts-train.safetensors"

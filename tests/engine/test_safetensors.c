@@ -206,7 +206,17 @@ static void test_config(void **state)
                         "\"latent_size\":[8,8],\"removed\":[\"down.5.0\"]}}", "not a block");
     expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
                         "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
-                        "\"latent_size\":[8,8],\"removed\":[\"temporal.2\"]}}", "\"temporal.2\" is not a block or temporal.<level> unit");
+                        "\"latent_size\":[8,8],\"removed\":[\"temporal.2\"]}}", "\"temporal.2\" is not a block, temporal.<level> or <block>.attn unit");
+    expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
+                        "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
+                        "\"latent_size\":[8,8],\"removed\":[\"down.0.1.attn\"]}}", "\"down.0.1.attn\" is not a block"); /* no attention at level 0 */
+    expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
+                        "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
+                        "\"latent_size\":[8,8],\"removed\":[\"up.1.2.attnx\"]}}", "\"up.1.2.attnx\" is not a block");
+    expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
+                        "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
+                        "\"latent_size\":[8,8],\"removed\":[\"mid.attn\",\"up.1.0\",\"mid\"]}}",
+                        "\"mid.attn\" names the attention of a removed block");
     expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":[32,64],\"attention\":[false,true],\"blocks_per_level\":2,"
                         "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
                         "\"latent_size\":[8,8],\"removed\":[\"temporal.1\",\"mid\",\"temporal.1\"]}}", "removed[2]: \"temporal.1\" is named twice");
@@ -309,9 +319,12 @@ static void test_removed_temporal_units(void **state)
     char err[256];
     assert_int_equal(vd_model_build(&full, &c, err, sizeof err), 0);
     char names[64][16];
-    int n = vd_unet_removable_units(&c.unet, names, 64);
-    assert_string_equal(names[n - 3], "temporal.0");
-    assert_string_equal(names[n - 1], "temporal.2");
+    int n = vd_unet_removable_units(&c.unet, names, 64); /* 16 blocks, 3 temporal units, 11 attention parts */
+    assert_int_equal(n, 30);
+    assert_string_equal(names[16], "temporal.0");
+    assert_string_equal(names[18], "temporal.2");
+    assert_string_equal(names[19], "down.1.0.attn");
+    assert_string_equal(names[n - 1], "up.1.2.attn");
     c.unet.removed = vd_realloc(c.unet.removed, 2 * sizeof(char *));
     c.unet.removed[0] = strdup("temporal.2"), c.unet.removed[1] = strdup("mid");
     c.unet.removed_count = 2;
@@ -339,6 +352,50 @@ static void test_removed_temporal_units(void **state)
     for (int i = 0; i < n; i++) assert_string_not_equal(names[i], "temporal.2");
     vd_model_free(&full), vd_model_free(&pruned);
     vd_config_free(&c), vd_config_free(&back);
+}
+
+/* Removing a block's attention part removes its AttnBlock3D's parameters (the temporal
+ * self-attention in it too) and nothing else; the block's ResBlock3D stays, and the unit is no
+ * longer offered for removal while the block still is. */
+static void test_removed_attention_units(void **state)
+{
+    (void)state;
+    vd_model_config c;
+    assert_int_equal(vd_config_preset("tiny", &c), 0);
+    vd_model full, pruned;
+    char err[256];
+    assert_int_equal(vd_model_build(&full, &c, err, sizeof err), 0);
+    c.unet.removed = vd_realloc(c.unet.removed, 2 * sizeof(char *));
+    c.unet.removed[0] = strdup("up.1.0.attn"), c.unet.removed[1] = strdup("mid.attn");
+    c.unet.removed_count = 2;
+    assert_int_equal(vd_model_build(&pruned, &c, err, sizeof err), 0);
+    size_t gone = 0, attention = 0;
+    for (int i = 0; i < full.nparams; i++) {
+        const char *name = full.params[i].name;
+        int part = strncmp(name, "unet.up.1.0.attn.", 17) == 0 || strncmp(name, "unet.mid.attn.", 14) == 0;
+        attention += part ? full.params[i].numel : 0;
+        if (vd_model_param(&pruned, name)) {
+            if (part) fail_msg("%s should have been removed", name);
+            continue;
+        }
+        gone += full.params[i].numel;
+        if (!part) fail_msg("%s should have been kept", name);
+    }
+    assert_true(attention > 0);
+    assert_int_equal(gone, attention);
+    assert_int_equal(full.total - pruned.total, gone);
+    assert_non_null(vd_model_param(&pruned, "unet.up.1.0.res.conv1.weight"));
+    assert_non_null(vd_model_param(&pruned, "unet.mid.res2.conv2.weight"));
+    char names[64][16];
+    int n = vd_unet_removable_units(&c.unet, names, 64), block = 0, part = 0;
+    for (int i = 0; i < n; i++) {
+        block |= strcmp(names[i], "up.1.0") == 0;
+        part |= strcmp(names[i], "up.1.0.attn") == 0 || strcmp(names[i], "mid.attn") == 0;
+    }
+    assert_true(block && !part);
+    assert_int_equal(n, 28);
+    vd_model_free(&full), vd_model_free(&pruned);
+    vd_config_free(&c);
 }
 
 static void test_tokenizer(void **state)
@@ -369,7 +426,7 @@ int main(void)
         cmocka_unit_test(test_write_read_round_trip), cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_config),            cmocka_unit_test(test_model_files),
         cmocka_unit_test(test_removed_blocks),    cmocka_unit_test(test_removed_temporal_units),
-        cmocka_unit_test(test_tokenizer),
+        cmocka_unit_test(test_removed_attention_units), cmocka_unit_test(test_tokenizer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

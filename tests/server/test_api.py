@@ -812,6 +812,18 @@ def test_admin_routes_refuse_missing_and_non_admin_keys(admin, server):
     assert status == 200 and runs["object"] == "list"
 
 
+def test_analysis_of_named_units(admin):
+    for units in ([], ["mid", "mid"], ["a,b"], "mid", [3]):
+        status, body = admin_call(admin, "POST", "/admin/v1/analyses", {"prompts": 1, "units": units})
+        assert status == 400 and error_of(body)["param"] == "units", (units, body)
+    run = wait_run(admin, "analyses", start_analysis(admin, units=["up.1.0.attn", "mid"])["id"])
+    assert run["status"] == "completed", run["error"]
+    assert [row["block"] for row in run["report"]["blocks"]] == ["mid", "up.1.0.attn"]  # the UNet's order
+    assert run["progress"]["total"] == 3
+    run = wait_run(admin, "analyses", start_analysis(admin, units=["up.7.0"])["id"])
+    assert run["status"] == "failed" and "up.7.0" in run["error"]["message"], run
+
+
 def test_analysis_runs_to_done_with_one_row_per_block(admin, analysis):
     assert analysis["status"] == "completed", analysis["error"]
     assert analysis["progress"]["done"] == analysis["progress"]["total"] and analysis["progress"]["percent"] == 100

@@ -250,11 +250,19 @@ def unet_block_names(cfg):
     return names
 
 
+def block_level(cfg, name):
+    """The level of a block name; mid belongs to the deepest."""
+    return len(cfg["channels"]) - 1 if name == "mid" else int(name.split(".")[1])
+
+
 def unet_unit_names(cfg):
     """Every name "removed" may hold: the blocks, then "temporal.<level>" for each level (the
     temporal convs and temporal self-attentions of that level's blocks; mid's belong to the
-    deepest level)."""
-    return unet_block_names(cfg) + [f"temporal.{l}" for l in range(len(cfg["channels"]))]
+    deepest level), then "<block>.attn" for each block whose level has attention (its
+    AttnBlock3D)."""
+    blocks = unet_block_names(cfg)
+    return (blocks + [f"temporal.{l}" for l in range(len(cfg["channels"]))]
+            + [f"{b}.attn" for b in blocks if cfg["attention"][block_level(cfg, b)]])
 
 
 def unet_plan(cfg):
@@ -270,7 +278,13 @@ def unet_plan(cfg):
         raise ValueError("unet.removed names a unit twice")
     if len(has_attention) != levels:
         raise ValueError("unet.attention needs one entry per level")
+    both = sorted(n for n in removed if n + ".attn" in removed)
+    if both:
+        raise ValueError(f"unet.removed names the attention of a removed block: {both}")
     temporal = [f"temporal.{l}" not in removed for l in range(levels)]
+
+    def attention(name, level):
+        return bool(has_attention[level]) and f"{name}.attn" not in removed
 
     plan = []
     skip_channels = [[] for _ in range(levels)]
@@ -283,7 +297,7 @@ def unet_plan(cfg):
             name = f"down.{level}.{b}"
             if name in removed:
                 continue
-            plan.append(UNetStep("block", name, level, c, channels[level], has_attention[level],
+            plan.append(UNetStep("block", name, level, c, channels[level], attention(name, level),
                                  level, False, temporal[level]))
             c = channels[level]
             skip_channels[level].append(c)
@@ -292,7 +306,7 @@ def unet_plan(cfg):
                                  level + 1, False, False))
             skip_channels[level + 1].append(c)
     if "mid" not in removed:
-        plan.append(UNetStep("mid", "mid", levels - 1, c, channels[-1], has_attention[-1],
+        plan.append(UNetStep("mid", "mid", levels - 1, c, channels[-1], attention("mid", levels - 1),
                              None, False, temporal[-1]))
         c = channels[-1]
     for level in range(levels - 1, -1, -1):
@@ -302,7 +316,7 @@ def unet_plan(cfg):
                 continue
             pops = bool(skip_channels[level])
             ci = c + (skip_channels[level].pop() if pops else 0)
-            plan.append(UNetStep("block", name, level, ci, channels[level], has_attention[level],
+            plan.append(UNetStep("block", name, level, ci, channels[level], attention(name, level),
                                  None, pops, temporal[level]))
             c = channels[level]
         if level > 0:
