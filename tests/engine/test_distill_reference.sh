@@ -1,7 +1,7 @@
 #!/bin/sh
 # test_distill_reference.sh: VDMini's ICMD distillation loss against the PyTorch reference
 # (Debian's python3-torch, CPU): a tiny teacher with random weights, a student pruned of a shallow
-# block and of the mid block, and tools/reference/make_distill_cases.py's terms and gradients
+# block, the mid block and a level-1 block's attention part, and tools/reference/make_distill_cases.py's terms and gradients
 # (student and discriminator heads) checked by check_distill on both CPU backends. Fresh random
 # weights and inputs each run (the seed is printed).
 set -eu
@@ -16,7 +16,7 @@ seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 echo "seed $seed"
 
 "$top_builddir/vdmini" init --preset tiny --seed "$seed" --out "$work/teacher.safetensors"
-echo '{"remove": ["down.0.1", "mid"]}' >"$work/plan.json"
+echo '{"remove": ["down.0.1", "mid", "up.1.1.attn"]}' >"$work/plan.json"
 "$top_builddir/vdmini" prune --teacher "$work/teacher.safetensors" --plan "$work/plan.json" \
     --out "$work/student.safetensors"
 "$TORCH_PYTHON" "$top_srcdir/tools/reference/make_distill_cases.py" --teacher "$work/teacher.safetensors" \
