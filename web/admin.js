@@ -352,13 +352,19 @@ function numberField(id) {
   return value === '' ? undefined : Number(value);
 }
 
+/* The names typed into a text field, split at commas and spaces; undefined when there are none. */
+function listField(id) {
+  const names = el(id).value.split(/[\s,]+/).filter(Boolean);
+  return names.length ? names : undefined;
+}
+
 async function submitAnalysis(event) {
   event.preventDefault();
   await attempt(async () => {
     await admin('/admin/v1/analyses', { method: 'POST', body: JSON.stringify({
       model: el('analysis-model').value || undefined, prompts: numberField('analysis-prompts'),
       steps: numberField('analysis-steps'), seed: numberField('analysis-seed'),
-      guidance: numberField('analysis-guidance'),
+      guidance: numberField('analysis-guidance'), units: listField('analysis-units'),
     }) });
     poll();
   });
@@ -382,7 +388,7 @@ async function submitDistillation(event) {
     const plan = el('distill-plan').value === 'analysis'
       ? { analysis: el('distill-analysis').value, [el('distill-measure').value]: numberField('distill-fraction'),
           rule: el('distill-rule').value }
-      : { remove: el('distill-remove').value.split(/[\s,]+/).filter(Boolean) };
+      : { remove: listField('distill-remove') || [] };
     const run = await admin('/admin/v1/distillations', { method: 'POST', body: JSON.stringify({
       teacher: el('distill-teacher').value || undefined, plan, gpus: numberField('distill-gpus'), config }) });
     follow(run.id);

@@ -420,12 +420,14 @@ browserTest('the admin page charts an analysis, draws distillation curves and ac
 
   await page.fill('#analysis-prompts', '1');
   await page.fill('#analysis-steps', '2');
+  await page.fill('#analysis-units', 'down.0.0, mid up.1.0.attn');
   await page.click('#analysis-form button[type="submit"]');
   await page.waitForSelector('#analyses-body button:text("Chart")', { timeout: JOB_TIMEOUT_MS });
   await page.click('#analyses-body button:text("Chart")');
   await page.waitForSelector('#analysis-figure:not([hidden]) svg', { timeout: 15_000 });
   const [analysis] = (await adminApi('/admin/v1/analyses')).data;
   const { report } = await adminApi(`/admin/v1/analyses/${analysis.id}`);
+  assert.deepEqual(report.blocks.map((b) => b.block), ['down.0.0', 'mid', 'up.1.0.attn'], 'the units asked for');
   for (const series of ['content', 'motion', 'direction', 'params', 'latency']) {
     assert.equal(await page.locator(`#analysis-chart rect.series-${series}`).count(), report.blocks.length + 1,
       `one ${series} bar per block, and the legend's`);
