@@ -14,6 +14,7 @@
 #include "common.h"
 #include "model.h"
 #include "models.h"
+#include "safetensors.h"
 #include "train.h"
 
 #define ANALYSIS_DEFAULT_PROMPTS 8
@@ -197,8 +198,7 @@ static void submit_run(const vd_request *r, const char *kind, const char *prefix
 }
 
 /* The optional "units" of an analysis: 1 to VD_ANALYSIS_MAX_BLOCKS distinct unit names, joined
- * with commas into *list (NULL when absent; malloc'd). The analysis itself checks that the
- * teacher has them. */
+ * with commas into *list (NULL when absent; malloc'd); check_units then asks the model. */
 static int analysis_units(const json_t *body, char **list, vd_reply *reply)
 {
     *list = NULL;
@@ -229,6 +229,41 @@ static int analysis_units(const json_t *body, char **list, vd_reply *reply)
     return 0;
 }
 
+/* 0 when every name of the comma-separated list is a unit the model file's UNet can remove;
+ * else a 400 naming the first that is not (or a 500 when the file cannot be read). */
+static int check_units(const char *model_path, const char *list, vd_reply *reply)
+{
+    char err[256];
+    vd_st_file f;
+    if (vd_st_read(model_path, &f, err, sizeof err)) {
+        vd_api_internal_error(reply, "reading the model", err);
+        return -1;
+    }
+    const char *json = vd_st_meta(&f, "vdmini.config");
+    vd_model_config cfg;
+    int rc = json ? vd_config_parse(json, &cfg, err, sizeof err) : -1;
+    vd_st_free(&f);
+    if (rc) {
+        vd_api_internal_error(reply, "reading the model's config", json ? err : "no vdmini.config");
+        return -1;
+    }
+    char names[VD_ANALYSIS_MAX_BLOCKS][16];
+    int count = vd_unet_removable_units(&cfg.unet, names, VD_ANALYSIS_MAX_BLOCKS);
+    vd_config_free(&cfg);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        int found = 0;
+        for (int b = 0; b < count && !found; b++) found = strlen(names[b]) == len && strncmp(names[b], p, len) == 0;
+        if (!found) {
+            vd_api_error(reply, 400, "units", "invalid_value", "Invalid 'units': '%.*s' is not a unit this model can remove.",
+                         (int)len, p);
+            return -1;
+        }
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
 void vd_api_create_analysis(const vd_request *r, vd_reply *reply)
 {
     static const char *const allowed[] = {"model", "prompts", "seed", "steps", "guidance", "units", NULL};
@@ -245,7 +280,7 @@ void vd_api_create_analysis(const vd_request *r, vd_reply *reply)
              vd_api_get_number(body, "guidance", 0, 100, &guidance, reply) >= 0 &&
              analysis_units(body, &units, reply) == 0 && resolve_model(r, body, "model", &m, reply) == 0;
     json_decref(body);
-    if (!ok) {
+    if (!ok || (units && check_units(m.path, units, reply))) {
         free(units);
         return;
     }

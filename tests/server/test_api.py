@@ -813,15 +813,15 @@ def test_admin_routes_refuse_missing_and_non_admin_keys(admin, server):
 
 
 def test_analysis_of_named_units(admin):
-    for units in ([], ["mid", "mid"], ["a,b"], "mid", [3]):
+    for units in ([], ["mid", "mid"], ["a,b"], "mid", [3], ["up.7.0"], ["down.0.0.attn"]):
         status, body = admin_call(admin, "POST", "/admin/v1/analyses", {"prompts": 1, "units": units})
         assert status == 400 and error_of(body)["param"] == "units", (units, body)
+    status, body = admin_call(admin, "POST", "/admin/v1/analyses", {"prompts": 1, "units": ["mid", "up.7.0"]})
+    assert status == 400 and "'up.7.0' is not a unit this model can remove" in error_of(body)["message"], body
     run = wait_run(admin, "analyses", start_analysis(admin, units=["up.1.0.attn", "mid"])["id"])
     assert run["status"] == "completed", run["error"]
     assert [row["block"] for row in run["report"]["blocks"]] == ["mid", "up.1.0.attn"]  # the UNet's order
     assert run["progress"]["total"] == 3
-    run = wait_run(admin, "analyses", start_analysis(admin, units=["up.7.0"])["id"])
-    assert run["status"] == "failed" and "up.7.0" in run["error"]["message"], run
 
 
 def test_analysis_runs_to_done_with_one_row_per_block(admin, analysis):
