@@ -452,9 +452,8 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measur
             removed += share * (1.0 - temporal_part(taken_blocks[level], level_blocks[level]));
             temporal_taken[level] = cand[i].block;
         } else if (!vd_unet_unit_is_block(bi->name)) { /* "<block>.attn" */
-            size_t len = strlen(bi->name) - 5;
             int gone = 0;
-            for (int k = 0; k < *count; k++) gone |= strlen(names[k]) == len && strncmp(names[k], bi->name, len) == 0;
+            for (int k = 0; k < *count; k++) gone |= vd_unet_is_attention_of(bi->name, names[k]);
             if (gone) continue;
             removed += share;
         } else {
@@ -463,8 +462,7 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measur
             if (temporal_taken[level] >= 0)
                 removed -= plan_share(&a->blocks[temporal_taken[level]], measure) * temporal_part(1, level_blocks[level]);
             for (int k = 0; k < *count; k++) {
-                size_t len = strlen(bi->name);
-                if (strncmp(names[k], bi->name, len) != 0 || strcmp(names[k] + len, ".attn") != 0) continue;
+                if (!vd_unet_is_attention_of(names[k], bi->name)) continue;
                 for (int b = 0; b < a->count; b++)
                     if (strcmp(a->blocks[b].name, names[k]) == 0) removed -= plan_share(&a->blocks[b], measure);
                 memmove(names[k], names[k + 1], (size_t)(*count - k - 1) * sizeof names[0]);

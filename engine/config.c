@@ -57,6 +57,12 @@ int vd_unet_attention_removed(const vd_unet_config *u, const char *block)
     return vd_unet_block_removed(u, name);
 }
 
+int vd_unet_is_attention_of(const char *unit, const char *block)
+{
+    size_t len = strlen(block);
+    return strncmp(unit, block, len) == 0 && strcmp(unit + len, ".attn") == 0;
+}
+
 int vd_unet_unit_is_block(const char *name)
 {
     return strncmp(name, "temporal.", 9) != 0 && !strstr(name, ".attn");

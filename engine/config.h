@@ -74,5 +74,7 @@ int vd_unet_attention_removed(const vd_unet_config *u, const char *block);
 /* Whether a unit name names a whole block rather than the temporal layers of a level or a
  * block's attention part. */
 int vd_unet_unit_is_block(const char *name);
+/* Whether unit is block's attention part: block followed by ".attn". */
+int vd_unet_is_attention_of(const char *unit, const char *block);
 
 #endif

@@ -49,8 +49,7 @@ int vd_prune(const vd_model *teacher, char *const *remove, int count, uint64_t s
                            remove[i]);
         for (int j = 0; j < count; j++) {
             if (j < i && strcmp(remove[i], remove[j]) == 0) return vd_fail(err, errlen, "unit \"%s\": named twice", remove[i]);
-            size_t len = strlen(remove[j]);
-            if (j != i && strncmp(remove[i], remove[j], len) == 0 && strcmp(remove[i] + len, ".attn") == 0)
+            if (j != i && vd_unet_is_attention_of(remove[i], remove[j]))
                 return vd_fail(err, errlen, "unit \"%s\": its block \"%s\" is removed too", remove[i], remove[j]);
         }
         removed_blocks += vd_unet_unit_is_block(remove[i]);

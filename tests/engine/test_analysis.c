@@ -210,24 +210,33 @@ static void test_plan_rules(void **state)
     assert_string_equal(flop_names[0], "down.0.1");
 }
 
-/* A 3-level UNet's blocks and temporal units with made-up figures: blocks a tenth of the
- * parameters each, temporal units 4%; mid the least important block. */
-static void made_up_with_temporal(vd_analysis *a)
+typedef struct {
+    const char *name;
+    double importance, share;
+} made_up_row;
+
+/* An analysis of a 3-level UNet with the rows given: content and motion drop half the importance
+ * each, every share the row's share. */
+static void fill_made_up(vd_analysis *a, const made_up_row *rows, int count)
 {
-    static const struct {
-        const char *name;
-        double importance, share;
-    } rows[] = {{"down.0.0", 0.30, 0.1},  {"down.1.0", 0.20, 0.1},   {"down.2.0", 0.05, 0.1},
-                {"mid", 0.01, 0.1},       {"up.2.0", 0.02, 0.1},     {"up.1.0", 0.15, 0.1},
-                {"up.0.0", 0.25, 0.1},    {"temporal.0", 0.12, 0.04}, {"temporal.1", 0.03, 0.04},
-                {"temporal.2", 0.005, 0.04}};
     memset(a, 0, sizeof *a);
-    a->levels = 3, a->count = (int)(sizeof rows / sizeof *rows);
-    for (int b = 0; b < a->count; b++) {
+    a->levels = 3, a->count = count;
+    for (int b = 0; b < count; b++) {
         snprintf(a->blocks[b].name, sizeof a->blocks[b].name, "%s", rows[b].name);
         a->blocks[b].content_drop = a->blocks[b].motion_drop = rows[b].importance / 2;
         a->blocks[b].param_share = a->blocks[b].flop_share = a->blocks[b].latency_share = rows[b].share;
     }
+}
+
+/* A 3-level UNet's blocks and temporal units with made-up figures: blocks a tenth of the
+ * parameters each, temporal units 4%; mid the least important block. */
+static void made_up_with_temporal(vd_analysis *a)
+{
+    static const made_up_row rows[] = {{"down.0.0", 0.30, 0.1},  {"down.1.0", 0.20, 0.1},   {"down.2.0", 0.05, 0.1},
+                                       {"mid", 0.01, 0.1},       {"up.2.0", 0.02, 0.1},     {"up.1.0", 0.15, 0.1},
+                                       {"up.0.0", 0.25, 0.1},    {"temporal.0", 0.12, 0.04}, {"temporal.1", 0.03, 0.04},
+                                       {"temporal.2", 0.005, 0.04}};
+    fill_made_up(a, rows, (int)(sizeof rows / sizeof *rows));
 }
 
 static void test_plan_rules_with_temporal_units(void **state)
@@ -258,20 +267,11 @@ static void test_plan_rules_with_temporal_units(void **state)
  * down.1.0, mid and up.2.0 least. */
 static void made_up_with_attention(vd_analysis *a)
 {
-    static const struct {
-        const char *name;
-        double importance, share;
-    } rows[] = {{"down.0.0", 0.30, 0.1},       {"down.1.0", 0.20, 0.1},      {"down.2.0", 0.05, 0.1},
-                {"mid", 0.40, 0.1},            {"up.2.0", 0.02, 0.1},        {"up.1.0", 0.15, 0.1},
-                {"up.0.0", 0.25, 0.1},         {"down.1.0.attn", 0.01, 0.06}, {"up.1.0.attn", 0.17, 0.06},
-                {"mid.attn", 0.005, 0.05},     {"up.2.0.attn", 0.001, 0.06}};
-    memset(a, 0, sizeof *a);
-    a->levels = 3, a->count = (int)(sizeof rows / sizeof *rows);
-    for (int b = 0; b < a->count; b++) {
-        snprintf(a->blocks[b].name, sizeof a->blocks[b].name, "%s", rows[b].name);
-        a->blocks[b].content_drop = a->blocks[b].motion_drop = rows[b].importance / 2;
-        a->blocks[b].param_share = a->blocks[b].flop_share = a->blocks[b].latency_share = rows[b].share;
-    }
+    static const made_up_row rows[] = {{"down.0.0", 0.30, 0.1},       {"down.1.0", 0.20, 0.1},      {"down.2.0", 0.05, 0.1},
+                                       {"mid", 0.40, 0.1},            {"up.2.0", 0.02, 0.1},        {"up.1.0", 0.15, 0.1},
+                                       {"up.0.0", 0.25, 0.1},         {"down.1.0.attn", 0.01, 0.06}, {"up.1.0.attn", 0.17, 0.06},
+                                       {"mid.attn", 0.005, 0.05},     {"up.2.0.attn", 0.001, 0.06}};
+    fill_made_up(a, rows, (int)(sizeof rows / sizeof *rows));
 }
 
 static void test_plan_rules_with_attention_units(void **state)
