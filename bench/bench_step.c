@@ -1,8 +1,9 @@
-/* bench_step.c: milliseconds per denoiser step of a preset model with random weights on one
- * backend. It links only the engine library, so it travels to the GPU machine in a small bundle.
+/* bench_step.c: milliseconds per denoiser step of a preset model with random weights, or of a
+ * model file, on one backend. It links only the engine library, so it travels to the GPU machine
+ * in a small bundle.
  *
- *   bench_step --preset tiny|large [--batch N] [--frames T] [--device cpu|cuda] [--bf16]
- *              [--warmup N] [--iters N] [--profile]
+ *   bench_step --preset tiny|large | --model PATH [--batch N] [--frames T] [--device cpu|cuda]
+ *              [--bf16] [--warmup N] [--iters N] [--profile]
  *   bench_step --print-config tiny|large     (the preset's JSON config, for the PyTorch baseline)
  *
  * Prints one JSON line per run: the median over iters, each iteration synchronised. --profile
@@ -12,7 +13,7 @@
 
 int main(int argc, char **argv)
 {
-    const char *preset = "tiny", *device = "cpu";
+    const char *preset = "tiny", *model_path = NULL, *device = "cpu";
     int batch = 2, frames = 0, bf16 = 0, warmup = 2, iters = 5, profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -29,6 +30,7 @@ int main(int argc, char **argv)
         if (strcmp(a, "--profile") == 0) { profile = 1; continue; }
         if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
         if (strcmp(a, "--preset") == 0) preset = v;
+        else if (strcmp(a, "--model") == 0) model_path = v;
         else if (strcmp(a, "--device") == 0) device = v;
         else if (strcmp(a, "--batch") == 0) batch = atoi(v);
         else if (strcmp(a, "--frames") == 0) frames = atoi(v);
@@ -42,7 +44,8 @@ int main(int argc, char **argv)
     vd_model_config cfg;
     vd_model m;
     vd_backend *be;
-    int status = bench_model_open(preset, device, bf16, &cfg, &m, &be);
+    int status = model_path ? bench_model_file_open(model_path, device, bf16, &cfg, &m, &be)
+                            : bench_model_open(preset, device, bf16, &cfg, &m, &be);
     if (status) return status;
     const vd_unet_config *u = &cfg.unet;
     int T = frames > 0 ? frames : u->frames, h = u->latent_h, w = u->latent_w, L = cfg.text.max_tokens;
@@ -73,9 +76,9 @@ int main(int argc, char **argv)
     }
     float probe;
     be->download(be, &probe, out, sizeof probe);
-    printf("{\"impl\": \"vdmini\", \"preset\": \"%s\", \"batch\": %d, \"frames\": %d, \"device\": \"%s\", "
+    printf("{\"impl\": \"vdmini\", \"%s\": \"%s\", \"batch\": %d, \"frames\": %d, \"device\": \"%s\", "
            "\"precision\": \"%s\", \"ms_per_step\": %.3f, \"min_ms\": %.3f, \"iters\": %d, \"finite\": %s}\n",
-           preset, batch, T, be->name, be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", ms[iters / 2], ms[0],
+           model_path ? "model" : "preset", model_path ? model_path : preset, batch, T, be->name, be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", ms[iters / 2], ms[0],
            iters, probe == probe ? "true" : "false");
     free(ms);
     be->release(be, x), be->release(be, ctx), be->release(be, t), be->release(be, out);

@@ -602,6 +602,7 @@ static void test_fast_matches_reference(void **state)
     check_fast_matches(conv2d_case(4, 3, 5, 6, 2, 5, 1), 3103);      /* k = 5 */
     check_fast_matches(conv2d_case(1, 8, 33, 17, 12, 3, 1), 3104);   /* one image */
     check_fast_matches(conv2d_case(1, 1024, 16, 15, 8, 3, 1), 3105); /* deep: column blocks */
+    check_fast_matches(conv2d_case(1, 4096, 5, 40, 4, 3, 1), 3107);  /* deeper: parts of rows */
     check_fast_matches(conv2d_case(4, 32, 16, 16, 32, 3, 1), 3106);  /* a UNet-like shape */
     check_fast_matches(temporal_conv_case(3, 2, 6, 5, 1), 3110);
     check_fast_matches(temporal_conv_case(2, 8, 32, 32, 64), 3111);

@@ -112,7 +112,8 @@ static void test_conv2d_matches_reference(void **state)
     check_conv2d(1, 4, 7, 7, 3, 1, 2, 1);      /* 1x1 stride 2: im2col */
     check_conv2d(4, 3, 5, 6, 2, 5, 1, 1);      /* k = 5 */
     check_conv2d(1, 8, 33, 17, 12, 3, 1, 1);   /* one image: split into column blocks */
-    check_conv2d(1, 1024, 16, 15, 8, 3, 1, 1); /* deep: im2col blocks of ~113 columns */
+    check_conv2d(1, 1024, 16, 15, 8, 3, 1, 1); /* deep: im2col blocks of 105 columns (7 rows) */
+    check_conv2d(1, 4096, 5, 40, 4, 3, 1, 0);  /* deeper: blocks of 28 columns, part of a row */
     check_conv2d(4, 32, 16, 16, 32, 3, 1, 1);  /* a UNet-like shape */
     check_conv2d(2, 1, 1, 1, 1, 3, 1, 1);      /* one pixel: all taps but the centre pad */
 }
