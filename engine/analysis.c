@@ -428,6 +428,9 @@ int vd_plan_make(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measur
             c.key[0] = mid ? -1 : level;
         } else if (rule == VD_PLAN_DEEP) {
             c.key[0] = mid ? -1 : deepest - level;
+        } else if (rule == VD_PLAN_COST) {
+            double share = plan_share(bi, measure);
+            c.key[0] = share > 0 ? importance(bi) / share : HUGE_VAL;
         } else {
             c.key[0] = vd_rng_uniform(seed, (uint64_t)b); /* a seeded shuffle */
         }

@@ -80,7 +80,10 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
  *     temporal unit together, least important first (ties: least output change first);
  *   DEEP: the mirror, the deepest level and mid first, then shallower levels, least important
  *     first within a level;
- *   RANDOM: a seeded shuffle of all the rows.
+ *   RANDOM: a seeded shuffle of all the rows;
+ *   COST: every row of every level, the least importance per share of the target's measure
+ *     first (a row whose share is not positive last: it brings the target no nearer). With the
+ *     attention parts in the report this is how docs/vdmini.md's students D and E come out.
  * A temporal unit's layers live in its level's blocks, an equal part in each (every block of a
  * level has the same temporal layers; mid counts as one block of the deepest level): when a
  * plan takes a temporal unit and blocks of its level, the part those blocks hold counts once, and
@@ -89,7 +92,7 @@ int vd_analysis_from_json(const char *text, vd_analysis *out, char *err, size_t 
  * replaces it in the plan, counted once. The temporal self-attention inside an attention part is
  * counted in both that part's and its level's temporal unit's share when a plan takes both (a
  * small part: `vdmini prune` prints the student's true parameters and FLOPs). */
-typedef enum { VD_PLAN_SHALLOW, VD_PLAN_DEEP, VD_PLAN_RANDOM } vd_plan_rule;
+typedef enum { VD_PLAN_SHALLOW, VD_PLAN_DEEP, VD_PLAN_RANDOM, VD_PLAN_COST } vd_plan_rule;
 
 /* What a plan's target is a fraction of. */
 typedef enum { VD_PLAN_PARAMS, VD_PLAN_FLOPS, VD_PLAN_LATENCY } vd_plan_measure;

@@ -328,7 +328,7 @@ static int explicit_plan(const json_t *plan, json_t **remove, vd_reply *reply)
 static int analysis_plan(const vd_request *r, const json_t *plan, json_t **remove, vd_reply *reply)
 {
     static const char *const measures[] = {"params", "flops", "latency"};
-    static const char *const rules[] = {"shallow", "deep", "random"};
+    static const char *const rules[] = {"shallow", "deep", "random", "cost"};
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)plan, key, value) {
@@ -369,7 +369,7 @@ static int analysis_plan(const vd_request *r, const json_t *plan, json_t **remov
     for (size_t i = 0; i < VD_ARRAY_LEN(rules) && rule < 0; i++)
         if (json_is_string(rule_value) && strcmp(json_string_value(rule_value), rules[i]) == 0) rule = (int)i;
     if (rule < 0) {
-        vd_api_error(reply, 400, "plan.rule", "invalid_value", "Invalid 'plan.rule': expected \"shallow\", \"deep\" or \"random\".");
+        vd_api_error(reply, 400, "plan.rule", "invalid_value", "Invalid 'plan.rule': expected \"shallow\", \"deep\", \"random\" or \"cost\".");
         return -1;
     }
     if (seed_value && (!json_is_integer(seed_value) || json_integer_value(seed_value) < 0)) {

@@ -57,7 +57,7 @@ void cli_usage_tail(FILE *out, const char *prog)
             "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
             "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 4]\n"
             "%*s[--device auto|cpu|cuda] [--bf16] [--units U1,U2,...] --out FILE.json\n"
-            "  %s plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random] [--seed N]\n"
+            "  %s plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random|cost] [--seed N]\n"
             "%*s--out PLAN.json\n"
             "  %s distill --teacher PATH --student PATH --config FILE.json [--resume DIR] [--device auto|cpu|cuda]\n"
             "%*s[--bf16] [--gpus N] [--time-limit SECONDS] [--stop-at STEP]\n",
@@ -706,7 +706,8 @@ static int cmd_plan(int argc, char **argv)
     if (strcmp(rule_name, "shallow") == 0) rule = VD_PLAN_SHALLOW;
     else if (strcmp(rule_name, "deep") == 0) rule = VD_PLAN_DEEP;
     else if (strcmp(rule_name, "random") == 0) rule = VD_PLAN_RANDOM;
-    else return cli_bad_arg("--rule", "expected shallow, deep or random");
+    else if (strcmp(rule_name, "cost") == 0) rule = VD_PLAN_COST;
+    else return cli_bad_arg("--rule", "expected shallow, deep, random or cost");
     char err[VD_ERR_LEN * 2];
     char *text = read_whole_file(analysis_path, err, sizeof err);
     if (!text) return cli_bad_arg("--analysis", err);

@@ -14,7 +14,7 @@
  *   vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH
  *   vdmini prune --teacher PATH --plan FILE.json [--seed N] --out PATH
  *   vdmini analyze --teacher PATH [--prompts 8] [--steps 25] ... --out FILE.json
- *   vdmini plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random] --out PLAN.json
+ *   vdmini plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random|cost] --out PLAN.json
  *
  * generate writes the MP4 and, beside it, FILE.png (the first frame). world writes clips of the
  * synthetic world: DIR/clip_NNNNN.mp4, its first frame DIR/clip_NNNNN.png and one line of ground

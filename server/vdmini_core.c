@@ -10,7 +10,7 @@
  *   vdmini-core convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH
  *   vdmini-core prune --teacher PATH --plan FILE.json [--seed N] --out PATH
  *   vdmini-core analyze --teacher PATH [--prompts 8] [--steps 25] ... --out FILE.json
- *   vdmini-core plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random] --out PLAN.json
+ *   vdmini-core plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random|cost] --out PLAN.json
  *   vdmini-core distill --teacher PATH --student PATH --config FILE.json [--resume DIR] [--device ...] [--bf16]
  *
  * The commands are vdmini's own (cli_engine.c), with the same options, output and exit statuses.

@@ -1,11 +1,11 @@
 #!/bin/sh
 # test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and
 # image to video) producing a real MP4 and PNG, determinism of a seed, a short autoencoder
-# training run and its exact resume, two steps of denoiser training, and a clear error with exit
-# status 2 for each kind of bad argument. Then vdmini-core, the same CLI without video: it runs
-# info, refuses generate and eval --videos, and links no FFmpeg.
+# training run and its exact resume, two steps of denoiser training, a clear error with exit
+# status 2 for each kind of bad argument, and a plan by the cost rule. Then vdmini-core, the same
+# CLI without video: it runs info, refuses generate and eval --videos, and links no FFmpeg.
 set -u
-: "${top_builddir:=.}"
+: "${top_builddir:=.}" "${top_srcdir:=.}"
 vdmini="$top_builddir/vdmini"
 vdmini_core="$top_builddir/vdmini-core"
 work=$(mktemp -d)
@@ -200,6 +200,15 @@ expect_usage_error "plan without target" "--params" plan --analysis "$work/none.
 expect_usage_error "plan bad target" "--params" plan --analysis "$work/none.json" --params 1.5 --out "$work/p.json"
 expect_usage_error "plan missing analysis" "--analysis" plan --analysis "$work/none.json" --params 0.3 --out "$work/p.json"
 expect_usage_error "plan bad rule" "--rule" plan --analysis "$work/none.json" --params 0.3 --rule widest --out "$work/p.json"
+# the cost rule on the shipped teacher's analysis of every unit gives student D's hand-written plan
+stage21="$top_srcdir/docs/vdmini/stage21"
+if "$vdmini" plan --analysis "$stage21/analysis-all-units-cpu.json" --flops 0.36 --rule cost --out "$work/p.json" 2>"$work/err" &&
+   python3 -c 'import json, sys; a, b = (set(json.load(open(f))["remove"]) for f in sys.argv[1:]); sys.exit(a != b)' \
+       "$work/p.json" "$stage21/plan-d.json"; then
+    ok "plan by cost"
+else
+    bad "plan by cost: $(cat "$work/err" "$work/p.json")"
+fi
 expect_usage_error "analyze without out" "--out" analyze --teacher "$model"
 expect_usage_error "distill without teacher" "--teacher" distill --student "$model" --config "$work/train.json"
 expect_usage_error "distill without student" "--student" distill --teacher "$model" --config "$work/train.json"

@@ -294,6 +294,30 @@ static void test_plan_rules_with_attention_units(void **state)
     expect_plan(&a, VD_PLAN_DEEP, 0.2, 0, "mid up.2.0");
 }
 
+static void test_plan_rule_by_cost(void **state)
+{
+    (void)state;
+    vd_analysis a;
+    made_up_with_attention(&a);
+    /* importance per share, from every level: up.2.0.attn 0.017, mid.attn 0.1, down.1.0.attn
+     * 0.17, up.2.0 0.2 (replaces its attention part: 21% in all), down.2.0 0.5, up.1.0 1.5 */
+    expect_plan(&a, VD_PLAN_COST, 0.15, 0, "up.2.0.attn mid.attn down.1.0.attn");
+    expect_plan(&a, VD_PLAN_COST, 0.20, 0, "mid.attn down.1.0.attn up.2.0");
+    expect_plan(&a, VD_PLAN_COST, 0.35, 0, "mid.attn down.1.0.attn up.2.0 down.2.0 up.1.0");
+    /* by FLOPs instead: down.0.0 holds half of them, which makes it third cheapest per share
+     * (0.6, after mid.attn and down.1.0.attn, each 3%), and up.2.0.attn, with no FLOPs, no
+     * longer comes first */
+    for (int b = 0; b < a.count; b++) a.blocks[b].flop_share = 0.03;
+    a.blocks[0].flop_share = 0.5;
+    a.blocks[10].flop_share = 0; /* up.2.0.attn */
+    char names[VD_ANALYSIS_MAX_BLOCKS][16], err[256];
+    int count;
+    assert_int_equal(vd_plan_make(&a, VD_PLAN_COST, VD_PLAN_FLOPS, 0.55, 0, names, &count, err, sizeof err), 0);
+    const char *expected[] = {"mid.attn", "down.1.0.attn", "down.0.0"};
+    assert_int_equal(count, 3);
+    for (int i = 0; i < count; i++) assert_string_equal(names[i], expected[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_plan_rules),
         cmocka_unit_test(test_plan_rules_with_temporal_units),
         cmocka_unit_test(test_plan_rules_with_attention_units),
+        cmocka_unit_test(test_plan_rule_by_cost),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

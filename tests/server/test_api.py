@@ -922,6 +922,22 @@ def test_distillation_created_listed_and_cancelled(admin, analysis):
     assert wait_run(admin, "analyses", blocker["id"], timeout=60)["status"] == "cancelled"
 
 
+def test_distillation_plan_by_cost_matches_the_cli(admin, analysis, tmp_path):
+    status, run = admin_call(admin, "POST", "/admin/v1/distillations",
+                             {"plan": {"analysis": analysis["id"], "flops": 0.3, "rule": "cost"},
+                              "config": QUICK_TRAINING})
+    assert status == 200, run
+    admin_call(admin, "POST", f"/admin/v1/distillations/{run['id']}/cancel")
+    report, plan = tmp_path / "analysis.json", tmp_path / "plan.json"
+    report.write_text(json.dumps(analysis["report"]))
+    def cli_plan(rule):
+        subprocess.run([VDMINI, "plan", "--analysis", str(report), "--flops", "0.3", "--rule", rule, "--out", str(plan)],
+                       check=True, capture_output=True)
+        return json.load(open(plan))["remove"]
+    assert run["request"]["remove"] == cli_plan("cost")
+    assert run["request"]["remove"] != cli_plan("shallow")  # so the rule was not ignored
+
+
 def test_distillation_failure_is_reported(admin):
     status, run = admin_call(admin, "POST", "/admin/v1/distillations",
                              {"plan": {"remove": ["down.7.7"]}, "config": QUICK_TRAINING})
