@@ -1,0 +1,73 @@
+#!/bin/sh
+# test_distill_student.sh: tools/distill-student.sh end to end with --quick on the CPU, from the
+# shipped teacher: it writes a bf16 student without exactly the units of plan D, each stage's
+# config takes its recipe's settings, a second run changes nothing, and an unknown option or a
+# bad --gpus is refused before anything runs.
+set -u
+: "${top_srcdir:=.}"
+: "${top_builddir:=.}"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok: $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
+build=$(cd "$top_builddir" && pwd) # the script works inside its output directory
+export VDMINI="$build/vdmini-core"
+script="$top_srcdir/tools/distill-student.sh" out="$work/out"
+
+if "$script" --epochs 3 "$work/refused" 2>"$work/err"; then
+    bad "an unknown option ran"
+elif grep -q -- "--epochs" "$work/err" && [ ! -e "$work/refused" ]; then
+    ok "an unknown option is refused before anything runs"
+else
+    bad "unknown option: $(cat "$work/err")"
+fi
+
+if "$script" --gpus 0 "$work/refused" 2>"$work/err"; then
+    bad "--gpus 0 ran"
+elif grep -q -- "--gpus" "$work/err" && [ ! -e "$work/refused" ]; then
+    ok "--gpus 0 is refused"
+else
+    bad "--gpus 0: $(cat "$work/err")"
+fi
+
+if "$script" --quick "$out" >"$work/log" 2>&1; then ok "the quick run finishes"; else bad "quick run: $(tail -5 "$work/log")"; fi
+removed=$("$VDMINI" info "$out/vdmini.safetensors" 2>/dev/null | sed -n 's/^removed blocks: //p')
+if python3 - "$removed" "$top_srcdir/docs/vdmini/stage21/plan-d.json" "$out/vdmini.safetensors" <<'PY'; then
+import json, struct, sys
+removed, plan, path = sys.argv[1].split(), json.load(open(sys.argv[2]))["remove"], sys.argv[3]
+with open(path, "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+sys.exit(not (sorted(removed) == sorted(plan) and dtypes == {"BF16"}))
+PY
+    ok "the student lacks plan D's units, in bf16"
+else
+    bad "student: removed '$removed'"
+fi
+# each stage: its recipe's settings (but --quick's), the shipped autoencoder, the stage before it
+if python3 - "$top_srcdir/models/recipes" "$out" <<'PY'; then
+import json, os, sys
+recipes, out = sys.argv[1:]
+for n in (1, 2, 3):
+    got, want = json.load(open(f"{out}/student-{n}.json")), json.load(open(f"{recipes}/student-{n}.json"))
+    assert got["out_dir"] == f"student-{n}" and got["ae"].endswith("models/ae.safetensors"), got
+    for key in ("lr", "min_lr", "ema_decay", "seed", "lambda_icd", "lambda_mca", "object_loss_weight"):
+        assert got[key] == want[key], (n, key)
+    assert got["steps"] == 2 and os.path.exists(f"{out}/student-{n}/student-ema.safetensors"), n
+PY
+    ok "each stage follows its recipe"
+else
+    bad "stage configs"
+fi
+before=$(ls -l --time-style=full-iso "$out/vdmini.safetensors" "$out"/student-*/student-ema.safetensors)
+if "$script" --quick "$out" >"$work/log2" 2>&1 &&
+   [ "$before" = "$(ls -l --time-style=full-iso "$out/vdmini.safetensors" "$out"/student-*/student-ema.safetensors)" ] &&
+   ! grep -q "distilling" "$work/log2"; then
+    ok "a second run changes nothing"
+else
+    bad "second run: $(tail -3 "$work/log2")"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

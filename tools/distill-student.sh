@@ -1,0 +1,82 @@
+#!/bin/sh
+# distill-student.sh: makes the shipped student, models/vdmini.safetensors, from the shipped
+# teacher: prunes it by docs/vdmini/stage21/plan-d.json (every ResBlock kept; mid, temporal.0 and
+# eight attention parts removed), then distils it in three stages with the recipes
+# models/recipes/student-1.json (3,600 steps of 32 clips), student-2.json and student-3.json (1,800
+# and 2,200 steps of 64 clips, each from the last stage's EMA weights), and writes the result in
+# bf16 as OUTDIR/vdmini.safetensors (docs/vdmini.md, "Students D and E on the GPU", has how good
+# it is and what the stages cost: about 18 minutes on four H200s).
+#
+#   tools/distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR
+#
+# The program is $VDMINI, else vdmini-core on PATH, else vdmini on PATH, else the source tree's;
+# TEACHER, AE and PLAN name other files than the shipped ones. Each stage resumes from its newest
+# checkpoint under OUTDIR: with --time-limit the run stops after about that many seconds (after a
+# checkpoint) and exits 3; run it again to go on. With --gpus N each stage is spread over as many
+# of the N GPUs as share its micro-batches a step (grad_accum) evenly: the same run. --quick
+# shrinks every stage to 2 steps of one clip, to check the pipeline on the CPU.
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+limit=0 gpus=1 quick=0
+while [ $# -gt 1 ]; do
+    case $1 in
+    --time-limit) limit=${2:?--time-limit needs a number of seconds}; shift 2 ;;
+    --gpus) gpus=${2:?--gpus needs a number of GPUs}; shift 2 ;;
+    --quick) quick=1; shift ;;
+    *) echo "distill-student.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[ $# -eq 1 ] || { echo "usage: distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR" >&2; exit 2; }
+case $gpus in '' | *[!0-9]* | 0) echo "distill-student.sh: --gpus needs a whole number from 1" >&2; exit 2 ;; esac
+case $limit in '' | *[!0-9]*) echo "distill-student.sh: --time-limit needs a whole number of seconds" >&2; exit 2 ;; esac
+teacher=$(realpath "${TEACHER:-$here/models/teacher.safetensors}")
+ae=$(realpath "${AE:-$here/models/ae.safetensors}")
+plan=$(realpath "${PLAN:-$here/docs/vdmini/stage21/plan-d.json}")
+default=$(command -v vdmini-core || command -v vdmini ||
+    { [ -x "$here/vdmini-core" ] && echo "$here/vdmini-core"; } || echo "$here/vdmini")
+vdmini=${VDMINI:-$default}
+mkdir -p "$1"
+cd "$1"
+start=$(date +%s)
+
+[ -f student-init.safetensors ] || "$vdmini" prune --teacher "$teacher" --plan "$plan" --out student-init.safetensors
+
+# stage N STUDENT: distils STUDENT with recipe student-N.json into student-N/, resuming from its
+# newest checkpoint. Returns 3 when the time limit stopped it before the end.
+stage() {
+    dir=student-$1 student=$2
+    [ -f "$dir/student-ema.safetensors" ] && return 0
+    recipe=$(sed -e 's/}[[:space:]]*$//' "$here/models/recipes/student-$1.json")
+    if [ $quick -eq 1 ]; then
+        recipe=$(printf '%s' "$recipe" | sed -e 's/"steps": *[0-9]*/"steps": 2/' -e 's/"clips": *[0-9]*/"clips": 1/' \
+            -e 's/"batch": *[0-9]*/"batch": 1/' -e 's/"grad_accum": *[0-9]*/"grad_accum": 1/' \
+            -e 's/"warmup_steps": *[0-9]*/"warmup_steps": 1/' -e 's/"loader_threads": *[0-9]*/"loader_threads": 1/')
+    fi
+    printf '%s,\n  "ae": "%s",\n  "out_dir": "%s"\n}\n' "$recipe" "$ae" "$dir" >"$dir.json"
+    set -- distill --teacher "$teacher" --student "$student" --config "$dir.json" --device auto --bf16
+    accum=$(sed -n 's/.*"grad_accum": *\([0-9]*\).*/\1/p' "$dir.json")
+    use=$gpus # the most GPUs, up to --gpus, that share the stage's micro-batches evenly
+    while [ $((${accum:-1} % use)) -ne 0 ]; do use=$((use - 1)); done
+    [ "$use" -gt 1 ] && set -- "$@" --gpus "$use"
+    latest=$(ls -d "$dir"/step-* 2>/dev/null | sort | tail -n 1 || true)
+    [ -n "$latest" ] && set -- "$@" --resume "$latest"
+    if [ "$limit" -gt 0 ]; then
+        left=$((limit - ($(date +%s) - start)))
+        [ "$left" -gt 0 ] || return 3
+        set -- "$@" --time-limit "$left"
+    fi
+    "$vdmini" "$@" || return $?
+    [ -f "$dir/student-ema.safetensors" ] || return 3
+}
+
+status=0
+stage 1 student-init.safetensors || status=$?
+[ $status -eq 0 ] && { stage 2 student-1/student-ema.safetensors || status=$?; }
+[ $status -eq 0 ] && { stage 3 student-2/student-ema.safetensors || status=$?; }
+if [ $status -eq 3 ]; then
+    echo "distill-student.sh: stopped at the time limit; run it again to continue" >&2
+    exit 3
+fi
+[ $status -eq 0 ] || exit $status
+[ -f vdmini.safetensors ] || "$vdmini" convert --model student-3/student-ema.safetensors --dtype bf16 --out vdmini.safetensors
+echo "distill-student.sh: wrote $1/vdmini.safetensors" >&2
