@@ -53,6 +53,10 @@ static const option options[] = {
     STRING(data_dir, 1, NULL, "data", "Directory of the jobs database (jobs.db) and the videos"),
     STRING(model, 1, NULL, "models/teacher.safetensors", "The model file served"),
     STRING(ae, 0, NULL, "", "Autoencoder file for a model that has none (\"\": beside the model)"),
+    {"extra_models", OPT_LIST, FIELD(extra_models), FIELD(extra_model_count), 1, 4096, NULL,
+     "models/vdmini.safetensors",
+     "Other model files registered at start, for the admin API's activate (id: the file name)",
+     NULL},
     STRING(device, 1, "auto|cpu|cuda", "auto", "Where the model runs"),
     {"bf16", OPT_BOOL, FIELD(bf16), 0, 0, 1, NULL, "false", "Use bf16 matrix products on the GPU",
      NULL},
@@ -567,6 +571,20 @@ static void write_quoted(FILE *out, const char *s)
     fputc('"', out);
 }
 
+/* A list option's default, comma separated items ("" for none), as a YAML flow sequence. */
+static void write_list(FILE *out, const char *items)
+{
+    fputc('[', out);
+    char *copy = strdup(items), *save = NULL;
+    int first = 1;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save), first = 0) {
+        if (!first) fputs(", ", out);
+        write_quoted(out, item);
+    }
+    free(copy);
+    fputc(']', out);
+}
+
 void vd_server_config_write_defaults(FILE *out)
 {
     fputs("# vdmini.yaml: the configuration of vdminid, the vdmini server.\n"
@@ -595,7 +613,7 @@ void vd_server_config_write_defaults(FILE *out)
         fputs(")\n", out);
         fprintf(out, "%s: ", o->name);
         if (o->type == OPT_STRING) write_quoted(out, o->default_text);
-        else if (o->type == OPT_LIST) fputs("[]", out); /* list options default to none */
+        else if (o->type == OPT_LIST) write_list(out, o->default_text);
         else fputs(o->default_text, out);
         fputc('\n', out);
     }

@@ -15,6 +15,8 @@ typedef struct {
     char *data_dir;   /* jobs database and outputs, default "data" */
     char *model;      /* the model served, default "models/teacher.safetensors" */
     char *ae;         /* autoencoder file when the model has none ("" = beside the model) */
+    char **extra_models; /* other model files registered at start, to be activated */
+    int extra_model_count;
     char *device;     /* "auto", "cpu" or "cuda" */
     int bf16;         /* bf16 matrix products on the GPU */
     char *web_dir;    /* static files served at / */

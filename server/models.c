@@ -79,6 +79,25 @@ int vd_models_startup(vd_server *srv, char *err, size_t errlen)
     snprintf(configured.ae, sizeof configured.ae, "%s", c->ae);
     snprintf(configured.source, sizeof configured.source, "config");
     if (vd_store_model_put(srv->store, &configured, err, errlen)) return -1;
+    for (int i = 0; i < c->extra_model_count; i++) {
+        const char *path = c->extra_models[i];
+        vd_model_entry extra = {.created_at = modification_time(path)};
+        model_id_of(path, extra.id, sizeof extra.id);
+        if (strcmp(path, c->model) == 0) continue; /* the configured model itself */
+        if (access(path, R_OK)) {
+            VD_LOG(VD_LOG_WARN, "extra_models: %s: %s; not registered", path, strerror(errno));
+            continue;
+        }
+        if (strcmp(extra.id, configured.id) == 0) {
+            VD_LOG(VD_LOG_WARN, "extra_models: %s: its id \"%s\" is the configured model's; not registered", path,
+                   extra.id);
+            continue;
+        }
+        snprintf(extra.path, sizeof extra.path, "%s", path);
+        snprintf(extra.ae, sizeof extra.ae, "%s", c->ae);
+        snprintf(extra.source, sizeof extra.source, "config");
+        if (vd_store_model_put(srv->store, &extra, err, errlen)) return -1;
+    }
 
     /* the model activated last, as long as the configured model is still the one it replaced */
     char active[128], over[4096];

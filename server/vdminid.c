@@ -132,6 +132,14 @@ static void warm_up(vd_server *srv)
     VD_LOG(VD_LOG_INFO, "warmed up batch sizes 1 to %d in %.1f s", c->max_batch, vd_now() - t0);
 }
 
+static int lists_differ(char **a, int a_count, char **b, int b_count)
+{
+    if (a_count != b_count) return 1;
+    for (int i = 0; i < a_count; i++)
+        if (strcmp(a[i], b[i])) return 1;
+    return 0;
+}
+
 static void reload(vd_server *srv, const startup_args *a)
 {
     vd_server_config next;
@@ -145,9 +153,11 @@ static void reload(vd_server *srv, const startup_args *a)
     const vd_server_config *old = &srv->config;
     if (strcmp(old->listen, next.listen) || strcmp(old->data_dir, next.data_dir) || strcmp(old->model, next.model) ||
         strcmp(old->device, next.device) || old->http_threads != next.http_threads ||
-        strcmp(old->admin_cpu_priority, next.admin_cpu_priority))
+        strcmp(old->admin_cpu_priority, next.admin_cpu_priority) ||
+        lists_differ(old->extra_models, old->extra_model_count, next.extra_models, next.extra_model_count))
         VD_LOG(VD_LOG_WARN,
-               "SIGHUP: listen, data_dir, model, device, http_threads and admin_cpu_priority change only at restart");
+               "SIGHUP: listen, data_dir, model, extra_models, device, http_threads and admin_cpu_priority change "
+               "only at restart");
     vd_server_config_free(&srv->config);
     srv->config = next;
     set_log_level(srv->config.log_level);

@@ -80,11 +80,14 @@ class Server:
             "default_height": 64,
             "max_queue": 64,
             "max_jobs_per_key": 64,
+            "extra_models": [],
         }
         settings.update(options)
         with open(self.config, "w") as f:
             for name, value in settings.items():
-                if isinstance(value, list):
+                if isinstance(value, list) and not value:
+                    f.write(f"{name}: []\n")
+                elif isinstance(value, list):
                     f.write(f"{name}:\n" + "".join(f"  - {json.dumps(v)}\n" for v in value))
                 else:
                     f.write(f"{name}: {json.dumps(value) if isinstance(value, str) else value}\n")
@@ -945,6 +948,24 @@ def test_distillation_failure_is_reported(admin):
     run = wait_run(admin, "distillations", run["id"])
     assert run["status"] == "failed" and run["error"]["code"] == "pruning_failed"
     assert "down.7.7" in run["error"]["message"] and run["model"] is None
+
+
+def test_extra_models_are_registered_for_activation(small_model, workdir):
+    other = make_small_model(os.path.join(workdir, "other.safetensors"), 6)
+    missing = os.path.join(workdir, "gone.safetensors")
+    srv = Server(workdir, small_model, admin_keys=[ADMIN_KEY], extra_models=[other, missing, small_model],
+                 **SMALL_SETTINGS)
+    try:
+        status, models = admin_call(srv, "GET", "/admin/v1/models")
+        assert {m["id"]: (m["path"], m["active"]) for m in models["data"]} == {
+            "small": (small_model, True), "other": (other, False)}, models
+        assert "gone.safetensors" in srv.log_text()  # skipped with a warning
+        status, body = admin_call(srv, "POST", "/admin/v1/models/other/activate")
+        assert status == 200 and body["active"] is True, body
+        done = srv.wait(srv.create(prompt="a red circle", size="32x32")["id"])
+        assert done["status"] == "completed" and done["model"] == "other"
+    finally:
+        srv.stop()
 
 
 def test_activation_and_persistence_across_restarts(small_model, workdir):
