@@ -17,7 +17,8 @@
 # run it again to go on. Training takes the GPU when there is one (bf16 matrix products, fp32
 # weights); on the CPU the recipes take days. With --gpus N, a stage whose recipe sums a multiple
 # of N micro-batches a step (grad_accum) is spread over N GPUs (the same run; four H200s give it
-# about three times the clips a second); the others run on one.
+# about three times the clips a second); any other on as many of the N as share its micro-batches
+# evenly.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 limit=0 gpus=1
@@ -29,6 +30,7 @@ while [ $# -gt 1 ]; do
     esac
 done
 out=${1:?usage: train-models.sh [--time-limit SECONDS] [--gpus N] OUTDIR}
+case $gpus in '' | *[!0-9]* | 0) echo "train-models.sh: --gpus needs a whole number from 1" >&2; exit 2 ;; esac
 default=$(command -v vdmini-core || command -v vdmini ||
     { [ -x "$here/vdmini-core" ] && echo "$here/vdmini-core"; } || echo "$here/vdmini")
 vdmini=${VDMINI:-$default}
@@ -44,7 +46,9 @@ train() {
     [ -f "$dir/$final" ] && return 0
     set -- train "$what" --config "$recipe" --device auto --bf16
     accum=$(sed -n 's/.*"grad_accum": *\([0-9]*\).*/\1/p' "$recipe")
-    [ "$gpus" -gt 1 ] && [ $((${accum:-1} % gpus)) -eq 0 ] && set -- "$@" --gpus "$gpus"
+    use=$gpus # the most GPUs, up to --gpus, that share the stage's micro-batches evenly
+    while [ $((${accum:-1} % use)) -ne 0 ]; do use=$((use - 1)); done
+    [ "$use" -gt 1 ] && set -- "$@" --gpus "$use"
     latest=$(ls -d "$dir"/step-* 2>/dev/null | sort | tail -n 1 || true)
     [ -n "$latest" ] && set -- "$@" --resume "$latest"
     [ "$stop" -gt 0 ] && set -- "$@" --stop-at "$stop"
