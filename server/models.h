@@ -1,6 +1,6 @@
 /* models.h: the registry of models the server can serve — the configured model (and those
- * configured at earlier starts) and the students that distillations registered — kept in the
- * store, and which of them is active.
+ * configured at earlier starts), the extra_models files and the students that distillations
+ * registered — kept in the store, and which of them is active.
  * Activating a model loads it beside the one in use and hands it to the scheduler, which
  * switches at a step boundary once the running batch is empty (scheduler.h); from the moment
  * of activation new jobs are created for the new model. An activation holds across restarts for
@@ -12,7 +12,9 @@
 
 #include "server.h"
 
-/* At startup, before the scheduler: registers the configured model and loads the model to serve
+/* At startup, before the scheduler: registers the configured model and the readable
+ * extra_models files (an unreadable one, or one whose id is the configured model's, is skipped
+ * with a warning), and loads the model to serve
  * (the one activated last, unless the configured model changed since; else the configured one),
  * filling srv's engine and model facts. 0, or -1 with a message. */
 int vd_models_startup(vd_server *srv, char *err, size_t errlen);
