@@ -14,9 +14,9 @@
 
 /* At startup, before the scheduler: registers the configured model and the readable
  * extra_models files (an unreadable one, or one whose id is the configured model's, is skipped
- * with a warning), and loads the model to serve
- * (the one activated last, unless the configured model changed since; else the configured one),
- * filling srv's engine and model facts. 0, or -1 with a message. */
+ * with a warning), and loads the model to serve (the one activated last, unless the configured
+ * model changed since; else the configured one), filling srv's engine and model facts. 0, or -1
+ * with a message. */
 int vd_models_startup(vd_server *srv, char *err, size_t errlen);
 
 /* Serves the registered model id: 0 (also when it is already active), 1 when there is no such
