@@ -6,7 +6,7 @@
 #
 #   bench/ab_builds.sh BASE_BENCH_MODELS NEW_BENCH_MODELS ROUNDS BENCH_MODELS_ARGS...
 # e.g.
-#   bench/ab_builds.sh /tmp/old/bench_models bench/bench_models 2 --model models/teacher.safetensors \
+#   bench/ab_builds.sh ../before/bench/bench_models bench/bench_models 2 --model models/teacher.safetensors \
 #       --ae models/ae.safetensors --device cpu --batch 2 --batch 16 --iters 5 --videos 2
 set -eu
 [ $# -ge 4 ] || { echo "usage: ab_builds.sh BASE NEW ROUNDS BENCH_MODELS_ARGS..." >&2; exit 2; }
