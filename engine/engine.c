@@ -293,14 +293,8 @@ int vd_init_preset(const char *preset, uint64_t seed, const char *out_path, char
 int vd_print_info(const char *path_or_preset, FILE *out, char err[VD_ERR_LEN])
 {
     vd_model_config cfg;
-    if (vd_config_preset(path_or_preset, &cfg) != 0) {
-        vd_st_file f;
-        if (vd_st_read(path_or_preset, &f, err, VD_ERR_LEN)) return -1;
-        const char *json = vd_st_meta(&f, "vdmini.config");
-        int rc = json ? vd_config_parse(json, &cfg, err, VD_ERR_LEN) : vd_fail(err, VD_ERR_LEN, "%s: no vdmini.config metadata", path_or_preset);
-        vd_st_free(&f);
-        if (rc) return -1;
-    }
+    if (vd_config_preset(path_or_preset, &cfg) != 0 && vd_model_read_config(path_or_preset, &cfg, err, VD_ERR_LEN))
+        return -1;
     vd_model m;
     if (vd_model_build(&m, &cfg, err, VD_ERR_LEN)) {
         vd_config_free(&cfg);

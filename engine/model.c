@@ -465,6 +465,16 @@ int vd_model_load(vd_model *m, const char *path, char *err, size_t errlen)
     return rc;
 }
 
+int vd_model_read_config(const char *path, vd_model_config *cfg, char *err, size_t errlen)
+{
+    vd_st_file f;
+    if (vd_st_read(path, &f, err, errlen)) return -1;
+    const char *json = vd_st_meta(&f, "vdmini.config");
+    int rc = json ? vd_config_parse(json, cfg, err, errlen) : vd_fail(err, errlen, "%s: no vdmini.config metadata", path);
+    vd_st_free(&f);
+    return rc;
+}
+
 int vd_model_save(const vd_model *m, const char *path, vd_st_dtype dtype, char *err, size_t errlen)
 {
     vd_st_writer *w = vd_st_writer_new();

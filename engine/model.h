@@ -51,6 +51,8 @@ void vd_model_init_random(vd_model *m, uint64_t seed);
 int vd_model_load(vd_model *m, const char *path, char *err, size_t errlen);
 /* Same from an already parsed file (the config from its metadata). */
 int vd_model_load_file(vd_model *m, const vd_st_file *f, char *err, size_t errlen);
+/* Reads only a weights file's config (its __metadata__["vdmini.config"]) into cfg. */
+int vd_model_read_config(const char *path, vd_model_config *cfg, char *err, size_t errlen);
 int vd_model_save(const vd_model *m, const char *path, vd_st_dtype dtype, char *err, size_t errlen);
 /* Copies the weights to a backend (the model keeps using it until freed); a model without host
  * weights gets uninitialised backend memory (for FLOP counting and speed measurement). */

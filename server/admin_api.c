@@ -14,7 +14,6 @@
 #include "common.h"
 #include "model.h"
 #include "models.h"
-#include "safetensors.h"
 #include "train.h"
 
 #define ANALYSIS_DEFAULT_PROMPTS 8
@@ -234,17 +233,9 @@ static int analysis_units(const json_t *body, char **list, vd_reply *reply)
 static int check_units(const char *model_path, const char *list, vd_reply *reply)
 {
     char err[256];
-    vd_st_file f;
-    if (vd_st_read(model_path, &f, err, sizeof err)) {
-        vd_api_internal_error(reply, "reading the model", err);
-        return -1;
-    }
-    const char *json = vd_st_meta(&f, "vdmini.config");
     vd_model_config cfg;
-    int rc = json ? vd_config_parse(json, &cfg, err, sizeof err) : -1;
-    vd_st_free(&f);
-    if (rc) {
-        vd_api_internal_error(reply, "reading the model's config", json ? err : "no vdmini.config");
+    if (vd_model_read_config(model_path, &cfg, err, sizeof err)) {
+        vd_api_internal_error(reply, "reading the model's config", err);
         return -1;
     }
     char names[VD_ANALYSIS_MAX_BLOCKS][16];

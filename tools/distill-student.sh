@@ -5,12 +5,12 @@
 # models/recipes/student-1.json (3,600 steps of 32 clips), student-2.json and student-3.json (1,800
 # and 2,200 steps of 64 clips, each from the last stage's EMA weights), and writes the result in
 # bf16 as OUTDIR/vdmini.safetensors (docs/vdmini.md, "Students D and E on the GPU", has how good
-# it is and what the stages cost: about 18 minutes on four H200s).
+# it is and what the stages cost: about 23 minutes on four H200s, the first stage on two).
 #
 #   tools/distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR
 #
-# The program is $VDMINI, else vdmini-core on PATH, else vdmini on PATH, else the source tree's;
-# TEACHER, AE and PLAN name other files than the shipped ones. Each stage resumes from its newest
+# The program is $VDMINI, else vdmini-core on PATH, else vdmini on PATH, else the source tree's
+# (tools/resumable-run.sh); TEACHER, AE and PLAN name other files than the shipped ones. Each stage resumes from its newest
 # checkpoint under OUTDIR: with --time-limit the run stops after about that many seconds (after a
 # checkpoint) and exits 3; run it again to go on. With --gpus N each stage is spread over as many
 # of the N GPUs as share its micro-batches a step (grad_accum) evenly: the same run. --quick
@@ -27,14 +27,12 @@ while [ $# -gt 1 ]; do
     esac
 done
 [ $# -eq 1 ] || { echo "usage: distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR" >&2; exit 2; }
-case $gpus in '' | *[!0-9]* | 0) echo "distill-student.sh: --gpus needs a whole number from 1" >&2; exit 2 ;; esac
-case $limit in '' | *[!0-9]*) echo "distill-student.sh: --time-limit needs a whole number of seconds" >&2; exit 2 ;; esac
+. "$here/tools/resumable-run.sh"
+check_run_options distill-student.sh
 teacher=$(realpath "${TEACHER:-$here/models/teacher.safetensors}")
 ae=$(realpath "${AE:-$here/models/ae.safetensors}")
 plan=$(realpath "${PLAN:-$here/docs/vdmini/stage21/plan-d.json}")
-default=$(command -v vdmini-core || command -v vdmini ||
-    { [ -x "$here/vdmini-core" ] && echo "$here/vdmini-core"; } || echo "$here/vdmini")
-vdmini=${VDMINI:-$default}
+vdmini=$(vdmini_program)
 mkdir -p "$1"
 cd "$1"
 start=$(date +%s)
@@ -53,19 +51,8 @@ stage() {
             -e 's/"warmup_steps": *[0-9]*/"warmup_steps": 1/' -e 's/"loader_threads": *[0-9]*/"loader_threads": 1/')
     fi
     printf '%s,\n  "ae": "%s",\n  "out_dir": "%s"\n}\n' "$recipe" "$ae" "$dir" >"$dir.json"
-    set -- distill --teacher "$teacher" --student "$student" --config "$dir.json" --device auto --bf16
-    accum=$(sed -n 's/.*"grad_accum": *\([0-9]*\).*/\1/p' "$dir.json")
-    use=$gpus # the most GPUs, up to --gpus, that share the stage's micro-batches evenly
-    while [ $((${accum:-1} % use)) -ne 0 ]; do use=$((use - 1)); done
-    [ "$use" -gt 1 ] && set -- "$@" --gpus "$use"
-    latest=$(ls -d "$dir"/step-* 2>/dev/null | sort | tail -n 1 || true)
-    [ -n "$latest" ] && set -- "$@" --resume "$latest"
-    if [ "$limit" -gt 0 ]; then
-        left=$((limit - ($(date +%s) - start)))
-        [ "$left" -gt 0 ] || return 3
-        set -- "$@" --time-limit "$left"
-    fi
-    "$vdmini" "$@" || return $?
+    run_resumable "$dir" "$(sed -n 's/.*"grad_accum": *\([0-9]*\).*/\1/p' "$dir.json")" \
+        distill --teacher "$teacher" --student "$student" --config "$dir.json" --device auto --bf16 || return $?
     [ -f "$dir/student-ema.safetensors" ] || return 3
 }
 

@@ -30,10 +30,9 @@ while [ $# -gt 1 ]; do
     esac
 done
 out=${1:?usage: train-models.sh [--time-limit SECONDS] [--gpus N] OUTDIR}
-case $gpus in '' | *[!0-9]* | 0) echo "train-models.sh: --gpus needs a whole number from 1" >&2; exit 2 ;; esac
-default=$(command -v vdmini-core || command -v vdmini ||
-    { [ -x "$here/vdmini-core" ] && echo "$here/vdmini-core"; } || echo "$here/vdmini")
-vdmini=${VDMINI:-$default}
+. "$here/tools/resumable-run.sh"
+check_run_options train-models.sh
+vdmini=$(vdmini_program)
 mkdir -p "$out"
 cd "$out"
 start=$(date +%s)
@@ -45,19 +44,8 @@ train() {
     what=$1 recipe=$2 dir=$3 final=$4 stop=${5:-0}
     [ -f "$dir/$final" ] && return 0
     set -- train "$what" --config "$recipe" --device auto --bf16
-    accum=$(sed -n 's/.*"grad_accum": *\([0-9]*\).*/\1/p' "$recipe")
-    use=$gpus # the most GPUs, up to --gpus, that share the stage's micro-batches evenly
-    while [ $((${accum:-1} % use)) -ne 0 ]; do use=$((use - 1)); done
-    [ "$use" -gt 1 ] && set -- "$@" --gpus "$use"
-    latest=$(ls -d "$dir"/step-* 2>/dev/null | sort | tail -n 1 || true)
-    [ -n "$latest" ] && set -- "$@" --resume "$latest"
     [ "$stop" -gt 0 ] && set -- "$@" --stop-at "$stop"
-    if [ "$limit" -gt 0 ]; then
-        left=$((limit - ($(date +%s) - start)))
-        [ "$left" -gt 0 ] || return 3
-        set -- "$@" --time-limit "$left"
-    fi
-    "$vdmini" "$@" || return $?
+    run_resumable "$dir" "$(sed -n 's/.*"grad_accum": *\([0-9]*\).*/\1/p' "$recipe")" "$@" || return $?
     checkpoint=$dir/$(printf 'step-%06d' "$stop")
     if [ "$stop" -gt 0 ] && [ -d "$checkpoint" ]; then
         "$vdmini" convert --model "$checkpoint" --dtype f32 --out "$dir/$final" || return $?

@@ -33,7 +33,8 @@ while [ $# -gt 3 ]; do
 done
 [ $# -eq 3 ] || { echo "usage: vdmini-ablation.sh [--time-limit S] [--quick] TEACHER AE OUTDIR" >&2; exit 2; }
 teacher=$(realpath "$1") ae=$(realpath "$2") out=$3
-vdmini=${VDMINI:-$(command -v vdmini-core || command -v vdmini || echo "$here/vdmini")}
+. "$here/tools/resumable-run.sh"
+vdmini=$(vdmini_program)
 bench_models=${BENCH_MODELS:-$(command -v bench_models || echo "$here/bench/bench_models")}
 target=${TARGET:---flops 0.375} loss_rule=${LOSS_RULE:-deep} prompts=${PROMPTS:-8} eval_prompts=${EVAL_PROMPTS:-200} eval_seed=${EVAL_SEED:-1000}
 gpus=${GPUS:-1}
@@ -46,7 +47,6 @@ if [ $quick -eq 1 ]; then prompts=1 eval_prompts=1 steps=2 bench="--batch 2 --it
 mkdir -p "$out"
 cd "$out"
 start=$(date +%s)
-left() { echo $((limit - ($(date +%s) - start))); }
 
 [ -f analysis.json ] || "$vdmini" analyze --teacher "$teacher" --ae "$ae" --prompts "$prompts" --steps "$steps" \
     $gpu --out analysis.json
@@ -69,15 +69,9 @@ distil() {
             -e 's/"batch": *[0-9]*/"batch": 4/' -e 's/"warmup_steps": *[0-9]*/"warmup_steps": 1/')
     fi
     printf '%s,\n  "grad_accum": %d,\n  "ae": "%s",\n  "out_dir": "%s"\n}\n' "$recipe" "$gpus" "$ae" "$dir" >"$dir.json"
-    set -- distill --teacher "$teacher" --student "student-$rule.safetensors" --config "$dir.json" $gpu
-    [ "$gpus" -gt 1 ] && set -- "$@" --gpus "$gpus"
-    latest=$(ls -d "$dir"/step-* 2>/dev/null | sort | tail -n 1 || true)
-    [ -n "$latest" ] && set -- "$@" --resume "$latest"
-    if [ "$limit" -gt 0 ]; then
-        [ "$(left)" -gt 0 ] || return 3
-        set -- "$@" --time-limit "$(left)"
-    fi
-    "$vdmini" "$@" || return $?
+    # shellcheck disable=SC2086
+    run_resumable "$dir" "$gpus" distill --teacher "$teacher" --student "student-$rule.safetensors" \
+        --config "$dir.json" $gpu || return $?
     [ -f "$dir/student-ema.safetensors" ] || return 3
 }
 status=0 runs= # runs: the run directories, RULE-LOSS, in order

@@ -15,21 +15,20 @@ build=$(cd "$top_builddir" && pwd) # the script works inside its output director
 export VDMINI="$build/vdmini-core"
 script="$top_srcdir/tools/distill-student.sh" out="$work/out"
 
-if "$script" --epochs 3 "$work/refused" 2>"$work/err"; then
-    bad "an unknown option ran"
-elif grep -q -- "--epochs" "$work/err" && [ ! -e "$work/refused" ]; then
-    ok "an unknown option is refused before anything runs"
-else
-    bad "unknown option: $(cat "$work/err")"
-fi
-
-if "$script" --gpus 0 "$work/refused" 2>"$work/err"; then
-    bad "--gpus 0 ran"
-elif grep -q -- "--gpus" "$work/err" && [ ! -e "$work/refused" ]; then
-    ok "--gpus 0 is refused"
-else
-    bad "--gpus 0: $(cat "$work/err")"
-fi
+# expect_refused NAME FRAGMENT ARGS...: the script fails naming FRAGMENT, having made nothing
+expect_refused() {
+    name=$1 fragment=$2
+    shift 2
+    if "$script" "$@" "$work/refused" 2>"$work/err"; then
+        bad "$name ran"
+    elif grep -q -- "$fragment" "$work/err" && [ ! -e "$work/refused" ]; then
+        ok "$name is refused before anything runs"
+    else
+        bad "$name: $(cat "$work/err")"
+    fi
+}
+expect_refused "an unknown option" --epochs --epochs 3
+expect_refused "--gpus 0" --gpus --gpus 0
 
 if "$script" --quick "$out" >"$work/log" 2>&1; then ok "the quick run finishes"; else bad "quick run: $(tail -5 "$work/log")"; fi
 removed=$("$VDMINI" info "$out/vdmini.safetensors" 2>/dev/null | sed -n 's/^removed blocks: //p')

@@ -165,17 +165,24 @@ static void made_up(vd_analysis *a)
     }
 }
 
-static void expect_plan(const vd_analysis *a, vd_plan_rule rule, double target, uint64_t seed, const char *expected)
+/* The plan by rule of target of the measure names exactly the units of expected, in its order. */
+static void expect_plan_of(const vd_analysis *a, vd_plan_rule rule, vd_plan_measure measure, double target,
+                           uint64_t seed, const char *expected)
 {
     char names[VD_ANALYSIS_MAX_BLOCKS][16], got[512] = "", err[256];
     int count;
-    assert_int_equal(vd_plan_make(a, rule, VD_PLAN_PARAMS, target, seed, names, &count, err, sizeof err), 0);
+    assert_int_equal(vd_plan_make(a, rule, measure, target, seed, names, &count, err, sizeof err), 0);
     for (int i = 0; i < count; i++) {
         if (i) strcat(got, " ");
         strncat(got, names[i], 15);
     }
     if (expected && strcmp(got, expected)) fprintf(stderr, "got \"%s\", expected \"%s\"\n", got, expected);
     if (expected) assert_string_equal(got, expected);
+}
+
+static void expect_plan(const vd_analysis *a, vd_plan_rule rule, double target, uint64_t seed, const char *expected)
+{
+    expect_plan_of(a, rule, VD_PLAN_PARAMS, target, seed, expected);
 }
 
 static void test_plan_rules(void **state)
@@ -204,10 +211,7 @@ static void test_plan_rules(void **state)
     assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, VD_PLAN_LATENCY, 1.5, 0, names, &count, err, sizeof err), -1);
     /* FLOPs: level 0 blocks are the expensive ones here, so one of them meets a 25% target */
     for (int b = 0; b < a.count; b++) a.blocks[b].flop_share = strstr(a.blocks[b].name, ".0.") ? 0.3 : 0.01;
-    char flop_names[VD_ANALYSIS_MAX_BLOCKS][16];
-    assert_int_equal(vd_plan_make(&a, VD_PLAN_SHALLOW, VD_PLAN_FLOPS, 0.25, 0, flop_names, &count, err, sizeof err), 0);
-    assert_int_equal(count, 1);
-    assert_string_equal(flop_names[0], "down.0.1");
+    expect_plan_of(&a, VD_PLAN_SHALLOW, VD_PLAN_FLOPS, 0.25, 0, "down.0.1");
 }
 
 typedef struct {
@@ -310,12 +314,7 @@ static void test_plan_rule_by_cost(void **state)
     for (int b = 0; b < a.count; b++) a.blocks[b].flop_share = 0.03;
     a.blocks[0].flop_share = 0.5;
     a.blocks[10].flop_share = 0; /* up.2.0.attn */
-    char names[VD_ANALYSIS_MAX_BLOCKS][16], err[256];
-    int count;
-    assert_int_equal(vd_plan_make(&a, VD_PLAN_COST, VD_PLAN_FLOPS, 0.55, 0, names, &count, err, sizeof err), 0);
-    const char *expected[] = {"mid.attn", "down.1.0.attn", "down.0.0"};
-    assert_int_equal(count, 3);
-    for (int i = 0; i < count; i++) assert_string_equal(names[i], expected[i]);
+    expect_plan_of(&a, VD_PLAN_COST, VD_PLAN_FLOPS, 0.55, 0, "mid.attn down.1.0.attn down.0.0");
 }
 
 int main(void)
