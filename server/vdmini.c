@@ -5,7 +5,7 @@
  *   vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames 16] [--size 128x128]
  *                   [--fps 8] [--steps 25] [--guidance 4] [--sampler ddim|euler] [--seed N]
  *                   [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4
- *   vdmini world --count N [--seed S] [--size 128x128] [--frames 16] [--fps 8] --out DIR
+ *   vdmini world --count N [--seed S] [--size 128x128] [--frames 16] [--fps 8] [--ae PATH] --out DIR
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
  *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 4] [--i2v]
  *               [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
@@ -21,7 +21,9 @@
  * truth per clip in DIR/truth.jsonl. eval judges videos against their ground truth (or renders
  * prompts from the world, generates them with the model and judges those) and prints a Markdown
  * table; --json writes the same figures as JSON; --i2v judges image-to-video, the world's first
- * frame being the given image. train trains the autoencoder, or the denoiser (text encoder and
+ * frame being the given image. world --ae passes every clip through an autoencoder (encode, then
+ * decode), so that eval --videos on them measures the ceiling it puts on every model's scores.
+ * train trains the autoencoder, or the denoiser (text encoder and
  * UNet, on latents of a trained autoencoder), as the JSON config says (README.md, "Training"),
  * printing a progress line on stderr; --resume continues from a checkpoint directory exactly.
  * Every bad argument gets a message naming it and exit status 2; a failure while running gets
@@ -33,6 +35,7 @@
 #include "cli_engine.h"
 #include "common.h"
 #include "evaluator.h"
+#include "model.h"
 #include "video.h"
 #include "vdmini.h"
 #include "world.h"
@@ -53,7 +56,7 @@ static void usage(FILE *out)
             "  vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames N] [--size WxH]\n"
             "                  [--fps N] [--steps N] [--guidance G] [--sampler ddim|euler] [--seed N]\n"
             "                  [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4\n"
-            "  vdmini world --count N [--seed N] [--size WxH] [--frames N] [--fps N] --out DIR\n"
+            "  vdmini world --count N [--seed N] [--size WxH] [--frames N] [--fps N] [--ae PATH] --out DIR\n"
             "  vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]\n");
     cli_usage_eval_model(out, "vdmini");
     cli_usage_tail(out, "vdmini");
@@ -228,15 +231,33 @@ static char *path_join(const char *dir, const char *name)
     return path;
 }
 
+/* world --ae: each clip's frames through the autoencoder (encode, then decode) in place, so that
+ * eval --videos measures the ceiling the autoencoder puts on every model's scores. */
+static void round_trip_frames(vd_model *ae, float *pixels, int frames, int width, int height)
+{
+    int f = 1 << (ae->cfg.ae.levels - 1), h = height / f, w = width / f;
+    size_t n_img = (size_t)frames * 3 * width * height, n_z = (size_t)frames * ae->cfg.ae.latent_channels * h * w;
+    vd_backend *be = ae->be;
+    float *img = be->alloc(be, n_img * sizeof(float)), *z = be->alloc(be, n_z * sizeof(float));
+    be->upload(be, img, pixels, n_img * sizeof(float));
+    vd_ae_encode(ae, img, frames, height, width, z);
+    vd_ae_decode(ae, z, frames, h, w, img);
+    be->download(be, pixels, img, n_img * sizeof(float));
+    be->release(be, img);
+    be->release(be, z);
+}
+
 static int cmd_world(int argc, char **argv)
 {
-    const char *out = NULL, *v;
+    const char *out = NULL, *ae_path = NULL, *v;
     int count = 0, width = 128, height = 128, frames = 16, fps = 8;
     uint64_t seed = 0;
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (strcmp(f, "--out") == 0) {
             if (!(out = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--ae") == 0) {
+            if (!(ae_path = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--count") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, 1000000, &count)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--seed") == 0) {
@@ -253,6 +274,25 @@ static int cmd_world(int argc, char **argv)
     }
     if (!count) return cli_bad_arg("--count", "required");
     if (!out) return cli_bad_arg("--out", "required");
+    vd_model *ae = NULL;
+    if (ae_path) {
+        char err[VD_ERR_LEN];
+        ae = vd_calloc(1, sizeof *ae);
+        if (vd_model_load(ae, ae_path, err, sizeof err) || !ae->cfg.ae.present) {
+            fprintf(stderr, "vdmini: --ae: %s\n", ae->cfg.ae.present ? err : "the file holds no autoencoder");
+            vd_model_free(ae);
+            free(ae);
+            return 1;
+        }
+        int f = 1 << (ae->cfg.ae.levels - 1);
+        if (width % f || height % f) {
+            fprintf(stderr, "vdmini: --size: width and height must be multiples of %d for this autoencoder\n", f);
+            vd_model_free(ae);
+            free(ae);
+            return CLI_EXIT_USAGE;
+        }
+        vd_model_attach(ae, vd_backend_cpu());
+    }
     if (mkdir(out, 0777) && errno != EEXIST) {
         fprintf(stderr, "vdmini: --out: cannot create %s: %s\n", out, strerror(errno));
         return 1;
@@ -275,6 +315,7 @@ static int cmd_world(int argc, char **argv)
         snprintf(video, sizeof video, "clip_%05d.mp4", i);
         snprintf(image, sizeof image, "clip_%05d.png", i);
         vd_loader_next(loader, pixels, truth);
+        if (ae) round_trip_frames(ae, pixels, frames, width, height);
         vd_frames_to_rgb8(pixels, frames, width, height, rgb);
         char *video_path = path_join(out, video), *image_path = path_join(out, image);
         if (vd_mp4_write(video_path, rgb, frames, width, height, fps, err, sizeof err) ||
@@ -295,6 +336,8 @@ static int cmd_world(int argc, char **argv)
     }
     if (!rc) fprintf(stderr, "vdmini: wrote %d clips of %d frames at %dx%d and %s in %.1fs\n", count, frames, width, height, truth_path, vd_now() - start);
     vd_loader_free(loader);
+    if (ae) vd_model_free(ae);
+    free(ae);
     free(truth_path);
     free(pixels);
     free(rgb);

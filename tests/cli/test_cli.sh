@@ -1,9 +1,10 @@
 #!/bin/sh
 # test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and
-# image to video) producing a real MP4 and PNG, determinism of a seed, a short autoencoder
-# training run and its exact resume, two steps of denoiser training, a clear error with exit
-# status 2 for each kind of bad argument, and a plan by the cost rule. Then vdmini-core, the same
-# CLI without video: it runs info, refuses generate and eval --videos, and links no FFmpeg.
+# image to video) producing a real MP4 and PNG, world clips through the autoencoder, determinism
+# of a seed, a short autoencoder training run and its exact resume, two steps of denoiser
+# training, a clear error with exit status 2 for each kind of bad argument, and a plan by the
+# cost rule. Then vdmini-core, the same CLI without video: it runs info, refuses generate and
+# eval --videos, and links no FFmpeg.
 set -u
 : "${top_builddir:=.}" "${top_srcdir:=.}"
 vdmini="$top_builddir/vdmini"
@@ -86,6 +87,19 @@ if "$vdmini" eval --videos "$world" --truth "$world/truth.jsonl" --json "$work/e
 else
     bad "eval of real clips: $(cat "$work/err" "$work/eval.json" 2>/dev/null)"
 fi
+# the same clips through the shipped autoencoder: other pixels, and still judged right nearly
+# always (its ceiling on every model's scores)
+if "$vdmini" world --count 3 --seed 4 --size 128x128 --frames 12 --ae "$top_srcdir/models/ae.safetensors" \
+       --out "$work/round" 2>"$work/err" &&
+   ! cmp -s "$world/clip_00000.mp4" "$work/round/clip_00000.mp4" &&
+   "$vdmini" eval --videos "$work/round" --truth "$work/round/truth.jsonl" --json "$work/round.json" >/dev/null 2>>"$work/err" &&
+   awk -F'[:,]' '/^  "(colour_correct|shape_correct|direction_correct)"/ { n++; if ($2 + 0 < 0.8) low = low " " $1 $2 } END { if (low != "" || n != 3) { print low; exit 1 } }' "$work/round.json"; then
+    ok "world --ae passes the clips through the autoencoder"
+else
+    bad "world --ae: $(cat "$work/err" "$work/round.json" 2>/dev/null)"
+fi
+"$vdmini" world --count 1 --ae "$top_srcdir/models/teacher.safetensors" --out "$work/w3" 2>"$work/err"
+if [ $? -eq 1 ] && grep -q "no autoencoder" "$work/err"; then ok "world --ae without an autoencoder"; else bad "world --ae without an autoencoder: $(cat "$work/err")"; fi
 if "$vdmini" eval --model "$model" --prompts 1 --steps 1 --device cpu --json "$work/model.json" >/dev/null 2>"$work/err" &&
    grep -q '"frechet_distance"' "$work/model.json" && grep -Eq '"frechet_real": [0-9]' "$work/model.json"; then
     ok "eval of a model, with the real-against-real floor"
