@@ -163,6 +163,8 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     if (p->steps < 1 || p->steps > m->cfg.diffusion.train_steps)
         return vd_fail(err, VD_ERR_LEN, "steps must be between 1 and %d (got %d)", m->cfg.diffusion.train_steps, p->steps), NULL;
     if (!(p->guidance >= 0.0f && p->guidance <= 100.0f)) return vd_fail(err, VD_ERR_LEN, "guidance must be between 0 and 100"), NULL;
+    if (!(p->guidance_rescale >= 0.0f && p->guidance_rescale <= 1.0f))
+        return vd_fail(err, VD_ERR_LEN, "guidance_rescale must be between 0 and 1"), NULL;
 
     vd_video *v = vd_calloc(1, sizeof *v);
     v->params = *p;
@@ -217,7 +219,8 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     size_t row_ctx = (size_t)L * tc->dim;
     v->state = (vd_latent_video){.z = v->z, .cond = v->cond, .ctx = v->ctx,
                                  .ctx_uncond = guided ? v->ctx + row_ctx : NULL, .plan = &v->plan,
-                                 .guidance = p->guidance, .pin_first_frame = p->image != NULL};
+                                 .guidance = p->guidance, .guidance_rescale = p->guidance_rescale,
+                                 .pin_first_frame = p->image != NULL};
     return v;
 }
 

@@ -133,8 +133,17 @@ void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, 
     for (int i = 0, r = 0; i < n; i++) {
         vd_latent_video *vv = &videos[i];
         float *vr = v + r * video;
-        if (vv->ctx_uncond) /* v = v_u + g (v_c - v_u) */
+        if (vv->ctx_uncond) { /* v = v_u + g (v_c - v_u), then scaled back toward v_c's size */
+            double cond_ss = 0.0, guided_ss = 0.0;
+            if (vv->guidance_rescale > 0.0f) be->sum_squares(be, &cond_ss, vr, video);
             be->axpby(be, vr, 1.0f - vv->guidance, vr + video, vv->guidance, video);
+            if (vv->guidance_rescale > 0.0f) {
+                be->sum_squares(be, &guided_ss, vr, video);
+                float phi = vv->guidance_rescale;
+                float scale = guided_ss > 0.0 ? phi * (float)sqrt(cond_ss / guided_ss) + 1.0f - phi : 1.0f;
+                be->axpby(be, vr, 0.0f, vr, scale, video);
+            }
+        }
         const vd_sampler_plan *pl = vv->plan;
         int k = vv->step;
         size_t first = vv->pin_first_frame ? (size_t)lc * S : 0; /* frame 0's values */
@@ -151,7 +160,8 @@ void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, 
 }
 
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
-              int L, int N, int T, int h, int w, float guidance, vd_progress_fn progress, void *user)
+              int L, int N, int T, int h, int w, float guidance, float guidance_rescale, vd_progress_fn progress,
+              void *user)
 {
     int S = h * w, lc = m->cfg.unet.out_channels, guided = guidance > 1.0f;
     size_t row_ctx = (size_t)L * m->cfg.unet.context_dim;
@@ -162,7 +172,8 @@ int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *c
         m->be->download(m->be, &mask, c + (size_t)lc * S, sizeof mask); /* frame 0's mask channel */
         videos[i] = (vd_latent_video){.z = z + (size_t)i * T * lc * S, .cond = c, .ctx = ctx + i * row_ctx,
                                       .ctx_uncond = guided ? ctx + (N + i) * row_ctx : NULL, .plan = plan,
-                                      .guidance = guidance, .pin_first_frame = mask == 1.0f};
+                                      .guidance = guidance, .guidance_rescale = guidance_rescale,
+                                      .pin_first_frame = mask == 1.0f};
     }
     int rc = 0;
     for (int k = 0; k < plan->steps && rc == 0; k++) {

@@ -33,6 +33,7 @@ typedef struct {
     const vd_sampler_plan *plan;
     int step;                 /* the next step of plan to take */
     float guidance;
+    float guidance_rescale;   /* phi: the guided v times phi*rms(v_c)/rms(v_guided) + 1 - phi */
     int pin_first_frame;      /* image-to-video: frame 0's x0 is cond's latent at every step */
 } vd_latent_video;
 
@@ -44,10 +45,12 @@ void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, 
 /* Runs a plan on N videos: z (N, T, latent, h, w) is the starting noise and becomes the result;
  * cond (N, T, latent + 1, h, w) the condition latent and mask (a video whose mask is 1 is
  * image-to-video: its first frame is pinned); ctx (N, L, dim) the text, or
- * (2N, L, dim) — the prompts, then the empty prompts — when guidance > 1. All in the model's
- * backend memory. Returns 0, or 1 when the progress function asked to stop. */
+ * (2N, L, dim) — the prompts, then the empty prompts — when guidance > 1; guidance_rescale as in
+ * vd_latent_video. All in the model's backend memory. Returns 0, or 1 when the progress function
+ * asked to stop. */
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
-              int L, int N, int T, int h, int w, float guidance, vd_progress_fn progress, void *user);
+              int L, int N, int T, int h, int w, float guidance, float guidance_rescale, vd_progress_fn progress,
+              void *user);
 
 /* ᾱ over the training table (train_steps doubles, malloc'd). */
 double *vd_alphas_cumprod(const vd_diffusion_config *d);

@@ -58,6 +58,8 @@ typedef struct {
     const float *image; /* first frame for image-to-video: (3, height, width) in [-1, 1], or NULL */
     int frames, width, height, steps;
     float guidance;     /* classifier-free guidance scale; <= 1 turns guidance off */
+    float guidance_rescale; /* 0 to 1: how far the guided v is scaled back to the conditional v's
+                             * root mean square (0, the default, leaves it) */
     vd_sampler_kind sampler;
     uint64_t seed;
 } vd_gen_params;

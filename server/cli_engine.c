@@ -42,7 +42,7 @@ void cli_usage_eval_model(FILE *out, const char *prog)
 {
     int indent = (int)strlen(prog) + 8; /* under "eval"'s first option */
     fprintf(out,
-            "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--i2v]\n"
+            "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--guidance-rescale F] [--i2v]\n"
             "%*s[--batch N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
             prog, indent, "");
 }
@@ -106,6 +106,18 @@ int cli_parse_guidance(const char *flag, const char *s, float *out)
         return -1;
     }
     *out = g;
+    return 0;
+}
+
+int cli_parse_guidance_rescale(const char *flag, const char *s, float *out)
+{
+    char *end;
+    float phi = strtof(s, &end);
+    if (end == s || *end || !(phi >= 0.0f && phi <= 1.0f)) {
+        cli_bad_arg(flag, "expected a number between 0 and 1");
+        return -1;
+    }
+    *out = phi;
     return 0;
 }
 
@@ -204,7 +216,7 @@ static void judge_real_clips(uint64_t seed, int count, int side, int frames, vd_
 typedef struct {
     const char *model, *ae;
     int prompts, steps, i2v, bf16, batch;
-    float guidance;
+    float guidance, guidance_rescale;
     uint64_t seed;
     vd_device device;
 } model_eval_options;
@@ -243,6 +255,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
             cli_judge_reference(truth, reference, image);
             vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames,
                                .width = side, .height = side, .steps = o->steps, .guidance = o->guidance,
+                               .guidance_rescale = o->guidance_rescale,
                                .sampler = VD_SAMPLER_DDIM, .seed = o->seed + (uint64_t)(i0 + k)};
             if (!(videos[k] = vd_video_begin(e, &p, err))) {
                 fprintf(stderr, "vdmini: eval: prompt %d: %s\n", i0 + k, err);
@@ -301,6 +314,9 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64(f, v, &m.seed)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--guidance") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &m.guidance)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--guidance-rescale") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance_rescale(f, v, &m.guidance_rescale))
+                return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &m.device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--i2v") == 0) {

@@ -56,6 +56,8 @@ int cli_parse_u64(const char *flag, const char *s, uint64_t *out);
 /* auto, cpu or cuda; a guidance scale in [0, 100]. 0, or -1 after the message. */
 int cli_parse_device(const char *flag, const char *s, vd_device *out);
 int cli_parse_guidance(const char *flag, const char *s, float *out);
+/* a guidance rescale in [0, 1]. 0, or -1 after the message. */
+int cli_parse_guidance_rescale(const char *flag, const char *s, float *out);
 /* Returns the value after the flag argv[*i] (advancing *i), or NULL (with a message) when it is
  * missing. */
 const char *cli_flag_value(int argc, char **argv, int *i);

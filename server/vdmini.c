@@ -3,11 +3,12 @@
  *   vdmini init --preset tiny|large [--seed N] --out PATH
  *   vdmini info PATH|PRESET
  *   vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames 16] [--size 128x128]
- *                   [--fps 8] [--steps 25] [--guidance 4] [--sampler ddim|euler] [--seed N]
- *                   [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4
+ *                   [--fps 8] [--steps 25] [--guidance 4] [--guidance-rescale 0] [--sampler ddim|euler]
+ *                   [--seed N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4
  *   vdmini world --count N [--seed S] [--size 128x128] [--frames 16] [--fps 8] [--ae PATH] --out DIR
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
- *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 4] [--i2v]
+ *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 4]
+ *               [--guidance-rescale 0] [--i2v]
  *               [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                            [--time-limit SECONDS]
@@ -54,8 +55,8 @@ static void usage(FILE *out)
     cli_usage_head(out, "vdmini");
     fprintf(out,
             "  vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames N] [--size WxH]\n"
-            "                  [--fps N] [--steps N] [--guidance G] [--sampler ddim|euler] [--seed N]\n"
-            "                  [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4\n"
+            "                  [--fps N] [--steps N] [--guidance G] [--guidance-rescale F] [--sampler ddim|euler]\n"
+            "                  [--seed N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4\n"
             "  vdmini world --count N [--seed N] [--size WxH] [--frames N] [--fps N] [--ae PATH] --out DIR\n"
             "  vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]\n");
     cli_usage_eval_model(out, "vdmini");
@@ -91,7 +92,7 @@ static int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *image = NULL, *out = NULL, *ae = NULL, *v;
     int frames = 16, width = 128, height = 128, fps = 8, steps = 25, bf16 = 0, seed_given = 0;
-    float guidance = VD_DEFAULT_GUIDANCE;
+    float guidance = VD_DEFAULT_GUIDANCE, guidance_rescale = 0.0f;
     vd_sampler_kind sampler = VD_SAMPLER_DDIM;
     vd_device device = VD_DEVICE_AUTO;
     uint64_t seed = 0;
@@ -123,6 +124,9 @@ static int cmd_generate(int argc, char **argv)
                 return cli_bad_arg(f, "expected WIDTHxHEIGHT, e.g. 128x128");
         } else if (strcmp(f, "--guidance") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &guidance)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--guidance-rescale") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance_rescale(f, v, &guidance_rescale))
+                return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--sampler") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
             if (strcmp(v, "ddim") == 0) sampler = VD_SAMPLER_DDIM;
@@ -177,7 +181,8 @@ static int cmd_generate(int argc, char **argv)
             frames, width, height, vd_engine_device_name(e), steps, sampler == VD_SAMPLER_DDIM ? "ddim" : "euler",
             guidance, seed);
     vd_gen_params p = {.prompt = prompt, .image = image_chw, .frames = frames, .width = width, .height = height,
-                       .steps = steps, .guidance = guidance, .sampler = sampler, .seed = seed};
+                       .steps = steps, .guidance = guidance,
+                       .guidance_rescale = guidance_rescale, .sampler = sampler, .seed = seed};
     frames_f = vd_malloc((size_t)frames * 3 * width * height * sizeof(float));
     progress_state ps = {.start = vd_now(), .tty = isatty(2)};
     if (vd_generate(e, &p, frames_f, show_progress, &ps, err) != 0) {

@@ -1,7 +1,7 @@
 /* check_reference.c: compares the C model with the PyTorch reference on cases written by
  * tools/reference/make_model_cases.py: the tokenizer (exact ids and unknown words), the text
  * encoder, autoencoder encode and decode, one UNet forward, and whole DDIM and Euler sampling
- * runs with guidance. Every comparison runs on both CPU backends (fast and reference).
+ * runs with guidance (DDIM also with the guided v rescaled). Every comparison runs on both CPU backends (fast and reference).
  *
  *   check_reference WEIGHTS.safetensors CASES.safetensors
  *
@@ -137,18 +137,22 @@ static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases, 
         json_t *sample = json_object_get(meta, "sample");
         int steps = (int)json_integer_value(json_object_get(sample, "steps"));
         float guidance = (float)json_number_value(json_object_get(sample, "guidance"));
+        float rescale = (float)json_number_value(json_object_get(sample, "guidance_rescale"));
         const vd_st_tensor *noise = need(cases, "sample.noise");
-        const char *names[2] = {"sample.ddim.out", "sample.euler.out"};
-        for (int s = 0; s < 2; s++) {
+        /* DDIM, Euler, and DDIM with the guided v rescaled */
+        const char *names[3] = {"sample.ddim.out", "sample.euler.out", "sample.ddim_rescaled.out"};
+        const char *what[3] = {"sampler ddim", "sampler euler", "sampler ddim rescaled"};
+        for (int s = 0; s < 3; s++) {
             vd_sampler_plan plan;
-            if (vd_sampler_plan_make(&m->cfg.diffusion, s ? VD_SAMPLER_EULER : VD_SAMPLER_DDIM, steps, &plan)) {
+            if (vd_sampler_plan_make(&m->cfg.diffusion, s == 1 ? VD_SAMPLER_EULER : VD_SAMPLER_DDIM, steps, &plan)) {
                 fprintf(stderr, "bad sampler settings in the cases file\n");
                 exit(1);
             }
             float *z = upload(be, noise), *cond = upload(be, need(cases, "sample.cond"));
             float *sctx = upload(be, need(cases, "sample.ctx"));
-            vd_sample(m, &plan, z, cond, sctx, L, (int)noise->shape[0], T, h, w, guidance, NULL, NULL);
-            report(name, s ? "sampler euler" : "sampler ddim", rel_error(be, z, need(cases, names[s])), TOLERANCE);
+            vd_sample(m, &plan, z, cond, sctx, L, (int)noise->shape[0], T, h, w, guidance, s == 2 ? rescale : 0.0f,
+                      NULL, NULL);
+            report(name, what[s], rel_error(be, z, need(cases, names[s])), TOLERANCE);
             be->release(be, z), be->release(be, cond), be->release(be, sctx);
             vd_sampler_plan_free(&plan);
         }

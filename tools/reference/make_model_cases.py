@@ -16,13 +16,14 @@ is its teacher's). Tensors written (N = 2 videos, P prompts, L tokens):
   ae.dec.in (2, latent, h, w)  -> ae.dec.out (2, 3, H, W)
   unet.x (N, T, in, h, w), unet.t (N) float32, unet.ctx (N, L, D) -> unet.out (N, T, out, h, w)
   sample.noise (N, T, out, h, w), sample.cond (N, T, in - out, h, w), sample.ctx (2N, L, D)
-      -> sample.ddim.out, sample.euler.out (N, T, out, h, w): final latents
+      -> sample.ddim.out, sample.euler.out (N, T, out, h, w): final latents;
+      sample.ddim_rescaled.out the same DDIM run with the guidance rescale of the metadata
 
 sample.cond holds the condition latent and the mask: video 0 is image-to-video (one latent
 repeated over T, mask 1), video 1 text-to-video (zeros). sample.ctx rows 0..N-1 are
 conditional, rows N..2N-1 unconditional. __metadata__["vdmini.cases"] is JSON with "prompts",
 "unknown_words" (per prompt), "frames", "latent_size", "image_size", "seed" and
-"sample": {"steps", "guidance", "timesteps"}.
+"sample": {"steps", "guidance", "guidance_rescale", "timesteps"}.
 """
 
 import argparse
@@ -34,6 +35,7 @@ import vdmini_ref as ref
 from safetensors_io import write_safetensors
 
 VIDEOS = 2
+GUIDANCE_RESCALE = 0.7
 
 
 def test_prompts(vocab, max_tokens):
@@ -124,7 +126,10 @@ def main():
             final = sampler(model.unet, model.schedule, noise.double(), cond.double(),
                             sample_context.double(), args.steps, args.guidance)
             store(f"sample.{sampler_name}.out", final)
-        cases["sample"] = {"steps": args.steps, "guidance": args.guidance,
+        final = ref.sample_ddim(model.unet, model.schedule, noise.double(), cond.double(),
+                                sample_context.double(), args.steps, args.guidance, GUIDANCE_RESCALE)
+        store("sample.ddim_rescaled.out", final)
+        cases["sample"] = {"steps": args.steps, "guidance": args.guidance, "guidance_rescale": GUIDANCE_RESCALE,
                            "timesteps": model.schedule.timesteps(args.steps)}
 
     write_safetensors(args.out, tensors, {"vdmini.cases": json.dumps(cases)})

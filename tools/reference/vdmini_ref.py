@@ -704,10 +704,11 @@ class VPredictionSchedule:
         return grid
 
 
-def guided_velocity(unet, z, cond, t, context, guidance):
+def guided_velocity(unet, z, cond, t, context, guidance, rescale=0.0):
     """v for latents z (N, T, 4, h, w) at timestep t. cond (N, T, 5, h, w) is the condition
     latent and mask; context (2N, L, D) holds the conditional rows then the unconditional rows.
-    guidance > 1 runs both halves as one batch of 2N and returns v_u + g (v_c - v_u);
+    guidance > 1 runs both halves as one batch of 2N and returns v_g = v_u + g (v_c - v_u),
+    times rescale * rms(v_c) / rms(v_g) + 1 - rescale per video (rms over all its values);
     guidance <= 1 runs only the conditional half."""
     N = z.shape[0]
     x = torch.cat([z, cond], dim=2)
@@ -716,7 +717,12 @@ def guided_velocity(unet, z, cond, t, context, guidance):
     both = torch.cat([x, x], dim=0)
     v = unet(both, torch.full((2 * N,), float(t), dtype=z.dtype, device=z.device), context)
     v_cond, v_uncond = v[:N], v[N:]
-    return v_uncond + guidance * (v_cond - v_uncond)
+    guided = v_uncond + guidance * (v_cond - v_uncond)
+    if rescale > 0:
+        dims = tuple(range(1, guided.dim()))
+        ratio = (v_cond.square().sum(dims) / guided.square().sum(dims)).sqrt()
+        guided = guided * (rescale * ratio + 1 - rescale).view(-1, *([1] * len(dims)))
+    return guided
 
 
 def pin_first_frame(z0, cond):
@@ -729,21 +735,21 @@ def pin_first_frame(z0, cond):
     return z0
 
 
-def sample_ddim(unet, schedule, noise, cond, context, steps, guidance):
+def sample_ddim(unet, schedule, noise, cond, context, steps, guidance, rescale=0.0):
     """Deterministic DDIM (eta = 0) from z_T = noise; returns the final latents z_0."""
     timesteps = schedule.timesteps(steps)
     z = noise
     for k, t in enumerate(timesteps):
         a = schedule.alpha_bar(t)
         a_prev = schedule.alpha_bar(timesteps[k + 1]) if k + 1 < steps else 1.0
-        v = guided_velocity(unet, z, cond, t, context, guidance)
+        v = guided_velocity(unet, z, cond, t, context, guidance, rescale)
         z0 = pin_first_frame(math.sqrt(a) * z - math.sqrt(1 - a) * v, cond)
         eps = math.sqrt(1 - a) * z + math.sqrt(a) * v
         z = math.sqrt(a_prev) * z0 + math.sqrt(1 - a_prev) * eps
     return z
 
 
-def sample_euler(unet, schedule, noise, cond, context, steps, guidance):
+def sample_euler(unet, schedule, noise, cond, context, steps, guidance, rescale=0.0):
     """Euler on the Karras sigma grid (rho = 7) from z_T = noise. The step is DDIM's first-order
     update between the noise levels of consecutive grid points (in x = z / sqrt(abar) it is
     x <- x + (sigma_next - sigma) * (x - x0) / sigma); the model sees each point's fractional
@@ -753,7 +759,7 @@ def sample_euler(unet, schedule, noise, cond, context, steps, guidance):
     for k, (sigma, t) in enumerate(grid):
         a = 1.0 / (1.0 + sigma * sigma)  # 0 at an infinite sigma
         a_next = 1.0 / (1.0 + grid[k + 1][0] ** 2) if k + 1 < steps else 1.0
-        v = guided_velocity(unet, z, cond, t, context, guidance)
+        v = guided_velocity(unet, z, cond, t, context, guidance, rescale)
         z0 = pin_first_frame(math.sqrt(a) * z - math.sqrt(1 - a) * v, cond)
         eps = math.sqrt(1 - a) * z + math.sqrt(a) * v
         z = math.sqrt(a_next) * z0 + math.sqrt(1 - a_next) * eps
