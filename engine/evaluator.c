@@ -670,8 +670,12 @@ static void judge_object(clip_context *c, int o, vd_eval_clip *out, int image_gi
         add(out, VD_RATE_OBJECT_FOUND, b != NULL);
         add(out, VD_RATE_COLOUR, b && b->label == (int)ob->colour);
         if (ob->track[f].visible >= VISIBLE_WHOLE) {
-            add(out, VD_RATE_SHAPE, b && b->shape == (int)ob->shape);
+            int shape_ok = b && b->shape == (int)ob->shape;
+            add(out, VD_RATE_SHAPE, shape_ok);
             out->shape_judged[ob->shape][b && b->shape >= 0 ? b->shape : VD_SHAPE_COUNT] += 1;
+            out->shape_by_size[ob->size][0] += shape_ok, out->shape_by_size[ob->size][1] += 1;
+            out->shape_by_objects[t->object_count - 1][0] += shape_ok, out->shape_by_objects[t->object_count - 1][1] += 1;
+            out->shape_by_motion[ob->motion][0] += shape_ok, out->shape_by_motion[ob->motion][1] += 1;
             add(out, VD_RATE_SIZE, b && size_class(c, b->r, ob->track[f].scale) == (int)ob->size);
         }
         add(out, VD_RATE_SHARPNESS, b && b->edge_width <= MAX_EDGE_WIDTH);
@@ -1061,8 +1065,14 @@ void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_ev
         if (!isnan(clip->psnr)) psnr += clip->psnr, psnrs++;
         for (int a = 0; a < VD_SHAPE_COUNT; a++)
             for (int j = 0; j <= VD_SHAPE_COUNT; j++) out->shape_confusion[a][j] += clip->shape_judged[a][j];
-        for (int m = 0; m < VD_MOTION_COUNT; m++)
-            for (int j = 0; j < 2; j++) out->direction_by_motion[m][j] += clip->direction_by_motion[m][j];
+        for (int j = 0; j < 2; j++) {
+            for (int m = 0; m < VD_MOTION_COUNT; m++) {
+                out->direction_by_motion[m][j] += clip->direction_by_motion[m][j];
+                out->shape_by_motion[m][j] += clip->shape_by_motion[m][j];
+            }
+            for (int z = 0; z < VD_SIZE_COUNT; z++) out->shape_by_size[z][j] += clip->shape_by_size[z][j];
+            for (int n = 0; n < VD_WORLD_MAX_OBJECTS; n++) out->shape_by_objects[n][j] += clip->shape_by_objects[n][j];
+        }
     }
     double content = 0, motion = 0;
     int ncontent = 0, nmotion = 0;
@@ -1130,6 +1140,31 @@ static void print_shape_confusion(const vd_eval_summary *s, FILE *out)
     fprintf(out, "\n");
 }
 
+/* The shape rate of the object-frames of each size, object count and prompted motion that had any. */
+static void print_shape_breakdown(const vd_eval_summary *s, FILE *out)
+{
+    int any = 0;
+    char group[32];
+    for (int g = 0; g < VD_SIZE_COUNT + VD_WORLD_MAX_OBJECTS + VD_MOTION_COUNT; g++) {
+        const double *d;
+        if (g < VD_SIZE_COUNT) {
+            d = s->shape_by_size[g];
+            snprintf(group, sizeof group, "size %s", vd_size_name((vd_size)g));
+        } else if (g < VD_SIZE_COUNT + VD_WORLD_MAX_OBJECTS) {
+            int n = g - VD_SIZE_COUNT;
+            d = s->shape_by_objects[n];
+            snprintf(group, sizeof group, "%d object%s in the clip", n + 1, n ? "s" : "");
+        } else {
+            int m = g - VD_SIZE_COUNT - VD_WORLD_MAX_OBJECTS;
+            d = s->shape_by_motion[m];
+            snprintf(group, sizeof group, "motion %s", vd_motion_name((vd_motion)m));
+        }
+        if (d[1] == 0) continue;
+        if (!any++) fprintf(out, "\n| object-frames of | shape correct | object-frames |\n|---|---|---|\n");
+        fprintf(out, "| %s | %.3f | %.0f |\n", group, d[0] / d[1], d[1]);
+    }
+}
+
 /* The direction rate of the objects of each prompted motion that had any. */
 static void print_direction_by_motion(const vd_eval_summary *s, FILE *out)
 {
@@ -1155,10 +1190,17 @@ void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out)
     print_row(out, "frechet_distance", s->frechet, NAN, "against real clips of the same prompts");
     print_row(out, "frechet_real", s->frechet_real, NAN, "real clips of as many other prompts against the same");
     print_shape_confusion(s, out);
+    print_shape_breakdown(s, out);
     print_direction_by_motion(s, out);
 }
 
 static json_t *number_or_null(double v) { return isnan(v) ? json_null() : json_real(v); }
+
+/* {"correct": d[0], what: d[1]} */
+static json_t *correct_of(const double d[2], const char *what)
+{
+    return json_pack("{s:I, s:I}", "correct", (json_int_t)d[0], what, (json_int_t)d[1]);
+}
 
 char *vd_eval_summary_json(const vd_eval_summary *s)
 {
@@ -1186,10 +1228,21 @@ char *vd_eval_summary_json(const vd_eval_summary *s)
     json_object_set_new(root, "shape_confusion", confusion);
     json_t *by_motion = json_object(); /* prompted motion -> objects moving that way, objects judged */
     for (int m = 0; m < VD_MOTION_COUNT; m++)
-        json_object_set_new(by_motion, vd_motion_name((vd_motion)m),
-                            json_pack("{s:I, s:I}", "correct", (json_int_t)s->direction_by_motion[m][0], "objects",
-                                      (json_int_t)s->direction_by_motion[m][1]));
+        json_object_set_new(by_motion, vd_motion_name((vd_motion)m), correct_of(s->direction_by_motion[m], "objects"));
     json_object_set_new(root, "direction_by_motion", by_motion);
+    json_t *by_size = json_object(), *by_objects = json_object(), *shape_by_motion = json_object();
+    for (int z = 0; z < VD_SIZE_COUNT; z++)
+        json_object_set_new(by_size, vd_size_name((vd_size)z), correct_of(s->shape_by_size[z], "object_frames"));
+    for (int n = 0; n < VD_WORLD_MAX_OBJECTS; n++) {
+        char key[8];
+        snprintf(key, sizeof key, "%d", n + 1);
+        json_object_set_new(by_objects, key, correct_of(s->shape_by_objects[n], "object_frames"));
+    }
+    for (int m = 0; m < VD_MOTION_COUNT; m++)
+        json_object_set_new(shape_by_motion, vd_motion_name((vd_motion)m), correct_of(s->shape_by_motion[m], "object_frames"));
+    json_object_set_new(root, "shape_by_size", by_size);
+    json_object_set_new(root, "shape_by_objects", by_objects);
+    json_object_set_new(root, "shape_by_motion", shape_by_motion);
     char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(root);
     return text;

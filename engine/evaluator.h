@@ -54,6 +54,11 @@ typedef struct {
      * blob was found or it was too small to tell] */
     double shape_judged[VD_SHAPE_COUNT][VD_SHAPE_COUNT + 1];
     double direction_by_motion[VD_MOTION_COUNT][2]; /* objects moving the prompted way, objects judged */
+    /* the same object-frames, judged the right shape and judged, by the object's size, by the
+     * clip's object count (index count - 1) and by the object's prompted motion */
+    double shape_by_size[VD_SIZE_COUNT][2];
+    double shape_by_objects[VD_WORLD_MAX_OBJECTS][2];
+    double shape_by_motion[VD_MOTION_COUNT][2];
 } vd_eval_clip;
 
 /* Judges frames (frames, 3, height, width) in [-1, 1], the engine's layout. image is the
@@ -90,11 +95,15 @@ typedef struct {
                                        of this set size); NAN where none was made */
     double shape_confusion[VD_SHAPE_COUNT][VD_SHAPE_COUNT + 1]; /* vd_eval_clip's shape_judged, summed */
     double direction_by_motion[VD_MOTION_COUNT][2];             /* vd_eval_clip's, summed */
+    double shape_by_size[VD_SIZE_COUNT][2];                     /* the same */
+    double shape_by_objects[VD_WORLD_MAX_OBJECTS][2];
+    double shape_by_motion[VD_MOTION_COUNT][2];
 } vd_eval_summary;
 
 /* Aggregates a set; reference (may be NULL) is the real clips for the Fréchet distance. */
 void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_eval_summary *out);
-/* A Markdown table of the summary (each rate with its standard error), then, where objects were judged, the shape confusion and the
+/* A Markdown table of the summary (each rate with its standard error), then, where objects were
+ * judged, the shape confusion, the shape rate by size, object count and prompted motion, and the
  * direction rate by prompted motion. */
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out);
 /* The same figures as a JSON object under plain names (malloc'd string; NAN becomes null). */

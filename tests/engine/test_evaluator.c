@@ -365,8 +365,9 @@ static void test_summary_names_every_figure(void **state)
 }
 
 /* The breakdowns count what their rates count: the shape confusion's diagonal over its sum is the
- * shape rate and the direction by prompted motion sums to the direction rate, for real clips, for
- * noise (shapes mostly "none") and for damaged clips alike. */
+ * shape rate, so is each of the shape rate's breakdowns (by size, object count, prompted motion)
+ * summed over its groups, and the direction by prompted motion sums to the direction rate, for
+ * real clips, for noise (shapes mostly "none") and for damaged clips alike. */
 static void test_breakdowns_count_their_rates(void **state)
 {
     (void)state;
@@ -387,13 +388,29 @@ static void test_breakdowns_count_their_rates(void **state)
         assert_true(total > 0);
         assert_float_equal(diagonal / total, s->rate[VD_RATE_SHAPE], 1e-12);
         if (kinds[k] == NOISE) assert_true(none > diagonal);
+        double by_size[2] = {0}, by_objects[2] = {0}, by_motion[2] = {0};
+        for (int j = 0; j < 2; j++) {
+            for (int z = 0; z < VD_SIZE_COUNT; z++) by_size[j] += s->shape_by_size[z][j];
+            for (int n = 0; n < VD_WORLD_MAX_OBJECTS; n++) by_objects[j] += s->shape_by_objects[n][j];
+            for (int m = 0; m < VD_MOTION_COUNT; m++) by_motion[j] += s->shape_by_motion[m][j];
+        }
+        assert_float_equal(by_size[1], total, 1e-9);
+        assert_float_equal(by_objects[1], total, 1e-9);
+        assert_float_equal(by_motion[1], total, 1e-9);
+        assert_float_equal(by_size[0], diagonal, 1e-9);
+        assert_float_equal(by_objects[0], diagonal, 1e-9);
+        assert_float_equal(by_motion[0], diagonal, 1e-9);
     }
     char *json = vd_eval_summary_json(&summaries[REAL]);
     assert_non_null(strstr(json, "\"shape_confusion\""));
     assert_non_null(strstr(json, "\"direction_by_motion\""));
+    assert_non_null(strstr(json, "\"shape_by_size\""));
+    assert_non_null(strstr(json, "\"shape_by_objects\""));
+    assert_non_null(strstr(json, "\"shape_by_motion\""));
     free(json);
     char *table = markdown_of(&summaries[REAL]);
     assert_non_null(strstr(table, "| shape judged as → |"));
+    assert_non_null(strstr(table, "| object-frames of | shape correct |"));
     assert_non_null(strstr(table, "| prompted motion |"));
     free(table);
 }
