@@ -67,6 +67,24 @@ static int get_float(json_t *v, const char *key, double lo, double hi, float *ou
     return 0;
 }
 
+/* A JSON array of VD_WORLD_MAX_OBJECTS odds, each in [0, 1e6], at least one above 0. */
+static int get_count_odds(json_t *v, const char *key, float *odds, char *err, size_t errlen)
+{
+    if (!json_is_array(v) || json_array_size(v) != VD_WORLD_MAX_OBJECTS)
+        return vd_fail(err, errlen, "training config %s: must be a list of %d numbers (the odds of 1 to %d objects)", key,
+                       VD_WORLD_MAX_OBJECTS, VD_WORLD_MAX_OBJECTS);
+    double sum = 0;
+    for (int k = 0; k < VD_WORLD_MAX_OBJECTS; k++) {
+        json_t *x = json_array_get(v, (size_t)k);
+        if (!json_is_number(x) || !(json_number_value(x) >= 0 && json_number_value(x) <= 1e6))
+            return vd_fail(err, errlen, "training config %s: item %d must be a number in [0, 1e6]", key, k);
+        odds[k] = (float)json_number_value(x);
+        sum += odds[k];
+    }
+    if (!(sum > 0)) return vd_fail(err, errlen, "training config %s: at least one of the odds must be above 0", key);
+    return 0;
+}
+
 /* A non-empty JSON array of distinct UNet level numbers, as a mask (bit l: level l). */
 static int get_levels(json_t *v, const char *key, unsigned *mask, char *err, size_t errlen)
 {
@@ -164,6 +182,7 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
             rc = get_float(v, key, 0, 1, &c->first_frame_rate, err, errlen);
         else if (strcmp(key, "object_loss_weight") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_float(v, key, 0, 100, &c->object_loss_weight, err, errlen);
+        else if (strcmp(key, "object_count_odds") == 0) rc = get_count_odds(v, key, c->object_count_odds, err, errlen);
         else if (strcmp(key, "teacher") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->teacher, sizeof c->teacher, err, errlen);
         else if (strcmp(key, "diffusion") == 0 && c->target == VD_TRAIN_DENOISER)
@@ -689,9 +708,12 @@ static vd_train_run *open_replica(const vd_train_config *c, vd_backend *be, int 
     static const char *const ae_part[] = {"ae."}, *const denoiser_parts[] = {"text.", "unet."};
     vd_param_range(&r->model, denoiser ? denoiser_parts : ae_part, denoiser ? 2 : 1, &r->begin, &r->end);
     /* micro-batch k of a step runs on replica k % ranks: a replica renders ahead its share */
-    r->loader = vd_loader_new_strided(c->seed, r->next_clip + (uint64_t)rank * c->clips, c->clips, ranks * c->clips,
-                                      r->side, r->side, c->batch, c->loader_threads,
-                                      2 * c->loader_threads + c->clips * (c->grad_accum / ranks));
+    int own_odds = 0;
+    for (int k = 0; k < VD_WORLD_MAX_OBJECTS; k++) own_odds |= c->object_count_odds[k] > 0;
+    r->loader = vd_loader_new_odds(c->seed, r->next_clip + (uint64_t)rank * c->clips, c->clips, ranks * c->clips,
+                                   r->side, r->side, c->batch, c->loader_threads,
+                                   2 * c->loader_threads + c->clips * (c->grad_accum / ranks),
+                                   own_odds ? c->object_count_odds : NULL);
     r->frames = c->clips * c->batch;
     r->truth = vd_malloc((size_t)c->clips * sizeof *r->truth);
     size_t n = (size_t)r->frames * 3 * r->side * r->side;

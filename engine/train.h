@@ -86,13 +86,16 @@ typedef struct {
      * 1 + object_loss_weight times a value elsewhere (vd_train_object_weight); 0, the default, is
      * the plain mean */
     float object_loss_weight;
+    /* the odds of training clips with one, two and three objects (vd_world_sample_odds); all 0,
+     * the default, is the world's own draw */
+    float object_count_odds[VD_WORLD_MAX_OBJECTS];
     size_t max_shard_bytes;       /* VD_TRAIN_SHARD_BYTES; not in the JSON (tests lower it) */
 } vd_train_config;
 
 /* Defaults: steps 1000, batch 8, clips 1, image_size 0, lr 4e-4, min_lr 4e-5, warmup_steps 100,
  * weight_decay 0.01, beta1 0.9, beta2 0.999, eps 1e-8, clip_norm 1, ema_decay 0.999,
  * grad_accum 1, seed 0, loader_threads 4, checkpoint_every 1000, log_every 10, init "tiny",
- * empty_prompt_rate 0.1, first_frame_rate 0.5, object_loss_weight 0. */
+ * empty_prompt_rate 0.1, first_frame_rate 0.5, object_loss_weight 0, object_count_odds the world's. */
 void vd_train_config_defaults(vd_train_config *c);
 /* Parses a JSON object over the defaults: every key is checked (unknown keys are errors), and
  * out_dir is required. Training the autoencoder, "ae" is an inline autoencoder config (as in a

@@ -484,13 +484,32 @@ static void draw_start(draw_stream *s, vd_world_object *o, int w, int h, int fra
 
 void vd_world_sample(uint64_t seed, uint64_t index, int width, int height, int frames, vd_clip_truth *t)
 {
+    vd_world_sample_odds(seed, index, width, height, frames, NULL, t);
+}
+
+void vd_world_sample_odds(uint64_t seed, uint64_t index, int width, int height, int frames,
+                          const float *count_odds, vd_clip_truth *t)
+{
     pthread_once(&world_once, world_init);
     draw_stream s = {vd_rng_u64(seed, index), 0};
     memset(t, 0, sizeof *t);
     t->seed = seed, t->index = index, t->width = width, t->height = height, t->frames = frames;
     t->background = (vd_background)draw_int(&s, VD_BACKGROUND_COUNT);
     double u = draw_uniform(&s);
-    t->object_count = u < 0.4 ? 1 : u < 0.75 ? 2 : 3;
+    if (count_odds) {
+        double sum = 0, below = 0;
+        for (int k = 0; k < VD_WORLD_MAX_OBJECTS; k++) sum += count_odds[k];
+        t->object_count = VD_WORLD_MAX_OBJECTS;
+        for (int k = 0; k + 1 < VD_WORLD_MAX_OBJECTS; k++) {
+            below += count_odds[k];
+            if (u < below / sum) {
+                t->object_count = k + 1;
+                break;
+            }
+        }
+    } else {
+        t->object_count = u < 0.4 ? 1 : u < 0.75 ? 2 : 3;
+    }
     for (int o = 0; o < t->object_count; o++) {
         vd_world_object *ob = &t->objects[o];
         int colour, clash;
@@ -729,6 +748,8 @@ struct vd_loader {
     uint64_t seed, first;
     int group, stride;
     int width, height, frames, threads, depth, stopping;
+    int has_odds; /* count_odds replaces the world's odds of the object count */
+    float count_odds[VD_WORLD_MAX_OBJECTS];
     uint64_t next_claim, next_deliver; /* counts of clips handed out, not clip numbers */
     loader_slot *slots;
     pthread_t *workers;
@@ -752,7 +773,8 @@ static void *loader_worker(void *arg)
         slot->index = index;
         pthread_mutex_unlock(&l->lock);
         uint64_t clip = l->first + index / (uint64_t)l->group * (uint64_t)l->stride + index % (uint64_t)l->group;
-        vd_world_sample(l->seed, clip, l->width, l->height, l->frames, &slot->truth);
+        vd_world_sample_odds(l->seed, clip, l->width, l->height, l->frames, l->has_odds ? l->count_odds : NULL,
+                             &slot->truth);
         vd_world_render(&slot->truth, slot->frames);
         pthread_mutex_lock(&l->lock);
         slot->state = SLOT_READY;
@@ -770,14 +792,29 @@ vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int t
 vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
                                  int frames, int threads, int depth)
 {
+    return vd_loader_new_odds(seed, first, group, stride, width, height, frames, threads, depth, NULL);
+}
+
+vd_loader *vd_loader_new_odds(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
+                              int frames, int threads, int depth, const float *count_odds)
+{
     if (width < 8 || height < 8 || width > VD_WORLD_MAX_SIDE || height > VD_WORLD_MAX_SIDE || frames < 1 ||
         frames > VD_WORLD_MAX_FRAMES || threads < 1 || threads > 256 || depth < 1 || depth > 4096 || group < 1 ||
         stride < group)
         return NULL;
+    if (count_odds) {
+        float sum = 0;
+        for (int k = 0; k < VD_WORLD_MAX_OBJECTS; k++) {
+            if (!(count_odds[k] >= 0 && count_odds[k] <= 1e6f)) return NULL;
+            sum += count_odds[k];
+        }
+        if (!(sum > 0)) return NULL;
+    }
     pthread_once(&world_once, world_init);
     vd_loader *l = vd_calloc(1, sizeof *l);
     *l = (vd_loader){.seed = seed, .first = first, .group = group, .stride = stride, .width = width, .height = height,
-                     .frames = frames, .threads = threads, .depth = depth};
+                     .frames = frames, .threads = threads, .depth = depth, .has_odds = count_odds != NULL};
+    if (count_odds) memcpy(l->count_odds, count_odds, sizeof l->count_odds);
     l->slots = vd_calloc((size_t)depth, sizeof *l->slots);
     for (int i = 0; i < depth; i++) l->slots[i].frames = vd_malloc((size_t)frames * 3 * width * height * sizeof(float));
     pthread_mutex_init(&l->lock, NULL);

@@ -99,6 +99,11 @@ int vd_world_motion_allowed(vd_motion m, vd_shape s);
 /* Draws clip number `index` of the world with `seed`: background, objects, tracks, visibility
  * and prompt. width and height are in [8, VD_WORLD_MAX_SIDE], frames in [1, VD_WORLD_MAX_FRAMES]. */
 void vd_world_sample(uint64_t seed, uint64_t index, int width, int height, int frames, vd_clip_truth *t);
+/* The same with other odds of one, two and three objects (count_odds[k] for k + 1 objects, each
+ * >= 0, summing to more than 0); NULL is the world's own, 0.40, 0.35 and 0.25, with which it
+ * draws exactly vd_world_sample's clip. Every other draw of the clip stays as it would be. */
+void vd_world_sample_odds(uint64_t seed, uint64_t index, int width, int height, int frames,
+                          const float *count_odds, vd_clip_truth *t);
 
 /* Recomputes every object's track (positions, scale, angle and visibility) from the description
  * fields; vd_world_sample and the JSON reader call it. */
@@ -143,6 +148,9 @@ vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int t
  * group >= 1, stride >= group; group = stride hands out first, first + 1, ... */
 vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
                                  int frames, int threads, int depth);
+/* Same, each clip drawn with vd_world_sample_odds's count_odds (copied; NULL: the world's). */
+vd_loader *vd_loader_new_odds(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
+                              int frames, int threads, int depth, const float *count_odds);
 /* Blocks until the next clip is ready; copies its frames (frames, 3, height, width) and, when
  * truth is not NULL, its ground truth. */
 void vd_loader_next(vd_loader *l, float *frames, vd_clip_truth *truth);

@@ -147,6 +147,16 @@ static void test_config(void **state)
     assert_true(c.object_loss_weight == 3.0f);
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_loss_weight\": -1}", &c, err, sizeof err), -1);
     assert_non_null(strstr(err, "object_loss_weight"));
+    for (int k = 0; k < VD_WORLD_MAX_OBJECTS; k++) assert_true(c.object_count_odds[k] == 0.0f); /* the world's */
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_count_odds\": [1, 2, 2.5]}", &c, err, sizeof err), 0);
+    assert_true(c.object_count_odds[0] == 1.0f && c.object_count_odds[1] == 2.0f && c.object_count_odds[2] == 2.5f);
+    const char *bad_odds[] = {"[0, 0, 0]", "[1, 2]", "[1, -1, 1]", "[1, \"two\", 1]", "3"};
+    for (size_t i = 0; i < sizeof bad_odds / sizeof *bad_odds; i++) {
+        char json[128];
+        snprintf(json, sizeof json, "{\"out_dir\": \"x\", \"object_count_odds\": %s}", bad_odds[i]);
+        assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), -1);
+        assert_non_null(strstr(err, "object_count_odds"));
+    }
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"teacher\": \"t.safetensors\", \"object_loss_weight\": 2}",
                                            &c, err, sizeof err), 0); /* a distillation weighs its task term */
     assert_true(c.object_loss_weight == 2.0f);

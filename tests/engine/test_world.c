@@ -114,6 +114,27 @@ static void test_clips_are_deterministic_and_varied(void **state)
     for (int i = 0; i < VD_MOTION_COUNT; i++) assert_true(motions[i] > 0);
     for (int i = 0; i < VD_BACKGROUND_COUNT; i++) assert_true(backgrounds[i] > 0);
     for (int i = 1; i <= 3; i++) assert_true(counts[i] > 0);
+    /* other odds of the object count: NULL is the world's draw; odds for one count alone give it
+     * always, with the clip's background drawn as before; 0:1:3 gives two and three objects about
+     * a quarter and three quarters of the time */
+    int by_odds[4] = {0};
+    for (int i = 0; i < 800; i++) {
+        vd_world_sample(5, (uint64_t)i, 48, 40, 3, a);
+        vd_world_sample_odds(5, (uint64_t)i, 48, 40, 3, NULL, b);
+        assert_memory_equal(a, b, sizeof *a);
+        for (int k = 0; k < VD_WORLD_MAX_OBJECTS; k++) {
+            float odds[VD_WORLD_MAX_OBJECTS] = {0};
+            odds[k] = 2.0f;
+            vd_world_sample_odds(5, (uint64_t)i, 48, 40, 3, odds, b);
+            assert_int_equal(b->object_count, k + 1);
+            assert_int_equal(b->background, a->background);
+        }
+        const float crowded[VD_WORLD_MAX_OBJECTS] = {0, 1, 3};
+        vd_world_sample_odds(5, (uint64_t)i, 48, 40, 3, crowded, b);
+        by_odds[b->object_count]++;
+    }
+    assert_int_equal(by_odds[1], 0);
+    assert_true(by_odds[2] > 150 && by_odds[2] < 250 && by_odds[3] > 550 && by_odds[3] < 650);
     vd_world_sample(5, 1, 48, 40, 3, b);
     assert_true(memcmp(a, b, sizeof *a) != 0);
     free(a);
@@ -277,6 +298,22 @@ static void test_loader_hands_out_the_seeds_clips_in_order(void **state)
         }
         vd_loader_free(l); /* with workers still rendering ahead */
     }
+    /* with odds of the object count: the same clips vd_world_sample_odds draws; bad odds refused */
+    const float two_or_three[VD_WORLD_MAX_OBJECTS] = {0, 1, 1}, none[VD_WORLD_MAX_OBJECTS] = {0, 0, 0};
+    const float negative[VD_WORLD_MAX_OBJECTS] = {1, -1, 1};
+    assert_null(vd_loader_new_odds(1, 0, 1, 1, w, h, frames, 2, 2, none));
+    assert_null(vd_loader_new_odds(1, 0, 1, 1, w, h, frames, 2, 2, negative));
+    vd_loader *l = vd_loader_new_odds(123, 5, 2, 6, w, h, frames, 2, 3, two_or_three);
+    assert_non_null(l);
+    for (int i = 0; i < clips; i++) {
+        vd_world_sample_odds(123, (uint64_t)(5 + i / 2 * 6 + i % 2), w, h, frames, two_or_three, expected);
+        vd_world_render(expected, want);
+        vd_loader_next(l, got, truth);
+        assert_true(truth->object_count >= 2);
+        assert_memory_equal(got, want, n * sizeof(float));
+        assert_memory_equal(truth, expected, sizeof *truth);
+    }
+    vd_loader_free(l);
     free(want);
     free(got);
     free(expected);
