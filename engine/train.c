@@ -710,10 +710,10 @@ static vd_train_run *open_replica(const vd_train_config *c, vd_backend *be, int 
     /* micro-batch k of a step runs on replica k % ranks: a replica renders ahead its share */
     int own_odds = 0;
     for (int k = 0; k < VD_WORLD_MAX_OBJECTS; k++) own_odds |= c->object_count_odds[k] > 0;
-    r->loader = vd_loader_new_odds(c->seed, r->next_clip + (uint64_t)rank * c->clips, c->clips, ranks * c->clips,
-                                   r->side, r->side, c->batch, c->loader_threads,
-                                   2 * c->loader_threads + c->clips * (c->grad_accum / ranks),
-                                   own_odds ? c->object_count_odds : NULL);
+    r->loader = vd_loader_new_strided(c->seed, r->next_clip + (uint64_t)rank * c->clips, c->clips, ranks * c->clips,
+                                      r->side, r->side, c->batch, c->loader_threads,
+                                      2 * c->loader_threads + c->clips * (c->grad_accum / ranks),
+                                      own_odds ? c->object_count_odds : NULL);
     r->frames = c->clips * c->batch;
     r->truth = vd_malloc((size_t)c->clips * sizeof *r->truth);
     size_t n = (size_t)r->frames * 3 * r->side * r->side;

@@ -786,17 +786,11 @@ static void *loader_worker(void *arg)
 
 vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int threads, int depth)
 {
-    return vd_loader_new_strided(seed, 0, 1, 1, width, height, frames, threads, depth);
+    return vd_loader_new_strided(seed, 0, 1, 1, width, height, frames, threads, depth, NULL);
 }
 
 vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
-                                 int frames, int threads, int depth)
-{
-    return vd_loader_new_odds(seed, first, group, stride, width, height, frames, threads, depth, NULL);
-}
-
-vd_loader *vd_loader_new_odds(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
-                              int frames, int threads, int depth, const float *count_odds)
+                                 int frames, int threads, int depth, const float *count_odds)
 {
     if (width < 8 || height < 8 || width > VD_WORLD_MAX_SIDE || height > VD_WORLD_MAX_SIDE || frames < 1 ||
         frames > VD_WORLD_MAX_FRAMES || threads < 1 || threads > 256 || depth < 1 || depth > 4096 || group < 1 ||

@@ -145,12 +145,10 @@ vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int t
 /* Same, handing out runs of `group` consecutive clips that start `stride` clips apart: first,
  * first + 1, ..., first + group - 1, then first + stride, ... (a resumed training run picks up
  * where it was; one of several replicas of a run takes every replicas-th micro-batch).
- * group >= 1, stride >= group; group = stride hands out first, first + 1, ... */
+ * group >= 1, stride >= group; group = stride hands out first, first + 1, ... Each clip is drawn
+ * with vd_world_sample_odds's count_odds (copied; NULL: the world's own odds). */
 vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
-                                 int frames, int threads, int depth);
-/* Same, each clip drawn with vd_world_sample_odds's count_odds (copied; NULL: the world's). */
-vd_loader *vd_loader_new_odds(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
-                              int frames, int threads, int depth, const float *count_odds);
+                                 int frames, int threads, int depth, const float *count_odds);
 /* Blocks until the next clip is ready; copies its frames (frames, 3, height, width) and, when
  * truth is not NULL, its ground truth. */
 void vd_loader_next(vd_loader *l, float *frames, vd_clip_truth *truth);

@@ -271,8 +271,8 @@ static void test_loader_hands_out_the_seeds_clips_in_order(void **state)
     vd_clip_truth *expected = vd_malloc(sizeof *expected), *truth = vd_malloc(sizeof *truth);
     assert_null(vd_loader_new(1, w, h, 0, 2, 2));
     assert_null(vd_loader_new(1, w, h, frames, 0, 2));
-    assert_null(vd_loader_new_strided(1, 0, 0, 1, w, h, frames, 2, 2));
-    assert_null(vd_loader_new_strided(1, 0, 3, 2, w, h, frames, 2, 2));
+    assert_null(vd_loader_new_strided(1, 0, 0, 1, w, h, frames, 2, 2, NULL));
+    assert_null(vd_loader_new_strided(1, 0, 3, 2, w, h, frames, 2, 2, NULL));
     for (int threads = 1; threads <= 3; threads += 2) {
         vd_loader *l = vd_loader_new(123, w, h, frames, threads, 3);
         assert_non_null(l);
@@ -287,7 +287,7 @@ static void test_loader_hands_out_the_seeds_clips_in_order(void **state)
     }
     /* runs of 2 clips, 6 apart, from clip 5: 5, 6, 11, 12, 17, ... */
     for (int threads = 1; threads <= 3; threads += 2) {
-        vd_loader *l = vd_loader_new_strided(123, 5, 2, 6, w, h, frames, threads, 3);
+        vd_loader *l = vd_loader_new_strided(123, 5, 2, 6, w, h, frames, threads, 3, NULL);
         assert_non_null(l);
         for (int i = 0; i < clips; i++) {
             vd_world_sample(123, (uint64_t)(5 + i / 2 * 6 + i % 2), w, h, frames, expected);
@@ -301,9 +301,9 @@ static void test_loader_hands_out_the_seeds_clips_in_order(void **state)
     /* with odds of the object count: the same clips vd_world_sample_odds draws; bad odds refused */
     const float two_or_three[VD_WORLD_MAX_OBJECTS] = {0, 1, 1}, none[VD_WORLD_MAX_OBJECTS] = {0, 0, 0};
     const float negative[VD_WORLD_MAX_OBJECTS] = {1, -1, 1};
-    assert_null(vd_loader_new_odds(1, 0, 1, 1, w, h, frames, 2, 2, none));
-    assert_null(vd_loader_new_odds(1, 0, 1, 1, w, h, frames, 2, 2, negative));
-    vd_loader *l = vd_loader_new_odds(123, 5, 2, 6, w, h, frames, 2, 3, two_or_three);
+    assert_null(vd_loader_new_strided(1, 0, 1, 1, w, h, frames, 2, 2, none));
+    assert_null(vd_loader_new_strided(1, 0, 1, 1, w, h, frames, 2, 2, negative));
+    vd_loader *l = vd_loader_new_strided(123, 5, 2, 6, w, h, frames, 2, 3, two_or_three);
     assert_non_null(l);
     for (int i = 0; i < clips; i++) {
         vd_world_sample_odds(123, (uint64_t)(5 + i / 2 * 6 + i % 2), w, h, frames, two_or_three, expected);
