@@ -24,11 +24,10 @@
  * table; --json writes the same figures as JSON; --i2v judges image-to-video, the world's first
  * frame being the given image. world --ae passes every clip through an autoencoder (encode, then
  * decode), so that eval --videos on them measures the ceiling it puts on every model's scores.
- * train trains the autoencoder, or the denoiser (text encoder and
- * UNet, on latents of a trained autoencoder), as the JSON config says (README.md, "Training"),
- * printing a progress line on stderr; --resume continues from a checkpoint directory exactly.
- * Every bad argument gets a message naming it and exit status 2; a failure while running gets
- * status 1.
+ * train trains the autoencoder, or the denoiser (text encoder and UNet, on latents of a trained
+ * autoencoder), as the JSON config says (README.md, "Training"), printing a progress line on
+ * stderr; --resume continues from a checkpoint directory exactly. Every bad argument gets a
+ * message naming it and exit status 2; a failure while running gets status 1.
  *
  * This file holds what needs the video layer (video.c, FFmpeg): generate, world and eval --videos.
  * The engine-only commands (init, info, train, convert, eval --model) and the dispatcher live in

@@ -37,6 +37,8 @@ else
 fi
 gen --prompt "a red circle moves left" --seed 9 --out "$work/b.mp4" 2>/dev/null
 if cmp -s "$work/a.mp4" "$work/b.mp4"; then ok "same seed, same video"; else bad "same seed gave a different video"; fi
+gen --prompt "a red circle moves left" --seed 9 --guidance-rescale 0.7 --out "$work/r.mp4" 2>/dev/null
+if [ -s "$work/r.mp4" ] && ! cmp -s "$work/a.mp4" "$work/r.mp4"; then ok "guidance rescale changes the video"; else bad "guidance rescale ignored"; fi
 gen --prompt "a red circle moves left" --seed 10 --out "$work/c.mp4" 2>/dev/null
 if ! cmp -s "$work/a.mp4" "$work/c.mp4"; then ok "another seed, another video"; else bad "seed ignored"; fi
 if gen --prompt "a blue square" --image "$work/a.png" --sampler euler --seed 1 --out "$work/i.mp4" 2>"$work/err" &&
@@ -55,6 +57,7 @@ expect_usage_error "bad size" "--size" generate --model "$model" --prompt p --si
 expect_usage_error "size not a multiple" "--size" generate --model "$model" --prompt p --size 100x100 --out "$work/x.mp4"
 expect_usage_error "bad steps" "--steps" generate --model "$model" --prompt p --steps 5000 --out "$work/x.mp4"
 expect_usage_error "bad guidance" "--guidance" generate --model "$model" --prompt p --guidance lots --out "$work/x.mp4"
+expect_usage_error "bad guidance rescale" "--guidance-rescale" generate --model "$model" --prompt p --guidance-rescale 1.5 --out "$work/x.mp4"
 expect_usage_error "bad sampler" "--sampler" generate --model "$model" --prompt p --sampler heun --out "$work/x.mp4"
 expect_usage_error "bad device" "--device" generate --model "$model" --prompt p --device tpu --out "$work/x.mp4"
 expect_usage_error "bad seed" "--seed" generate --model "$model" --prompt p --seed -1 --out "$work/x.mp4"
