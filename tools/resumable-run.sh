@@ -1,5 +1,5 @@
 # resumable-run.sh: what the long-run scripts (train-models.sh, distill-student.sh,
-# vdmini-ablation.sh) share; sourced, not run. The caller sets `here` (the source tree), `gpus`
+# vdmini-ablation.sh, stage-ab.sh) share; sourced, not run. The caller sets `here` (the source tree), `gpus`
 # (the --gpus option, 1 without it), `limit` (the --time-limit option in seconds, 0 without it),
 # `vdmini` (vdmini_program's answer) and, before the first run, `start` (date +%s).
 

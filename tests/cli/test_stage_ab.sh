@@ -1,0 +1,85 @@
+#!/bin/sh
+# test_stage_ab.sh: tools/stage-ab.sh end to end with --quick on the CPU, from the shipped
+# teacher: two configs (the second with crowded clips) train side by side, each result is
+# evaluated on two seeds, text- and image-to-video, and the summary compares them; the configs
+# keep their settings with out_dir replaced and relative paths resolved; a second run changes
+# nothing; bad options and a missing config are refused before anything runs.
+set -u
+: "${top_srcdir:=.}"
+: "${top_builddir:=.}"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok: $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
+build=$(cd "$top_builddir" && pwd) # the script works inside its output directory
+export VDMINI="$build/vdmini-core"
+script="$top_srcdir/tools/stage-ab.sh" out="$work/out"
+models=$(cd "$top_srcdir/models" && pwd)
+
+mkdir -p "$work/configs"
+cp "$models/teacher.safetensors" "$work/configs/start.safetensors"
+cat >"$work/configs/a.json" <<JSON
+{"init": "start.safetensors", "ae": "$models/ae.safetensors", "out_dir": "elsewhere", "steps": 100,
+ "batch": 16, "clips": 16, "grad_accum": 8, "lr": 1e-4, "min_lr": 1e-5, "seed": 27, "object_loss_weight": 3}
+JSON
+sed 's/"object_loss_weight": 3}/"object_loss_weight": 3, "object_count_odds": [1, 2, 2]}/' "$work/configs/a.json" \
+    >"$work/configs/b.json"
+
+# expect_refused NAME FRAGMENT ARGS...: the script fails naming FRAGMENT, having made nothing
+expect_refused() {
+    name=$1 fragment=$2
+    shift 2
+    if "$script" "$@" "$work/refused" 2>"$work/err"; then
+        bad "$name ran"
+    elif grep -q -- "$fragment" "$work/err" && [ ! -e "$work/refused" ]; then
+        ok "$name is refused before anything runs"
+    else
+        bad "$name: $(cat "$work/err")"
+    fi
+}
+expect_refused "an unknown option" --epochs --epochs 3 "$work/configs/a.json" "$work/configs/b.json"
+expect_refused "--gpus 3" --gpus --gpus 3 "$work/configs/a.json" "$work/configs/b.json"
+expect_refused "bad seeds" --seeds --seeds 1000,,2000 "$work/configs/a.json" "$work/configs/b.json"
+expect_refused "a missing config" "no config" "$work/configs/a.json" "$work/configs/none.json"
+
+if "$script" --quick --seeds 1000,2000 "$work/configs/a.json" "$work/configs/b.json" "$out" >"$work/log" 2>&1; then
+    ok "the quick A/B finishes"
+else
+    bad "quick A/B: $(tail -5 "$work/log")"
+fi
+if python3 - "$out" "$work/configs" <<'PY'; then
+import json, os, sys
+out, configs = sys.argv[1:]
+for arm in ("a", "b"):
+    got = json.load(open(f"{out}/{arm}.json"))
+    assert got["out_dir"] == arm and got["init"] == f"{configs}/start.safetensors", got
+    assert got["seed"] == 27 and got["object_loss_weight"] == 3 and got["steps"] == 2, got
+    assert ("object_count_odds" in got) == (arm == "b"), got
+    assert os.path.exists(f"{out}/{arm}/teacher-ema.safetensors") and os.path.exists(f"{out}/{arm}.safetensors")
+    for mode in ("t2v", "i2v"):
+        for seed in (1000, 2000):
+            report = json.load(open(f"{out}/eval-{arm}-{mode}-{seed}.json"))
+            assert report["clips"] == 2 and "shape_by_objects" in report, (arm, mode, seed)
+PY
+    ok "each arm trains its own config and is evaluated on every seed"
+else
+    bad "arms: $(ls "$out")"
+fi
+if grep -q "^| t2v | A | B | B - A |" "$out/summary.md" && grep -q "^| i2v | A | B | B - A |" "$out/summary.md" &&
+   grep -q "^| shape_correct | [0-9.]* | [0-9.]* | [-+][0-9.]* |" "$out/summary.md" &&
+   grep -q "^| first_frame_psnr |" "$out/summary.md" && grep -q "^| shape, clips of 1 object |" "$out/summary.md"; then
+    ok "the summary compares A and B"
+else
+    bad "summary: $(cat "$out/summary.md")"
+fi
+before=$(ls -l --time-style=full-iso "$out"/*.safetensors "$out"/eval-*.json)
+if "$script" --quick --seeds 1000,2000 "$work/configs/a.json" "$work/configs/b.json" "$out" >"$work/log2" 2>&1 &&
+   [ "$before" = "$(ls -l --time-style=full-iso "$out"/*.safetensors "$out"/eval-*.json)" ]; then
+    ok "a second run changes nothing"
+else
+    bad "second run: $(tail -3 "$work/log2")"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
