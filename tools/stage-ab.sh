@@ -7,18 +7,19 @@
 #   tools/stage-ab.sh [--time-limit SECONDS] [--gpus N] [--seeds 1000,2000,3000] [--prompts 200]
 #                     [--quick] CONFIG_A CONFIG_B OUTDIR
 #
-# CONFIG_A and CONFIG_B are `vdmini train denoiser` configs (README, "Training"); relative paths
-# in them ("init", "ae") are taken from the config's own folder, and "out_dir" is replaced by
-# OUTDIR/a and OUTDIR/b. With --gpus N (even) each run takes half of the GPUs; with one GPU both
+# CONFIG_A and CONFIG_B are `vdmini train denoiser` configs (README, "Training"); relative paths in
+# them ("init", "ae") are taken from the config's own folder, and "out_dir" is replaced by OUTDIR/a
+# and OUTDIR/b. With --gpus N (even) each run takes half of the GPUs (and must find them: --device
+# cuda), and each result is evaluated on the first GPU of its half; with one GPU (or none) both
 # share it (two runs of this model make about 1.2 times the clips of one: bench/RESULTS.md). Each
-# run resumes from its newest checkpoint: with --time-limit the script stops after about that
-# many seconds (after a checkpoint) and exits 3; run it again to go on. It then writes
+# run resumes from its newest checkpoint: with --time-limit the script stops after about that many
+# seconds (after a checkpoint) and exits 3; run it again to go on. It then writes
 # OUTDIR/{a,b}.safetensors (the EMA weights, bf16), OUTDIR/eval-{a,b}-{t2v,i2v}-SEED.json and
-# OUTDIR/summary.md: every rate of A and B (the mean over the seeds), B - A, and the shape rate
-# by the clip's object count over all the seeds' clips. The program is found as tools/resumable-run.sh says; AE
-# names the autoencoder for the evaluation (default models/ae.safetensors). --quick shrinks the
-# runs to 2 steps of one clip and the evaluations to 2 prompts of 2 steps, to check the pipeline
-# on the CPU.
+# OUTDIR/summary.md: every rate of A and B (the mean over the seeds), B - A, and the shape rate by
+# the clip's object count over all the seeds' clips. The program is found as tools/resumable-run.sh
+# says; AE names the autoencoder for the evaluation (default models/ae.safetensors). --quick
+# shrinks the runs to 2 steps of one clip and the evaluations to 2 prompts of 2 steps, to check the
+# pipeline on the CPU.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 limit=0 gpus=1 quick=0 seeds=1000,2000,3000 prompts=200
@@ -42,6 +43,8 @@ for config in "$1" "$2"; do [ -f "$config" ] || { echo "stage-ab.sh: no config $
 config_a=$(realpath "$1") config_b=$(realpath "$2")
 ae=$(realpath "${AE:-$here/models/ae.safetensors}")
 vdmini=$(vdmini_program)
+device=auto
+[ "$gpus" -gt 1 ] && device=cuda # with GPUs named, a run that finds none fails instead of using the CPU
 mkdir -p "$3"
 cd "$3"
 start=$(date +%s)
@@ -69,7 +72,7 @@ PY
 train() {
     [ -f "$1/teacher-ema.safetensors" ] && return 0
     run_resumable "$1" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("grad_accum", 1))' "$1.json")" \
-        train denoiser --config "$1.json" --device auto --bf16 || return $?
+        train denoiser --config "$1.json" --device $device --bf16 || return $?
     [ -f "$1/teacher-ema.safetensors" ] || return 3
 }
 
@@ -84,7 +87,7 @@ evaluate() {
             flag=
             [ $mode = i2v ] && flag=--i2v
             "$vdmini" eval --model "$arm.safetensors" --ae "$ae" --prompts "$count" --seed "$seed" \
-                --steps "$eval_steps" --device auto --bf16 $flag --json "$out.tmp" >/dev/null || return 1
+                --steps "$eval_steps" --device $device --bf16 $flag --json "$out.tmp" >/dev/null || return 1
             mv "$out.tmp" "$out"
         done
     done
@@ -92,13 +95,13 @@ evaluate() {
 
 prepare a "$config_a"
 prepare b "$config_b"
-half=$gpus
-[ "$gpus" -gt 1 ] && half=$((gpus / 2))
-gpu_list() { seq -s, "$1" "$2"; } # GPUs FIRST..LAST, for CUDA_VISIBLE_DEVICES
 status_a=0 status_b=0
 if [ "$gpus" -gt 1 ]; then
-    (gpus=$half; CUDA_VISIBLE_DEVICES=$(gpu_list 0 $((half - 1))); export CUDA_VISIBLE_DEVICES; train a) & pid_a=$!
-    (gpus=$half; CUDA_VISIBLE_DEVICES=$(gpu_list "$half" $((gpus - 1))); export CUDA_VISIBLE_DEVICES; train b) & pid_b=$!
+    # A on GPUs 0 .. half - 1, B on half .. gpus - 1, each run spread over its half
+    half=$((gpus / 2))
+    gpus_a=$(seq -s, 0 $((half - 1))) gpus_b=$(seq -s, "$half" $((gpus - 1)))
+    (gpus=$half; CUDA_VISIBLE_DEVICES=$gpus_a; export CUDA_VISIBLE_DEVICES; train a) & pid_a=$!
+    (gpus=$half; CUDA_VISIBLE_DEVICES=$gpus_b; export CUDA_VISIBLE_DEVICES; train b) & pid_b=$!
 else
     (train a) & pid_a=$!
     (train b) & pid_b=$!

@@ -3,7 +3,8 @@
 # teacher: two configs (the second with crowded clips) train side by side, each result is
 # evaluated on two seeds, text- and image-to-video, and the summary compares them; the configs
 # keep their settings with out_dir replaced and relative paths resolved; a second run changes
-# nothing; bad options and a missing config are refused before anything runs.
+# nothing; bad options and a missing config are refused before anything runs; with --gpus 4 each
+# run gets its half of the GPUs (checked with a stand-in for the program).
 set -u
 : "${top_srcdir:=.}"
 : "${top_builddir:=.}"
@@ -79,6 +80,32 @@ if "$script" --quick --seeds 1000,2000 "$work/configs/a.json" "$work/configs/b.j
     ok "a second run changes nothing"
 else
     bad "second run: $(tail -3 "$work/log2")"
+fi
+
+# --gpus 4 without GPUs here: a stand-in for the program logs what each call gets. A trains on
+# GPUs 0 and 1 with --gpus 2, B on 2 and 3; A is evaluated on GPU 0, B on GPU 2; all on cuda.
+cat >"$work/fake" <<'FAKE'
+#!/bin/sh
+echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-} $*" >>"$FAKE_LOG"
+case $1 in
+train) dir=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["out_dir"])' "$4")
+       mkdir -p "$dir" && : >"$dir/teacher-ema.safetensors" ;;
+convert) while [ $# -gt 1 ] && [ "$1" != --out ]; do shift; done; : >"$2" ;;
+eval) mode=t2v; case " $* " in *" --i2v "*) mode=i2v ;; esac
+      while [ $# -gt 1 ] && [ "$1" != --json ]; do shift; done; cp "$FAKE_REPORTS/eval-a-$mode-1000.json" "$2" ;;
+esac
+FAKE
+chmod +x "$work/fake"
+export FAKE_LOG="$work/fake.log" FAKE_REPORTS="$out" # the quick run's reports stand in for the evaluations
+if VDMINI="$work/fake" "$script" --gpus 4 --seeds 1000 "$work/configs/a.json" "$work/configs/b.json" "$work/split" \
+       >/dev/null 2>"$work/err" &&
+   grep -q "^CUDA_VISIBLE_DEVICES=0,1 train denoiser --config a.json --device cuda --bf16 --gpus 2" "$FAKE_LOG" &&
+   grep -q "^CUDA_VISIBLE_DEVICES=2,3 train denoiser --config b.json --device cuda --bf16 --gpus 2" "$FAKE_LOG" &&
+   [ "$(grep -c "^CUDA_VISIBLE_DEVICES=0 eval --model a.safetensors .*--device cuda" "$FAKE_LOG")" -eq 2 ] &&
+   [ "$(grep -c "^CUDA_VISIBLE_DEVICES=2 eval --model b.safetensors .*--device cuda" "$FAKE_LOG")" -eq 2 ]; then
+    ok "--gpus 4 gives each run half of the GPUs"
+else
+    bad "--gpus 4: $(cat "$work/err" "$FAKE_LOG")"
 fi
 
 echo "$passed passed, $failed failed"
