@@ -97,27 +97,17 @@ int cli_parse_device(const char *flag, const char *s, vd_device *out)
     return 0;
 }
 
-int cli_parse_guidance(const char *flag, const char *s, float *out)
+int cli_parse_number(const char *flag, const char *s, float lo, float hi, float *out)
 {
     char *end;
-    float g = strtof(s, &end);
-    if (end == s || *end || !(g >= 0.0f && g <= 100.0f)) {
-        cli_bad_arg(flag, "expected a number between 0 and 100");
+    float x = strtof(s, &end);
+    if (end == s || *end || !(x >= lo && x <= hi)) {
+        char why[64];
+        snprintf(why, sizeof why, "expected a number between %g and %g", lo, hi);
+        cli_bad_arg(flag, why);
         return -1;
     }
-    *out = g;
-    return 0;
-}
-
-int cli_parse_guidance_rescale(const char *flag, const char *s, float *out)
-{
-    char *end;
-    float phi = strtof(s, &end);
-    if (end == s || *end || !(phi >= 0.0f && phi <= 1.0f)) {
-        cli_bad_arg(flag, "expected a number between 0 and 1");
-        return -1;
-    }
-    *out = phi;
+    *out = x;
     return 0;
 }
 
@@ -313,9 +303,9 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
         } else if (strcmp(f, "--seed") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64(f, v, &m.seed)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--guidance") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &m.guidance)) return CLI_EXIT_USAGE;
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 100, &m.guidance)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--guidance-rescale") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance_rescale(f, v, &m.guidance_rescale))
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 1, &m.guidance_rescale))
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &m.device)) return CLI_EXIT_USAGE;
@@ -620,7 +610,7 @@ static int cmd_analyze(int argc, char **argv)
         } else if (strcmp(f, "--seed") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_u64(f, v, &o.seed)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--guidance") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &o.guidance)) return CLI_EXIT_USAGE;
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 100, &o.guidance)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &o.device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--units") == 0) {

@@ -53,11 +53,10 @@ int cli_bad_arg(const char *flag, const char *why);
 /* Parse a flag's value; on a bad one they print a message naming the flag and return -1. */
 int cli_parse_int(const char *flag, const char *s, long lo, long hi, int *out);
 int cli_parse_u64(const char *flag, const char *s, uint64_t *out);
-/* auto, cpu or cuda; a guidance scale in [0, 100]. 0, or -1 after the message. */
+/* auto, cpu or cuda; a number in [lo, hi] (a guidance scale, its rescale). 0, or -1 after the
+ * message. */
 int cli_parse_device(const char *flag, const char *s, vd_device *out);
-int cli_parse_guidance(const char *flag, const char *s, float *out);
-/* a guidance rescale in [0, 1]. 0, or -1 after the message. */
-int cli_parse_guidance_rescale(const char *flag, const char *s, float *out);
+int cli_parse_number(const char *flag, const char *s, float lo, float hi, float *out);
 /* Returns the value after the flag argv[*i] (advancing *i), or NULL (with a message) when it is
  * missing. */
 const char *cli_flag_value(int argc, char **argv, int *i);

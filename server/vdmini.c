@@ -122,9 +122,9 @@ static int cmd_generate(int argc, char **argv)
             if (sscanf(v, "%dx%d%c", &width, &height, &tail) != 2 || width < 1 || height < 1 || width > 4096 || height > 4096)
                 return cli_bad_arg(f, "expected WIDTHxHEIGHT, e.g. 128x128");
         } else if (strcmp(f, "--guidance") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance(f, v, &guidance)) return CLI_EXIT_USAGE;
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 100, &guidance)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--guidance-rescale") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_guidance_rescale(f, v, &guidance_rescale))
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 1, &guidance_rescale))
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--sampler") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;

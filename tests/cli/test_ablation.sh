@@ -6,15 +6,9 @@
 # missing piece is made again alone; a bad LOSS_RULE is refused before anything runs.
 set -u
 : "${top_srcdir:=.}"
-: "${top_builddir:=.}"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok: $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
-build=$(cd "$top_builddir" && pwd) # the script works inside its output directory
-export VDMINI="$build/vdmini-core" BENCH_MODELS="$build/bench/bench_models" TARGET="--flops 0.2"
 script="$top_srcdir/tools/vdmini-ablation.sh"
+. "$top_srcdir/tests/cli/script_test.sh"
+export BENCH_MODELS="$build/bench/bench_models" TARGET="--flops 0.2"
 model="$work/small.safetensors" out="$work/out"
 "$build/tests/server/make_small_model" 7 "$model" || { echo "FAIL: make_small_model"; exit 1; }
 
@@ -74,5 +68,4 @@ else
     bad "the missing evaluation: $(tail -3 "$work/log")"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -5,28 +5,10 @@
 # bad --gpus is refused before anything runs.
 set -u
 : "${top_srcdir:=.}"
-: "${top_builddir:=.}"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok: $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
-build=$(cd "$top_builddir" && pwd) # the script works inside its output directory
-export VDMINI="$build/vdmini-core"
-script="$top_srcdir/tools/distill-student.sh" out="$work/out"
+script="$top_srcdir/tools/distill-student.sh"
+. "$top_srcdir/tests/cli/script_test.sh"
+out="$work/out"
 
-# expect_refused NAME FRAGMENT ARGS...: the script fails naming FRAGMENT, having made nothing
-expect_refused() {
-    name=$1 fragment=$2
-    shift 2
-    if "$script" "$@" "$work/refused" 2>"$work/err"; then
-        bad "$name ran"
-    elif grep -q -- "$fragment" "$work/err" && [ ! -e "$work/refused" ]; then
-        ok "$name is refused before anything runs"
-    else
-        bad "$name: $(cat "$work/err")"
-    fi
-}
 expect_refused "an unknown option" --epochs --epochs 3
 expect_refused "--gpus 0" --gpus --gpus 0
 
@@ -68,5 +50,4 @@ else
     bad "second run: $(tail -3 "$work/log2")"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -7,15 +7,9 @@
 # run gets its half of the GPUs (checked with a stand-in for the program).
 set -u
 : "${top_srcdir:=.}"
-: "${top_builddir:=.}"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok: $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
-build=$(cd "$top_builddir" && pwd) # the script works inside its output directory
-export VDMINI="$build/vdmini-core"
-script="$top_srcdir/tools/stage-ab.sh" out="$work/out"
+script="$top_srcdir/tools/stage-ab.sh"
+. "$top_srcdir/tests/cli/script_test.sh"
+out="$work/out"
 models=$(cd "$top_srcdir/models" && pwd)
 
 mkdir -p "$work/configs"
@@ -27,18 +21,6 @@ JSON
 sed 's/"object_loss_weight": 3}/"object_loss_weight": 3, "object_count_odds": [1, 2, 2]}/' "$work/configs/a.json" \
     >"$work/configs/b.json"
 
-# expect_refused NAME FRAGMENT ARGS...: the script fails naming FRAGMENT, having made nothing
-expect_refused() {
-    name=$1 fragment=$2
-    shift 2
-    if "$script" "$@" "$work/refused" 2>"$work/err"; then
-        bad "$name ran"
-    elif grep -q -- "$fragment" "$work/err" && [ ! -e "$work/refused" ]; then
-        ok "$name is refused before anything runs"
-    else
-        bad "$name: $(cat "$work/err")"
-    fi
-}
 expect_refused "an unknown option" --epochs --epochs 3 "$work/configs/a.json" "$work/configs/b.json"
 expect_refused "--gpus 3" --gpus --gpus 3 "$work/configs/a.json" "$work/configs/b.json"
 expect_refused "bad seeds" --seeds --seeds 1000,,2000 "$work/configs/a.json" "$work/configs/b.json"
@@ -108,5 +90,4 @@ else
     bad "--gpus 4: $(cat "$work/err" "$FAKE_LOG")"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
