@@ -477,6 +477,12 @@ int vd_model_read_config(const char *path, vd_model_config *cfg, char *err, size
 
 int vd_model_save(const vd_model *m, const char *path, vd_st_dtype dtype, char *err, size_t errlen)
 {
+    return vd_model_save_parts(m, path, dtype, 0, err, errlen);
+}
+
+int vd_model_save_parts(const vd_model *m, const char *path, vd_st_dtype dtype, size_t max_file_bytes, char *err,
+                        size_t errlen)
+{
     vd_st_writer *w = vd_st_writer_new();
     char *json = vd_config_to_json(&m->cfg);
     vd_st_writer_meta(w, "vdmini.config", json);
@@ -485,7 +491,8 @@ int vd_model_save(const vd_model *m, const char *path, vd_st_dtype dtype, char *
         const vd_param *p = &m->params[i];
         vd_st_writer_add_f32(w, p->name, dtype, m->host + p->offset, p->ndim, p->shape);
     }
-    int rc = vd_st_writer_save(w, path, err, errlen);
+    int rc = max_file_bytes ? vd_st_writer_save_parts(w, path, max_file_bytes, err, errlen)
+                            : vd_st_writer_save(w, path, err, errlen);
     vd_st_writer_free(w);
     return rc;
 }

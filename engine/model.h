@@ -54,6 +54,10 @@ int vd_model_load_file(vd_model *m, const vd_st_file *f, char *err, size_t errle
 /* Reads only a weights file's config (its __metadata__["vdmini.config"]) into cfg. */
 int vd_model_read_config(const char *path, vd_model_config *cfg, char *err, size_t errlen);
 int vd_model_save(const vd_model *m, const char *path, vd_st_dtype dtype, char *err, size_t errlen);
+/* The same, in parts of at most max_file_bytes each where the whole is larger (safetensors.h:
+ * path names the others, beside it, and reading it reads them all); 0 is one file. */
+int vd_model_save_parts(const vd_model *m, const char *path, vd_st_dtype dtype, size_t max_file_bytes, char *err,
+                        size_t errlen);
 /* Copies the weights to a backend (the model keeps using it until freed); a model without host
  * weights gets uninitialised backend memory (for FLOP counting and speed measurement). */
 void vd_model_attach(vd_model *m, vd_backend *be);

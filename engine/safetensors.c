@@ -55,6 +55,8 @@ void vd_st_free(vd_st_file *f)
     free(f->meta_keys);
     free(f->meta_values);
     free(f->bytes);
+    for (int i = 0; i < f->part_count; i++) free(f->part_bytes[i]);
+    free(f->part_bytes);
     memset(f, 0, sizeof *f);
 }
 
@@ -189,7 +191,8 @@ int vd_st_parse(const uint8_t *bytes, size_t size, vd_st_file *out, char *err, s
     return 0;
 }
 
-int vd_st_read(const char *path, vd_st_file *out, char *err, size_t errlen)
+/* Reads one file, without following its parts. */
+static int read_file(const char *path, vd_st_file *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     FILE *fp = fopen(path, "rb");
@@ -213,6 +216,53 @@ int vd_st_read(const char *path, vd_st_file *out, char *err, size_t errlen)
         return vd_fail(err, errlen, "%s: %s", path, inner);
     }
     return 0;
+}
+
+/* Reads the part `name` beside `path` and moves its tensors and bytes into f. */
+static int add_part(vd_st_file *f, const char *path, const char *name, char *err, size_t errlen)
+{
+    if (!name[0] || strchr(name, '/') || name[0] == '.')
+        return vd_fail(err, errlen, "%s: bad part name \"%s\" (a file name beside it)", path, name);
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path) + 1 : 0;
+    size_t len = (size_t)dir_len + strlen(name) + 1;
+    char *part_path = vd_malloc(len);
+    snprintf(part_path, len, "%.*s%s", dir_len, path, name);
+    vd_st_file part;
+    int rc = read_file(part_path, &part, err, errlen);
+    if (rc == 0 && vd_st_meta(&part, VD_ST_PARTS_KEY))
+        rc = vd_fail(err, errlen, "%s: a part names parts of its own", part_path);
+    for (int i = 0; rc == 0 && i < part.count; i++)
+        if (vd_st_find(f, part.tensors[i].name))
+            rc = vd_fail(err, errlen, "%s: tensor %s is in an earlier part too", part_path, part.tensors[i].name);
+    free(part_path);
+    if (rc) {
+        vd_st_free(&part);
+        return -1;
+    }
+    f->tensors = vd_realloc(f->tensors, (size_t)(f->count + part.count) * sizeof *f->tensors);
+    memcpy(f->tensors + f->count, part.tensors, (size_t)part.count * sizeof *part.tensors);
+    f->count += part.count;
+    f->part_bytes = vd_realloc(f->part_bytes, (size_t)(f->part_count + 1) * sizeof *f->part_bytes);
+    f->part_bytes[f->part_count++] = part.bytes;
+    part.count = 0, part.bytes = NULL; /* the names and bytes now belong to f */
+    vd_st_free(&part);
+    return 0;
+}
+
+int vd_st_read(const char *path, vd_st_file *out, char *err, size_t errlen)
+{
+    if (read_file(path, out, err, errlen)) return -1;
+    const char *parts = vd_st_meta(out, VD_ST_PARTS_KEY);
+    if (!parts) return 0;
+    char *list = vd_malloc(strlen(parts) + 1), *save = NULL;
+    strcpy(list, parts);
+    int rc = 0;
+    for (char *name = strtok_r(list, ",", &save); name && rc == 0; name = strtok_r(NULL, ",", &save))
+        rc = add_part(out, path, name, err, errlen);
+    free(list);
+    if (rc) vd_st_free(out);
+    return rc;
 }
 
 const vd_st_tensor *vd_st_find(const vd_st_file *f, const char *name)
@@ -353,12 +403,15 @@ void vd_st_writer_add_raw(vd_st_writer *w, const char *name, vd_st_dtype dtype, 
     memcpy(e->data, data, e->nbytes);
 }
 
-int vd_st_writer_save(vd_st_writer *w, const char *path, char *err, size_t errlen)
+/* Writes entries [first, last) to path (a temporary file, fsync'd, then renamed), with meta (may
+ * be NULL) as the metadata. */
+static int save_entries(const vd_st_writer *w, int first, int last, json_t *meta, const char *path, char *err,
+                        size_t errlen)
 {
     json_t *root = json_object();
-    if (json_object_size(w->meta)) json_object_set(root, "__metadata__", w->meta);
+    if (meta && json_object_size(meta)) json_object_set(root, "__metadata__", meta);
     size_t offset = 0;
-    for (int i = 0; i < w->count; i++) {
+    for (int i = first; i < last; i++) {
         writer_entry *e = &w->entries[i];
         json_t *shape = json_array();
         for (int d = 0; d < e->ndim; d++) json_array_append_new(shape, json_integer(e->shape[d]));
@@ -384,7 +437,7 @@ int vd_st_writer_save(vd_st_writer *w, const char *path, char *err, size_t errle
         for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
         int ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(header, 1, hlen, fp) == hlen;
         for (size_t i = hlen; ok && i < padded; i++) ok = fputc(' ', fp) != EOF;
-        for (int i = 0; ok && i < w->count; i++)
+        for (int i = first; ok && i < last; i++)
             ok = fwrite(w->entries[i].data, 1, w->entries[i].nbytes, fp) == w->entries[i].nbytes;
         ok = ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
         ok = (fclose(fp) == 0) && ok;
@@ -397,6 +450,69 @@ int vd_st_writer_save(vd_st_writer *w, const char *path, char *err, size_t errle
     }
     free(tmp);
     free(header);
+    return rc;
+}
+
+int vd_st_writer_save(vd_st_writer *w, const char *path, char *err, size_t errlen)
+{
+    return save_entries(w, 0, w->count, w->meta, path, err, errlen);
+}
+
+int vd_st_writer_save_parts(vd_st_writer *w, const char *path, size_t max_bytes, char *err, size_t errlen)
+{
+    /* group the tensors in order: a tensor's share of a file is its bytes and, generously, its
+     * line of the header */
+    char *meta_text = json_dumps(w->meta, JSON_COMPACT);
+    size_t reserve = 8 + strlen(meta_text) + 4096; /* the length, the metadata, the list of parts */
+    free(meta_text);
+    int *starts = vd_malloc((size_t)(w->count + 2) * sizeof *starts), parts = 0;
+    size_t used = reserve;
+    starts[parts++] = 0;
+    for (int i = 0; i < w->count; i++) {
+        size_t cost = w->entries[i].nbytes + strlen(w->entries[i].name) + 128;
+        if (cost + 8 > max_bytes || (i == 0 && cost + reserve > max_bytes)) {
+            free(starts);
+            return vd_fail(err, errlen, "%s: tensor %s does not fit in a file of %zu bytes", path, w->entries[i].name,
+                           max_bytes);
+        }
+        if (used + cost > max_bytes) starts[parts++] = i, used = 8;
+        used += cost;
+    }
+    starts[parts] = w->count;
+    if (parts == 1) {
+        free(starts);
+        return vd_st_writer_save(w, path, err, errlen);
+    }
+    /* the parts first, so that the first file never names a part not yet written */
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    size_t stem = strlen(path), dir_len = (size_t)(base - path);
+    if (stem >= 12 && strcmp(path + stem - 12, ".safetensors") == 0) stem -= 12;
+    size_t name_len = stem - dir_len + 32;
+    char *names = vd_calloc((size_t)parts, name_len), *part_path = vd_malloc(stem + 32);
+    int rc = 0;
+    for (int k = 1; k < parts && rc == 0; k++) {
+        char *name = names + (size_t)k * name_len;
+        snprintf(name, name_len, "%.*s-part-%d.safetensors", (int)(stem - dir_len), base, k + 1);
+        snprintf(part_path, stem + 32, "%.*s%s", (int)dir_len, path, name);
+        rc = save_entries(w, starts[k], starts[k + 1], NULL, part_path, err, errlen);
+    }
+    if (rc == 0) {
+        size_t text_len = 1;
+        for (int k = 1; k < parts; k++) text_len += strlen(names + (size_t)k * name_len) + 1;
+        char *text = vd_calloc(1, text_len);
+        for (int k = 1; k < parts; k++) {
+            if (k > 1) strcat(text, ",");
+            strcat(text, names + (size_t)k * name_len);
+        }
+        json_t *meta = json_deep_copy(w->meta);
+        json_object_set_new(meta, VD_ST_PARTS_KEY, json_string(text));
+        rc = save_entries(w, 0, starts[1], meta, path, err, errlen);
+        json_decref(meta);
+        free(text);
+    }
+    free(names);
+    free(part_path);
+    free(starts);
     return rc;
 }
 

@@ -4,7 +4,13 @@
  * The reader checks everything against the format and the file: header length within the
  * file and a limit, valid JSON, known dtypes, shapes whose element count times dtype size equals
  * the byte range, offsets inside the data area, ranges that do not overlap. A malformed file is
- * rejected with a message naming the problem; nothing in it can crash the reader. */
+ * rejected with a message naming the problem; nothing in it can crash the reader.
+ *
+ * A file may be split into parts: the first names the others in its metadata under
+ * VD_ST_PARTS_KEY ("a-part-2.safetensors,a-part-3.safetensors": file names beside it, no folders),
+ * each a safetensors file of more tensors; reading the first reads them all as one file (a
+ * tensor in two of them, a missing part or a part naming parts of its own is an error). This
+ * keeps every file of a shipped model small. */
 #ifndef VD_SAFETENSORS_H
 #define VD_SAFETENSORS_H
 
@@ -25,16 +31,20 @@ typedef struct {
     const uint8_t *data; /* points into the file's bytes */
 } vd_st_tensor;
 
+#define VD_ST_PARTS_KEY "vdmini.parts"
+
 typedef struct {
     uint8_t *bytes; /* the whole file */
     size_t size;
+    uint8_t **part_bytes; /* each part's whole file, whose tensors follow the first file's */
+    int part_count;
     vd_st_tensor *tensors;
     int count;
     char **meta_keys, **meta_values; /* __metadata__ (string to string) */
     int meta_count;
 } vd_st_file;
 
-/* Returns 0, or -1 with a message in err. The file is read whole into memory. */
+/* Returns 0, or -1 with a message in err. The file (and its parts) is read whole into memory. */
 int vd_st_read(const char *path, vd_st_file *out, char *err, size_t errlen);
 /* Same, from bytes in memory (copied). */
 int vd_st_parse(const uint8_t *bytes, size_t size, vd_st_file *out, char *err, size_t errlen);
@@ -59,6 +69,10 @@ void vd_st_writer_add_f32(vd_st_writer *w, const char *name, vd_st_dtype dtype, 
 void vd_st_writer_add_raw(vd_st_writer *w, const char *name, vd_st_dtype dtype, const void *data,
                           int ndim, const int64_t *shape);
 int vd_st_writer_save(vd_st_writer *w, const char *path, char *err, size_t errlen);
+/* The same, split into parts of at most max_bytes each (path, then path less ".safetensors"
+ * plus "-part-2.safetensors", ...) where the whole is larger; the metadata goes in the first. A
+ * tensor larger than max_bytes is an error. */
+int vd_st_writer_save_parts(vd_st_writer *w, const char *path, size_t max_bytes, char *err, size_t errlen);
 void vd_st_writer_free(vd_st_writer *w);
 
 /* bf16 helpers shared with the kernels' tests. */

@@ -1133,7 +1133,8 @@ int vd_train_checkpoint(vd_train_run *r, char *err, size_t errlen)
     return rc;
 }
 
-int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtype dtype, char *err, size_t errlen)
+int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtype dtype, size_t max_file_bytes,
+                               char *err, size_t errlen)
 {
     char path[VD_TRAIN_PATH_LEN * 2];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
@@ -1160,7 +1161,7 @@ int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtyp
         host[GROUP_EMA] = m.host = vd_malloc(m.total * sizeof(float));
         rc = read_checkpoint_groups(&m, dir, root, 1u << GROUP_EMA, host, err, errlen);
     }
-    if (rc == 0) rc = vd_model_save(&m, out_path, dtype, err, errlen);
+    if (rc == 0) rc = vd_model_save_parts(&m, out_path, dtype, max_file_bytes, err, errlen);
     if (m.params) vd_model_free(&m);
     json_decref(root);
     return rc;

@@ -176,7 +176,8 @@ int vd_train_on(const vd_train_config *c, vd_backend *const *be, int count, cons
 /* Writes the EMA of the weights in the checkpoint directory dir as a model file (the trained
  * parts only, in dtype): what a run that stopped early has learnt so far. Returns 0, or -1 with a
  * message. */
-int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtype dtype, char *err, size_t errlen);
+int vd_train_export_checkpoint(const char *dir, const char *out_path, vd_st_dtype dtype, size_t max_file_bytes,
+                               char *err, size_t errlen);
 
 /* Reads a CSV written by vd_train and writes an SVG of loss against step, the loss axis
  * logarithmic. */

@@ -53,7 +53,7 @@ void cli_usage_tail(FILE *out, const char *prog)
     fprintf(out,
             "  %s train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]\n"
             "%*s[--gpus N] [--time-limit SECONDS] [--stop-at STEP]\n"
-            "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH\n"
+            "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 [--max-file-mb N] --out PATH\n"
             "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
             "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 4]\n"
             "%*s[--device auto|cpu|cuda] [--bf16] [--units U1,U2,...] --out FILE.json\n"
@@ -486,7 +486,8 @@ static int cmd_distill(int argc, char **argv) { return run_training(argc, argv, 
  * or writes the EMA weights of a training checkpoint directory as a weights file. */
 static int cmd_convert(int argc, char **argv)
 {
-    const char *in = NULL, *out = NULL, *dtype = NULL;
+    const char *in = NULL, *out = NULL, *dtype = NULL, *v;
+    int max_mb = 0; /* 0: one file */
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--model") == 0) {
             if (!(in = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
@@ -494,6 +495,9 @@ static int cmd_convert(int argc, char **argv)
             if (!(out = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
         } else if (strcmp(argv[i], "--dtype") == 0) {
             if (!(dtype = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(argv[i], "--max-file-mb") == 0) {
+            const char *f = argv[i];
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_int(f, v, 1, 1 << 20, &max_mb)) return CLI_EXIT_USAGE;
         } else {
             return cli_bad_arg(argv[i], "unknown option for convert");
         }
@@ -502,10 +506,11 @@ static int cmd_convert(int argc, char **argv)
     if (!out) return cli_bad_arg("--out", "required");
     if (!dtype || (strcmp(dtype, "bf16") != 0 && strcmp(dtype, "f32") != 0)) return cli_bad_arg("--dtype", "expected bf16 or f32");
     vd_st_dtype type = strcmp(dtype, "bf16") == 0 ? VD_ST_BF16 : VD_ST_F32;
+    size_t max_bytes = (size_t)max_mb << 20;
     char err[VD_ERR_LEN * 2];
     struct stat sb;
     if (stat(in, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        if (vd_train_export_checkpoint(in, out, type, err, sizeof err)) {
+        if (vd_train_export_checkpoint(in, out, type, max_bytes, err, sizeof err)) {
             fprintf(stderr, "vdmini: convert: %s\n", err);
             return 1;
         }
@@ -517,7 +522,7 @@ static int cmd_convert(int argc, char **argv)
         fprintf(stderr, "vdmini: convert: %s\n", err);
         return 1;
     }
-    int rc = vd_model_save(&m, out, type, err, sizeof err);
+    int rc = vd_model_save_parts(&m, out, type, max_bytes, err, sizeof err);
     vd_model_free(&m);
     if (rc) {
         fprintf(stderr, "vdmini: convert: %s\n", err);

@@ -12,7 +12,7 @@
  *               [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                            [--time-limit SECONDS]
- *   vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH
+ *   vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 [--max-file-mb N] --out PATH
  *   vdmini prune --teacher PATH --plan FILE.json [--seed N] --out PATH
  *   vdmini analyze --teacher PATH [--prompts 8] [--steps 25] ... --out FILE.json
  *   vdmini plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random|cost] --out PLAN.json

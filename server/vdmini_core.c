@@ -7,7 +7,7 @@
  *                    [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini-core train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                                 [--gpus N] [--time-limit SECONDS] [--stop-at STEP]
- *   vdmini-core convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 --out PATH
+ *   vdmini-core convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 [--max-file-mb N] --out PATH
  *   vdmini-core prune --teacher PATH --plan FILE.json [--seed N] --out PATH
  *   vdmini-core analyze --teacher PATH [--prompts 8] [--steps 25] ... --out FILE.json
  *   vdmini-core plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random|cost] --out PLAN.json

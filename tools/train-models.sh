@@ -3,7 +3,8 @@
 # (text encoder and UNet) in twenty-two stages (teacher.json, then teacher-2.json from the first
 # stage's EMA, teacher-3.json from the second's, and so on to teacher-22.json), with the recipes in
 # models/recipes/, and writes them in bf16 as OUTDIR/ae.safetensors and OUTDIR/teacher.safetensors
-# (copy both into models/ to serve them). Stages 7 and 8 stop where the shipped teacher's runs
+# (the teacher in files of at most 8 MiB: teacher.safetensors names teacher-part-2.safetensors
+# beside it; copy them all into models/ to serve them). Stages 7 and 8 stop where the shipped teacher's runs
 # stopped (steps 2748 and 3601, before the end of their learning-rate schedules); the next stage
 # starts from the EMA of that checkpoint.
 #
@@ -69,5 +70,5 @@ if [ $status -eq 3 ]; then
 fi
 [ $status -eq 0 ] || exit $status
 "$vdmini" convert --model ae/ae-ema.safetensors --dtype bf16 --out ae.safetensors
-"$vdmini" convert --model teacher-22/teacher-ema.safetensors --dtype bf16 --out teacher.safetensors
+"$vdmini" convert --model teacher-22/teacher-ema.safetensors --dtype bf16 --max-file-mb 8 --out teacher.safetensors
 echo "train-models.sh: wrote $out/ae.safetensors and $out/teacher.safetensors" >&2

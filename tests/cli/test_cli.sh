@@ -1,10 +1,10 @@
 #!/bin/sh
-# test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and
-# image to video) producing a real MP4 and PNG, world clips through the autoencoder, determinism
-# of a seed, a short autoencoder training run and its exact resume, two steps of denoiser
-# training, a clear error with exit status 2 for each kind of bad argument, and a plan by the
-# cost rule. Then vdmini-core, the same CLI without video: it runs info, refuses generate and
-# eval --videos, and links no FFmpeg.
+# test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and image
+# to video) producing a real MP4 and PNG, a model split into parts and read back, world clips
+# through the autoencoder, determinism of a seed, a short autoencoder training run and its exact
+# resume, two steps of denoiser training, a clear error with exit status 2 for each kind of bad
+# argument, and a plan by the cost rule. Then vdmini-core, the same CLI without video: it runs
+# info, refuses generate and eval --videos, and links no FFmpeg.
 set -u
 : "${top_builddir:=.}" "${top_srcdir:=.}"
 vdmini="$top_builddir/vdmini"
@@ -72,6 +72,21 @@ if [ $? -eq 1 ] && grep -q "junk.safetensors" "$work/err"; then ok "malformed mo
 printf 'not an image' >"$work/junk.png"
 gen --prompt p --image "$work/junk.png" --out "$work/x.mp4" 2>"$work/err"
 if [ $? -eq 1 ] && grep -q -- "--image" "$work/err"; then ok "malformed image"; else bad "malformed image: $(cat "$work/err")"; fi
+
+# convert --max-file-mb: the shipped teacher (itself two files) rewritten whole, then in files of
+# at most 4 MiB, then whole again from those: the same bytes as the first whole file
+shipped="$top_srcdir/models/teacher.safetensors"
+if "$vdmini" convert --model "$shipped" --dtype bf16 --out "$work/whole.safetensors" 2>"$work/err" &&
+   "$vdmini" convert --model "$shipped" --dtype bf16 --max-file-mb 4 --out "$work/split.safetensors" 2>>"$work/err" &&
+   [ -f "$work/split-part-3.safetensors" ] &&
+   [ -z "$(find "$work" -name 'split*.safetensors' -size +4096k)" ] &&
+   "$vdmini" convert --model "$work/split.safetensors" --dtype bf16 --out "$work/again.safetensors" 2>>"$work/err" &&
+   cmp -s "$work/whole.safetensors" "$work/again.safetensors"; then
+    ok "convert --max-file-mb splits a model into parts that read back whole"
+else
+    bad "convert --max-file-mb: $(cat "$work/err"; ls -l "$work")"
+fi
+expect_usage_error "bad max file size" "--max-file-mb" convert --model "$shipped" --dtype bf16 --max-file-mb 0 --out "$work/x.safetensors"
 
 # The synthetic world and the evaluator.
 world="$work/world"

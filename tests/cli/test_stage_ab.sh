@@ -13,9 +13,9 @@ out="$work/out"
 models=$(cd "$top_srcdir/models" && pwd)
 
 mkdir -p "$work/configs"
-cp "$models/teacher.safetensors" "$work/configs/start.safetensors"
+cp "$models"/teacher*.safetensors "$work/configs/" # the shipped teacher and its parts
 cat >"$work/configs/a.json" <<JSON
-{"init": "start.safetensors", "ae": "$models/ae.safetensors", "out_dir": "elsewhere", "steps": 100,
+{"init": "teacher.safetensors", "ae": "$models/ae.safetensors", "out_dir": "elsewhere", "steps": 100,
  "batch": 16, "clips": 16, "grad_accum": 8, "lr": 1e-4, "min_lr": 1e-5, "seed": 27, "object_loss_weight": 3}
 JSON
 sed 's/"object_loss_weight": 3}/"object_loss_weight": 3, "object_count_odds": [1, 2, 2]}/' "$work/configs/a.json" \
@@ -36,7 +36,7 @@ import json, os, sys
 out, configs = sys.argv[1:]
 for arm in ("a", "b"):
     got = json.load(open(f"{out}/{arm}.json"))
-    assert got["out_dir"] == arm and got["init"] == f"{configs}/start.safetensors", got
+    assert got["out_dir"] == arm and got["init"] == f"{configs}/teacher.safetensors", got
     assert got["seed"] == 27 and got["object_loss_weight"] == 3 and got["steps"] == 2, got
     assert ("object_count_odds" in got) == (arm == "b"), got
     assert os.path.exists(f"{out}/{arm}/teacher-ema.safetensors") and os.path.exists(f"{out}/{arm}.safetensors")

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -223,6 +224,90 @@ static void test_config(void **state)
     expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":\"x\"}}", "unet.channels");
 }
 
+/* write_one PATH META_PARTS TENSOR...: a file of 4-float tensors named as given, with
+ * VD_ST_PARTS_KEY set to META_PARTS unless it is NULL */
+static void write_one(const char *path, const char *parts, const char *const *names, int count)
+{
+    vd_st_writer *w = vd_st_writer_new();
+    if (parts) vd_st_writer_meta(w, VD_ST_PARTS_KEY, parts);
+    const float values[4] = {1, 2, 3, 4};
+    const int64_t shape[1] = {4};
+    for (int i = 0; i < count; i++) vd_st_writer_add_f32(w, names[i], VD_ST_F32, values, 1, shape);
+    char err[256];
+    assert_int_equal(vd_st_writer_save(w, path, err, sizeof err), 0);
+    vd_st_writer_free(w);
+}
+
+/* A model saved in parts of at most a limit: every file within it, the first naming the others,
+ * and reading the first gives every weight back; a model that fits is one file. Parts that are
+ * bad (a folder in the name, a missing file, a part of a part, a tensor twice) are refused with a
+ * message, and so is a tensor larger than the limit. */
+static void test_model_parts(void **state)
+{
+    (void)state;
+    vd_model_config c;
+    assert_int_equal(vd_config_preset("tiny", &c), 0);
+    vd_model m, back;
+    char err[256], dir[] = "/tmp/vdmini-parts-XXXXXX", path[300], other[300];
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(vd_model_build(&m, &c, err, sizeof err), 0);
+    vd_model_init_random(&m, 11);
+    size_t whole = m.total * sizeof(float), limit = whole / 3 + (64 << 10);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    assert_int_equal(vd_model_save_parts(&m, path, VD_ST_F32, limit, err, sizeof err), 0);
+    vd_st_file f;
+    assert_int_equal(vd_st_read(path, &f, err, sizeof err), 0);
+    const char *parts = vd_st_meta(&f, VD_ST_PARTS_KEY);
+    assert_non_null(parts);
+    assert_true(f.part_count >= 2);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true((size_t)st.st_size <= limit);
+    for (int k = 2; k <= f.part_count + 1; k++) { /* named in order, each within the limit */
+        char name[64];
+        snprintf(name, sizeof name, "model-part-%d.safetensors", k);
+        assert_non_null(strstr(parts, name));
+        snprintf(other, sizeof other, "%s/%s", dir, name);
+        assert_int_equal(stat(other, &st), 0);
+        assert_true((size_t)st.st_size <= limit);
+    }
+    vd_st_free(&f);
+    assert_int_equal(vd_model_load(&back, path, err, sizeof err), 0);
+    assert_memory_equal(back.host, m.host, whole);
+    vd_model_free(&back);
+    /* fits in one file: no parts */
+    snprintf(other, sizeof other, "%s/one.safetensors", dir);
+    assert_int_equal(vd_model_save_parts(&m, other, VD_ST_F32, 2 * whole, err, sizeof err), 0);
+    assert_int_equal(vd_st_read(other, &f, err, sizeof err), 0);
+    assert_null(vd_st_meta(&f, VD_ST_PARTS_KEY));
+    vd_st_free(&f);
+    /* a tensor larger than the limit */
+    assert_int_equal(vd_model_save_parts(&m, other, VD_ST_F32, 4096, err, sizeof err), -1);
+    assert_non_null(strstr(err, "does not fit"));
+
+    const char *a[] = {"a"}, *b[] = {"b"};
+    struct {
+        const char *parts, *fragment;
+    } bad[] = {{"../b.safetensors", "bad part name"}, {"sub/b.safetensors", "bad part name"},
+               {"missing.safetensors", "missing.safetensors"}, {"nested.safetensors", "parts of its own"},
+               {"twice.safetensors", "earlier part too"}};
+    snprintf(other, sizeof other, "%s/nested.safetensors", dir);
+    write_one(other, "b.safetensors", b, 1);
+    snprintf(other, sizeof other, "%s/twice.safetensors", dir);
+    write_one(other, NULL, a, 1);
+    snprintf(path, sizeof path, "%s/first.safetensors", dir);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        write_one(path, bad[i].parts, a, 1);
+        assert_int_equal(vd_st_read(path, &f, err, sizeof err), -1);
+        if (!strstr(err, bad[i].fragment)) fail_msg("parts %s: %s", bad[i].parts, err);
+    }
+    vd_model_free(&m);
+    vd_config_free(&c);
+    char command[400];
+    snprintf(command, sizeof command, "rm -rf %s", dir);
+    assert_int_equal(system(command), 0);
+}
+
 /* A tiny model saved and loaded back, then files that do not match their config. */
 static void test_model_files(void **state)
 {
@@ -425,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_parse_bad_lengths), cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_write_read_round_trip), cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_config),            cmocka_unit_test(test_model_files),
+        cmocka_unit_test(test_model_parts),
         cmocka_unit_test(test_removed_blocks),    cmocka_unit_test(test_removed_temporal_units),
         cmocka_unit_test(test_removed_attention_units), cmocka_unit_test(test_tokenizer),
     };

@@ -297,7 +297,7 @@ static void one_step_exported(const vd_train_config *c, const char *name, char *
     vd_train_close(r);
     snprintf(ckpt, sizeof ckpt, "%s/%s/step-000001", work_dir, name);
     snprintf(out, outlen, "%s/%s.safetensors", work_dir, name);
-    assert_int_equal(vd_train_export_checkpoint(ckpt, out, VD_ST_F32, err, sizeof err), 0);
+    assert_int_equal(vd_train_export_checkpoint(ckpt, out, VD_ST_F32, 0, err, sizeof err), 0);
 }
 
 /* "diffusion" in a denoiser run's config replaces init's schedule: the run's checkpoint, exported

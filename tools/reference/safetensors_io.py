@@ -48,9 +48,31 @@ def float32_to_bf16_bits(values):
     return rounded
 
 
+PARTS_KEY = "vdmini.parts"
+
+
 def read_safetensors(path):
     """Returns (tensors, metadata): tensors maps name -> numpy array (BF16 widened to float32),
-    metadata is the __metadata__ dict (empty when absent)."""
+    metadata is the __metadata__ dict (empty when absent). A file whose metadata names parts
+    (PARTS_KEY: comma-separated file names beside it, as the C reader takes them) brings their
+    tensors too."""
+    tensors, metadata = _read_one(path)
+    for name in filter(None, metadata.get(PARTS_KEY, "").split(",")):
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"{path}: bad part name {name!r} (a file name beside it)")
+        part_path = os.path.join(os.path.dirname(path), name)
+        part, part_metadata = _read_one(part_path)
+        if PARTS_KEY in part_metadata:
+            raise ValueError(f"{part_path}: a part names parts of its own")
+        for tensor in part:
+            if tensor in tensors:
+                raise ValueError(f"{part_path}: tensor {tensor} is in an earlier part too")
+        tensors.update(part)
+    return tensors, metadata
+
+
+def _read_one(path):
+    """read_safetensors of one file, without following its parts."""
     with open(path, "rb") as f:
         data = bytearray(f.read())
     if len(data) < 8:
