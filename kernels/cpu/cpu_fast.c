@@ -1,7 +1,8 @@
 /* cpu_fast.c: the default CPU backend. Matrix products (conv2d through im2col, temporal_conv,
- * linear, attention, forward and backward) go to OpenBLAS sgemm; everything else is an OpenMP
- * loop. Results match cpu_reference.c to fp32 rounding (tests/kernels/test_cpu_ops.c checks
- * every forward op, tests/kernels/test_cpu_grads.c every backward and training op). The
+ * linear, attention, forward and backward) go to OpenBLAS sgemm, except the forward 3x3 stride-1
+ * convs that a direct AVX-512 kernel runs where the CPU has it (direct_conv3x3); everything else
+ * is an OpenMP loop. Results match cpu_reference.c to fp32 rounding (tests/kernels/test_cpu_ops.c
+ * checks every forward op, tests/kernels/test_cpu_grads.c every backward and training op). The
  * precision field is ignored: everything is fp32.
  *
  * Threading: one pool only. OpenBLAS is told to run single-threaded (openblas_set_num_threads(1)
@@ -198,12 +199,161 @@ static void fill_rows(float *y, const float *bias, int count, size_t cols, size_
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* A direct 3x3 stride-1 conv for CPUs with AVX-512, for images of a whole number of 16-pixel
+ * vectors. im2col with sgemm spends about half its time copying (the nine-fold im2col matrix,
+ * then OpenBLAS packing it again), which shows most at 32 channels, 32x32. Here each image is
+ * copied three times, shifted by each kx, and a register tile of CONV_TILE_CHANNELS output
+ * channels by up to CONV_TILE_VECTORS vectors of 16 output pixels sums all ci*9 taps in
+ * registers. */
+#define HAVE_DIRECT_CONV3X3 1
+#define CONV_TILE_CHANNELS 8
+#define CONV_TILE_VECTORS  3
+
+/* Copies x(ci, H, W) into shifted(ci, 3, H + 2, W):
+ * shifted[i, kx, r, ox] = x[i, r - 1, ox + kx - 1], zero outside the image. Tap (ky, kx) of
+ * output pixel p = oy*W + ox is then shifted[i, kx][p + ky*W], so a vector of consecutive pixels
+ * is one load even across rows. */
+static void shift_image(float *shifted, const float *x, int ci, int H, int W)
+{
+    size_t plane = (size_t)(H + 2) * W;
+    for (int i = 0; i < ci; i++)
+        for (int kx = 0; kx < 3; kx++) {
+            float *dst = shifted + ((size_t)i * 3 + kx) * plane;
+            int lo = kx == 0 ? 1 : 0, hi = kx == 2 ? W - 1 : W; /* ox with ox + kx - 1 inside */
+            memset(dst, 0, (size_t)W * sizeof *dst);
+            memset(dst + (size_t)(H + 1) * W, 0, (size_t)W * sizeof *dst);
+            for (int r = 0; r < H; r++) {
+                float *row = dst + (size_t)(r + 1) * W;
+                const float *src = x + ((size_t)i * H + r) * W;
+                row[0] = row[W - 1] = 0.0f;
+                if (hi > lo) memcpy(row + lo, src + lo + kx - 1, (size_t)(hi - lo) * sizeof *row);
+            }
+        }
+}
+
+/* out(channels, pixels [s, s + 16*vectors)) of one image (rows of out_pixels) from its shifted
+ * copies (ci, 3, H + 2, W). tile_w holds the tile's weights as (ci, 9, CONV_TILE_CHANNELS) and
+ * tile_b its biases, zero past `channels`. Inlined with `vectors` a constant so that the
+ * accumulators stay in registers. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+conv3x3_tile(float *out, size_t out_pixels, int channels, const float *shifted, int ci, int H,
+             int W, const float *tile_w, const float *tile_b, size_t s, int vectors)
+{
+    size_t plane = (size_t)(H + 2) * W;
+    __m512 acc[CONV_TILE_CHANNELS][CONV_TILE_VECTORS];
+#pragma GCC unroll 4
+    for (int v = 0; v < vectors; v++)
+#pragma GCC unroll 8
+        for (int c = 0; c < CONV_TILE_CHANNELS; c++) acc[c][v] = _mm512_set1_ps(tile_b[c]);
+    const float *src = shifted + s;
+    for (int i = 0; i < ci; i++, tile_w += 9 * CONV_TILE_CHANNELS) {
+#pragma GCC unroll 3
+        for (int ky = 0; ky < 3; ky++)
+#pragma GCC unroll 3
+            for (int kx = 0; kx < 3; kx++) {
+                size_t offset = ((size_t)i * 3 + kx) * plane + (size_t)ky * W;
+                const float *tap_w = tile_w + (ky * 3 + kx) * CONV_TILE_CHANNELS;
+                __m512 in[CONV_TILE_VECTORS];
+#pragma GCC unroll 4
+                for (int v = 0; v < vectors; v++) in[v] = _mm512_loadu_ps(src + offset + 16 * v);
+#pragma GCC unroll 8
+                for (int c = 0; c < CONV_TILE_CHANNELS; c++) {
+                    __m512 weight = _mm512_set1_ps(tap_w[c]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < vectors; v++)
+                        acc[c][v] = _mm512_fmadd_ps(weight, in[v], acc[c][v]);
+                }
+            }
+    }
+    for (int c = 0; c < channels; c++)
+#pragma GCC unroll 4
+        for (int v = 0; v < vectors; v++)
+            _mm512_storeu_ps(out + c * out_pixels + s + 16 * (size_t)v, acc[c][v]);
+}
+
+/* Pixels [begin, end) (multiples of 16) of y(co, H, W), one image, from its shifted copies,
+ * packed weights and biases as made by direct_conv3x3. */
+__attribute__((target("avx512f"))) static void
+conv3x3_pixels(float *y, const float *shifted, const float *packed_w, const float *packed_b,
+               int ci, int H, int W, int co, size_t begin, size_t end)
+{
+    size_t pixels = (size_t)H * W, tile_pixels = 16 * CONV_TILE_VECTORS;
+    for (int c0 = 0; c0 < co; c0 += CONV_TILE_CHANNELS) {
+        int channels = co - c0 < CONV_TILE_CHANNELS ? co - c0 : CONV_TILE_CHANNELS;
+        const float *tile_w = packed_w + (size_t)c0 * ci * 9, *tile_b = packed_b + c0;
+        float *out = y + c0 * pixels;
+        size_t s = begin;
+        for (; s + tile_pixels <= end; s += tile_pixels)
+            conv3x3_tile(out, pixels, channels, shifted, ci, H, W, tile_w, tile_b, s, 3);
+        if (end - s == 32)
+            conv3x3_tile(out, pixels, channels, shifted, ci, H, W, tile_w, tile_b, s, 2);
+        else if (end - s == 16)
+            conv3x3_tile(out, pixels, channels, shifted, ci, H, W, tile_w, tile_b, s, 1);
+    }
+}
+
+/* Whether direct_conv3x3 takes this conv: 3x3, stride 1, whole vectors of pixels, AVX-512, and
+ * the shifted copies of all threads within the scratch budget. */
+static int direct_conv3x3_applies(int ci, int H, int W, int k, int stride)
+{
+    size_t shifted = (size_t)ci * 3 * (H + 2) * W * sizeof(float);
+    return k == 3 && stride == 1 && H * W % 16 == 0 && shifted * thread_count() <= SCRATCH_BUDGET &&
+           __builtin_cpu_supports("avx512f");
+}
+
+/* conv2d through conv3x3_pixels: weights repacked into tiles (co rounded up to whole tiles, zeros
+ * past co), then each task, one image or (when the images do not spread evenly over the threads)
+ * one pixel range of one image, makes the image's shifted copies in its thread's scratch and
+ * convolves them. */
+static void direct_conv3x3(vd_backend *be, float *y, const float *x, const float *w,
+                           const float *b, int B, int ci, int H, int W, int co)
+{
+    size_t tiles = ((size_t)co + CONV_TILE_CHANNELS - 1) / CONV_TILE_CHANNELS;
+    size_t tile_w_floats = (size_t)ci * 9 * CONV_TILE_CHANNELS;
+    size_t shifted_floats = (size_t)ci * 3 * (H + 2) * W;
+    size_t packed_floats = tiles * (tile_w_floats + CONV_TILE_CHANNELS);
+    float *packed_w = scratch_reserve(be, packed_floats + thread_count() * shifted_floats);
+    float *packed_b = packed_w + tiles * tile_w_floats;
+    float *shifted_all = packed_w + packed_floats;
+    for (size_t t = 0; t < tiles; t++)
+        for (int c = 0; c < CONV_TILE_CHANNELS; c++) {
+            size_t o = t * CONV_TILE_CHANNELS + c;
+            for (size_t tap = 0; tap < (size_t)ci * 9; tap++)
+                packed_w[(t * ci * 9 + tap) * CONV_TILE_CHANNELS + c] =
+                    o < (size_t)co ? w[o * ci * 9 + tap] : 0.0f;
+            packed_b[o] = o < (size_t)co && b ? b[o] : 0.0f;
+        }
+    size_t pixels = (size_t)H * W, in_image = (size_t)ci * pixels, out_image = (size_t)co * pixels;
+    size_t tile_pixels = 16 * CONV_TILE_VECTORS;
+    size_t part = column_chunk((size_t)B, pixels, pixels);
+    part = min_size((part + tile_pixels - 1) / tile_pixels * tile_pixels, pixels);
+    size_t parts = (pixels + part - 1) / part;
+#pragma omp parallel for schedule(static)
+    for (size_t task = 0; task < (size_t)B * parts; task++) {
+        size_t n = task / parts, begin = task % parts * part;
+        float *shifted = shifted_all + (size_t)omp_get_thread_num() * shifted_floats;
+        shift_image(shifted, x + n * in_image, ci, H, W);
+        conv3x3_pixels(y + n * out_image, shifted, packed_w, packed_b, ci, H, W, co, begin,
+                       min_size(begin + part, pixels));
+    }
+}
+#endif
+
 /* y(B, co, Ho, Wo) = conv(x(B, ci, H, W), w(co, ci, k, k)) + b(co): per task, one column block of
  * one image: y_n[:, block] = w(co, ci*k*k) * im2col(x_n)[:, block]. A 1x1 stride-1 conv needs no
  * im2col: x_n(ci, S) is already the right matrix. */
 static void fast_conv2d(vd_backend *be, float *y, const float *x, const float *w, const float *b,
                         int B, int ci, int H, int W, int co, int k, int stride)
 {
+#ifdef HAVE_DIRECT_CONV3X3
+    if (direct_conv3x3_applies(ci, H, W, k, stride)) {
+        direct_conv3x3(be, y, x, w, b, B, ci, H, W, co);
+        return;
+    }
+#endif
     int pad = k / 2;
     int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
     size_t out_pixels = (size_t)Ho * Wo, in_pixels = (size_t)H * W;

@@ -112,10 +112,17 @@ static void test_conv2d_matches_reference(void **state)
     check_conv2d(1, 4, 7, 7, 3, 1, 2, 1);      /* 1x1 stride 2: im2col */
     check_conv2d(4, 3, 5, 6, 2, 5, 1, 1);      /* k = 5 */
     check_conv2d(1, 8, 33, 17, 12, 3, 1, 1);   /* one image: split into column blocks */
-    check_conv2d(1, 1024, 16, 15, 8, 3, 1, 1); /* deep: im2col blocks of 105 columns (7 rows) */
+    check_conv2d(1, 1024, 17, 15, 8, 3, 1, 1); /* deep: im2col blocks of 105 columns (7 rows) */
     check_conv2d(1, 4096, 5, 40, 4, 3, 1, 0);  /* deeper: blocks of 28 columns, part of a row */
     check_conv2d(4, 32, 16, 16, 32, 3, 1, 1);  /* a UNet-like shape */
     check_conv2d(2, 1, 1, 1, 1, 3, 1, 1);      /* one pixel: all taps but the centre pad */
+    /* 3x3 stride 1 over whole 16-pixel vectors: the direct path where AVX-512 is there */
+    check_conv2d(3, 5, 5, 16, 13, 3, 1, 1);    /* 80 pixels: tiles of 3 and 2 vectors; 13 = 8 + 5 */
+    check_conv2d(2, 32, 32, 32, 32, 3, 1, 0);  /* 32x32: 21 tiles of 3 vectors and one of 1 */
+    check_conv2d(1, 3, 4, 48, 4, 3, 1, 1);     /* 3-vector rows, one image, part of a tile */
+    check_conv2d(2, 7, 8, 8, 9, 3, 1, 1);      /* 8x8: each vector spans two rows */
+    check_conv2d(1, 3, 4, 12, 5, 3, 1, 0);     /* rows of 12: vectors start mid-row */
+    check_conv2d(1, 6, 16, 16, 8, 3, 1, 1);    /* one image in two pixel ranges: 144 + 112 */
 }
 
 static void check_temporal_conv(int N, int T, int ci, int co, int S, int with_bias)
