@@ -6,9 +6,9 @@
 # and 2,200 steps of 64 clips, each from the last stage's EMA weights), and writes the result in
 # bf16 as OUTDIR/vdmini.safetensors (docs/vdmini.md, "Students D and E on the GPU", has how good
 # it is and what the stages cost: about 23 minutes on four H200s, the first stage on two). The
-# shipped student was distilled from the stage-21 teacher, which stage 22 has since replaced as
-# models/teacher.safetensors; TEACHER set to the stage-21 file (in the repository's history)
-# makes that student again, the default distils from the stage-22 teacher.
+# shipped student was distilled from the stage-21 teacher, which stages 22 and 23 have since
+# replaced as models/teacher.safetensors; TEACHER set to the stage-21 file (in the repository's
+# history) makes that student again, the default distils from the stage-23 teacher.
 #
 #   tools/distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR
 #
