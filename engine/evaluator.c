@@ -676,6 +676,13 @@ static void judge_object(clip_context *c, int o, vd_eval_clip *out, int image_gi
             out->shape_by_size[ob->size][0] += shape_ok, out->shape_by_size[ob->size][1] += 1;
             out->shape_by_objects[t->object_count - 1][0] += shape_ok, out->shape_by_objects[t->object_count - 1][1] += 1;
             out->shape_by_motion[ob->motion][0] += shape_ok, out->shape_by_motion[ob->motion][1] += 1;
+            if (t->object_count > 1 && b && b->shape >= 0 && !shape_ok && b->label == (int)ob->colour) {
+                int another = 0; /* this object's own shape is not b's: the shape is wrong */
+                for (int p = 0; p < t->object_count; p++) another |= (int)t->objects[p].shape == b->shape;
+                out->shape_misbound[0] += 1;
+                out->shape_misbound[1] += another;
+                out->shape_misbound[2] += 1 - pow(1 - 1.0 / VD_SHAPE_COUNT, t->object_count - 1);
+            }
             add(out, VD_RATE_SIZE, b && size_class(c, b->r, ob->track[f].scale) == (int)ob->size);
         }
         add(out, VD_RATE_SHARPNESS, b && b->edge_width <= MAX_EDGE_WIDTH);
@@ -1073,6 +1080,7 @@ void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_ev
             for (int z = 0; z < VD_SIZE_COUNT; z++) out->shape_by_size[z][j] += clip->shape_by_size[z][j];
             for (int n = 0; n < VD_WORLD_MAX_OBJECTS; n++) out->shape_by_objects[n][j] += clip->shape_by_objects[n][j];
         }
+        for (int k = 0; k < 3; k++) out->shape_misbound[k] += clip->shape_misbound[k];
     }
     double content = 0, motion = 0;
     int ncontent = 0, nmotion = 0;
@@ -1165,6 +1173,17 @@ static void print_shape_breakdown(const vd_eval_summary *s, FILE *out)
     }
 }
 
+/* The wrong shapes of crowded clips that were another object's, against chance. */
+static void print_shape_misbound(const vd_eval_summary *s, FILE *out)
+{
+    const double *m = s->shape_misbound;
+    if (m[0] == 0) return;
+    fprintf(out, "\nIn clips of two or three objects, %.0f object-frames were found in the right colour but "
+                 "judged another shape; %.3f of them were judged the shape of another object of the clip "
+                 "(%.3f if the error ignored the other objects).\n",
+            m[0], m[1] / m[0], m[2] / m[0]);
+}
+
 /* The direction rate of the objects of each prompted motion that had any. */
 static void print_direction_by_motion(const vd_eval_summary *s, FILE *out)
 {
@@ -1191,6 +1210,7 @@ void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out)
     print_row(out, "frechet_real", s->frechet_real, NAN, "real clips of as many other prompts against the same");
     print_shape_confusion(s, out);
     print_shape_breakdown(s, out);
+    print_shape_misbound(s, out);
     print_direction_by_motion(s, out);
 }
 
@@ -1243,6 +1263,10 @@ char *vd_eval_summary_json(const vd_eval_summary *s)
     json_object_set_new(root, "shape_by_size", by_size);
     json_object_set_new(root, "shape_by_objects", by_objects);
     json_object_set_new(root, "shape_by_motion", shape_by_motion);
+    json_object_set_new(root, "shape_misbound",
+                        json_pack("{s:I, s:I, s:f}", "wrong_shape", (json_int_t)s->shape_misbound[0],
+                                  "another_objects_shape", (json_int_t)s->shape_misbound[1],
+                                  "by_chance", s->shape_misbound[2]));
     char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(root);
     return text;

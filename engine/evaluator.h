@@ -59,6 +59,12 @@ typedef struct {
     double shape_by_size[VD_SIZE_COUNT][2];
     double shape_by_objects[VD_WORLD_MAX_OBJECTS][2];
     double shape_by_motion[VD_MOTION_COUNT][2];
+    /* In clips of two or three objects, the object-frames found in the right colour but judged
+     * another shape: [0] all of them, [1] those judged the shape of another object of the clip
+     * (the prompt's shapes bound to the wrong objects), [2] how many of [0] would be so by chance
+     * if the error ignored the other objects (the world draws each object's shape uniformly and
+     * independently: 1 - (1 - 1/shapes)^(others) each) */
+    double shape_misbound[3];
 } vd_eval_clip;
 
 /* Judges frames (frames, 3, height, width) in [-1, 1], the engine's layout. image is the
@@ -98,13 +104,15 @@ typedef struct {
     double shape_by_size[VD_SIZE_COUNT][2];                     /* the same */
     double shape_by_objects[VD_WORLD_MAX_OBJECTS][2];
     double shape_by_motion[VD_MOTION_COUNT][2];
+    double shape_misbound[3];                                   /* vd_eval_clip's, summed */
 } vd_eval_summary;
 
 /* Aggregates a set; reference (may be NULL) is the real clips for the Fréchet distance. */
 void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_eval_summary *out);
 /* A Markdown table of the summary (each rate with its standard error), then, where objects were
- * judged, the shape confusion, the shape rate by size, object count and prompted motion, and the
- * direction rate by prompted motion. */
+ * judged, the shape confusion, the shape rate by size, object count and prompted motion, the
+ * wrong shapes of crowded clips that were another object's, and the direction rate by prompted
+ * motion. */
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out);
 /* The same figures as a JSON object under plain names (malloc'd string; NAN becomes null). */
 char *vd_eval_summary_json(const vd_eval_summary *s);

@@ -407,12 +407,64 @@ static void test_breakdowns_count_their_rates(void **state)
     assert_non_null(strstr(json, "\"shape_by_size\""));
     assert_non_null(strstr(json, "\"shape_by_objects\""));
     assert_non_null(strstr(json, "\"shape_by_motion\""));
+    assert_non_null(strstr(json, "\"shape_misbound\""));
     free(json);
     char *table = markdown_of(&summaries[REAL]);
     assert_non_null(strstr(table, "| shape judged as → |"));
     assert_non_null(strstr(table, "| object-frames of | shape correct |"));
     assert_non_null(strstr(table, "| prompted motion |"));
     free(table);
+}
+
+/* Judges clips of two and three objects drawn with other shapes than their truth says: each
+ * object drawn with the next object's shape (the prompt's shapes bound to the wrong objects), or
+ * with a shape no object of the clip has. */
+static void judge_reshaped(int swap, vd_eval_summary *out)
+{
+    const float count_odds[VD_WORLD_MAX_OBJECTS] = {0, 1, 1};
+    float *video = vd_malloc(FRAMES * frame_size * sizeof(float));
+    vd_clip_truth *t = vd_malloc(sizeof *t), *drawn = vd_malloc(sizeof *drawn);
+    vd_eval_set *set = vd_eval_set_new();
+    char err[256];
+    for (int i = 0; i < CLIPS; i++) {
+        vd_world_sample_odds(4242, (uint64_t)i, SIDE, SIDE, FRAMES, count_odds, t);
+        *drawn = *t;
+        int absent = 0;
+        for (int used = 1; used;) {
+            used = 0;
+            for (int o = 0; o < t->object_count; o++) used |= (int)t->objects[o].shape == absent;
+            absent += used;
+        }
+        for (int o = 0; o < t->object_count; o++)
+            drawn->objects[o].shape = swap ? t->objects[(o + 1) % t->object_count].shape : (vd_shape)absent;
+        vd_world_render(drawn, video);
+        vd_eval_clip clip;
+        assert_int_equal(vd_eval_clip_frames(t, video, FRAMES, SIDE, SIDE, NULL, &clip, err, sizeof err), 0);
+        vd_eval_set_add(set, &clip);
+    }
+    vd_eval_summarize(set, NULL, out);
+    vd_eval_set_free(set);
+    free(video);
+    free(t);
+    free(drawn);
+}
+
+/* shape_misbound tells shapes bound to the wrong objects from other wrong shapes: nearly every
+ * wrong shape of the swapped clips is another object's, far above chance, and next to none of
+ * the clips drawn with an absent shape; real clips have next to no wrong shapes. */
+static void test_misbound_shapes_are_told_from_other_errors(void **state)
+{
+    (void)state;
+    vd_eval_summary swapped, absent;
+    judge_reshaped(1, &swapped);
+    judge_reshaped(0, &absent);
+    const double *m = swapped.shape_misbound, *a = absent.shape_misbound, *r = summaries[REAL].shape_misbound;
+    printf("misbound: swapped %.0f of %.0f wrong (chance %.1f), absent shape %.0f of %.0f (chance %.1f), real %.0f wrong\n",
+           m[1], m[0], m[2], a[1], a[0], a[2], r[0]);
+    assert_true(m[0] >= 100 && a[0] >= 100);
+    assert_true(m[1] >= 0.9 * m[0] && m[2] <= 0.35 * m[0]);
+    assert_true(a[1] <= 0.1 * a[0] && a[2] >= 0.15 * a[0]);
+    assert_true(r[0] <= 0.05 * m[0]);
 }
 
 /* The standard error of a rate over clips, on counts made by hand: three clips with 1 of 2, 2 of 2
@@ -463,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_bytes_judge_like_floats_and_sizes_are_checked),
         cmocka_unit_test(test_summary_names_every_figure),
         cmocka_unit_test(test_breakdowns_count_their_rates),
+        cmocka_unit_test(test_misbound_shapes_are_told_from_other_errors),
         cmocka_unit_test(test_standard_error_over_clips),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
