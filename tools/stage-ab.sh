@@ -5,13 +5,16 @@
 # and the rates are compared as means over the seeds, where one seed's noise would hide a gain.
 #
 #   tools/stage-ab.sh [--time-limit SECONDS] [--gpus N] [--seeds 1000,2000,3000] [--prompts 200]
-#                     [--quick] CONFIG_A CONFIG_B OUTDIR
+#                     [--evals-at-once N] [--quick] CONFIG_A CONFIG_B OUTDIR
 #
 # CONFIG_A and CONFIG_B are `vdmini train denoiser` configs (README, "Training"); relative paths in
 # them ("init", "ae") are taken from the config's own folder, and "out_dir" is replaced by OUTDIR/a
 # and OUTDIR/b. With --gpus N (even) each run takes half of the GPUs (and must find them: --device
 # cuda), and each result is evaluated on the first GPU of its half; with one GPU (or none) both
-# share it (two runs of this model make about 1.2 times the clips of one: bench/RESULTS.md). Each
+# share it (two runs of this model make about 1.2 times the clips of one: bench/RESULTS.md), and
+# so do the evaluations of both. --evals-at-once N runs up to N evaluations at once on each GPU
+# (default 1; a 200-prompt evaluation keeps an H200 far from busy, and four at once take about as
+# long as one). Each
 # run resumes from its newest checkpoint: with --time-limit the script stops after about that many
 # seconds (after a checkpoint) and exits 3; run it again to go on. It then writes
 # OUTDIR/{a,b}.safetensors (the EMA weights, bf16), OUTDIR/eval-{a,b}-{t2v,i2v}-SEED.json and
@@ -22,22 +25,24 @@
 # pipeline on the CPU.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-limit=0 gpus=1 quick=0 seeds=1000,2000,3000 prompts=200
+limit=0 gpus=1 quick=0 seeds=1000,2000,3000 prompts=200 at_once=1
 while [ $# -gt 3 ]; do
     case $1 in
     --time-limit) limit=${2:?--time-limit needs a number of seconds}; shift 2 ;;
     --gpus) gpus=${2:?--gpus needs a number of GPUs}; shift 2 ;;
     --seeds) seeds=${2:?--seeds needs a list of seeds}; shift 2 ;;
     --prompts) prompts=${2:?--prompts needs a number}; shift 2 ;;
+    --evals-at-once) at_once=${2:?--evals-at-once needs a number}; shift 2 ;;
     --quick) quick=1; shift ;;
     *) echo "stage-ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
-[ $# -eq 3 ] || { echo "usage: stage-ab.sh [--time-limit S] [--gpus N] [--seeds S1,S2] [--prompts N] [--quick] CONFIG_A CONFIG_B OUTDIR" >&2; exit 2; }
+[ $# -eq 3 ] || { echo "usage: stage-ab.sh [--time-limit S] [--gpus N] [--seeds S1,S2] [--prompts N] [--evals-at-once N] [--quick] CONFIG_A CONFIG_B OUTDIR" >&2; exit 2; }
 . "$here/tools/resumable-run.sh"
 check_run_options stage-ab.sh
 case $seeds in '' | *[!0-9,]* | ,* | *, | *,,*) echo "stage-ab.sh: --seeds needs seeds separated by commas" >&2; exit 2 ;; esac
 case $prompts in '' | *[!0-9]* | 0) echo "stage-ab.sh: --prompts needs a whole number from 1" >&2; exit 2 ;; esac
+case $at_once in '' | *[!0-9]* | 0) echo "stage-ab.sh: --evals-at-once needs a whole number from 1" >&2; exit 2 ;; esac
 [ "$gpus" -eq 1 ] || [ $((gpus % 2)) -eq 0 ] || { echo "stage-ab.sh: --gpus must be 1 or even (half for each run)" >&2; exit 2; }
 for config in "$1" "$2"; do [ -f "$config" ] || { echo "stage-ab.sh: no config $config" >&2; exit 2; }; done
 config_a=$(realpath "$1") config_b=$(realpath "$2")
@@ -76,21 +81,33 @@ train() {
     [ -f "$1/teacher-ema.safetensors" ] || return 3
 }
 
-# evaluate ARM: ARM.safetensors on every seed, text- and image-to-video
-evaluate() {
-    arm=$1 eval_steps=25 count=$prompts
+# evaluate_one ARM MODE SEED: ARM.safetensors, text- (t2v) or image-to-video (i2v), on SEED's prompts
+evaluate_one() {
+    eval_steps=25 count=$prompts out=eval-$1-$2-$3.json flag=
     [ $quick -eq 1 ] && eval_steps=2 count=2
-    for seed in $(echo "$seeds" | tr , ' '); do
-        for mode in t2v i2v; do
-            out=eval-$arm-$mode-$seed.json
-            [ -f "$out" ] && continue
-            flag=
-            [ $mode = i2v ] && flag=--i2v
-            "$vdmini" eval --model "$arm.safetensors" --ae "$ae" --prompts "$count" --seed "$seed" \
-                --steps "$eval_steps" --device $device --bf16 $flag --json "$out.tmp" >/dev/null || return 1
-            mv "$out.tmp" "$out"
+    [ "$2" = i2v ] && flag=--i2v
+    "$vdmini" eval --model "$1.safetensors" --ae "$ae" --prompts "$count" --seed "$3" \
+        --steps "$eval_steps" --device $device --bf16 $flag --json "$out.tmp" >/dev/null || return 1
+    mv "$out.tmp" "$out"
+}
+
+# evaluate ARM...: each ARM on every seed, text- and image-to-video, up to at_once at a time
+evaluate() {
+    status=0 pids=
+    for arm in "$@"; do
+        for seed in $(echo "$seeds" | tr , ' '); do
+            for mode in t2v i2v; do
+                [ -f "eval-$arm-$mode-$seed.json" ] && continue
+                evaluate_one "$arm" $mode "$seed" &
+                pids="$pids $!"
+                [ $(echo $pids | wc -w) -lt "$at_once" ] && continue
+                for pid in $pids; do wait "$pid" || status=1; done
+                pids=
+            done
         done
     done
+    for pid in $pids; do wait "$pid" || status=1; done
+    return $status
 }
 
 prepare a "$config_a"
@@ -124,7 +141,7 @@ if [ "$gpus" -gt 1 ]; then
     (CUDA_VISIBLE_DEVICES=$half; export CUDA_VISIBLE_DEVICES; evaluate b) & pid_b=$!
     wait $pid_a && wait $pid_b
 else
-    evaluate a && evaluate b
+    evaluate a b
 fi
 
 python3 - "$seeds" "$config_a" "$config_b" >summary.md <<'PY'

@@ -4,7 +4,8 @@
 # evaluated on two seeds, text- and image-to-video, and the summary compares them; the configs
 # keep their settings with out_dir replaced and relative paths resolved; a second run changes
 # nothing; bad options and a missing config are refused before anything runs; with --gpus 4 each
-# run gets its half of the GPUs (checked with a stand-in for the program).
+# run gets its half of the GPUs, and --evals-at-once 2 runs the evaluations two at a time (both
+# checked with a stand-in for the program).
 set -u
 : "${top_srcdir:=.}"
 script="$top_srcdir/tools/stage-ab.sh"
@@ -24,6 +25,7 @@ sed 's/"object_loss_weight": 3}/"object_loss_weight": 3, "object_count_odds": [1
 expect_refused "an unknown option" --epochs --epochs 3 "$work/configs/a.json" "$work/configs/b.json"
 expect_refused "--gpus 3" --gpus --gpus 3 "$work/configs/a.json" "$work/configs/b.json"
 expect_refused "bad seeds" --seeds --seeds 1000,,2000 "$work/configs/a.json" "$work/configs/b.json"
+expect_refused "--evals-at-once 0" --evals-at-once --evals-at-once 0 "$work/configs/a.json" "$work/configs/b.json"
 expect_refused "a missing config" "no config" "$work/configs/a.json" "$work/configs/none.json"
 
 if "$script" --quick --seeds 1000,2000 "$work/configs/a.json" "$work/configs/b.json" "$out" >"$work/log" 2>&1; then
@@ -74,6 +76,11 @@ train) dir=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ou
        mkdir -p "$dir" && : >"$dir/teacher-ema.safetensors" ;;
 convert) while [ $# -gt 1 ] && [ "$1" != --out ]; do shift; done; : >"$2" ;;
 eval) mode=t2v; case " $* " in *" --i2v "*) mode=i2v ;; esac
+      if [ -n "${FAKE_PAIRS:-}" ]; then # a barrier: the 2k-1th and 2kth evaluations wait for each other
+          echo $$ >>"$FAKE_PAIRS"; need=$(( ($(wc -l <"$FAKE_PAIRS") + 1) / 2 * 2 )) tries=0
+          while [ "$(wc -l <"$FAKE_PAIRS")" -lt $need ] && [ $tries -lt 50 ]; do sleep 0.1; tries=$((tries + 1)); done
+          if [ "$(wc -l <"$FAKE_PAIRS")" -ge $need ]; then echo "eval paired" >>"$FAKE_LOG"; else echo "eval alone" >>"$FAKE_LOG"; fi
+      fi
       while [ $# -gt 1 ] && [ "$1" != --json ]; do shift; done; cp "$FAKE_REPORTS/eval-a-$mode-1000.json" "$2" ;;
 esac
 FAKE
@@ -88,6 +95,18 @@ if VDMINI="$work/fake" "$script" --gpus 4 --seeds 1000 "$work/configs/a.json" "$
     ok "--gpus 4 gives each run half of the GPUs"
 else
     bad "--gpus 4: $(cat "$work/err" "$FAKE_LOG")"
+fi
+
+# One GPU, --evals-at-once 2: the four evaluations run in pairs, each meeting its partner at the
+# stand-in's barrier (run one at a time, each would give up waiting and log "alone").
+: >"$FAKE_LOG"
+if FAKE_PAIRS="$work/pairs" VDMINI="$work/fake" "$script" --evals-at-once 2 --seeds 1000 "$work/configs/a.json" \
+       "$work/configs/b.json" "$work/together" >/dev/null 2>"$work/err" &&
+   [ "$(grep -c "^eval paired" "$FAKE_LOG")" -eq 4 ] && ! grep -q "^eval alone" "$FAKE_LOG" &&
+   [ "$(ls "$work/together"/eval-*.json | wc -l)" -eq 4 ]; then
+    ok "--evals-at-once 2 runs the evaluations two at a time"
+else
+    bad "--evals-at-once: $(cat "$work/err" "$FAKE_LOG")"
 fi
 
 finish
