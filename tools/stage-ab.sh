@@ -13,8 +13,7 @@
 # cuda), and each result is evaluated on the first GPU of its half; with one GPU (or none) both
 # share it (two runs of this model make about 1.2 times the clips of one: bench/RESULTS.md), and
 # so do the evaluations of both. --evals-at-once N runs up to N evaluations at once on each GPU
-# (default 1; a 200-prompt evaluation keeps an H200 far from busy, and four at once take about as
-# long as one). Each
+# (default 1; one 200-prompt evaluation leaves an H200 partly idle: bench/RESULTS.md). Each
 # run resumes from its newest checkpoint: with --time-limit the script stops after about that many
 # seconds (after a checkpoint) and exits 3; run it again to go on. It then writes
 # OUTDIR/{a,b}.safetensors (the EMA weights, bf16), OUTDIR/eval-{a,b}-{t2v,i2v}-SEED.json and
