@@ -359,6 +359,25 @@ static float truth_radius(const clip_context *c, int o, int f)
     return vd_size_radius(ob->size, c->side) * ob->track[f].scale;
 }
 
+const char *vd_gap_name(vd_gap g)
+{
+    static const char *const names[VD_GAP_COUNT] = {"close", "near", "apart"};
+    return (unsigned)g < VD_GAP_COUNT ? names[g] : "?";
+}
+
+/* The gap class of object o's nearest other object in frame f (clips of two or more objects). */
+static vd_gap nearest_gap(const clip_context *c, int o, int f)
+{
+    float nearest = INFINITY;
+    for (int p = 0; p < c->t->object_count; p++) {
+        if (p == o) continue;
+        const vd_track_point *a = &c->t->objects[o].track[f], *b = &c->t->objects[p].track[f];
+        float gap = hypotf(b->x - a->x, b->y - a->y) / (truth_radius(c, o, f) + truth_radius(c, p, f));
+        if (gap < nearest) nearest = gap;
+    }
+    return nearest < 1.5f ? VD_GAP_CLOSE : nearest < 3.0f ? VD_GAP_NEAR : VD_GAP_APART;
+}
+
 /* Assigns blobs to objects (each blob to at most one) at the least total cost. */
 typedef struct {
     float cost[VD_WORLD_MAX_OBJECTS][MAX_BLOBS];
@@ -676,6 +695,10 @@ static void judge_object(clip_context *c, int o, vd_eval_clip *out, int image_gi
             out->shape_by_size[ob->size][0] += shape_ok, out->shape_by_size[ob->size][1] += 1;
             out->shape_by_objects[t->object_count - 1][0] += shape_ok, out->shape_by_objects[t->object_count - 1][1] += 1;
             out->shape_by_motion[ob->motion][0] += shape_ok, out->shape_by_motion[ob->motion][1] += 1;
+            if (t->object_count > 1) {
+                vd_gap g = nearest_gap(c, o, f);
+                out->shape_by_gap[g][0] += shape_ok, out->shape_by_gap[g][1] += 1;
+            }
             if (t->object_count > 1 && b && b->shape >= 0 && !shape_ok && b->label == (int)ob->colour) {
                 int another = 0; /* this object's own shape is not b's: the shape is wrong */
                 for (int p = 0; p < t->object_count; p++) another |= (int)t->objects[p].shape == b->shape;
@@ -1078,6 +1101,7 @@ void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_ev
                 out->shape_by_motion[m][j] += clip->shape_by_motion[m][j];
             }
             for (int z = 0; z < VD_SIZE_COUNT; z++) out->shape_by_size[z][j] += clip->shape_by_size[z][j];
+            for (int g = 0; g < VD_GAP_COUNT; g++) out->shape_by_gap[g][j] += clip->shape_by_gap[g][j];
             for (int n = 0; n < VD_WORLD_MAX_OBJECTS; n++) out->shape_by_objects[n][j] += clip->shape_by_objects[n][j];
         }
         for (int k = 0; k < 3; k++) out->shape_misbound[k] += clip->shape_misbound[k];
@@ -1148,12 +1172,13 @@ static void print_shape_confusion(const vd_eval_summary *s, FILE *out)
     fprintf(out, "\n");
 }
 
-/* The shape rate of the object-frames of each size, object count and prompted motion that had any. */
+/* The shape rate of the object-frames of each size, object count, prompted motion and nearest
+ * other object's gap that had any. */
 static void print_shape_breakdown(const vd_eval_summary *s, FILE *out)
 {
     int any = 0;
     char group[32];
-    for (int g = 0; g < VD_SIZE_COUNT + VD_WORLD_MAX_OBJECTS + VD_MOTION_COUNT; g++) {
+    for (int g = 0; g < VD_SIZE_COUNT + VD_WORLD_MAX_OBJECTS + VD_MOTION_COUNT + VD_GAP_COUNT; g++) {
         const double *d;
         if (g < VD_SIZE_COUNT) {
             d = s->shape_by_size[g];
@@ -1162,10 +1187,14 @@ static void print_shape_breakdown(const vd_eval_summary *s, FILE *out)
             int n = g - VD_SIZE_COUNT;
             d = s->shape_by_objects[n];
             snprintf(group, sizeof group, "%d object%s in the clip", n + 1, n ? "s" : "");
-        } else {
+        } else if (g < VD_SIZE_COUNT + VD_WORLD_MAX_OBJECTS + VD_MOTION_COUNT) {
             int m = g - VD_SIZE_COUNT - VD_WORLD_MAX_OBJECTS;
             d = s->shape_by_motion[m];
             snprintf(group, sizeof group, "motion %s", vd_motion_name((vd_motion)m));
+        } else {
+            int k = g - VD_SIZE_COUNT - VD_WORLD_MAX_OBJECTS - VD_MOTION_COUNT;
+            d = s->shape_by_gap[k];
+            snprintf(group, sizeof group, "another object %s", vd_gap_name((vd_gap)k));
         }
         if (d[1] == 0) continue;
         if (!any++) fprintf(out, "\n| object-frames of | shape correct | object-frames |\n|---|---|---|\n");
@@ -1263,6 +1292,10 @@ char *vd_eval_summary_json(const vd_eval_summary *s)
     json_object_set_new(root, "shape_by_size", by_size);
     json_object_set_new(root, "shape_by_objects", by_objects);
     json_object_set_new(root, "shape_by_motion", shape_by_motion);
+    json_t *by_gap = json_object(); /* nearest other object's gap -> object-frames, clips of 2 or 3 */
+    for (int g = 0; g < VD_GAP_COUNT; g++)
+        json_object_set_new(by_gap, vd_gap_name((vd_gap)g), correct_of(s->shape_by_gap[g], "object_frames"));
+    json_object_set_new(root, "shape_by_gap", by_gap);
     json_object_set_new(root, "shape_misbound",
                         json_pack("{s:I, s:I, s:f}", "wrong_shape", (json_int_t)s->shape_misbound[0],
                                   "another_objects_shape", (json_int_t)s->shape_misbound[1],

@@ -41,6 +41,12 @@ const char *vd_rate_name(vd_rate r);
 
 #define VD_EVAL_FEATURES 32
 
+/* In clips of two or three objects, how near the nearest other object is in a frame: the distance
+ * between the centres over the sum of the radii (1: outlines touching), below 1.5 close, below 3
+ * near, else apart. */
+typedef enum { VD_GAP_CLOSE, VD_GAP_NEAR, VD_GAP_APART, VD_GAP_COUNT } vd_gap;
+const char *vd_gap_name(vd_gap g);
+
 /* One clip's counts; rates are hits / trials summed over a set. */
 typedef struct {
     double hits[VD_RATE_COUNT], trials[VD_RATE_COUNT];
@@ -59,6 +65,7 @@ typedef struct {
     double shape_by_size[VD_SIZE_COUNT][2];
     double shape_by_objects[VD_WORLD_MAX_OBJECTS][2];
     double shape_by_motion[VD_MOTION_COUNT][2];
+    double shape_by_gap[VD_GAP_COUNT][2]; /* clips of two or three objects, by the nearest other */
     /* In clips of two or three objects, the object-frames found in the right colour but judged
      * another shape: [0] all of them, [1] those judged the shape of another object of the clip
      * (the prompt's shapes bound to the wrong objects), [2] how many of [0] would be so by chance
@@ -104,13 +111,15 @@ typedef struct {
     double shape_by_size[VD_SIZE_COUNT][2];                     /* the same */
     double shape_by_objects[VD_WORLD_MAX_OBJECTS][2];
     double shape_by_motion[VD_MOTION_COUNT][2];
+    double shape_by_gap[VD_GAP_COUNT][2];
     double shape_misbound[3];                                   /* vd_eval_clip's, summed */
 } vd_eval_summary;
 
 /* Aggregates a set; reference (may be NULL) is the real clips for the Fréchet distance. */
 void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_eval_summary *out);
 /* A Markdown table of the summary (each rate with its standard error), then, where objects were
- * judged, the shape confusion, the shape rate by size, object count and prompted motion, the
+ * judged, the shape confusion, the shape rate by size, object count, prompted motion and (in
+ * clips of two or three objects) the nearest other object's gap, the
  * wrong shapes of crowded clips that were another object's, and the direction rate by prompted
  * motion. */
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out);

@@ -400,6 +400,11 @@ static void test_breakdowns_count_their_rates(void **state)
         assert_float_equal(by_size[0], diagonal, 1e-9);
         assert_float_equal(by_objects[0], diagonal, 1e-9);
         assert_float_equal(by_motion[0], diagonal, 1e-9);
+        for (int j = 0; j < 2; j++) { /* the gaps split the object-frames of clips of 2 or 3 objects */
+            double by_gap = 0;
+            for (int g = 0; g < VD_GAP_COUNT; g++) by_gap += s->shape_by_gap[g][j];
+            assert_float_equal(by_gap, s->shape_by_objects[1][j] + s->shape_by_objects[2][j], 1e-9);
+        }
     }
     char *json = vd_eval_summary_json(&summaries[REAL]);
     assert_non_null(strstr(json, "\"shape_confusion\""));
@@ -408,6 +413,7 @@ static void test_breakdowns_count_their_rates(void **state)
     assert_non_null(strstr(json, "\"shape_by_objects\""));
     assert_non_null(strstr(json, "\"shape_by_motion\""));
     assert_non_null(strstr(json, "\"shape_misbound\""));
+    assert_non_null(strstr(json, "\"shape_by_gap\""));
     free(json);
     char *table = markdown_of(&summaries[REAL]);
     assert_non_null(strstr(table, "| shape judged as → |"));
@@ -467,6 +473,38 @@ static void test_misbound_shapes_are_told_from_other_errors(void **state)
     assert_true(r[0] <= 0.05 * m[0]);
 }
 
+/* Two medium objects held still, their centres 1.2, 2 and 3.5 times the sum of their radii apart:
+ * every judged object-frame of the three clips falls under "close", "near" and "apart" in turn, and
+ * all have the right shape. */
+static void test_gap_of_the_nearest_object(void **state)
+{
+    (void)state;
+    const float count_odds[VD_WORLD_MAX_OBJECTS] = {0, 1, 0};
+    float *video = vd_malloc(FRAMES * frame_size * sizeof(float));
+    vd_clip_truth *t = vd_malloc(sizeof *t);
+    char err[256];
+    float r = vd_size_radius(VD_SIZE_MEDIUM, SIDE);
+    const float gaps[VD_GAP_COUNT] = {1.2f, 2.0f, 3.5f};
+    for (int k = 0; k < VD_GAP_COUNT; k++) {
+        vd_world_sample_odds(77, 0, SIDE, SIDE, FRAMES, count_odds, t);
+        for (int o = 0; o < 2; o++) {
+            t->objects[o].size = VD_SIZE_MEDIUM;
+            for (int f = 0; f < FRAMES; f++)
+                t->objects[o].track[f] = (vd_track_point){.x = SIDE / 2 + (o ? 1 : -1) * gaps[k] * r, .y = SIDE / 2,
+                                                          .scale = 1, .angle = 0, .visible = 1};
+        }
+        vd_world_render(t, video);
+        vd_eval_clip clip;
+        assert_int_equal(vd_eval_clip_frames(t, video, FRAMES, SIDE, SIDE, NULL, &clip, err, sizeof err), 0);
+        for (int g = 0; g < VD_GAP_COUNT; g++) {
+            assert_float_equal(clip.shape_by_gap[g][1], g == k ? 2 * FRAMES : 0, 0);
+            assert_float_equal(clip.shape_by_gap[g][0], clip.shape_by_gap[g][1], 0);
+        }
+    }
+    free(video);
+    free(t);
+}
+
 /* The standard error of a rate over clips, on counts made by hand: three clips with 1 of 2, 2 of 2
  * and 0 of 1 hits give the rate 3/5 and the residuals -0.2, 0.8 and -0.6, so the error is
  * sqrt(3/2 * 1.04) / 5; a rate that one clip alone judged has none; the table and the JSON carry
@@ -516,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_summary_names_every_figure),
         cmocka_unit_test(test_breakdowns_count_their_rates),
         cmocka_unit_test(test_misbound_shapes_are_told_from_other_errors),
+        cmocka_unit_test(test_gap_of_the_nearest_object),
         cmocka_unit_test(test_standard_error_over_clips),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
