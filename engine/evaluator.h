@@ -119,9 +119,8 @@ typedef struct {
 void vd_eval_summarize(const vd_eval_set *s, const vd_eval_set *reference, vd_eval_summary *out);
 /* A Markdown table of the summary (each rate with its standard error), then, where objects were
  * judged, the shape confusion, the shape rate by size, object count, prompted motion and (in
- * clips of two or three objects) the nearest other object's gap, the
- * wrong shapes of crowded clips that were another object's, and the direction rate by prompted
- * motion. */
+ * clips of two or three objects) the nearest other object's gap, the wrong shapes of those clips
+ * that were another object's, and the direction rate by prompted motion. */
 void vd_eval_print_markdown(const vd_eval_summary *s, FILE *out);
 /* The same figures as a JSON object under plain names (malloc'd string; NAN becomes null). */
 char *vd_eval_summary_json(const vd_eval_summary *s);
