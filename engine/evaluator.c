@@ -375,7 +375,7 @@ static vd_gap nearest_gap(const clip_context *c, int o, int f)
         float gap = hypotf(b->x - a->x, b->y - a->y) / (truth_radius(c, o, f) + truth_radius(c, p, f));
         if (gap < nearest) nearest = gap;
     }
-    return nearest < 1.5f ? VD_GAP_CLOSE : nearest < 3.0f ? VD_GAP_NEAR : VD_GAP_APART;
+    return nearest < 1.0f ? VD_GAP_CLOSE : nearest < 1.5f ? VD_GAP_NEAR : VD_GAP_APART;
 }
 
 /* Assigns blobs to objects (each blob to at most one) at the least total cost. */

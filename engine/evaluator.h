@@ -42,8 +42,8 @@ const char *vd_rate_name(vd_rate r);
 #define VD_EVAL_FEATURES 32
 
 /* In clips of two or three objects, how near the nearest other object is in a frame: the distance
- * between the centres over the sum of the radii (1: outlines touching), below 1.5 close, below 3
- * near, else apart. */
+ * between the centres over the sum of the radii; below 1 (the outlines overlap) close, below 1.5
+ * near, else apart (about a third of the world's judged object-frames each). */
 typedef enum { VD_GAP_CLOSE, VD_GAP_NEAR, VD_GAP_APART, VD_GAP_COUNT } vd_gap;
 const char *vd_gap_name(vd_gap g);
 

@@ -473,9 +473,10 @@ static void test_misbound_shapes_are_told_from_other_errors(void **state)
     assert_true(r[0] <= 0.05 * m[0]);
 }
 
-/* Two medium objects held still, their centres 1.2, 2 and 3.5 times the sum of their radii apart:
+/* Two medium objects held still, their centres 0.8, 1.25 and 2 times the sum of their radii apart:
  * every judged object-frame of the three clips falls under "close", "near" and "apart" in turn, and
- * all have the right shape. */
+ * all have the right shape (in the first the objects overlap, and only the one in front is
+ * judged). */
 static void test_gap_of_the_nearest_object(void **state)
 {
     (void)state;
@@ -484,20 +485,20 @@ static void test_gap_of_the_nearest_object(void **state)
     vd_clip_truth *t = vd_malloc(sizeof *t);
     char err[256];
     float r = vd_size_radius(VD_SIZE_MEDIUM, SIDE);
-    const float gaps[VD_GAP_COUNT] = {1.2f, 2.0f, 3.5f};
+    const float gaps[VD_GAP_COUNT] = {0.8f, 1.25f, 2.0f};
     for (int k = 0; k < VD_GAP_COUNT; k++) {
         vd_world_sample_odds(77, 0, SIDE, SIDE, FRAMES, count_odds, t);
         for (int o = 0; o < 2; o++) {
             t->objects[o].size = VD_SIZE_MEDIUM;
             for (int f = 0; f < FRAMES; f++)
                 t->objects[o].track[f] = (vd_track_point){.x = SIDE / 2 + (o ? 1 : -1) * gaps[k] * r, .y = SIDE / 2,
-                                                          .scale = 1, .angle = 0, .visible = 1};
+                                                          .scale = 1, .angle = 0, .visible = k || o ? 1 : 0.5f};
         }
         vd_world_render(t, video);
         vd_eval_clip clip;
         assert_int_equal(vd_eval_clip_frames(t, video, FRAMES, SIDE, SIDE, NULL, &clip, err, sizeof err), 0);
         for (int g = 0; g < VD_GAP_COUNT; g++) {
-            assert_float_equal(clip.shape_by_gap[g][1], g == k ? 2 * FRAMES : 0, 0);
+            assert_float_equal(clip.shape_by_gap[g][1], g == k ? (k ? 2 : 1) * FRAMES : 0, 0);
             assert_float_equal(clip.shape_by_gap[g][0], clip.shape_by_gap[g][1], 0);
         }
     }
