@@ -698,13 +698,13 @@ static void judge_object(clip_context *c, int o, vd_eval_clip *out, int image_gi
             if (t->object_count > 1) {
                 vd_gap g = nearest_gap(c, o, f);
                 out->shape_by_gap[g][0] += shape_ok, out->shape_by_gap[g][1] += 1;
-            }
-            if (t->object_count > 1 && b && b->shape >= 0 && !shape_ok && b->label == (int)ob->colour) {
-                int another = 0; /* this object's own shape is not b's: the shape is wrong */
-                for (int p = 0; p < t->object_count; p++) another |= (int)t->objects[p].shape == b->shape;
-                out->shape_misbound[0] += 1;
-                out->shape_misbound[1] += another;
-                out->shape_misbound[2] += 1 - pow(1 - 1.0 / VD_SHAPE_COUNT, t->object_count - 1);
+                if (b && b->shape >= 0 && !shape_ok && b->label == (int)ob->colour) {
+                    int another = 0; /* this object's own shape is not b's: the shape is wrong */
+                    for (int p = 0; p < t->object_count; p++) another |= (int)t->objects[p].shape == b->shape;
+                    out->shape_misbound[0] += 1;
+                    out->shape_misbound[1] += another;
+                    out->shape_misbound[2] += 1 - pow(1 - 1.0 / VD_SHAPE_COUNT, t->object_count - 1);
+                }
             }
             add(out, VD_RATE_SIZE, b && size_class(c, b->r, ob->track[f].scale) == (int)ob->size);
         }
