@@ -50,6 +50,26 @@ int vd_unet_temporal_removed(const vd_unet_config *u, int level)
     return vd_unet_block_removed(u, name);
 }
 
+int vd_unet_inner_channels(const vd_unet_config *u, int level)
+{
+    return u->inner_channels[level] ? u->inner_channels[level] : u->channels[level];
+}
+
+int vd_unet_set_inner_channels(vd_unet_config *u, const int *widths, int count, char *err, size_t errlen)
+{
+    if (count != u->levels)
+        return vd_fail(err, errlen, "inner_channels: %d entries for a UNet of %d levels", count, u->levels);
+    for (int l = 0; l < count; l++) {
+        int width = widths[l] ? widths[l] : vd_unet_inner_channels(u, l), group_width = u->channels[l] / u->groups;
+        if (width < vd_unet_inner_channels(u, l) || width % group_width)
+            return vd_fail(err, errlen, "inner_channels[%d]: %d must be at least %d (the level's width now) and a "
+                           "multiple of its group width %d", l, width, vd_unet_inner_channels(u, l), group_width);
+    }
+    for (int l = 0; l < count; l++)
+        if (widths[l]) u->inner_channels[l] = widths[l];
+    return 0;
+}
+
 int vd_unet_attention_removed(const vd_unet_config *u, const char *block)
 {
     char name[48];
@@ -244,6 +264,13 @@ static int parse_unet(json_t *j, vd_unet_config *u, char *err, size_t errlen)
         if (u->attention[l] && u->channels[l] % u->head_dim) return vd_fail(err, errlen, "config unet.channels[%d] = %d is not divisible by head_dim %d", l, u->channels[l], u->head_dim);
         if (u->channels[l] % 2) return vd_fail(err, errlen, "config unet.channels[%d] must be even", l);
     }
+    if (json_object_get(j, "inner_channels")) {
+        int widths[VD_MAX_LEVELS], count = 0;
+        char why[160];
+        if (get_int_list(j, "unet", "inner_channels", 1, 65536, widths, &count, err, errlen)) return -1;
+        if (vd_unet_set_inner_channels(u, widths, count, why, sizeof why))
+            return vd_fail(err, errlen, "config unet.%s", why);
+    }
     json_t *rm = json_object_get(j, "removed");
     if (rm && !json_is_array(rm))
         return vd_fail(err, errlen, "config unet.removed: must be a list of units: blocks, temporal.<level>, <block>.attn");
@@ -364,6 +391,13 @@ char *vd_config_to_json(const vd_model_config *c)
                               "groups", u->groups, "in_channels", u->in_channels, "out_channels", u->out_channels,
                               "context_dim", u->context_dim, "frames", u->frames, "latent_size", u->latent_h,
                               u->latent_w, "pooled_text", u->pooled_text, "removed", removed);
+        int widened = 0;
+        for (int l = 0; l < u->levels; l++) widened |= vd_unet_inner_channels(u, l) != u->channels[l];
+        if (widened) {
+            int inner[VD_MAX_LEVELS];
+            for (int l = 0; l < u->levels; l++) inner[l] = vd_unet_inner_channels(u, l);
+            json_object_set_new(j, "inner_channels", int_list(inner, u->levels, 0));
+        }
         json_object_set_new(root, "unet", j);
         const vd_diffusion_config *d = &c->diffusion;
         json_object_set_new(root, "diffusion", json_pack("{s:s, s:i, s:f, s:f, s:b, s:f}", "prediction", "v", "train_steps",

@@ -24,6 +24,8 @@ typedef struct {
 typedef struct {
     int present;
     int levels, channels[VD_MAX_LEVELS], attention[VD_MAX_LEVELS];
+    int inner_channels[VD_MAX_LEVELS]; /* a level's ResBlocks' inner width (conv1's output, norm2,
+                                        * conv2's input); 0: the level's channels */
     int blocks_per_level, head_dim, groups, in_channels, out_channels, context_dim;
     int frames, latent_h, latent_w;
     int pooled_text; /* the mean of the text tokens, projected, is added to the time embedding */
@@ -65,6 +67,12 @@ void vd_config_free(vd_model_config *c);
 /* Deep copy. */
 void vd_config_copy(vd_model_config *dst, const vd_model_config *src);
 
+/* The inner width of level l's ResBlocks: inner_channels[l], else channels[l]. */
+int vd_unet_inner_channels(const vd_unet_config *u, int level);
+/* Widens level l's ResBlocks to widths[l] (0 keeps the level's) for the count == levels entries;
+ * a width below the level's inner width now or not a whole number of its groups' width is an
+ * error, and nothing changes. */
+int vd_unet_set_inner_channels(vd_unet_config *u, const int *widths, int count, char *err, size_t errlen);
 /* Whether the removed list names this unit (a block name or "temporal.l"). */
 int vd_unet_block_removed(const vd_unet_config *u, const char *name);
 /* Whether the temporal layers of level l ("temporal.l") are removed. */

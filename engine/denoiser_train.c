@@ -226,33 +226,34 @@ typedef struct {
     tl_conv_rec c1, c2, skip;
     tl_linear_rec time;
     const float *a3; /* the temporal conv's input */
-    int ci, co, S, has_skip, has_tconv;
+    int ci, cm, co, S, has_skip, has_tconv;
 } res3d_rec;
 
-/* ResBlock3D: x (N*T, ci, H, W) -> (N*T, co, H, W). The temporal conv runs when the model has its
- * weights: a removed temporal unit ("temporal.l") declares none for its level's blocks. */
-static float *res3d_fwd(tl_ctx *c, res3d_rec *r, const unet_state *u, const char *p, const float *x, int ci, int co,
-                        int H, int W)
+/* ResBlock3D: x (N*T, ci, H, W) -> (N*T, co, H, W), cm channels wide inside. The temporal conv runs
+ * when the model has its weights: a removed temporal unit ("temporal.l") declares none for its
+ * level's blocks. */
+static float *res3d_fwd(tl_ctx *c, res3d_rec *r, const unet_state *u, const char *p, const float *x, int ci, int cm,
+                        int co, int H, int W)
 {
     vd_backend *be = c->be;
     int B = u->N * u->T, S = H * W;
     size_t n = (size_t)B * co * S;
     char name[160];
     memset(r, 0, sizeof *r);
-    r->ci = ci, r->co = co, r->S = S, r->has_skip = ci != co;
+    r->ci = ci, r->cm = cm, r->co = co, r->S = S, r->has_skip = ci != co;
     snprintf(r->tconv, sizeof r->tconv, "%s.tconv", p);
     r->has_tconv = tl_lookup(c, r->tconv, ".weight", 1) != NULL;
     snprintf(name, sizeof name, "%s.norm1", p);
     float *a1 = tl_norm_silu_fwd(c, &r->n1, name, x, B, ci, S, u->G);
     snprintf(name, sizeof name, "%s.conv1", p);
-    float *h1 = tl_conv_fwd(c, &r->c1, name, a1, B, ci, H, W, co, 3, 1);
+    float *h1 = tl_conv_fwd(c, &r->c1, name, a1, B, ci, H, W, cm, 3, 1);
     snprintf(name, sizeof name, "%s.time", p);
-    float *tb = tl_linear_fwd(c, &r->time, name, u->temb_act, u->N, u->temb_dim, co);
-    be->add_channel_bias(be, h1, tb, u->N, u->T, co, S); /* conv1's backward reads a1, not h1 */
+    float *tb = tl_linear_fwd(c, &r->time, name, u->temb_act, u->N, u->temb_dim, cm);
+    be->add_channel_bias(be, h1, tb, u->N, u->T, cm, S); /* conv1's backward reads a1, not h1 */
     snprintf(name, sizeof name, "%s.norm2", p);
-    float *a2 = tl_norm_silu_fwd(c, &r->n2, name, h1, B, co, S, u->G);
+    float *a2 = tl_norm_silu_fwd(c, &r->n2, name, h1, B, cm, S, u->G * cm / co);
     snprintf(name, sizeof name, "%s.conv2", p);
-    float *h2 = tl_conv_fwd(c, &r->c2, name, a2, B, co, H, W, co, 3, 1), *x2 = tl_kept(c, n);
+    float *h2 = tl_conv_fwd(c, &r->c2, name, a2, B, cm, H, W, co, 3, 1), *x2 = tl_kept(c, n);
     if (r->has_skip) {
         snprintf(name, sizeof name, "%s.skip", p);
         be->add(be, x2, tl_conv_fwd(c, &r->skip, name, x, B, ci, H, W, co, 1, 1), h2, n);
@@ -289,8 +290,8 @@ static float *res3d_bwd(tl_ctx *c, const res3d_rec *r, const unet_state *u, cons
     }
     float *da2 = tl_conv_bwd(c, &r->c2, dx2, 1), *dh1 = tl_norm_silu_bwd(c, &r->n2, da2);
     tl_release(c, da2);
-    float *dtb = tl_zeroed(c, (size_t)u->N * r->co);
-    be->add_channel_bias_backward(be, dtb, dh1, u->N, u->T, r->co, r->S);
+    float *dtb = tl_zeroed(c, (size_t)u->N * r->cm);
+    be->add_channel_bias_backward(be, dtb, dh1, u->N, u->T, r->cm, r->S);
     float *dte = tl_linear_bwd(c, &r->time, dtb, 1);
     be->add(be, u->dtemb_act, u->dtemb_act, dte, (size_t)u->N * u->temb_dim);
     tl_release(c, dtb), tl_release(c, dte);
@@ -402,7 +403,7 @@ static float *block_fwd(tl_ctx *c, stage_rec *r, const unet_state *u, const vd_u
 {
     char p[96];
     snprintf(p, sizeof p, "unet.%s.res", s->name);
-    float *y = res3d_fwd(c, &r->res, u, p, x, s->ci, s->co, H, W);
+    float *y = res3d_fwd(c, &r->res, u, p, x, s->ci, s->cm, s->co, H, W);
     if (s->attn) snprintf(p, sizeof p, "unet.%s.attn", s->name), y = attn3d_fwd(c, &r->attn, u, p, y, s->co, H, W);
     return y;
 }
@@ -439,9 +440,9 @@ static float *unet_fwd(tl_ctx *c, const vd_unet_stage *st, int nst, stage_rec *r
             H /= 2, W /= 2;
             break;
         case VD_STAGE_MID:
-            cur = res3d_fwd(c, &r->res, u, "unet.mid.res1", cur, s->ci, s->co, H, W);
+            cur = res3d_fwd(c, &r->res, u, "unet.mid.res1", cur, s->ci, s->cm, s->co, H, W);
             if (s->attn) cur = attn3d_fwd(c, &r->attn, u, "unet.mid.attn", cur, s->co, H, W);
-            cur = res3d_fwd(c, &r->res2, u, "unet.mid.res2", cur, s->co, s->co, H, W);
+            cur = res3d_fwd(c, &r->res2, u, "unet.mid.res2", cur, s->co, s->cm, s->co, H, W);
             break;
         case VD_STAGE_UP_BLOCK:
             if (s->skip_ch) {

@@ -279,12 +279,14 @@ int vd_generate(vd_engine *e, const vd_gen_params *p, float *frames, vd_progress
     return rc;
 }
 
-int vd_init_preset(const char *preset, uint64_t seed, const char *out_path, char err[VD_ERR_LEN])
+int vd_init_preset(const char *preset, const int *inner_channels, int inner_count, uint64_t seed, const char *out_path,
+                   char err[VD_ERR_LEN])
 {
     vd_model_config cfg;
     if (vd_config_preset(preset, &cfg)) return vd_fail(err, VD_ERR_LEN, "unknown preset \"%s\" (known: tiny, large)", preset);
     vd_model m;
-    int rc = vd_model_build(&m, &cfg, err, VD_ERR_LEN);
+    int rc = inner_count ? vd_unet_set_inner_channels(&cfg.unet, inner_channels, inner_count, err, VD_ERR_LEN) : 0;
+    if (rc == 0) rc = vd_model_build(&m, &cfg, err, VD_ERR_LEN);
     vd_config_free(&cfg);
     if (rc) return -1;
     vd_model_init_random(&m, seed);
@@ -317,7 +319,10 @@ int vd_print_info(const char *path_or_preset, FILE *out, char err[VD_ERR_LEN])
     if (cfg.unet.present) {
         const vd_unet_config *u = &cfg.unet;
         fprintf(out, "unet: channels");
-        for (int l = 0; l < u->levels; l++) fprintf(out, " %d%s", u->channels[l], u->attention[l] ? "+attn" : "");
+        for (int l = 0; l < u->levels; l++) {
+            fprintf(out, " %d%s", u->channels[l], u->attention[l] ? "+attn" : "");
+            if (vd_unet_inner_channels(u, l) != u->channels[l]) fprintf(out, "(inner %d)", vd_unet_inner_channels(u, l));
+        }
         fprintf(out, ", %d blocks per level, head dim %d, %d frames of %dx%d latents, %.3f M parameters\n",
                 u->blocks_per_level, u->head_dim, u->frames, u->latent_h, u->latent_w,
                 vd_model_count_params(&m, "unet.") / 1e6);

@@ -164,14 +164,14 @@ static void declare_res2d(vd_model *m, const char *p, int ci, int co)
 }
 
 /* temporal: the block keeps its temporal conv (norm3, tconv) */
-static void declare_res3d(vd_model *m, const char *p, int ci, int co, int temb, int temporal)
+static void declare_res3d(vd_model *m, const char *p, int ci, int cm, int co, int temb, int temporal)
 {
     char n[160];
     join_name(n, p, ".norm1"), declare_vec_pair(m, n, ci);
-    join_name(n, p, ".conv1"), declare_conv(m, n, ci, co, 3);
-    join_name(n, p, ".time"), declare_linear(m, n, temb, co, 1);
-    join_name(n, p, ".norm2"), declare_vec_pair(m, n, co);
-    join_name(n, p, ".conv2"), declare_conv(m, n, co, co, 3);
+    join_name(n, p, ".conv1"), declare_conv(m, n, ci, cm, 3);
+    join_name(n, p, ".time"), declare_linear(m, n, temb, cm, 1);
+    join_name(n, p, ".norm2"), declare_vec_pair(m, n, cm);
+    join_name(n, p, ".conv2"), declare_conv(m, n, cm, co, 3);
     if (ci != co) join_name(n, p, ".skip"), declare_conv(m, n, ci, co, 1);
     if (!temporal) return;
     join_name(n, p, ".norm3"), declare_vec_pair(m, n, co);
@@ -214,7 +214,8 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
     skip_ch[0][skip_n[0]++] = h;
     for (int l = 0; l < K; l++) {
         for (int b = 0; b < R; b++) {
-            vd_unet_stage s = {.kind = VD_STAGE_DOWN_BLOCK, .level = l, .ci = h, .co = u->channels[l], .push = l,
+            vd_unet_stage s = {.kind = VD_STAGE_DOWN_BLOCK, .level = l, .ci = h, .co = u->channels[l],
+                               .cm = vd_unet_inner_channels(u, l), .push = l,
                                .attn = u->attention[l], .temporal = !vd_unet_temporal_removed(u, l)};
             snprintf(s.name, sizeof s.name, "down.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
@@ -230,7 +231,8 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
         }
     }
     if (!vd_unet_block_removed(u, "mid")) {
-        st[n] = (vd_unet_stage){.kind = VD_STAGE_MID, .level = K - 1, .ci = h, .co = h, .push = -1,
+        st[n] = (vd_unet_stage){.kind = VD_STAGE_MID, .level = K - 1, .ci = h, .co = h,
+                                .cm = vd_unet_inner_channels(u, K - 1), .push = -1,
                                 .attn = u->attention[K - 1] && !vd_unet_attention_removed(u, "mid"),
                                 .temporal = !vd_unet_temporal_removed(u, K - 1)};
         snprintf(st[n].name, sizeof st[n].name, "mid");
@@ -238,7 +240,8 @@ int vd_unet_plan(const vd_unet_config *u, vd_unet_stage *st, char *err, size_t e
     }
     for (int l = K - 1; l >= 0; l--) {
         for (int b = 0; b <= R; b++) {
-            vd_unet_stage s = {.kind = VD_STAGE_UP_BLOCK, .level = l, .co = u->channels[l], .push = -1, .attn = u->attention[l],
+            vd_unet_stage s = {.kind = VD_STAGE_UP_BLOCK, .level = l, .co = u->channels[l],
+                               .cm = vd_unet_inner_channels(u, l), .push = -1, .attn = u->attention[l],
                                .temporal = !vd_unet_temporal_removed(u, l)};
             snprintf(s.name, sizeof s.name, "up.%hhu.%hhu", (unsigned char)l, (unsigned char)b);
             if (vd_unet_block_removed(u, s.name)) continue;
@@ -310,7 +313,7 @@ static int declare_unet(vd_model *m, char *err, size_t errlen)
         case VD_STAGE_CONV_IN: declare_conv(m, "unet.conv_in", s->ci, s->co, 3); break;
         case VD_STAGE_DOWN_BLOCK:
         case VD_STAGE_UP_BLOCK:
-            snprintf(p, sizeof p, "unet.%s.res", s->name), declare_res3d(m, p, s->ci, s->co, temb, s->temporal);
+            snprintf(p, sizeof p, "unet.%s.res", s->name), declare_res3d(m, p, s->ci, s->cm, s->co, temb, s->temporal);
             if (s->attn) {
                 snprintf(p, sizeof p, "unet.%s.attn", s->name);
                 declare_attn3d(m, p, s->co, u->context_dim, s->temporal);
@@ -319,9 +322,9 @@ static int declare_unet(vd_model *m, char *err, size_t errlen)
         case VD_STAGE_DOWNSAMPLE: snprintf(p, sizeof p, "unet.down.%d.down", s->level), declare_conv(m, p, s->ci, s->co, 3); break;
         case VD_STAGE_UPSAMPLE: snprintf(p, sizeof p, "unet.up.%d.up", s->level), declare_conv(m, p, s->ci, s->co, 3); break;
         case VD_STAGE_MID:
-            declare_res3d(m, "unet.mid.res1", s->ci, s->co, temb, s->temporal);
+            declare_res3d(m, "unet.mid.res1", s->ci, s->cm, s->co, temb, s->temporal);
             if (s->attn) declare_attn3d(m, "unet.mid.attn", s->co, u->context_dim, s->temporal);
-            declare_res3d(m, "unet.mid.res2", s->co, s->co, temb, s->temporal);
+            declare_res3d(m, "unet.mid.res2", s->co, s->cm, s->co, temb, s->temporal);
             break;
         case VD_STAGE_OUT:
             declare_vec_pair(m, "unet.norm_out", s->ci);
@@ -746,26 +749,26 @@ typedef struct {
     const float *frame_index; /* (T) 0..T-1 */
 } unet_ctx;
 
-/* ResBlock3D on x (N*T, ci, H, W) -> new buffer (N*T, co, H, W); without its temporal conv unless
- * temporal. */
-static float *res3d(vd_model *m, const unet_ctx *u, const char *p, const float *x, int ci, int co, int H, int Wd,
-                    int temporal)
+/* ResBlock3D on x (N*T, ci, H, W) -> new buffer (N*T, co, H, W), cm channels wide inside (norm2
+ * keeps the group width of co's groups); without its temporal conv unless temporal. */
+static float *res3d(vd_model *m, const unet_ctx *u, const char *p, const float *x, int ci, int cm, int co, int H,
+                    int Wd, int temporal)
 {
     vd_backend *be = m->be;
     int B = u->N * u->T, S = H * Wd, G = u->G;
-    size_t nco = (size_t)B * co * S;
+    size_t nco = (size_t)B * co * S, ncm = (size_t)B * cm * S;
     char n[160];
-    float *a = tmp(m, (size_t)B * ci * S), *h = tmp(m, nco);
+    float *a = tmp(m, (size_t)B * ci * S), *h = tmp(m, ncm);
     join_name(n, p, ".norm1"), norm_silu(m, n, a, x, B, ci, S, G);
-    join_name(n, p, ".conv1"), conv(m, n, h, a, B, ci, H, Wd, co, 3, 1);
+    join_name(n, p, ".conv1"), conv(m, n, h, a, B, ci, H, Wd, cm, 3, 1);
     done(m, a);
-    float *tb = tmp(m, (size_t)u->N * co);
-    join_name(n, p, ".time"), linear(m, n, tb, u->temb_act, u->N, u->temb_dim, co);
-    be->add_channel_bias(be, h, tb, u->N, u->T, co, S);
+    float *tb = tmp(m, (size_t)u->N * cm);
+    join_name(n, p, ".time"), linear(m, n, tb, u->temb_act, u->N, u->temb_dim, cm);
+    be->add_channel_bias(be, h, tb, u->N, u->T, cm, S);
     done(m, tb);
-    float *b = tmp(m, nco), *out = tmp(m, nco);
-    join_name(n, p, ".norm2"), norm_silu(m, n, b, h, B, co, S, G);
-    join_name(n, p, ".conv2"), conv(m, n, h, b, B, co, H, Wd, co, 3, 1);
+    float *b = tmp(m, ncm), *out = tmp(m, nco);
+    join_name(n, p, ".norm2"), norm_silu(m, n, b, h, B, cm, S, G * cm / co);
+    join_name(n, p, ".conv2"), conv(m, n, h, b, B, cm, H, Wd, co, 3, 1);
     if (ci != co) {
         join_name(n, p, ".skip"), conv(m, n, out, x, B, ci, H, Wd, co, 1, 1);
         be->add(be, out, out, h, nco);
@@ -825,7 +828,7 @@ static float *unet_block(vd_model *m, const unet_ctx *u, const vd_unet_stage *s,
     const vd_unet_config *c = &m->cfg.unet;
     char p[96];
     snprintf(p, sizeof p, "unet.%s.res", s->name);
-    float *y = res3d(m, u, p, x, s->ci, s->co, H, Wd, s->temporal);
+    float *y = res3d(m, u, p, x, s->ci, s->cm, s->co, H, Wd, s->temporal);
     if (s->attn) {
         snprintf(p, sizeof p, "unet.%s.attn", s->name);
         attn3d(m, u, p, y, s->co, H, Wd, c->head_dim, c->context_dim, s->temporal);
@@ -899,9 +902,9 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
             break;
         }
         case VD_STAGE_MID: {
-            float *a = res3d(m, &u, "unet.mid.res1", cur, s->ci, s->co, H, Wd, s->temporal);
+            float *a = res3d(m, &u, "unet.mid.res1", cur, s->ci, s->cm, s->co, H, Wd, s->temporal);
             if (s->attn) attn3d(m, &u, "unet.mid.attn", a, s->co, H, Wd, cfg->head_dim, cfg->context_dim, s->temporal);
-            y = res3d(m, &u, "unet.mid.res2", a, s->co, s->co, H, Wd, s->temporal);
+            y = res3d(m, &u, "unet.mid.res2", a, s->co, s->cm, s->co, H, Wd, s->temporal);
             done(m, a);
             break;
         }

@@ -113,6 +113,7 @@ typedef struct {
     char name[16]; /* block name for blocks, else empty */
     int level;     /* resolution level the stage runs at (its input) */
     int ci, co;    /* channels in (after any skip concat) and out */
+    int cm;        /* a block's or mid's ResBlock inner width (conv1's output, norm2, conv2's input) */
     int skip_ch;   /* channels of the skip popped and concatenated before it, 0 if none */
     int push;      /* level whose skip stack gets the output, -1 if none */
     int attn;      /* block has an attention part (its level has attention, "<block>.attn" is not removed) */

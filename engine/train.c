@@ -102,6 +102,23 @@ static int get_levels(json_t *v, const char *key, unsigned *mask, char *err, siz
     return 0;
 }
 
+/* A non-empty JSON array of per-level channel counts (0 keeps the level's). */
+static int get_level_widths(json_t *v, const char *key, int *widths, int *count, char *err, size_t errlen)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > VD_MAX_LEVELS)
+        return vd_fail(err, errlen, "training config %s: must be a list of 1 to %d channel counts, one per UNet level",
+                       key, VD_MAX_LEVELS);
+    size_t i;
+    json_t *item;
+    json_array_foreach(v, i, item) {
+        long long width;
+        if (get_int(item, key, 0, 65536, &width, err, errlen)) return -1;
+        widths[i] = (int)width;
+    }
+    *count = (int)json_array_size(v);
+    return 0;
+}
+
 static int get_string(json_t *v, const char *key, char *out, size_t len, char *err, size_t errlen)
 {
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= len)
@@ -195,6 +212,8 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
         }
         else if (strcmp(key, "add_attention") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_levels(v, key, &c->add_attention, err, errlen);
+        else if (strcmp(key, "inner_channels") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_level_widths(v, key, c->inner_channels, &c->inner_levels, err, errlen);
         else if (strcmp(key, "ae") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->ae_path, sizeof c->ae_path, err, errlen);
         else if (strcmp(key, "ae") == 0) rc = parse_inline_ae(v, &c->ae, err, errlen), c->has_ae = 1;
@@ -413,6 +432,28 @@ static int added_part_start(const char *name, int add_pool, char (*attn_prefix)[
     return -1;
 }
 
+/* Whether a ResBlock tensor of the model is wider than the file's: a weights tensor of the same
+ * rank whose every dimension is at least the file's. Such a tensor (init widened by the run's
+ * inner_channels) takes the file's values in its leading corner; the rest of conv2's weight starts
+ * at zero, so that the new inner channels add nothing yet. */
+static int load_widened(const vd_param *p, const vd_st_tensor *t, float *dst)
+{
+    if (!strstr(p->name, ".res") || t->ndim != p->ndim) return -1;
+    for (int d = 0; d < p->ndim; d++) /* only the first two dims grow, never a conv's k x k */
+        if (t->shape[d] > p->shape[d] || (d >= 2 && t->shape[d] != p->shape[d])) return -1;
+    float *file = vd_malloc((size_t)vd_st_numel(t) * sizeof(float));
+    int rc = vd_st_to_f32(t, file);
+    size_t len = strlen(p->name);
+    if (rc == 0 && len > 13 && strcmp(p->name + len - 13, ".conv2.weight") == 0) memset(dst, 0, p->numel * sizeof(float));
+    /* rows of the file's tensor, as (rows, inner) with inner the product of the trailing dims */
+    size_t rows = (size_t)t->shape[0], file_inner = (size_t)vd_st_numel(t) / rows, model_inner = p->numel / (size_t)p->shape[0];
+    size_t d1 = p->ndim > 1 ? (size_t)t->shape[1] : 1, kk = p->ndim > 2 ? file_inner / d1 : 1;
+    for (size_t r = 0; rc == 0 && r < rows; r++)
+        memcpy(dst + r * model_inner, file + r * file_inner, d1 * kk * sizeof(float));
+    free(file);
+    return rc;
+}
+
 /* The trained model of the config's init (preset or file) or inline config, built and filled. */
 static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t errlen)
 {
@@ -450,6 +491,11 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
         else if (!mc.unet.attention[l])
             mc.unet.attention[l] = 1, add_attn |= 1u << l;
     }
+    if (rc == 0 && c->inner_levels) {
+        char why[160];
+        if (vd_unet_set_inner_channels(&mc.unet, c->inner_channels, c->inner_levels, why, sizeof why))
+            rc = vd_fail(err, errlen, "training config %s (init %s)", why, c->init);
+    }
     if (rc == 0) rc = vd_model_build(m, &mc, err, errlen);
     vd_config_free(&mc);
     if (rc == 0) {
@@ -462,8 +508,10 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
             if (start == 1) memset(m->host + p->offset, 0, p->numel * sizeof(float));
             if (start >= 0) continue; /* not in the file */
             const vd_st_tensor *t = vd_st_find(&f, p->name);
-            if (!t || (size_t)vd_st_numel(t) != p->numel || vd_st_to_f32(t, m->host + p->offset))
-                rc = vd_fail(err, errlen, "init %s: tensor %s missing or of the wrong shape", c->init, p->name);
+            int loaded = !t ? -1
+                         : (size_t)vd_st_numel(t) == p->numel ? vd_st_to_f32(t, m->host + p->offset)
+                         : c->inner_levels ? load_widened(p, t, m->host + p->offset) : -1;
+            if (loaded) rc = vd_fail(err, errlen, "init %s: tensor %s missing or of the wrong shape", c->init, p->name);
         }
         free(attn_prefix);
     }

@@ -37,8 +37,11 @@ const char *vd_engine_device_name(const vd_engine *e); /* "cpu" or "cuda" */
 /* GPU memory in use and in all, in bytes (0 and 0 on the CPU). */
 void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total);
 
-/* Writes freshly initialised weights for a preset ("tiny", "large") to out_path. */
-int vd_init_preset(const char *preset, uint64_t seed, const char *out_path, char err[VD_ERR_LEN]);
+/* Writes freshly initialised weights for a preset ("tiny", "large") to out_path; with
+ * inner_count > 0 its UNet's ResBlocks are inner_channels wide inside (one entry per level, 0 keeps
+ * a level's width: config.h). */
+int vd_init_preset(const char *preset, const int *inner_channels, int inner_count, uint64_t seed, const char *out_path,
+                   char err[VD_ERR_LEN]);
 
 /* Prints the architecture, parameters per block and GFLOPs per denoiser step of a weights file
  * or a preset name. */

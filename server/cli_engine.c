@@ -85,6 +85,20 @@ int cli_parse_int(const char *flag, const char *s, long lo, long hi, int *out)
     return 0;
 }
 
+int cli_parse_int_list(const char *s, int *out, int max, int *count)
+{
+    *count = 0;
+    for (const char *p = s;; p++) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || v > 65536 || *count >= max || (*end && *end != ',')) return -1;
+        out[(*count)++] = (int)v;
+        if (!*end) return 0;
+        p = end;
+    }
+}
+
 int cli_parse_device(const char *flag, const char *s, vd_device *out)
 {
     if (strcmp(s, "auto") == 0) *out = VD_DEVICE_AUTO;
@@ -137,10 +151,15 @@ static int cmd_init(int argc, char **argv)
 {
     const char *preset = NULL, *out = NULL;
     uint64_t seed = 0;
+    int inner[VD_MAX_LEVELS], inner_count = 0;
     for (int i = 2; i < argc; i++) {
         const char *v;
         if (strcmp(argv[i], "--preset") == 0) {
             if (!(preset = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(argv[i], "--inner-channels") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+            if (cli_parse_int_list(v, inner, VD_MAX_LEVELS, &inner_count))
+                return cli_bad_arg("--inner-channels", "a comma-separated list of channel counts, one per UNet level");
         } else if (strcmp(argv[i], "--out") == 0) {
             if (!(out = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
         } else if (strcmp(argv[i], "--seed") == 0) {
@@ -152,9 +171,9 @@ static int cmd_init(int argc, char **argv)
     if (!preset) return cli_bad_arg("--preset", "required (tiny or large)");
     if (!out) return cli_bad_arg("--out", "required");
     char err[VD_ERR_LEN];
-    if (vd_init_preset(preset, seed, out, err)) {
+    if (vd_init_preset(preset, inner, inner_count, seed, out, err)) {
         fprintf(stderr, "vdmini: init: %s\n", err);
-        return strstr(err, "unknown preset") ? CLI_EXIT_USAGE : 1;
+        return strstr(err, "unknown preset") || strstr(err, "inner_channels") ? CLI_EXIT_USAGE : 1;
     }
     fprintf(stderr, "vdmini: wrote %s (preset %s, seed %" PRIu64 ")\n", out, preset, seed);
     return 0;

@@ -1,14 +1,14 @@
 #!/bin/sh
 # distill-student.sh: makes the shipped student, models/vdmini.safetensors, from the shipped
 # teacher: prunes it by docs/vdmini/stage21/plan-d.json (every ResBlock kept; mid, temporal.0 and
-# eight attention parts removed), then distils it in three stages with the recipes
-# models/recipes/student-1.json (3,600 steps of 32 clips), student-2.json and student-3.json (1,800
-# and 2,200 steps of 64 clips, each from the last stage's EMA weights), and writes the result in
-# bf16 as OUTDIR/vdmini.safetensors (docs/vdmini.md, "Students D and E on the GPU", has how good
-# it is and what the stages cost: about 23 minutes on four H200s, the first stage on two). The
-# shipped student was distilled from the stage-21 teacher, which stages 22 and 23 have since
-# replaced as models/teacher.safetensors; TEACHER set to the stage-21 file (in the repository's
-# history) makes that student again, the default distils from the stage-23 teacher.
+# eight attention parts removed), then distils it in six stages with the recipes
+# models/recipes/student-1.json (3,600 steps of 32 clips), student-2.json to student-6.json (1,800,
+# 2,200, 2,400, 2,400 and 1,600 steps of 64 clips), each stage from the last one's EMA weights, and
+# writes the result in bf16 as OUTDIR/vdmini.safetensors (docs/vdmini.md, "Students D and E on the
+# GPU" and "Student D under the stage-23 teacher", has how good it is and what the stages cost:
+# about 42 minutes on four H200s, the first stage on two). The shipped student had stages 1 to 3
+# from the stage-21 teacher and 4 to 6 from the stage-23 one, which is now
+# models/teacher.safetensors; TEACHER set to another file distils from that one throughout.
 #
 #   tools/distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR
 #
@@ -59,14 +59,15 @@ stage() {
     [ -f "$dir/student-ema.safetensors" ] || return 3
 }
 
-status=0
-stage 1 student-init.safetensors || status=$?
-[ $status -eq 0 ] && { stage 2 student-1/student-ema.safetensors || status=$?; }
-[ $status -eq 0 ] && { stage 3 student-2/student-ema.safetensors || status=$?; }
+status=0 from=student-init.safetensors
+for n in 1 2 3 4 5 6; do
+    stage $n "$from" || { status=$?; break; }
+    from=student-$n/student-ema.safetensors
+done
 if [ $status -eq 3 ]; then
     echo "distill-student.sh: stopped at the time limit; run it again to continue" >&2
     exit 3
 fi
 [ $status -eq 0 ] || exit $status
-[ -f vdmini.safetensors ] || "$vdmini" convert --model student-3/student-ema.safetensors --dtype bf16 --out vdmini.safetensors
+[ -f vdmini.safetensors ] || "$vdmini" convert --model student-6/student-ema.safetensors --dtype bf16 --out vdmini.safetensors
 echo "distill-student.sh: wrote $1/vdmini.safetensors" >&2

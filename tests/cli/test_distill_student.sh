@@ -30,7 +30,7 @@ fi
 if python3 - "$top_srcdir/models/recipes" "$out" <<'PY'; then
 import json, os, sys
 recipes, out = sys.argv[1:]
-for n in (1, 2, 3):
+for n in range(1, 7):
     got, want = json.load(open(f"{out}/student-{n}.json")), json.load(open(f"{recipes}/student-{n}.json"))
     assert got["out_dir"] == f"student-{n}" and got["ae"].endswith("models/ae.safetensors"), got
     for key in ("lr", "min_lr", "ema_decay", "seed", "lambda_icd", "lambda_mca", "object_loss_weight"):

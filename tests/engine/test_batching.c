@@ -25,7 +25,7 @@ static int setup(void **state)
     if (fd < 0) return -1;
     close(fd);
     char err[VD_ERR_LEN];
-    return vd_init_preset("tiny", 11, model_path, err);
+    return vd_init_preset("tiny", NULL, 0, 11, model_path, err);
 }
 
 static int teardown(void **state)

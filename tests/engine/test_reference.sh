@@ -3,7 +3,8 @@
 # python3-torch, CPU, fp32): every op on both CPU backends, then a tiny model's tokenizer, text
 # encoder, autoencoder, UNet step and DDIM/Euler sampling runs, and the training gradients of the
 # autoencoder and of the denoiser (text encoder and UNet) against autograd; then the UNet step,
-# sampling and denoiser gradients of a student pruned of temporal and attention units. Fresh random weights
+# sampling and denoiser gradients of a student pruned of temporal and attention units, and of a
+# model whose ResBlocks are wider inside than their levels (inner_channels). Fresh random weights
 # and inputs each run (the seed is printed).
 set -eu
 : "${top_srcdir:=.}" "${top_builddir:=.}" "${TORCH_PYTHON:=/usr/bin/python3}"
@@ -41,3 +42,14 @@ echo '{"remove": ["temporal.0", "temporal.2", "down.1.0.attn", "mid.attn"]}' >"$
 "$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/parts.safetensors" \
     --out "$work/parts-train.safetensors" --seed "$((seed % 100000 + 1))" --skip-ae
 "$top_builddir/tests/engine/check_train" "$work/parts.safetensors" "$work/parts-train.safetensors"
+
+# ResBlocks wider inside than their levels at every level (mid's too): the UNet step, sampling
+# and denoiser gradients
+"$top_builddir/vdmini" init --preset tiny --inner-channels 48,80,108 --seed "$seed" --out "$work/wide.safetensors"
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/wide.safetensors" \
+    --out "$work/wide-cases.safetensors" --seed "$((seed % 100000 + 2))" --frames 3 --size 8x8 --steps 1 \
+    --skip-ae
+"$top_builddir/tests/engine/check_reference" "$work/wide.safetensors" "$work/wide-cases.safetensors"
+"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/wide.safetensors" \
+    --out "$work/wide-train.safetensors" --seed "$((seed % 100000 + 2))" --skip-ae
+"$top_builddir/tests/engine/check_train" "$work/wide.safetensors" "$work/wide-train.safetensors"

@@ -507,6 +507,70 @@ static void test_attention_added(void **state)
     }
 }
 
+/* "inner_channels": [24, 0] on a model of channels [16, 32]: level 0's ResBlocks grow 8 inner
+ * channels (conv1 rows and time rows random, norm2 two new groups of the same width, conv2 reading
+ * them with zero weights), the file's values kept in the leading corner of each tensor, so after a
+ * step at learning rate 0 the export predicts exactly what the original model did. Widths that
+ * shrink, break the group width or miss a level are refused. */
+static void test_inner_widened(void **state)
+{
+    (void)state;
+    char err[256], plain[1100], json[4096], out[1300];
+    vd_model_config mc;
+    assert_int_equal(small_model_config(&mc), 0);
+    save_small_model(&mc, 13, "narrow", plain, sizeof plain);
+    grow_one_step(plain, "\"inner_channels\": [24, 0]", "wide", out, sizeof out);
+
+    vd_model grown, m;
+    assert_int_equal(vd_model_load(&grown, out, err, sizeof err), 0);
+    assert_int_equal(vd_model_load(&m, plain, err, sizeof err), 0);
+    assert_int_equal(vd_unet_inner_channels(&grown.cfg.unet, 0), 24);
+    assert_int_equal(vd_unet_inner_channels(&grown.cfg.unet, 1), 32);
+    const vd_param *c1 = vd_model_param(&grown, "unet.up.0.1.res.conv1.weight");
+    const vd_param *c1_old = vd_model_param(&m, "unet.up.0.1.res.conv1.weight");
+    const vd_param *c2 = vd_model_param(&grown, "unet.up.0.1.res.conv2.weight");
+    const vd_param *c2_old = vd_model_param(&m, "unet.up.0.1.res.conv2.weight");
+    assert_non_null(c1), assert_non_null(c1_old), assert_non_null(c2), assert_non_null(c2_old);
+    assert_int_equal(c1->shape[0], 24);
+    assert_int_equal(c2->shape[1], 24);
+    /* conv1: the first 16 rows are the file's, the 8 new ones random */
+    assert_memory_equal(grown.host + c1->offset, m.host + c1_old->offset, c1_old->numel * sizeof(float));
+    float new_abs = 0;
+    for (size_t i = c1_old->numel; i < c1->numel; i++) new_abs += fabsf(grown.host[c1->offset + i]);
+    assert_true(new_abs > 0);
+    /* conv2: each output row reads the file's 16 inputs, then 8 at zero */
+    size_t row = 24 * 9, old_row = 16 * 9;
+    for (int o = 0; o < 16; o++) {
+        assert_memory_equal(grown.host + c2->offset + o * row, m.host + c2_old->offset + o * old_row,
+                            old_row * sizeof(float));
+        for (size_t i = old_row; i < row; i++) assert_true(grown.host[c2->offset + o * row + i] == 0.0f);
+    }
+    assert_true(vd_model_param(&grown, "unet.down.1.0.res.conv1.weight")->shape[0] == 32);
+    vd_model_free(&grown);
+    vd_model_free(&m);
+    assert_same_prediction(plain, out);
+
+    vd_train_config c;
+    const char *refused[] = {"[8, 0]", "[18, 0]", "[24]"}; /* narrower, not whole groups, one level short */
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        vd_train_config_defaults(&c);
+        c.target = VD_TRAIN_DENOISER;
+        snprintf(json, sizeof json, "{\"out_dir\": \"%s/wide2\", \"ae\": \"%s\", \"init\": \"%s\","
+                 " \"inner_channels\": %s}", work_dir, plain, plain, refused[i]);
+        assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
+        assert_null(vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err));
+        assert_non_null(strstr(err, "inner_channels"));
+    }
+    const char *bad[] = {"[]", "[-1, 0]", "\"24\"", "[24.5, 0]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        vd_train_config_defaults(&c);
+        c.target = VD_TRAIN_DENOISER;
+        snprintf(json, sizeof json, "{\"out_dir\": \"x\", \"inner_channels\": %s}", bad[i]);
+        assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), -1);
+        assert_non_null(strstr(err, "inner_channels"));
+    }
+}
+
 /* The schedule's table: the presets' zero terminal SNR ends in pure noise, the shift lowers every
  * SNR, and abar falls step by step in all cases. */
 static void test_noise_schedule(void **state)
@@ -761,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_noise_schedule),
         cmocka_unit_test(test_pooled_text_added),
         cmocka_unit_test(test_attention_added),
+        cmocka_unit_test(test_inner_widened),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

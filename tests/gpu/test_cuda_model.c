@@ -1,4 +1,5 @@
-/* test_cuda_model.c: whole-model passes on the GPU against the CPU — a tiny model's text encoder,
+/* test_cuda_model.c: whole-model passes on the GPU against the CPU — a tiny model's (its level-0
+ * ResBlocks wider inside than the level, as in every model of these tests) text encoder,
  * autoencoder decode and UNet denoiser step, in fp32 and bf16, on fresh random weights and inputs
  * each run (seed printed) with the GPU outputs poisoned first; and the denoiser's training driver
  * (the world's clips encoded, noised and conditioned on the backend, loss, update) for a few fp32
@@ -119,7 +120,9 @@ static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
     snprintf(student, sizeof student, "%s/student.safetensors", dir);
     vd_model_config mc;
     vd_model m, pruned;
-    int rc = small_model_config(&mc) || vd_model_build(&m, &mc, err, sizeof err);
+    int rc = small_model_config(&mc);
+    mc.unet.inner_channels[0] = 24; /* level 0's ResBlocks wider inside than the level */
+    rc = rc || vd_model_build(&m, &mc, err, sizeof err);
     if (rc == 0) {
         vd_model_init_random(&m, 3);
         char *remove[] = {"down.0.0"};
@@ -166,6 +169,7 @@ int main(void)
 
     vd_model_config cfg;
     vd_config_preset("tiny", &cfg);
+    cfg.unet.inner_channels[0] = 48; /* level 0's ResBlocks wider inside than the level */
     vd_model mc, mg;
     if (vd_model_build(&mc, &cfg, err, sizeof err) || vd_model_build(&mg, &cfg, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);

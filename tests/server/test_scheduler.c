@@ -28,7 +28,7 @@ static int setup(void **state)
     if (!mkdtemp(dir)) return -1;
     snprintf(model_path, sizeof model_path, "%s/tiny.safetensors", dir);
     char err[VD_ERR_LEN];
-    return vd_init_preset("tiny", 3, model_path, err) ? -1 : 0;
+    return vd_init_preset("tiny", NULL, 0, 3, model_path, err) ? -1 : 0;
 }
 
 /* A fresh engine on the model: each scheduler owns (and closes) its own. */

@@ -326,12 +326,17 @@ def unet_plan(cfg):
     return plan
 
 
-def _resblock3d_shapes(shapes, p, ci, co, time_dim, temporal):
+def inner_channels(cfg, level):
+    """The inner width of a level's ResBlocks (conv1's output, norm2, conv2's input)."""
+    return cfg.get("inner_channels", cfg["channels"])[level]
+
+
+def _resblock3d_shapes(shapes, p, ci, cm, co, time_dim, temporal):
     _norm_shapes(shapes, p + ".norm1", ci)
-    _conv_shapes(shapes, p + ".conv1", ci, co, 3)
-    _linear_shapes(shapes, p + ".time", time_dim, co)
-    _norm_shapes(shapes, p + ".norm2", co)
-    _conv_shapes(shapes, p + ".conv2", co, co, 3)
+    _conv_shapes(shapes, p + ".conv1", ci, cm, 3)
+    _linear_shapes(shapes, p + ".time", time_dim, cm)
+    _norm_shapes(shapes, p + ".norm2", cm)
+    _conv_shapes(shapes, p + ".conv2", cm, co, 3)
     if ci != co:
         _conv_shapes(shapes, p + ".skip", ci, co, 1)
     if temporal:
@@ -369,18 +374,20 @@ def unet_parameter_shapes(cfg):
         if step.kind == "conv_in":
             _conv_shapes(shapes, "unet.conv_in", step.ci, step.co, 3)
         elif step.kind == "block":
-            _resblock3d_shapes(shapes, p + ".res", step.ci, step.co, time_dim, step.temporal)
+            _resblock3d_shapes(shapes, p + ".res", step.ci, inner_channels(cfg, step.level), step.co,
+                               time_dim, step.temporal)
             if step.attention:
                 _attnblock3d_shapes(shapes, p + ".attn", step.co, cfg["context_dim"],
                                     step.temporal)
         elif step.kind in ("downsample", "upsample"):
             _conv_shapes(shapes, p, step.ci, step.co, 3)
         elif step.kind == "mid":
-            _resblock3d_shapes(shapes, "unet.mid.res1", step.ci, step.co, time_dim, step.temporal)
+            cm = inner_channels(cfg, step.level)
+            _resblock3d_shapes(shapes, "unet.mid.res1", step.ci, cm, step.co, time_dim, step.temporal)
             if step.attention:
                 _attnblock3d_shapes(shapes, "unet.mid.attn", step.co, cfg["context_dim"],
                                     step.temporal)
-            _resblock3d_shapes(shapes, "unet.mid.res2", step.co, step.co, time_dim, step.temporal)
+            _resblock3d_shapes(shapes, "unet.mid.res2", step.co, cm, step.co, time_dim, step.temporal)
         else:
             _norm_shapes(shapes, "unet.norm_out", step.ci)
             _conv_shapes(shapes, "unet.conv_out", step.ci, step.co, 3)
@@ -559,9 +566,10 @@ class UNet3D(_Component):
     def _resblock3d(self, p, x, time_silu, N, T, co, temporal):
         B, ci, H, W = x.shape
         h = self._conv(p + ".conv1", silu(self._group_norm(p + ".norm1", x, self.groups)))
+        cm = h.shape[1]  # the inner width; norm2 keeps the group width of co's groups
         time_bias = self._linear(p + ".time", time_silu)
-        h = add_channel_bias(h.reshape(N, T, co, H * W), time_bias).reshape(B, co, H, W)
-        h = self._conv(p + ".conv2", silu(self._group_norm(p + ".norm2", h, self.groups)))
+        h = add_channel_bias(h.reshape(N, T, cm, H * W), time_bias).reshape(B, cm, H, W)
+        h = self._conv(p + ".conv2", silu(self._group_norm(p + ".norm2", h, self.groups * cm // co)))
         skip = self._conv(p + ".skip", x) if ci != co else x
         x = skip + h
         if not temporal:  # the level's temporal layers are removed
