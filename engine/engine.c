@@ -10,6 +10,7 @@
 #include "tokenizer.h"
 
 #include <libgen.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,30 @@ struct vd_video {
     float *z, *cond, *ctx; /* backend memory: latent, condition + mask, text rows */
 };
 
+/* Video-to-video: noise (the video's drawn noise, on the host) becomes the latents of p->video
+ * noised to the timestep of the plan's step where the last p->strength of its steps begin, as
+ * training noises a clip; returns that step. */
+static int start_from_video(vd_engine *e, const vd_video *v, const vd_gen_params *p, float *noise)
+{
+    vd_backend *be = e->be;
+    int lc = e->ae->cfg.ae.latent_channels, steps = v->plan.steps;
+    int first = steps - (int)lroundf(p->strength * (float)steps);
+    if (first > steps - 1) first = steps - 1;
+    size_t pixels = (size_t)v->T * 3 * p->height * p->width, zn = (size_t)v->T * lc * v->h * v->w;
+    float *video = be->alloc(be, pixels * sizeof(float)), *latent = be->alloc(be, zn * sizeof(float));
+    be->upload(be, video, p->video, pixels * sizeof(float));
+    vd_ae_encode(e->ae, video, v->T, p->height, p->width, latent);
+    float *x0 = vd_malloc(zn * sizeof(float));
+    be->download(be, x0, latent, zn * sizeof(float));
+    be->release(be, video), be->release(be, latent);
+    double *abar = vd_alphas_cumprod(&e->model.cfg.diffusion);
+    int t = (int)lroundf(v->plan.timestep[first]);
+    float keep = (float)sqrt(abar[t]), add = (float)sqrt(1.0 - abar[t]);
+    for (size_t i = 0; i < zn; i++) noise[i] = keep * x0[i] + add * noise[i];
+    free(abar), free(x0);
+    return first;
+}
+
 vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_LEN])
 {
     vd_model *m = &e->model;
@@ -165,11 +190,14 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     if (!(p->guidance >= 0.0f && p->guidance <= 100.0f)) return vd_fail(err, VD_ERR_LEN, "guidance must be between 0 and 100"), NULL;
     if (!(p->guidance_rescale >= 0.0f && p->guidance_rescale <= 1.0f))
         return vd_fail(err, VD_ERR_LEN, "guidance_rescale must be between 0 and 1"), NULL;
+    if (p->video && !(p->strength > 0.0f && p->strength <= 1.0f))
+        return vd_fail(err, VD_ERR_LEN, "strength must be above 0 and at most 1 (got %g)", (double)p->strength), NULL;
 
     vd_video *v = vd_calloc(1, sizeof *v);
     v->params = *p;
     v->params.prompt = NULL;
     v->params.image = NULL;
+    v->params.video = NULL;
     int f = ae_factor(ac), lc = ac->latent_channels, guided = p->guidance > 1.0f, R = guided ? 2 : 1;
     v->T = p->frames, v->h = p->height / f, v->w = p->width / f, v->L = tc->max_tokens;
     int T = v->T, S = v->h * v->w, L = v->L;
@@ -213,6 +241,7 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     float *z_host = vd_malloc(zn * sizeof(float));
     vd_rng_normal(p->seed, 0, z_host, zn);
     v->z = be->alloc(be, zn * sizeof(float));
+    int first_step = p->video ? start_from_video(e, v, p, z_host) : 0;
     be->upload(be, v->z, z_host, zn * sizeof(float));
     free(z_host);
 
@@ -220,7 +249,7 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     v->state = (vd_latent_video){.z = v->z, .cond = v->cond, .ctx = v->ctx,
                                  .ctx_uncond = guided ? v->ctx + row_ctx : NULL, .plan = &v->plan,
                                  .guidance = p->guidance, .guidance_rescale = p->guidance_rescale,
-                                 .pin_first_frame = p->image != NULL};
+                                 .pin_first_frame = p->image != NULL, .step = first_step};
     return v;
 }
 

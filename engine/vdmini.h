@@ -65,6 +65,10 @@ typedef struct {
                              * root mean square (0, the default, leaves it) */
     vd_sampler_kind sampler;
     uint64_t seed;
+    /* video-to-video: a clip (frames, 3, height, width) in [-1, 1] to start from, or NULL; the
+     * last strength (0 to 1] of the steps run, from its latents noised to where they start */
+    const float *video;
+    float strength;
 } vd_gen_params;
 
 /* Called after every denoising step; return non-zero to cancel. */

@@ -43,7 +43,7 @@ void cli_usage_eval_model(FILE *out, const char *prog)
     int indent = (int)strlen(prog) + 8; /* under "eval"'s first option */
     fprintf(out,
             "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--guidance-rescale F] [--i2v]\n"
-            "%*s[--batch N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
+            "%*s[--from-truth STRENGTH] [--batch N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
             prog, indent, "");
 }
 
@@ -226,13 +226,16 @@ typedef struct {
     const char *model, *ae;
     int prompts, steps, i2v, bf16, batch;
     float guidance, guidance_rescale;
+    float from_truth; /* > 0: each clip starts from its true clip, noised for the last share of the steps */
     uint64_t seed;
     vd_device device;
 } model_eval_options;
 
 /* Renders prompts from the world, generates them with the model, o->batch videos denoised as one
  * batch (each gets what it would alone, up to rounding), and judges the results; other_real gets
- * as many real clips of a second seed. */
+ * as many real clips of a second seed. With o->from_truth each video is the true clip noised to
+ * where the last o->from_truth of the steps begin, then denoised: how much of a clip the model
+ * keeps, or restores, from each noise level on. */
 static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set *reference, vd_eval_set *other_real)
 {
     char err[VD_ERR_LEN];
@@ -252,6 +255,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
     size_t frame_floats = (size_t)3 * side * side;
     float *generated = vd_malloc((size_t)frames * frame_floats * sizeof(float));
     float *images = vd_malloc((size_t)batch * frame_floats * sizeof(float));
+    float *truth_clips = o->from_truth > 0 ? vd_malloc((size_t)batch * frames * frame_floats * sizeof(float)) : NULL;
     vd_clip_truth *truths = vd_malloc((size_t)batch * sizeof *truths);
     vd_video **videos = vd_calloc((size_t)batch, sizeof *videos);
     double start = vd_now();
@@ -262,10 +266,13 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
             float *image = images + (size_t)k * frame_floats;
             vd_world_sample(o->seed, (uint64_t)(i0 + k), side, side, frames, truth);
             cli_judge_reference(truth, reference, image);
+            float *truth_clip = truth_clips ? truth_clips + (size_t)k * frames * frame_floats : NULL;
+            if (truth_clip) vd_world_render(truth, truth_clip);
             vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames,
                                .width = side, .height = side, .steps = o->steps, .guidance = o->guidance,
                                .guidance_rescale = o->guidance_rescale,
-                               .sampler = VD_SAMPLER_DDIM, .seed = o->seed + (uint64_t)(i0 + k)};
+                               .sampler = VD_SAMPLER_DDIM, .seed = o->seed + (uint64_t)(i0 + k),
+                               .video = truth_clip, .strength = o->from_truth};
             if (!(videos[k] = vd_video_begin(e, &p, err))) {
                 fprintf(stderr, "vdmini: eval: prompt %d: %s\n", i0 + k, err);
                 rc = 1;
@@ -291,6 +298,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
     free(videos);
     free(generated);
     free(images);
+    free(truth_clips);
     free(truths);
     vd_engine_close(e);
     return rc;
@@ -328,6 +336,9 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &m.device)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--from-truth") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0.001f, 1, &m.from_truth))
+                return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--i2v") == 0) {
             m.i2v = 1;
         } else if (strcmp(f, "--bf16") == 0) {
@@ -342,6 +353,7 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     if (videos && m.model) return cli_bad_arg("--videos", "give either --videos or --model, not both");
+    if (videos && m.from_truth > 0) return cli_bad_arg("--from-truth", "only with --model (it starts generation from the true clips)");
     if (!videos && !m.model)
         return p->eval_videos ? cli_bad_arg("--videos", "required (or --model)") : cli_bad_arg("--model", "required");
     if (videos && !truth) return cli_bad_arg("--truth", "required with --videos");
