@@ -124,6 +124,13 @@ if "$vdmini" eval --model "$model" --prompts 1 --steps 1 --device cpu --json "$w
 else
     bad "eval of a model: $(cat "$work/err")"
 fi
+# started from the true clips one step of four from the end: it runs and scores both clips
+if "$vdmini" eval --model "$model" --prompts 2 --steps 4 --from-truth 0.25 --device cpu --json "$work/ft.json" \
+       >/dev/null 2>"$work/err" && grep -q '"clips": 2' "$work/ft.json"; then
+    ok "eval from the true clips"
+else
+    bad "eval --from-truth: $(cat "$work/err")"
+fi
 # three image-to-video prompts one at a time and in batches of two (the last one alone): the same
 # scores, up to rounding
 if "$vdmini" eval --model "$model" --prompts 3 --steps 1 --i2v --batch 1 --device cpu --json "$work/b1.json" \
@@ -148,6 +155,8 @@ expect_usage_error "eval without truth" "--truth" eval --videos "$world"
 expect_usage_error "eval videos and model" "not both" eval --videos "$world" --model "$model"
 expect_usage_error "eval bad prompts" "--prompts" eval --model "$model" --prompts 0
 expect_usage_error "eval bad batch" "--batch" eval --model "$model" --batch 0
+expect_usage_error "eval bad from-truth" "--from-truth" eval --model "$model" --from-truth 1.5
+expect_usage_error "eval from-truth of videos" "--from-truth" eval --videos "$world" --truth "$world/truth.jsonl" --from-truth 0.5
 expect_usage_error "eval unknown option" "--speed" eval --videos "$world" --truth "$world/truth.jsonl" --speed 2
 "$vdmini" eval --videos "$world" --truth "$work/none.jsonl" 2>"$work/err"
 if [ $? -eq 1 ] && grep -q "none.jsonl" "$work/err"; then ok "eval missing truth file"; else bad "eval missing truth file"; fi
