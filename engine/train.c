@@ -199,6 +199,10 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
             rc = get_float(v, key, 0, 1, &c->first_frame_rate, err, errlen);
         else if (strcmp(key, "object_loss_weight") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_float(v, key, 0, 100, &c->object_loss_weight, err, errlen);
+        else if (strcmp(key, "object_loss_by_size") == 0 && c->target == VD_TRAIN_DENOISER) {
+            if (!json_is_boolean(v)) rc = vd_fail(err, errlen, "training config object_loss_by_size: not true or false");
+            else c->object_loss_by_size = json_is_true(v);
+        }
         else if (strcmp(key, "object_count_odds") == 0) rc = get_count_odds(v, key, c->object_count_odds, err, errlen);
         else if (strcmp(key, "teacher") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->teacher, sizeof c->teacher, err, errlen);
@@ -231,6 +235,8 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
     if (c->min_lr > c->lr) return vd_fail(err, errlen, "training config min_lr: above lr");
     if (c->teacher[0] && c->clips > VD_DISTILL_MAX_CLIPS)
         return vd_fail(err, errlen, "training config clips: at most %d when distilling", VD_DISTILL_MAX_CLIPS);
+    if (c->object_loss_by_size && !(c->object_loss_weight > 0))
+        return vd_fail(err, errlen, "training config object_loss_by_size: needs an object_loss_weight above 0 to scale");
     if (c->disc_lr == 0) c->disc_lr = c->lr;
     return 0;
 }
@@ -855,21 +861,24 @@ int vd_train_done_steps(const vd_train_run *r) { return r->trainer.step; }
 size_t vd_train_param_count(const vd_train_run *r) { return r->model.total; }
 
 void vd_train_object_weight(const vd_clip_truth *t, int frames, int channels, int h, int w, int f, float k,
-                            float *out)
+                            int by_size, float *out)
 {
     size_t S = (size_t)h * w;
+    int side = t->width < t->height ? t->width : t->height;
+    float medium_reach = 1.6f * vd_size_radius(VD_SIZE_MEDIUM, side) + 0.5f * f;
     for (int i = 0; i < frames; i++) {
         float *frame = out + (size_t)i * channels * S;
         for (size_t p = 0; p < S; p++) frame[p] = 1.0f;
         for (int o = 0; o < t->object_count; o++) {
             const vd_world_object *obj = &t->objects[o];
             const vd_track_point *at = &obj->track[i < t->frames ? i : t->frames - 1];
-            float reach = 1.6f * vd_size_radius(obj->size, t->width < t->height ? t->width : t->height) * at->scale +
-                          0.5f * f;
+            float reach = 1.6f * vd_size_radius(obj->size, side) * at->scale + 0.5f * f;
+            float weight = 1.0f + (by_size ? k * (medium_reach / reach) * (medium_reach / reach) : k);
             for (int y = 0; y < h; y++)
                 for (int x = 0; x < w; x++) {
                     float dx = (x + 0.5f) * f - at->x, dy = (y + 0.5f) * f - at->y;
-                    if (dx * dx + dy * dy <= reach * reach) frame[(size_t)y * w + x] = 1.0f + k;
+                    float *value = &frame[(size_t)y * w + x];
+                    if (dx * dx + dy * dy <= reach * reach && weight > *value) *value = weight;
                 }
         }
         for (int ch = 1; ch < channels; ch++) memcpy(frame + ch * S, frame, S * sizeof(float));
@@ -913,7 +922,8 @@ static void *draw_noise(void *arg)
         }
         if (r->weight_host)
             vd_train_object_weight(&r->truth[n], job->frames, job->channels, job->h, job->w, job->f,
-                                   c->object_loss_weight, r->weight_host + (size_t)n * job->clip_z);
+                                   c->object_loss_weight, c->object_loss_by_size,
+                                   r->weight_host + (size_t)n * job->clip_z);
     }
     return NULL;
 }

@@ -91,6 +91,10 @@ typedef struct {
      * 1 + object_loss_weight times a value elsewhere (vd_train_object_weight); 0, the default, is
      * the plain mean */
     float object_loss_weight;
+    /* denoiser: "object_loss_by_size": true scales each object's extra weight by the area of a
+     * medium object's weighed disc over its own, so that a small object weighs as much in the loss
+     * as a large one (vd_train_object_weight) */
+    int object_loss_by_size;
     /* the odds of training clips with one, two and three objects (vd_world_sample_odds); all 0,
      * the default, is the world's own draw */
     float object_count_odds[VD_WORLD_MAX_OBJECTS];
@@ -111,10 +115,13 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
 int vd_train_config_load(const char *path, vd_train_config *c, char *err, size_t errlen);
 
 /* The loss weight map of clip t: out (frames, channels, h, w), latents of f x f pixels each, holds
- * 1 + k where a latent pixel's centre lies within 1.6 r + f / 2 pixels of an object's centre in
- * that frame (r its radius then; 1.6 r reaches every shape's farthest point), else 1. */
+ * 1 + k where a latent pixel's centre lies within reach = 1.6 r + f / 2 pixels of an object's
+ * centre in that frame (r its radius then; 1.6 r reaches every shape's farthest point), else 1.
+ * With by_size an object's k is scaled by (reach of a medium object at scale 1 / its reach)^2, so
+ * that every object's extra weight sums to about the same; where objects overlap the larger
+ * weight holds. */
 void vd_train_object_weight(const vd_clip_truth *t, int frames, int channels, int h, int w, int f, float k,
-                            float *out);
+                            int by_size, float *out);
 
 /* Learning rate of optimizer step `step` (0-based): lr * (step + 1) / warmup_steps during the
  * warm-up, then min_lr + (lr - min_lr) (1 + cos(pi p)) / 2 with p going from 0 at the first step

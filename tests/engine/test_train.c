@@ -147,6 +147,18 @@ static void test_config(void **state)
     assert_true(c.object_loss_weight == 3.0f);
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_loss_weight\": -1}", &c, err, sizeof err), -1);
     assert_non_null(strstr(err, "object_loss_weight"));
+    assert_false(c.object_loss_by_size);
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_loss_weight\": 3, \"object_loss_by_size\": true}",
+                                           &c, err, sizeof err), 0);
+    assert_true(c.object_loss_by_size);
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"ae\": \"a\", \"object_loss_by_size\": true}", &c, err,
+                                           sizeof err), -1);
+    assert_non_null(strstr(err, "object_loss_by_size")); /* nothing to scale */
+    assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_loss_weight\": 3, \"object_loss_by_size\": 1}",
+                                           &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "object_loss_by_size"));
     for (int k = 0; k < VD_WORLD_MAX_OBJECTS; k++) assert_true(c.object_count_odds[k] == 0.0f); /* the world's */
     assert_int_equal(vd_train_config_parse("{\"out_dir\": \"x\", \"object_count_odds\": [1, 2, 2.5]}", &c, err, sizeof err), 0);
     assert_true(c.object_count_odds[0] == 1.0f && c.object_count_odds[1] == 2.0f && c.object_count_odds[2] == 2.5f);
@@ -211,7 +223,7 @@ static void test_object_weight(void **state)
     const float xs[FRAMES] = {20.3f, 40.0f, -60.0f}, scales[FRAMES] = {1.0f, 1.5f, 1.0f}, y0 = 30.0f;
     for (int i = 0; i < FRAMES; i++) t.objects[0].track[i] = (vd_track_point){xs[i], y0, scales[i], 0, 1};
     float *map = vd_malloc((size_t)FRAMES * C * H * W * sizeof(float));
-    vd_train_object_weight(&t, FRAMES, C, H, W, F, 3.0f, map);
+    vd_train_object_weight(&t, FRAMES, C, H, W, F, 3.0f, 0, map);
     float r = vd_size_radius(VD_SIZE_MEDIUM, H * F);
     for (int i = 0; i < FRAMES; i++) {
         float reach = 1.6f * r * scales[i] + F / 2.0f;
@@ -231,6 +243,49 @@ static void test_object_weight(void **state)
         else assert_int_equal(heavy, 0);
     }
     free(map);
+}
+
+/* object_loss_by_size: a small and a large object apart in one frame each get extra weight
+ * k (medium reach / reach)^2 on their discs, so the extra weight each adds sums to about the same
+ * (a medium object's k times its disc), where without it the large one adds about three times the
+ * small one's; a medium object keeps k. */
+static void test_object_weight_by_size(void **state)
+{
+    (void)state;
+    enum { C = 1, H = 32, W = 32, F = 4 };
+    vd_clip_truth t;
+    vd_world_sample(6, 0, H * F, W * F, 1, &t);
+    t.object_count = 3;
+    const vd_size sizes[3] = {VD_SIZE_SMALL, VD_SIZE_LARGE, VD_SIZE_MEDIUM};
+    const float xs[3] = {20.0f, 90.0f, 30.0f}, ys[3] = {20.0f, 40.0f, 100.0f}; /* discs apart */
+    for (int o = 0; o < 3; o++) {
+        t.objects[o].size = sizes[o];
+        t.objects[o].track[0] = (vd_track_point){xs[o], ys[o], 1.0f, 0, 1};
+    }
+    float *plain = vd_malloc((size_t)C * H * W * sizeof(float)), *sized = vd_malloc((size_t)C * H * W * sizeof(float));
+    vd_train_object_weight(&t, 1, C, H, W, F, 3.0f, 0, plain);
+    vd_train_object_weight(&t, 1, C, H, W, F, 3.0f, 1, sized);
+    float medium_reach = 1.6f * vd_size_radius(VD_SIZE_MEDIUM, H * F) + F / 2.0f;
+    double extra_plain[3] = {0}, extra_sized[3] = {0};
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            size_t p = (size_t)y * W + x;
+            for (int o = 0; o < 3; o++) {
+                float reach = 1.6f * vd_size_radius(sizes[o], H * F) + F / 2.0f;
+                float dx = (x + 0.5f) * F - xs[o], dy = (y + 0.5f) * F - ys[o];
+                if (dx * dx + dy * dy > reach * reach) continue;
+                float want = 1.0f + 3.0f * (medium_reach / reach) * (medium_reach / reach);
+                assert_float_equal(sized[p], want, 1e-5);
+                extra_plain[o] += plain[p] - 1.0, extra_sized[o] += sized[p] - 1.0;
+            }
+        }
+    double medium_disc = 3.14159265 * medium_reach * medium_reach / (F * F) * 3.0;
+    fprintf(stderr, "extra weight small / large / medium: plain %.0f / %.0f / %.0f, by size %.0f / %.0f / %.0f (a medium disc %.0f)\n",
+            extra_plain[0], extra_plain[1], extra_plain[2], extra_sized[0], extra_sized[1], extra_sized[2], medium_disc);
+    assert_true(extra_plain[1] > 2.5 * extra_plain[0]);
+    for (int o = 0; o < 3; o++) assert_true(extra_sized[o] > 0.8 * medium_disc && extra_sized[o] < 1.2 * medium_disc);
+    assert_true(extra_sized[2] == extra_plain[2]);
+    free(plain), free(sized);
 }
 
 static void test_schedule(void **state)
@@ -826,6 +881,7 @@ int main(void)
         cmocka_unit_test(test_pooled_text_added),
         cmocka_unit_test(test_attention_added),
         cmocka_unit_test(test_inner_widened),
+        cmocka_unit_test(test_object_weight_by_size),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
