@@ -29,27 +29,25 @@ echo "seed $seed"
     --out "$work/train.safetensors" --seed "$((seed % 100000))"
 "$top_builddir/tests/engine/check_train" "$work/tiny.safetensors" "$work/train.safetensors"
 
+# check_small NAME CASE_SEED: the UNet step, sampling and denoiser gradients of $work/NAME.safetensors
+# (no autoencoder cases), at 3 frames of 8x8 latents and one sampling step
+check_small() {
+    "$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/$1.safetensors" \
+        --out "$work/$1-cases.safetensors" --seed "$2" --frames 3 --size 8x8 --steps 1 --skip-ae
+    "$top_builddir/tests/engine/check_reference" "$work/$1.safetensors" "$work/$1-cases.safetensors"
+    "$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/$1.safetensors" \
+        --out "$work/$1-train.safetensors" --seed "$2" --skip-ae
+    "$top_builddir/tests/engine/check_train" "$work/$1.safetensors" "$work/$1-train.safetensors"
+}
+
 # a pruned student without the temporal layers of level 0 (temporal convs only) and of the
 # deepest level (temporal convs and temporal self-attentions, mid's too), and without the
-# attention parts of down.1.0 and mid: its UNet step, sampling and denoiser gradients
+# attention parts of down.1.0 and mid
 echo '{"remove": ["temporal.0", "temporal.2", "down.1.0.attn", "mid.attn"]}' >"$work/plan.json"
 "$top_builddir/vdmini" prune --teacher "$work/tiny.safetensors" --plan "$work/plan.json" \
     --out "$work/parts.safetensors"
-"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/parts.safetensors" \
-    --out "$work/parts-cases.safetensors" --seed "$((seed % 100000 + 1))" --frames 3 --size 8x8 --steps 1 \
-    --skip-ae
-"$top_builddir/tests/engine/check_reference" "$work/parts.safetensors" "$work/parts-cases.safetensors"
-"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/parts.safetensors" \
-    --out "$work/parts-train.safetensors" --seed "$((seed % 100000 + 1))" --skip-ae
-"$top_builddir/tests/engine/check_train" "$work/parts.safetensors" "$work/parts-train.safetensors"
+check_small parts "$((seed % 100000 + 1))"
 
-# ResBlocks wider inside than their levels at every level (mid's too): the UNet step, sampling
-# and denoiser gradients
+# ResBlocks wider inside than their levels at every level (mid's too)
 "$top_builddir/vdmini" init --preset tiny --inner-channels 48,80,108 --seed "$seed" --out "$work/wide.safetensors"
-"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/wide.safetensors" \
-    --out "$work/wide-cases.safetensors" --seed "$((seed % 100000 + 2))" --frames 3 --size 8x8 --steps 1 \
-    --skip-ae
-"$top_builddir/tests/engine/check_reference" "$work/wide.safetensors" "$work/wide-cases.safetensors"
-"$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/wide.safetensors" \
-    --out "$work/wide-train.safetensors" --seed "$((seed % 100000 + 2))" --skip-ae
-"$top_builddir/tests/engine/check_train" "$work/wide.safetensors" "$work/wide-train.safetensors"
+check_small wide "$((seed % 100000 + 2))"
