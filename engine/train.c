@@ -470,9 +470,8 @@ static int load_widened(const vd_param *p, const vd_st_tensor *t, int split, uin
     int conv2 = len > 13 && strcmp(p->name + len - 13, ".conv2.weight") == 0;
     /* rows of the file's tensor, as (rows, inner) with inner the product of the trailing dims */
     size_t rows = (size_t)t->shape[0], file_inner = (size_t)vd_st_numel(t) / rows, model_inner = p->numel / (size_t)p->shape[0];
-    size_t d1 = p->ndim > 1 ? (size_t)t->shape[1] : 1, kk = p->ndim > 2 ? file_inner / d1 : 1;
-    if (rc == 0 && split && conv2) {
-        size_t c = d1, wide = (size_t)p->shape[1], out = rows;
+    if (rc == 0 && split && conv2) { /* (out, c, k, k) -> (out, wide, k, k) */
+        size_t c = (size_t)t->shape[1], wide = (size_t)p->shape[1], out = rows, kk = file_inner / c;
         float *share = vd_malloc(wide * sizeof(float));
         for (size_t j = 0; j < c; j++) { /* old channel j and its copies j + c, j + 2c, ... */
             size_t copies = (wide - j + c - 1) / c;
@@ -492,7 +491,7 @@ static int load_widened(const vd_param *p, const vd_st_tensor *t, int split, uin
             memcpy(dst + r * model_inner, file + (r % rows) * file_inner, file_inner * sizeof(float));
     } else if (rc == 0) {
         if (conv2) memset(dst, 0, p->numel * sizeof(float));
-        for (size_t r = 0; r < rows; r++) memcpy(dst + r * model_inner, file + r * file_inner, d1 * kk * sizeof(float));
+        for (size_t r = 0; r < rows; r++) memcpy(dst + r * model_inner, file + r * file_inner, file_inner * sizeof(float));
     }
     free(file);
     return rc;
