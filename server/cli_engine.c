@@ -42,7 +42,7 @@ void cli_usage_eval_model(FILE *out, const char *prog)
 {
     int indent = (int)strlen(prog) + 8; /* under "eval"'s first option */
     fprintf(out,
-            "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--guidance-rescale F] [--i2v]\n"
+            "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--guidance-rescale F] [--sampler ddim|euler] [--i2v]\n"
             "%*s[--from-truth STRENGTH] [--batch N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
             prog, indent, "");
 }
@@ -106,6 +106,17 @@ int cli_parse_device(const char *flag, const char *s, vd_device *out)
     else if (strcmp(s, "cuda") == 0) *out = VD_DEVICE_CUDA;
     else {
         cli_bad_arg(flag, "expected auto, cpu or cuda");
+        return -1;
+    }
+    return 0;
+}
+
+int cli_parse_sampler(const char *flag, const char *s, vd_sampler_kind *out)
+{
+    if (strcmp(s, "ddim") == 0) *out = VD_SAMPLER_DDIM;
+    else if (strcmp(s, "euler") == 0) *out = VD_SAMPLER_EULER;
+    else {
+        cli_bad_arg(flag, "expected ddim or euler");
         return -1;
     }
     return 0;
@@ -226,6 +237,7 @@ typedef struct {
     const char *model, *ae;
     int prompts, steps, i2v, bf16, batch;
     float guidance, guidance_rescale;
+    vd_sampler_kind sampler;
     float from_truth; /* > 0: each clip starts from its true clip, noised for the last share of the steps */
     uint64_t seed;
     vd_device device;
@@ -271,7 +283,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
             vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames,
                                .width = side, .height = side, .steps = o->steps, .guidance = o->guidance,
                                .guidance_rescale = o->guidance_rescale,
-                               .sampler = VD_SAMPLER_DDIM, .seed = o->seed + (uint64_t)(i0 + k),
+                               .sampler = o->sampler, .seed = o->seed + (uint64_t)(i0 + k),
                                .video = truth_clip, .strength = o->from_truth};
             if (!(videos[k] = vd_video_begin(e, &p, err))) {
                 fprintf(stderr, "vdmini: eval: prompt %d: %s\n", i0 + k, err);
@@ -334,6 +346,8 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
         } else if (strcmp(f, "--guidance-rescale") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 1, &m.guidance_rescale))
                 return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--sampler") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_sampler(f, v, &m.sampler)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &m.device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--from-truth") == 0) {

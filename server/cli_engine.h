@@ -55,9 +55,10 @@ int cli_parse_int(const char *flag, const char *s, long lo, long hi, int *out);
 int cli_parse_u64(const char *flag, const char *s, uint64_t *out);
 /* "48,64,0": up to max integers in [0, 65536], separated by single commas, into out; 0 or -1. */
 int cli_parse_int_list(const char *s, int *out, int max, int *count);
-/* auto, cpu or cuda; a number in [lo, hi] (a guidance scale, its rescale). 0, or -1 after the
- * message. */
+/* auto, cpu or cuda; ddim or euler; a number in [lo, hi] (a guidance scale, its rescale). 0, or
+ * -1 after the message. */
 int cli_parse_device(const char *flag, const char *s, vd_device *out);
+int cli_parse_sampler(const char *flag, const char *s, vd_sampler_kind *out);
 int cli_parse_number(const char *flag, const char *s, float lo, float hi, float *out);
 /* Returns the value after the flag argv[*i] (advancing *i), or NULL (with a message) when it is
  * missing. */

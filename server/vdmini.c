@@ -127,10 +127,7 @@ static int cmd_generate(int argc, char **argv)
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 1, &guidance_rescale))
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--sampler") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
-            if (strcmp(v, "ddim") == 0) sampler = VD_SAMPLER_DDIM;
-            else if (strcmp(v, "euler") == 0) sampler = VD_SAMPLER_EULER;
-            else return cli_bad_arg(f, "expected ddim or euler");
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_sampler(f, v, &sampler)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--bf16") == 0) {

@@ -131,6 +131,16 @@ if "$vdmini" eval --model "$model" --prompts 2 --steps 4 --from-truth 0.25 --dev
 else
     bad "eval --from-truth: $(cat "$work/err")"
 fi
+# the sampler reaches eval: Euler's time grid makes other videos than DDIM's from the same seeds
+if "$vdmini" eval --model "$model" --prompts 2 --steps 3 --device cpu --json "$work/ddim.json" >/dev/null 2>"$work/err" &&
+   "$vdmini" eval --model "$model" --prompts 2 --steps 3 --sampler euler --device cpu --json "$work/euler.json" \
+       >/dev/null 2>>"$work/err" &&
+   grep -q '"frechet_distance": [0-9]' "$work/euler.json" &&
+   [ "$(grep '"frechet_distance"' "$work/ddim.json")" != "$(grep '"frechet_distance"' "$work/euler.json")" ]; then
+    ok "eval with the Euler sampler"
+else
+    bad "eval --sampler euler: $(cat "$work/err" "$work/ddim.json" "$work/euler.json" 2>/dev/null)"
+fi
 # three image-to-video prompts one at a time and in batches of two (the last one alone): the same
 # scores, up to rounding
 if "$vdmini" eval --model "$model" --prompts 3 --steps 1 --i2v --batch 1 --device cpu --json "$work/b1.json" \
@@ -155,6 +165,7 @@ expect_usage_error "eval without truth" "--truth" eval --videos "$world"
 expect_usage_error "eval videos and model" "not both" eval --videos "$world" --model "$model"
 expect_usage_error "eval bad prompts" "--prompts" eval --model "$model" --prompts 0
 expect_usage_error "eval bad batch" "--batch" eval --model "$model" --batch 0
+expect_usage_error "eval bad sampler" "--sampler" eval --model "$model" --sampler heun
 expect_usage_error "eval bad from-truth" "--from-truth" eval --model "$model" --from-truth 1.5
 expect_usage_error "eval from-truth of videos" "--from-truth" eval --videos "$world" --truth "$world/truth.jsonl" --from-truth 0.5
 expect_usage_error "eval unknown option" "--speed" eval --videos "$world" --truth "$world/truth.jsonl" --speed 2
