@@ -218,13 +218,6 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
             rc = get_levels(v, key, &c->add_attention, err, errlen);
         else if (strcmp(key, "inner_channels") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_level_widths(v, key, c->inner_channels, &c->inner_levels, err, errlen);
-        else if (strcmp(key, "inner_growth") == 0 && c->target == VD_TRAIN_DENOISER) {
-            const char *how = json_string_value(v);
-            if (!how || (strcmp(how, "zero") && strcmp(how, "split")))
-                rc = vd_fail(err, errlen, "training config inner_growth: \"zero\" or \"split\"");
-            else
-                c->inner_split = strcmp(how, "split") == 0;
-        }
         else if (strcmp(key, "ae") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->ae_path, sizeof c->ae_path, err, errlen);
         else if (strcmp(key, "ae") == 0) rc = parse_inline_ae(v, &c->ae, err, errlen), c->has_ae = 1;
@@ -242,8 +235,6 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
     if (c->min_lr > c->lr) return vd_fail(err, errlen, "training config min_lr: above lr");
     if (c->teacher[0] && c->clips > VD_DISTILL_MAX_CLIPS)
         return vd_fail(err, errlen, "training config clips: at most %d when distilling", VD_DISTILL_MAX_CLIPS);
-    if (c->inner_split && !c->inner_levels)
-        return vd_fail(err, errlen, "training config inner_growth: only with inner_channels (it says how they grow)");
     if (c->object_loss_by_size && !(c->object_loss_weight > 0))
         return vd_fail(err, errlen, "training config object_loss_by_size: needs an object_loss_weight above 0 to scale");
     if (c->disc_lr == 0) c->disc_lr = c->lr;
@@ -449,17 +440,10 @@ static int added_part_start(const char *name, int add_pool, char (*attn_prefix)[
 
 /* Whether a ResBlock tensor of the model is wider than the file's: a weights tensor of the same
  * rank whose every dimension is at least the file's. Such a tensor (init widened by the run's
- * inner_channels) is filled so that the new inner channels change nothing yet:
- *   zero growth: the file's values in the tensor's leading corner, the rest of conv2's weight at
- *     zero (the new channels' other tensors keep their random start);
- *   split growth: new inner channel i copies old channel i mod c (conv1's row, the time row, norm2's
- *     gamma and beta: whole groups, since c and the new width are whole numbers of the group
- *     width), and conv2's weight on each old channel is shared among it and its copies in shares
- *     that sum to 1 but differ (by up to +-SPLIT_SPREAD of an even share, drawn from seed), so
- *     that the copies' gradients, and then the copies, part. */
-#define SPLIT_SPREAD 0.5f
-
-static int load_widened(const vd_param *p, const vd_st_tensor *t, int split, uint64_t seed, float *dst)
+ * inner_channels) gets the file's values in its leading corner, and the rest of conv2's weight
+ * zero, so that the new inner channels change nothing yet (their other tensors keep their random
+ * start). */
+static int load_widened(const vd_param *p, const vd_st_tensor *t, float *dst)
 {
     if (!strstr(p->name, ".res") || t->ndim != p->ndim) return -1;
     for (int d = 0; d < p->ndim; d++) /* only the first two dims grow, never a conv's k x k */
@@ -467,30 +451,10 @@ static int load_widened(const vd_param *p, const vd_st_tensor *t, int split, uin
     float *file = vd_malloc((size_t)vd_st_numel(t) * sizeof(float));
     int rc = vd_st_to_f32(t, file);
     size_t len = strlen(p->name);
-    int conv2 = len > 13 && strcmp(p->name + len - 13, ".conv2.weight") == 0;
     /* rows of the file's tensor, as (rows, inner) with inner the product of the trailing dims */
     size_t rows = (size_t)t->shape[0], file_inner = (size_t)vd_st_numel(t) / rows, model_inner = p->numel / (size_t)p->shape[0];
-    if (rc == 0 && split && conv2) { /* (out, c, k, k) -> (out, wide, k, k) */
-        size_t c = (size_t)t->shape[1], wide = (size_t)p->shape[1], out = rows, kk = file_inner / c;
-        float *share = vd_malloc(wide * sizeof(float));
-        for (size_t j = 0; j < c; j++) { /* old channel j and its copies j + c, j + 2c, ... */
-            size_t copies = (wide - j + c - 1) / c;
-            float mean = 0;
-            for (size_t i = j; i < wide; i += c) share[i] = 2.0f * (float)vd_rng_uniform(seed, i) - 1.0f, mean += share[i];
-            mean /= (float)copies;
-            for (size_t i = j; i < wide; i += c) share[i] = (1.0f + SPLIT_SPREAD * (share[i] - mean)) / (float)copies;
-        }
-        for (size_t o = 0; o < out; o++)
-            for (size_t i = 0; i < wide; i++)
-                for (size_t k = 0; k < kk; k++)
-                    dst[(o * wide + i) * kk + k] = file[(o * c + i % c) * kk + k] * share[i];
-        free(share);
-    } else if (rc == 0 && split) {
-        if (file_inner != model_inner) rc = -1;
-        for (size_t r = 0; rc == 0 && r < (size_t)p->shape[0]; r++)
-            memcpy(dst + r * model_inner, file + (r % rows) * file_inner, file_inner * sizeof(float));
-    } else if (rc == 0) {
-        if (conv2) memset(dst, 0, p->numel * sizeof(float));
+    if (rc == 0) {
+        if (len > 13 && strcmp(p->name + len - 13, ".conv2.weight") == 0) memset(dst, 0, p->numel * sizeof(float));
         for (size_t r = 0; r < rows; r++) memcpy(dst + r * model_inner, file + r * file_inner, file_inner * sizeof(float));
     }
     free(file);
@@ -553,8 +517,7 @@ static int init_model(vd_model *m, const vd_train_config *c, char *err, size_t e
             const vd_st_tensor *t = vd_st_find(&f, p->name);
             int loaded = !t ? -1
                          : (size_t)vd_st_numel(t) == p->numel ? vd_st_to_f32(t, m->host + p->offset)
-                         : c->inner_levels ? load_widened(p, t, c->inner_split, vd_rng_u64(c->seed, (uint64_t)i),
-                                                           m->host + p->offset)
+                         : c->inner_levels ? load_widened(p, t, m->host + p->offset)
                                            : -1;
             if (loaded) rc = vd_fail(err, errlen, "init %s: tensor %s missing or of the wrong shape", c->init, p->name);
         }

@@ -84,10 +84,6 @@ typedef struct {
      * their random weights, conv2 reads them with zero weights, norm2 gives them groups of their
      * own, so that the run starts from what init computed */
     int inner_channels[VD_MAX_LEVELS], inner_levels;
-    /* denoiser: "inner_growth": "split" starts the new inner channels as copies of the old ones,
-     * sharing conv2's weights with them, instead of "zero" (the default, above); the model still
-     * starts from what init computed, up to rounding */
-    int inner_split;
     /* denoiser: the share of clips trained with the empty prompt (for guidance) and with the
      * first frame's latent as the condition (image-to-video) */
     float empty_prompt_rate, first_frame_rate;
