@@ -344,7 +344,9 @@ static void conv2d_im2col(vd_backend *be, float *y, const float *x, const float 
 #ifdef VD_HAVE_CUDNN
 /* The algorithm for one shape: found in the plan cache, or chosen once. fp32 takes cuDNN's
  * heuristics among true-fp32 (FMA) algorithms; bf16 times the candidates (cudnnFind) with tensor
- * ops allowed. Returns NULL when cuDNN offers none. */
+ * ops allowed. Timing can choose another algorithm in another process, so bf16 results differ in
+ * their last bits from run to run; the heuristics' choice would not, but it makes a video 20 to 50%
+ * slower (bench/RESULTS.md, "cuDNN's bf16 algorithm"). Returns NULL when cuDNN offers none. */
 static const cuda_conv_plan *conv_plan(cuda_state *st, cudnnTensorDescriptor_t x_desc,
                                        cudnnFilterDescriptor_t w_desc,
                                        cudnnConvolutionDescriptor_t conv_desc,
