@@ -42,9 +42,10 @@ void cli_usage_eval_model(FILE *out, const char *prog)
 {
     int indent = (int)strlen(prog) + 8; /* under "eval"'s first option */
     fprintf(out,
-            "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--guidance-rescale F] [--sampler ddim|euler] [--i2v]\n"
-            "%*s[--from-truth STRENGTH] [--batch N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
-            prog, indent, "");
+            "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--guidance-rescale F] [--i2v]\n"
+            "%*s[--sampler ddim|euler] [--from-truth STRENGTH] [--batch N] [--device auto|cpu|cuda] [--bf16]\n"
+            "%*s[--ae PATH] [--json FILE]\n",
+            prog, indent, "", indent, "");
 }
 
 void cli_usage_tail(FILE *out, const char *prog)
