@@ -18,10 +18,10 @@
 # seconds (after a checkpoint) and exits 3; run it again to go on. It then writes
 # OUTDIR/{a,b}.safetensors (the EMA weights, bf16), OUTDIR/eval-{a,b}-{t2v,i2v}-SEED.json and
 # OUTDIR/summary.md: every rate of A and B (the mean over the seeds), B - A, and the shape rate by
-# the clip's object count over all the seeds' clips. The program is found as tools/resumable-run.sh
-# says; AE names the autoencoder for the evaluation (default models/ae.safetensors). --quick
-# shrinks the runs to 2 steps of one clip and the evaluations to 2 prompts of 2 steps, to check the
-# pipeline on the CPU.
+# the clip's object count and by the object's size over all the seeds' clips. The program is
+# found as tools/resumable-run.sh says; AE names the autoencoder for the evaluation (default
+# models/ae.safetensors). --quick shrinks the runs to 2 steps of one clip and the evaluations to 2
+# prompts of 2 steps, to check the pipeline on the CPU.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 limit=0 gpus=1 quick=0 seeds=1000,2000,3000 prompts=200 at_once=1
@@ -159,14 +159,16 @@ for mode in ("t2v", "i2v"):
         va = sum(r[rate] for r in a) / len(a)
         vb = sum(r[rate] for r in b) / len(b)
         print(f"| {rate} | {va:.3f} | {vb:.3f} | {vb - va:+.3f} |")
-    for count in ("1", "2", "3"):
+    groups = [("shape_by_objects", c, f"clips of {c} object{'s' if c != '1' else ''}") for c in ("1", "2", "3")]
+    groups += [("shape_by_size", size, f"{size} objects") for size in ("small", "medium", "large")]
+    for field, key, label in groups:
         def share(runs):
-            correct = sum(r["shape_by_objects"][count]["correct"] for r in runs)
-            frames = sum(r["shape_by_objects"][count]["object_frames"] for r in runs)
+            correct = sum(r[field][key]["correct"] for r in runs)
+            frames = sum(r[field][key]["object_frames"] for r in runs)
             return correct / frames if frames else float("nan")
         sa, sb = share(a), share(b)
         cells = " | ".join("–" if x != x else f"{x:{form}}" for x, form in ((sa, ".3f"), (sb, ".3f"), (sb - sa, "+.3f")))
-        print(f"| shape, clips of {count} object{'s' if count != '1' else ''} | {cells} |")
+        print(f"| shape, {label} | {cells} |")
     print()
 PY
 cat summary.md

@@ -53,7 +53,8 @@ else
 fi
 if grep -q "^| t2v | A | B | B - A |" "$out/summary.md" && grep -q "^| i2v | A | B | B - A |" "$out/summary.md" &&
    grep -q "^| shape_correct | [0-9.]* | [0-9.]* | [-+][0-9.]* |" "$out/summary.md" &&
-   grep -q "^| first_frame_psnr |" "$out/summary.md" && grep -q "^| shape, clips of 1 object |" "$out/summary.md"; then
+   grep -q "^| first_frame_psnr |" "$out/summary.md" && grep -q "^| shape, clips of 1 object |" "$out/summary.md" &&
+   grep -q "^| shape, small objects | [0-9.–]* |" "$out/summary.md"; then
     ok "the summary compares A and B"
 else
     bad "summary: $(cat "$out/summary.md")"
