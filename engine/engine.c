@@ -150,27 +150,24 @@ struct vd_video {
     float *z, *cond, *ctx; /* backend memory: latent, condition + mask, text rows */
 };
 
-/* Video-to-video: noise (the video's drawn noise, on the host) becomes the latents of p->video
- * noised to the timestep of the plan's step where the last p->strength of its steps begin, as
- * training noises a clip; returns that step. */
-static int start_from_video(vd_engine *e, const vd_video *v, const vd_gen_params *p, float *noise)
+/* Video-to-video: v->z (backend memory, holding the video's drawn noise) becomes the latents of
+ * p->video noised to the timestep of the plan's step where the last p->strength of its steps
+ * begin, as training noises a clip; returns that step. */
+static int start_from_video(vd_engine *e, const vd_video *v, const vd_gen_params *p)
 {
     vd_backend *be = e->be;
     int lc = e->ae->cfg.ae.latent_channels, steps = v->plan.steps;
     int first = steps - (int)lroundf(p->strength * (float)steps);
     if (first > steps - 1) first = steps - 1;
     size_t pixels = (size_t)v->T * 3 * p->height * p->width, zn = (size_t)v->T * lc * v->h * v->w;
-    float *video = be->alloc(be, pixels * sizeof(float)), *latent = be->alloc(be, zn * sizeof(float));
+    float *video = be->alloc(be, pixels * sizeof(float)), *x0 = be->alloc(be, zn * sizeof(float));
     be->upload(be, video, p->video, pixels * sizeof(float));
-    vd_ae_encode(e->ae, video, v->T, p->height, p->width, latent);
-    float *x0 = vd_malloc(zn * sizeof(float));
-    be->download(be, x0, latent, zn * sizeof(float));
-    be->release(be, video), be->release(be, latent);
+    vd_ae_encode(e->ae, video, v->T, p->height, p->width, x0);
     double *abar = vd_alphas_cumprod(&e->model.cfg.diffusion);
     int t = (int)lroundf(v->plan.timestep[first]);
-    float keep = (float)sqrt(abar[t]), add = (float)sqrt(1.0 - abar[t]);
-    for (size_t i = 0; i < zn; i++) noise[i] = keep * x0[i] + add * noise[i];
-    free(abar), free(x0);
+    be->axpby(be, v->z, (float)sqrt(abar[t]), x0, (float)sqrt(1.0 - abar[t]), zn); /* z = keep x0 + add noise */
+    be->release(be, video), be->release(be, x0);
+    free(abar);
     return first;
 }
 
@@ -241,9 +238,9 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     float *z_host = vd_malloc(zn * sizeof(float));
     vd_rng_normal(p->seed, 0, z_host, zn);
     v->z = be->alloc(be, zn * sizeof(float));
-    int first_step = p->video ? start_from_video(e, v, p, z_host) : 0;
     be->upload(be, v->z, z_host, zn * sizeof(float));
     free(z_host);
+    int first_step = p->video ? start_from_video(e, v, p) : 0;
 
     size_t row_ctx = (size_t)L * tc->dim;
     v->state = (vd_latent_video){.z = v->z, .cond = v->cond, .ctx = v->ctx,
