@@ -508,6 +508,32 @@ static void test_pooled_text_added(void **state)
     assert_non_null(strstr(err, "pooled_text"));
 }
 
+/* A denoiser config {"out_dir": "x", FIELD: VALUE} is refused by the parser, naming FIELD. */
+static void assert_parse_refuses(const char *field, const char *value)
+{
+    char err[256], json[256];
+    vd_train_config c;
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    snprintf(json, sizeof json, "{\"out_dir\": \"x\", \"%s\": %s}", field, value);
+    assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, field));
+}
+
+/* A denoiser run growing init by FIELD: VALUE parses but does not open, naming FIELD. */
+static void assert_growth_refused(const char *init, const char *field, const char *value)
+{
+    char err[256], json[4096];
+    vd_train_config c;
+    vd_train_config_defaults(&c);
+    c.target = VD_TRAIN_DENOISER;
+    snprintf(json, sizeof json, "{\"out_dir\": \"%s/refused\", \"ae\": \"%s\", \"init\": \"%s\", \"%s\": %s}",
+             work_dir, init, init, field, value);
+    assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
+    assert_null(vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err));
+    assert_non_null(strstr(err, field));
+}
+
 /* "add_attention": [0, 1] on a model with attention at level 1 only: level 0's blocks gain an
  * attention block whose output projection is zero, level 1 keeps the file's, so after a step at
  * learning rate 0 the export predicts exactly what the original model did. Bad lists and a level
@@ -515,7 +541,7 @@ static void test_pooled_text_added(void **state)
 static void test_attention_added(void **state)
 {
     (void)state;
-    char err[256], plain[1100], json[4096], out[1300];
+    char err[256], plain[1100], out[1300];
     vd_model_config mc;
     assert_int_equal(small_model_config(&mc), 0);
     assert_false(mc.unet.attention[0]);
@@ -544,22 +570,9 @@ static void test_attention_added(void **state)
     vd_model_free(&m);
     assert_same_prediction(plain, out);
 
-    vd_train_config c;
-    vd_train_config_defaults(&c);
-    c.target = VD_TRAIN_DENOISER;
-    snprintf(json, sizeof json, "{\"out_dir\": \"%s/attn2\", \"ae\": \"%s\", \"init\": \"%s\","
-             " \"add_attention\": [2]}", work_dir, plain, plain); /* the small model has two levels */
-    assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
-    assert_null(vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err));
-    assert_non_null(strstr(err, "add_attention"));
+    assert_growth_refused(plain, "add_attention", "[2]"); /* the small model has two levels */
     const char *bad[] = {"[]", "[0, 0]", "[8]", "[-1]", "\"0\"", "[0.5]"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        vd_train_config_defaults(&c);
-        c.target = VD_TRAIN_DENOISER;
-        snprintf(json, sizeof json, "{\"out_dir\": \"x\", \"add_attention\": %s}", bad[i]);
-        assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), -1);
-        assert_non_null(strstr(err, "add_attention"));
-    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_parse_refuses("add_attention", bad[i]);
 }
 
 /* "inner_channels": [24, 0] on a model of channels [16, 32]: level 0's ResBlocks grow 8 inner
@@ -570,7 +583,7 @@ static void test_attention_added(void **state)
 static void test_inner_widened(void **state)
 {
     (void)state;
-    char err[256], plain[1100], json[4096], out[1300];
+    char err[256], plain[1100], out[1300];
     vd_model_config mc;
     assert_int_equal(small_model_config(&mc), 0);
     save_small_model(&mc, 13, "narrow", plain, sizeof plain);
@@ -605,25 +618,10 @@ static void test_inner_widened(void **state)
     vd_model_free(&m);
     assert_same_prediction(plain, out);
 
-    vd_train_config c;
     const char *refused[] = {"[8, 0]", "[18, 0]", "[24]"}; /* narrower, not whole groups, one level short */
-    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
-        vd_train_config_defaults(&c);
-        c.target = VD_TRAIN_DENOISER;
-        snprintf(json, sizeof json, "{\"out_dir\": \"%s/wide2\", \"ae\": \"%s\", \"init\": \"%s\","
-                 " \"inner_channels\": %s}", work_dir, plain, plain, refused[i]);
-        assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), 0);
-        assert_null(vd_train_open(&c, vd_backend_cpu_reference(), NULL, err, sizeof err));
-        assert_non_null(strstr(err, "inner_channels"));
-    }
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) assert_growth_refused(plain, "inner_channels", refused[i]);
     const char *bad[] = {"[]", "[-1, 0]", "\"24\"", "[24.5, 0]"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        vd_train_config_defaults(&c);
-        c.target = VD_TRAIN_DENOISER;
-        snprintf(json, sizeof json, "{\"out_dir\": \"x\", \"inner_channels\": %s}", bad[i]);
-        assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), -1);
-        assert_non_null(strstr(err, "inner_channels"));
-    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_parse_refuses("inner_channels", bad[i]);
 }
 
 /* The schedule's table: the presets' zero terminal SNR ends in pure noise, the shift lowers every
