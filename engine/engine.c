@@ -5,6 +5,7 @@
 #include "common.h"
 #include "flop_count.h"
 #include "model.h"
+#include "prune.h"
 #include "rng.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -19,6 +20,8 @@ struct vd_engine {
     vd_model model;     /* text encoder + UNet (+ autoencoder when the file has it) */
     vd_model ae_model;  /* the autoencoder, when it came from its own file */
     vd_model *ae;       /* whichever of the two holds the autoencoder */
+    vd_model guide;     /* a weaker model that guided sampling moves away from */
+    int has_guide;
     vd_backend *be;
 };
 
@@ -101,8 +104,72 @@ void vd_engine_close(vd_engine *e)
     if (!e) return;
     vd_model_free(&e->model);
     vd_model_free(&e->ae_model);
+    vd_model_free(&e->guide);
     if (e->be) e->be->destroy(e->be);
     free(e);
+}
+
+/* Whether guide can stand in for e's model in a denoiser step: the same tokens, text rows,
+ * latents and noise schedule. */
+static int guide_fits(const vd_model *model, const vd_model *guide, const char *path, char *err)
+{
+    const vd_model_config *a = &model->cfg, *b = &guide->cfg;
+    if (!b->text.present || !b->unet.present)
+        return vd_fail(err, VD_ERR_LEN, "guide %s: a guide model needs a text encoder and a UNet", path);
+    int same_vocab = a->text.vocab_size == b->text.vocab_size;
+    for (int i = 0; same_vocab && i < a->text.vocab_size; i++) same_vocab = strcmp(a->text.vocab[i], b->text.vocab[i]) == 0;
+    if (!same_vocab || a->text.max_tokens != b->text.max_tokens)
+        return vd_fail(err, VD_ERR_LEN, "guide %s: its vocabulary or token count differs from the model's", path);
+    if (a->unet.in_channels != b->unet.in_channels || a->unet.out_channels != b->unet.out_channels ||
+        a->unet.context_dim != b->unet.context_dim)
+        return vd_fail(err, VD_ERR_LEN, "guide %s: its UNet's inputs or outputs differ from the model's", path);
+    const vd_diffusion_config *da = &a->diffusion, *db = &b->diffusion;
+    if (da->train_steps != db->train_steps || da->beta_start != db->beta_start || da->beta_end != db->beta_end ||
+        da->zero_terminal_snr != db->zero_terminal_snr || da->snr_shift != db->snr_shift)
+        return vd_fail(err, VD_ERR_LEN, "guide %s: its noise schedule differs from the model's", path);
+    return 0;
+}
+
+int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char err[VD_ERR_LEN])
+{
+    if (e->has_guide) return vd_fail(err, VD_ERR_LEN, "the engine has a guide model already");
+    if (!path && !(units && *units)) return vd_fail(err, VD_ERR_LEN, "a guide needs a model file or units to remove");
+    vd_model loaded = {0};
+    const vd_model *base = &e->model;
+    if (path) {
+        if (vd_model_load(&loaded, path, err, VD_ERR_LEN)) return -1;
+        if (guide_fits(&e->model, &loaded, path, err)) {
+            vd_model_free(&loaded);
+            return -1;
+        }
+        base = &loaded;
+    }
+    if (!(units && *units)) {
+        e->guide = loaded;
+    } else {
+        char *list = strdup(units), *names[VD_PRUNE_MAX_UNITS];
+        int count = 0;
+        for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && count < VD_PRUNE_MAX_UNITS;
+             tok = strtok_r(NULL, ",", &save))
+            names[count++] = tok;
+        vd_prune_report report;
+        int rc = vd_prune(base, names, count, 0, &e->guide, &report, err, VD_ERR_LEN);
+        if (rc == 0 && (report.sliced || report.fresh)) {
+            vd_fail(err, VD_ERR_LEN, "guide units %s: removing them reshapes other blocks; a guide may remove only "
+                    "units that leave the rest as it is (mid, temporal.L, <block>.attn)", units);
+            vd_model_free(&e->guide);
+            rc = -1;
+        }
+        free(list);
+        vd_model_free(&loaded);
+        if (rc) {
+            memset(&e->guide, 0, sizeof e->guide);
+            return -1;
+        }
+    }
+    vd_model_attach(&e->guide, e->be);
+    e->has_guide = 1;
+    return 0;
 }
 
 const char *vd_engine_device_name(const vd_engine *e)
@@ -148,6 +215,7 @@ struct vd_video {
     vd_sampler_plan plan;
     vd_latent_video state; /* pointers into the buffers below */
     float *z, *cond, *ctx; /* backend memory: latent, condition + mask, text rows */
+    float *ctx_guide;      /* the prompt in the guide's text encoding, or NULL */
 };
 
 /* Video-to-video: v->z (backend memory, holding the video's drawn noise) becomes the latents of
@@ -187,6 +255,10 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     if (!(p->guidance >= 0.0f && p->guidance <= 100.0f)) return vd_fail(err, VD_ERR_LEN, "guidance must be between 0 and 100"), NULL;
     if (!(p->guidance_rescale >= 0.0f && p->guidance_rescale <= 1.0f))
         return vd_fail(err, VD_ERR_LEN, "guidance_rescale must be between 0 and 1"), NULL;
+    if (!(p->guide_scale >= 0.0f && p->guide_scale <= 100.0f))
+        return vd_fail(err, VD_ERR_LEN, "guide_scale must be between 0 and 100"), NULL;
+    if (p->guide_scale > 0.0f && !e->has_guide)
+        return vd_fail(err, VD_ERR_LEN, "guide_scale needs a guide model, and this engine has none"), NULL;
     if (p->video && !(p->strength > 0.0f && p->strength <= 1.0f))
         return vd_fail(err, VD_ERR_LEN, "strength must be above 0 and at most 1 (got %g)", (double)p->strength), NULL;
 
@@ -207,6 +279,10 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     be->upload(be, ids, ids_host, (size_t)R * L * sizeof *ids);
     v->ctx = be->alloc(be, (size_t)R * L * tc->dim * sizeof(float));
     vd_text_forward(m, ids, R, v->ctx);
+    if (p->guide_scale > 0.0f) {
+        v->ctx_guide = be->alloc(be, (size_t)L * tc->dim * sizeof(float));
+        vd_text_forward(&e->guide, ids, 1, v->ctx_guide);
+    }
     free(ids_host);
     be->release(be, ids);
 
@@ -245,7 +321,8 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     size_t row_ctx = (size_t)L * tc->dim;
     v->state = (vd_latent_video){.z = v->z, .cond = v->cond, .ctx = v->ctx,
                                  .ctx_uncond = guided ? v->ctx + row_ctx : NULL, .plan = &v->plan,
-                                 .guidance = p->guidance, .guidance_rescale = p->guidance_rescale,
+                                 .ctx_guide = v->ctx_guide, .guidance = p->guidance,
+                                 .guidance_rescale = p->guidance_rescale, .guide_scale = p->guide_scale,
                                  .pin_first_frame = p->image != NULL, .step = first_step};
     return v;
 }
@@ -264,7 +341,7 @@ void vd_step(vd_engine *e, vd_video **videos, int n)
     vd_latent_video *states = vd_malloc((size_t)n * sizeof *states);
     for (int i = 0; i < n; i++) states[i] = videos[i]->state;
     const vd_video *first = videos[0];
-    vd_denoise_step(&e->model, states, n, first->L, first->T, first->h, first->w);
+    vd_denoise_step(&e->model, e->has_guide ? &e->guide : NULL, states, n, first->L, first->T, first->h, first->w);
     for (int i = 0; i < n; i++) videos[i]->state.step = states[i].step;
     free(states);
 }
@@ -283,6 +360,7 @@ void vd_video_free(vd_engine *e, vd_video *v)
 {
     if (!v) return;
     e->be->release(e->be, v->z), e->be->release(e->be, v->cond), e->be->release(e->be, v->ctx);
+    if (v->ctx_guide) e->be->release(e->be, v->ctx_guide);
     vd_sampler_plan_free(&v->plan);
     free(v);
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@ static const struct {
     vd_st_dtype dtype;
     size_t size;
 } dtype_table[] = {
-    {"F32", VD_ST_F32, 4}, {"F16", VD_ST_F16, 2}, {"BF16", VD_ST_BF16, 2},
+    {"F32", VD_ST_F32, 4}, {"F16", VD_ST_F16, 2}, {"BF16", VD_ST_BF16, 2}, {"F8_E4M3", VD_ST_F8_E4M3, 1},
     {"I32", VD_ST_I32, 4}, {"I64", VD_ST_I64, 8}, {"U8", VD_ST_U8, 1},
 };
 
@@ -158,6 +159,7 @@ static int parse_owned(vd_st_file *f, char *err, size_t errlen)
             break;
         }
         t->name = strdup(key);
+        t->scale = 1.0f;
         t->nbytes = (size_t)(end - begin);
         t->data = data + begin;
         f->count++;
@@ -178,13 +180,40 @@ static int parse_owned(vd_st_file *f, char *err, size_t errlen)
     return rc;
 }
 
+/* Gives every F8_E4M3 tensor its scale from the metadata (after all parts are in). */
+static int resolve_scales(vd_st_file *f, char *err, size_t errlen)
+{
+    size_t plen = strlen(VD_ST_SCALE_PREFIX);
+    for (int i = 0; i < f->meta_count; i++) {
+        const char *key = f->meta_keys[i];
+        if (strncmp(key, VD_ST_SCALE_PREFIX, plen) != 0) continue;
+        vd_st_tensor *t = (vd_st_tensor *)vd_st_find(f, key + plen);
+        if (!t || t->dtype != VD_ST_F8_E4M3)
+            return vd_fail(err, errlen, "metadata %s: a scale for \"%s\", which is not an F8_E4M3 tensor of the file",
+                           key, key + plen);
+        char *end;
+        double v = strtod(f->meta_values[i], &end);
+        if (end == f->meta_values[i] || *end || !(v > 0.0) || !isfinite(v) || v > 3.0e38)
+            return vd_fail(err, errlen, "metadata %s: \"%.40s\" is not a positive number", key, f->meta_values[i]);
+        t->scale = (float)v;
+    }
+    for (int i = 0; i < f->count; i++) {
+        if (f->tensors[i].dtype != VD_ST_F8_E4M3) continue;
+        char key[512];
+        snprintf(key, sizeof key, "%s%s", VD_ST_SCALE_PREFIX, f->tensors[i].name);
+        if (!vd_st_meta(f, key)) return vd_fail(err, errlen, "tensor \"%s\": F8_E4M3 without its scale (metadata %s)",
+                                                 f->tensors[i].name, key);
+    }
+    return 0;
+}
+
 int vd_st_parse(const uint8_t *bytes, size_t size, vd_st_file *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     out->bytes = vd_malloc(size);
     memcpy(out->bytes, bytes, size);
     out->size = size;
-    if (parse_owned(out, err, errlen) != 0) {
+    if (parse_owned(out, err, errlen) != 0 || resolve_scales(out, err, errlen) != 0) {
         vd_st_free(out);
         return -1;
     }
@@ -254,13 +283,20 @@ int vd_st_read(const char *path, vd_st_file *out, char *err, size_t errlen)
 {
     if (read_file(path, out, err, errlen)) return -1;
     const char *parts = vd_st_meta(out, VD_ST_PARTS_KEY);
-    if (!parts) return 0;
+    if (!parts) {
+        char inner[256];
+        if (resolve_scales(out, inner, sizeof inner) == 0) return 0;
+        vd_st_free(out);
+        return vd_fail(err, errlen, "%s: %s", path, inner);
+    }
     char *list = vd_malloc(strlen(parts) + 1), *save = NULL;
     strcpy(list, parts);
     int rc = 0;
     for (char *name = strtok_r(list, ",", &save); name && rc == 0; name = strtok_r(NULL, ",", &save))
         rc = add_part(out, path, name, err, errlen);
     free(list);
+    char inner[256];
+    if (rc == 0 && resolve_scales(out, inner, sizeof inner)) rc = vd_fail(err, errlen, "%s: %s", path, inner);
     if (rc) vd_st_free(out);
     return rc;
 }
@@ -296,6 +332,32 @@ float vd_bf16_to_f32(uint16_t x)
     return f;
 }
 
+uint8_t vd_f32_to_e4m3(float x)
+{
+    uint8_t sign = signbit(x) ? 0x80 : 0;
+    if (isnan(x)) return 0x7f;
+    double a = fabs((double)x);
+    if (a >= 448.0) return sign | 0x7e; /* saturate: 1.75 * 2^8 */
+    int e;
+    frexp(a, &e); /* a = m * 2^e, m in [0.5, 1): the leading bit is 2^(e-1); 0 gives e = 0 */
+    int exp = e - 1 < -6 ? -6 : e - 1;
+    double q = nearbyint(ldexp(a, 3 - exp)); /* in steps of 2^(exp-3), ties to even */
+    if (q >= 16) q /= 2, exp++;            /* rounded up into the next binade */
+    if (exp > 8 || (exp == 8 && q > 14)) return sign | 0x7e;
+    if (q < 8) return sign | (uint8_t)q; /* subnormal (exp is -6) */
+    return sign | (uint8_t)((exp + 7) << 3) | (uint8_t)(q - 8);
+}
+
+float vd_e4m3_to_f32(uint8_t x)
+{
+    int exp = (x >> 3) & 0xf, mant = x & 7;
+    double v;
+    if (exp == 0xf && mant == 7) v = NAN;
+    else if (exp == 0) v = ldexp(mant, -9);
+    else v = ldexp(8 + mant, exp - 10);
+    return (float)(x & 0x80 ? -v : v);
+}
+
 static float f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, u;
@@ -324,6 +386,9 @@ int vd_st_to_f32(const vd_st_tensor *t, float *dst)
         return 0;
     case VD_ST_F16:
         for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        return 0;
+    case VD_ST_F8_E4M3:
+        for (int64_t i = 0; i < n; i++) dst[i] = vd_e4m3_to_f32(p[i]) * t->scale;
         return 0;
     default: return -1;
     }
@@ -391,6 +456,15 @@ void vd_st_writer_add_f32(vd_st_writer *w, const char *name, vd_st_dtype dtype, 
             e->data[2 * i] = (uint8_t)b;
             e->data[2 * i + 1] = (uint8_t)(b >> 8);
         }
+    } else if (dtype == VD_ST_F8_E4M3) { /* the largest magnitude becomes 448 */
+        float largest = 0.0f;
+        for (size_t i = 0; i < n; i++) largest = fmaxf(largest, fabsf(data[i]));
+        float scale = largest > 0.0f ? largest / 448.0f : 1.0f;
+        for (size_t i = 0; i < n; i++) e->data[i] = vd_f32_to_e4m3(data[i] / scale);
+        char key[512], value[32];
+        snprintf(key, sizeof key, "%s%s", VD_ST_SCALE_PREFIX, name);
+        snprintf(value, sizeof value, "%.9g", (double)scale);
+        vd_st_writer_meta(w, key, value);
     } else {
         memcpy(e->data, data, e->nbytes); /* F32 */
     }

@@ -108,41 +108,67 @@ void vd_sampler_plan_free(vd_sampler_plan *plan)
     plan->steps = 0;
 }
 
-void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, int h, int w)
+/* The input rows of one forward: each video's latent beside its condition, its timestep and a
+ * text. The model's rows (guide_rows 0): each video's prompt, followed by its empty prompt when
+ * guided; the guide's (guide_rows 1): the guide's encoding of the prompt, for the videos that
+ * have one. Returns the rows written. */
+static int fill_rows(vd_backend *be, const vd_latent_video *videos, int n, int guide_rows, float *x_in, float *ctx,
+                     float *t, int lc, int S, int T, size_t row_ctx)
+{
+    size_t row_in = (size_t)T * (2 * lc + 1) * S;
+    float *t_host = vd_malloc((size_t)2 * n * sizeof(float));
+    int r = 0;
+    for (int i = 0; i < n; i++) {
+        const vd_latent_video *vv = &videos[i];
+        const float *texts[2] = {guide_rows ? vv->ctx_guide : vv->ctx, guide_rows ? NULL : vv->ctx_uncond};
+        for (int u = 0; u < 2; u++) {
+            if (!texts[u]) continue;
+            t_host[r] = vv->plan->timestep[vv->step];
+            be->concat_channels(be, x_in + r * row_in, vv->z, lc, vv->cond, lc + 1, T, S);
+            be->copy(be, ctx + r * row_ctx, texts[u], row_ctx * sizeof(float));
+            r++;
+        }
+    }
+    be->upload(be, t, t_host, (size_t)r * sizeof(float));
+    free(t_host);
+    return r;
+}
+
+void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int n, int L, int T, int h, int w)
 {
     vd_backend *be = m->be;
     int S = h * w, in_ch = m->cfg.unet.in_channels, lc = m->cfg.unet.out_channels, D = m->cfg.unet.context_dim;
     size_t video = (size_t)T * lc * S, row_in = (size_t)T * in_ch * S, row_ctx = (size_t)L * D;
-    int R = 0;
-    for (int i = 0; i < n; i++) R += videos[i].ctx_uncond ? 2 : 1;
-    float *x_in = vd_model_scratch(m, (size_t)R * row_in), *v = vd_model_scratch(m, (size_t)R * video);
-    float *ctx = vd_model_scratch(m, (size_t)R * row_ctx), *t = vd_model_scratch(m, (size_t)R);
-    float *t_host = vd_malloc((size_t)R * sizeof(float));
-    /* rows: each video's conditional row, followed by its unconditional row when guided */
-    for (int i = 0, r = 0; i < n; i++) {
-        const vd_latent_video *vv = &videos[i];
-        for (int u = 0; u < (vv->ctx_uncond ? 2 : 1); u++, r++) {
-            t_host[r] = vv->plan->timestep[vv->step];
-            be->concat_channels(be, x_in + r * row_in, vv->z, lc, vv->cond, lc + 1, T, S);
-            be->copy(be, ctx + r * row_ctx, u ? vv->ctx_uncond : vv->ctx, row_ctx * sizeof(float));
-        }
+    int R = 0, G = 0;
+    for (int i = 0; i < n; i++) R += videos[i].ctx_uncond ? 2 : 1, G += guide && videos[i].ctx_guide ? 1 : 0;
+    int rows = R > G ? R : G;
+    float *x_in = vd_model_scratch(m, (size_t)rows * row_in), *v = vd_model_scratch(m, (size_t)R * video);
+    float *ctx = vd_model_scratch(m, (size_t)rows * row_ctx), *t = vd_model_scratch(m, (size_t)rows);
+    float *v_guide = G ? vd_model_scratch(m, (size_t)G * video) : NULL;
+    if (G) {
+        fill_rows(be, videos, n, 1, x_in, ctx, t, lc, S, T, row_ctx);
+        vd_unet_forward(guide, x_in, t, ctx, L, G, T, h, w, v_guide);
     }
-    be->upload(be, t, t_host, (size_t)R * sizeof(float));
-    free(t_host);
+    fill_rows(be, videos, n, 0, x_in, ctx, t, lc, S, T, row_ctx);
     vd_unet_forward(m, x_in, t, ctx, L, R, T, h, w, v);
-    for (int i = 0, r = 0; i < n; i++) {
+    for (int i = 0, r = 0, g = 0; i < n; i++) {
         vd_latent_video *vv = &videos[i];
-        float *vr = v + r * video;
-        if (vv->ctx_uncond) { /* v = v_u + g (v_c - v_u), then scaled back toward v_c's size */
-            double cond_ss = 0.0, guided_ss = 0.0;
-            if (vv->guidance_rescale > 0.0f) be->sum_squares(be, &cond_ss, vr, video);
+        float *vr = v + r * video, *vg = NULL;
+        if (guide && vv->ctx_guide) { /* vg = v_c - v_guide, before vr becomes the guided v */
+            vg = v_guide + (size_t)g++ * video;
+            be->axpby(be, vg, 1.0f, vr, -1.0f, video);
+        }
+        int rescale = vv->guidance_rescale > 0.0f && (vv->ctx_uncond || vg);
+        double cond_ss = 0.0, guided_ss = 0.0;
+        if (rescale) be->sum_squares(be, &cond_ss, vr, video);
+        if (vv->ctx_uncond) /* v = v_u + g (v_c - v_u) */
             be->axpby(be, vr, 1.0f - vv->guidance, vr + video, vv->guidance, video);
-            if (vv->guidance_rescale > 0.0f) {
-                be->sum_squares(be, &guided_ss, vr, video);
-                float phi = vv->guidance_rescale;
-                float scale = guided_ss > 0.0 ? phi * (float)sqrt(cond_ss / guided_ss) + 1.0f - phi : 1.0f;
-                be->axpby(be, vr, 0.0f, vr, scale, video);
-            }
+        if (vg) be->axpby(be, vr, vv->guide_scale, vg, 1.0f, video);
+        if (rescale) { /* scaled back toward v_c's size */
+            be->sum_squares(be, &guided_ss, vr, video);
+            float phi = vv->guidance_rescale;
+            float scale = guided_ss > 0.0 ? phi * (float)sqrt(cond_ss / guided_ss) + 1.0f - phi : 1.0f;
+            be->axpby(be, vr, 0.0f, vr, scale, video);
         }
         const vd_sampler_plan *pl = vv->plan;
         int k = vv->step;
@@ -157,11 +183,12 @@ void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, 
     }
     vd_model_scratch_done(m, x_in), vd_model_scratch_done(m, v);
     vd_model_scratch_done(m, ctx), vd_model_scratch_done(m, t);
+    if (v_guide) vd_model_scratch_done(m, v_guide);
 }
 
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
-              int L, int N, int T, int h, int w, float guidance, float guidance_rescale, vd_progress_fn progress,
-              void *user)
+              int L, int N, int T, int h, int w, float guidance, float guidance_rescale, vd_model *guide,
+              float guide_scale, vd_progress_fn progress, void *user)
 {
     int S = h * w, lc = m->cfg.unet.out_channels, guided = guidance > 1.0f;
     size_t row_ctx = (size_t)L * m->cfg.unet.context_dim;
@@ -171,13 +198,15 @@ int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *c
         float mask;
         m->be->download(m->be, &mask, c + (size_t)lc * S, sizeof mask); /* frame 0's mask channel */
         videos[i] = (vd_latent_video){.z = z + (size_t)i * T * lc * S, .cond = c, .ctx = ctx + i * row_ctx,
-                                      .ctx_uncond = guided ? ctx + (N + i) * row_ctx : NULL, .plan = plan,
-                                      .guidance = guidance, .guidance_rescale = guidance_rescale,
+                                      .ctx_uncond = guided ? ctx + (N + i) * row_ctx : NULL,
+                                      .ctx_guide = guide && guide_scale > 0.0f ? ctx + i * row_ctx : NULL,
+                                      .plan = plan, .guidance = guidance, .guidance_rescale = guidance_rescale,
+                                      .guide_scale = guide_scale,
                                       .pin_first_frame = mask == 1.0f};
     }
     int rc = 0;
     for (int k = 0; k < plan->steps && rc == 0; k++) {
-        vd_denoise_step(m, videos, N, L, T, h, w);
+        vd_denoise_step(m, guide, videos, N, L, T, h, w);
         if (progress && progress(user, k + 1, plan->steps)) rc = 1;
     }
     free(videos);

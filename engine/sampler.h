@@ -30,27 +30,33 @@ typedef struct {
     const float *cond;        /* (T, latent + 1, h, w): condition latent and mask */
     const float *ctx;         /* (L, dim): the prompt's text encoding */
     const float *ctx_uncond;  /* (L, dim): the empty prompt's, or NULL to run without guidance */
+    const float *ctx_guide;   /* (L, dim): the prompt in the guide model's text encoding, or NULL */
     const vd_sampler_plan *plan;
     int step;                 /* the next step of plan to take */
     float guidance;
     float guidance_rescale;   /* phi: the guided v times phi*rms(v_c)/rms(v_guided) + 1 - phi */
+    float guide_scale;        /* a: a * (v_c - v_guide) added to the guided v (with ctx_guide) */
     int pin_first_frame;      /* image-to-video: frame 0's x0 is cond's latent at every step */
 } vd_latent_video;
 
 /* Takes the next step of every video in one denoiser batch (1 row per video, 2 with guidance)
  * and advances each video's step. Videos may be at different steps and use different plans;
- * they must share T, h and w. */
-void vd_denoise_step(vd_model *m, vd_latent_video *videos, int n, int L, int T, int h, int w);
+ * they must share T, h and w. With a guide model (a weaker version of m: the same latents,
+ * text length and schedule), the videos that have ctx_guide also run it on their conditional
+ * row, in a second batch, and move away from its prediction:
+ * v = v_u + g (v_c - v_u) + a (v_c - v_guide). */
+void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int n, int L, int T, int h, int w);
 
 /* Runs a plan on N videos: z (N, T, latent, h, w) is the starting noise and becomes the result;
  * cond (N, T, latent + 1, h, w) the condition latent and mask (a video whose mask is 1 is
  * image-to-video: its first frame is pinned); ctx (N, L, dim) the text, or
  * (2N, L, dim) — the prompts, then the empty prompts — when guidance > 1; guidance_rescale as in
- * vd_latent_video. All in the model's backend memory. Returns 0, or 1 when the progress function
- * asked to stop. */
+ * vd_latent_video. With a guide (or NULL) and guide_scale > 0 each video also moves away from the
+ * guide's prediction, which sees the same prompt rows. All in the model's backend memory.
+ * Returns 0, or 1 when the progress function asked to stop. */
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
-              int L, int N, int T, int h, int w, float guidance, float guidance_rescale, vd_progress_fn progress,
-              void *user);
+              int L, int N, int T, int h, int w, float guidance, float guidance_rescale, vd_model *guide,
+              float guide_scale, vd_progress_fn progress, void *user);
 
 /* ᾱ over the training table (train_steps doubles, malloc'd). */
 double *vd_alphas_cumprod(const vd_diffusion_config *d);

@@ -33,6 +33,12 @@ int vd_open_backends(vd_device device, int bf16, int count, struct vd_backend **
 vd_engine *vd_engine_open(const char *model_path, const char *ae_path, vd_device device, int bf16,
                           char err[VD_ERR_LEN]);
 void vd_engine_close(vd_engine *e);
+/* Gives the engine a guide: a weaker version of its model that a video with guide_scale > 0
+ * moves away from at every step (vd_gen_params). The guide is the model file at path, or, when
+ * path is NULL, the engine's own model; units (comma-separated, or NULL) are UNet units removed
+ * from it (prune.h), only those that leave every other weight as it is. The guide must share the
+ * model's vocabulary, latents and noise schedule. 0, or -1 with a message. */
+int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char err[VD_ERR_LEN]);
 const char *vd_engine_device_name(const vd_engine *e); /* "cpu" or "cuda" */
 /* GPU memory in use and in all, in bytes (0 and 0 on the CPU). */
 void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total);
@@ -63,6 +69,8 @@ typedef struct {
     float guidance;     /* classifier-free guidance scale; <= 1 turns guidance off */
     float guidance_rescale; /* 0 to 1: how far the guided v is scaled back to the conditional v's
                              * root mean square (0, the default, leaves it) */
+    float guide_scale;  /* a: a * (v_c - v_guide) added to the guided v; 0 (the default) runs
+                         * no guide (vd_engine_set_guide) */
     vd_sampler_kind sampler;
     uint64_t seed;
     /* video-to-video: a clip (frames, 3, height, width) in [-1, 1] to start from, or NULL; the

@@ -54,7 +54,7 @@ void cli_usage_tail(FILE *out, const char *prog)
     fprintf(out,
             "  %s train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]\n"
             "%*s[--gpus N] [--time-limit SECONDS] [--stop-at STEP]\n"
-            "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 [--max-file-mb N] --out PATH\n"
+            "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32|f8 [--max-file-mb N] --out PATH\n"
             "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
             "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 4]\n"
             "%*s[--device auto|cpu|cuda] [--bf16] [--units U1,U2,...] --out FILE.json\n"
@@ -236,8 +236,9 @@ static void judge_real_clips(uint64_t seed, int count, int side, int frames, vd_
 
 typedef struct {
     const char *model, *ae;
+    const char *guide_model, *guide_units; /* the guide (vd_engine_set_guide), or NULL and NULL */
     int prompts, steps, i2v, bf16, batch;
-    float guidance, guidance_rescale;
+    float guidance, guidance_rescale, guide_scale;
     vd_sampler_kind sampler;
     float from_truth; /* > 0: each clip starts from its true clip, noised for the last share of the steps */
     uint64_t seed;
@@ -255,6 +256,11 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
     vd_engine *e = vd_engine_open(o->model, o->ae, o->device, o->bf16, err);
     if (!e) {
         fprintf(stderr, "vdmini: %s\n", err);
+        return 1;
+    }
+    if ((o->guide_model || o->guide_units) && vd_engine_set_guide(e, o->guide_model, o->guide_units, err)) {
+        fprintf(stderr, "vdmini: eval: %s\n", err);
+        vd_engine_close(e);
         return 1;
     }
     vd_model_limits lim;
@@ -283,7 +289,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
             if (truth_clip) vd_world_render(truth, truth_clip);
             vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames,
                                .width = side, .height = side, .steps = o->steps, .guidance = o->guidance,
-                               .guidance_rescale = o->guidance_rescale,
+                               .guidance_rescale = o->guidance_rescale, .guide_scale = o->guide_scale,
                                .sampler = o->sampler, .seed = o->seed + (uint64_t)(i0 + k),
                                .video = truth_clip, .strength = o->from_truth};
             if (!(videos[k] = vd_video_begin(e, &p, err))) {
@@ -349,6 +355,12 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--sampler") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_sampler(f, v, &m.sampler)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--guide-model") == 0) {
+            if (!(m.guide_model = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--guide-units") == 0) {
+            if (!(m.guide_units = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--guide-scale") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 100, &m.guide_scale)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &m.device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--from-truth") == 0) {
@@ -373,6 +385,8 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
         return p->eval_videos ? cli_bad_arg("--videos", "required (or --model)") : cli_bad_arg("--model", "required");
     if (videos && !truth) return cli_bad_arg("--truth", "required with --videos");
     if (m.model && truth) return cli_bad_arg("--truth", "only with --videos (--model draws its prompts from the world)");
+    if ((m.guide_scale > 0) != (m.guide_model || m.guide_units))
+        return cli_bad_arg("--guide-scale", "give it above 0 together with --guide-model or --guide-units");
 
     vd_eval_set *set = vd_eval_set_new(), *reference = vd_eval_set_new(), *other_real = vd_eval_set_new();
     int rc = videos ? p->eval_videos(videos, truth, m.i2v, set, reference) : eval_model(&m, set, reference, other_real);
@@ -550,8 +564,9 @@ static int cmd_convert(int argc, char **argv)
     }
     if (!in) return cli_bad_arg("--model", "required");
     if (!out) return cli_bad_arg("--out", "required");
-    if (!dtype || (strcmp(dtype, "bf16") != 0 && strcmp(dtype, "f32") != 0)) return cli_bad_arg("--dtype", "expected bf16 or f32");
-    vd_st_dtype type = strcmp(dtype, "bf16") == 0 ? VD_ST_BF16 : VD_ST_F32;
+    if (!dtype || (strcmp(dtype, "bf16") != 0 && strcmp(dtype, "f32") != 0 && strcmp(dtype, "f8") != 0))
+        return cli_bad_arg("--dtype", "expected bf16, f32 or f8");
+    vd_st_dtype type = strcmp(dtype, "bf16") == 0 ? VD_ST_BF16 : strcmp(dtype, "f8") == 0 ? VD_ST_F8_E4M3 : VD_ST_F32;
     size_t max_bytes = (size_t)max_mb << 20;
     char err[VD_ERR_LEN * 2];
     struct stat sb;

@@ -1,9 +1,10 @@
 /* check_reference.c: compares the C model with the PyTorch reference on cases written by
  * tools/reference/make_model_cases.py: the tokenizer (exact ids and unknown words), the text
  * encoder, autoencoder encode and decode, one UNet forward, and whole DDIM and Euler sampling
- * runs with guidance (DDIM also with the guided v rescaled). Every comparison runs on both CPU backends (fast and reference).
+ * runs with guidance (DDIM also with the guided v rescaled, and, given a guide model, moving away
+ * from the guide's prediction). Every comparison runs on both CPU backends (fast and reference).
  *
- *   check_reference WEIGHTS.safetensors CASES.safetensors
+ *   check_reference WEIGHTS.safetensors CASES.safetensors [GUIDE.safetensors]
  *
  * Prints one line per check and "N passed, M failed"; exits 1 when anything failed. */
 #include "backend.h"
@@ -98,9 +99,10 @@ static void check_tokenizer(const vd_model *m, const vd_st_file *cases, json_t *
     bad ? failed++ : passed++;
 }
 
-static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases, json_t *meta)
+static void check_backend(vd_model *m, vd_model *guide, vd_backend *be, const vd_st_file *cases, json_t *meta)
 {
     vd_model_attach(m, be);
+    if (guide) vd_model_attach(guide, be);
     const char *name = be->name;
     if (m->cfg.text.present && vd_st_find(cases, "text.ids")) {
         const vd_st_tensor *ids_t = need(cases, "text.ids");
@@ -138,11 +140,12 @@ static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases, 
         int steps = (int)json_integer_value(json_object_get(sample, "steps"));
         float guidance = (float)json_number_value(json_object_get(sample, "guidance"));
         float rescale = (float)json_number_value(json_object_get(sample, "guidance_rescale"));
+        float guide_scale = (float)json_number_value(json_object_get(sample, "guide_scale"));
         const vd_st_tensor *noise = need(cases, "sample.noise");
-        /* DDIM, Euler, and DDIM with the guided v rescaled */
-        const char *names[3] = {"sample.ddim.out", "sample.euler.out", "sample.ddim_rescaled.out"};
-        const char *what[3] = {"sampler ddim", "sampler euler", "sampler ddim rescaled"};
-        for (int s = 0; s < 3; s++) {
+        /* DDIM, Euler, DDIM with the guided v rescaled, and DDIM with the guide */
+        const char *names[4] = {"sample.ddim.out", "sample.euler.out", "sample.ddim_rescaled.out", "sample.ddim_guided.out"};
+        const char *what[4] = {"sampler ddim", "sampler euler", "sampler ddim rescaled", "sampler ddim guide"};
+        for (int s = 0; s < (guide ? 4 : 3); s++) {
             vd_sampler_plan plan;
             if (vd_sampler_plan_make(&m->cfg.diffusion, s == 1 ? VD_SAMPLER_EULER : VD_SAMPLER_DDIM, steps, &plan)) {
                 fprintf(stderr, "bad sampler settings in the cases file\n");
@@ -151,24 +154,25 @@ static void check_backend(vd_model *m, vd_backend *be, const vd_st_file *cases, 
             float *z = upload(be, noise), *cond = upload(be, need(cases, "sample.cond"));
             float *sctx = upload(be, need(cases, "sample.ctx"));
             vd_sample(m, &plan, z, cond, sctx, L, (int)noise->shape[0], T, h, w, guidance, s == 2 ? rescale : 0.0f,
-                      NULL, NULL);
+                      s == 3 ? guide : NULL, s == 3 ? guide_scale : 0.0f, NULL, NULL);
             report(name, what[s], rel_error(be, z, need(cases, names[s])), TOLERANCE);
             be->release(be, z), be->release(be, cond), be->release(be, sctx);
             vd_sampler_plan_free(&plan);
         }
     }
     vd_model_detach(m); /* the next backend starts clean */
+    if (guide) vd_model_detach(guide);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: check_reference WEIGHTS.safetensors CASES.safetensors\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: check_reference WEIGHTS.safetensors CASES.safetensors [GUIDE.safetensors]\n");
         return 2;
     }
     char err[512];
-    vd_model m;
-    if (vd_model_load(&m, argv[1], err, sizeof err)) {
+    vd_model m, guide_model, *guide = argc == 4 ? &guide_model : NULL;
+    if (vd_model_load(&m, argv[1], err, sizeof err) || (guide && vd_model_load(guide, argv[3], err, sizeof err))) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -186,12 +190,13 @@ int main(int argc, char **argv)
     if (m.cfg.text.present) check_tokenizer(&m, &cases, meta);
     vd_backend *backends[2] = {vd_backend_cpu(), vd_backend_cpu_reference()};
     for (int i = 0; i < 2; i++) {
-        check_backend(&m, backends[i], &cases, meta);
+        check_backend(&m, guide, backends[i], &cases, meta);
         backends[i]->destroy(backends[i]);
     }
     json_decref(meta);
     vd_st_free(&cases);
     vd_model_free(&m);
+    if (guide) vd_model_free(guide);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_reference.sh: the C engine against the PyTorch reference in tools/reference/ (Debian's
 # python3-torch, CPU, fp32): every op on both CPU backends, then a tiny model's tokenizer, text
-# encoder, autoencoder, UNet step and DDIM/Euler sampling runs, and the training gradients of the
+# encoder, autoencoder, UNet step and DDIM/Euler sampling runs (DDIM also moving away from a guide
+# model, a second tiny model of other weights), and the training gradients of the
 # autoencoder and of the denoiser (text encoder and UNet) against autograd; then the UNet step,
 # sampling and denoiser gradients of a student pruned of temporal and attention units, and of a
 # model whose ResBlocks are wider inside than their levels (inner_channels). Fresh random weights
@@ -21,9 +22,10 @@ echo "seed $seed"
 "$top_builddir/tests/kernels/check_op_cases" "$work/ops.safetensors"
 
 "$top_builddir/vdmini" init --preset tiny --seed "$seed" --out "$work/tiny.safetensors"
+"$top_builddir/vdmini" init --preset tiny --seed "$((seed + 1))" --out "$work/guide.safetensors"
 "$TORCH_PYTHON" "$top_srcdir/tools/reference/make_model_cases.py" --weights "$work/tiny.safetensors" \
-    --out "$work/cases.safetensors" --seed "$((seed % 100000))"
-"$top_builddir/tests/engine/check_reference" "$work/tiny.safetensors" "$work/cases.safetensors"
+    --out "$work/cases.safetensors" --seed "$((seed % 100000))" --guide "$work/guide.safetensors"
+"$top_builddir/tests/engine/check_reference" "$work/tiny.safetensors" "$work/cases.safetensors" "$work/guide.safetensors"
 
 "$TORCH_PYTHON" "$top_srcdir/tools/reference/make_train_cases.py" --weights "$work/tiny.safetensors" \
     --out "$work/train.safetensors" --seed "$((seed % 100000))"

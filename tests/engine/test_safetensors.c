@@ -169,6 +169,83 @@ static void test_bf16_rounding(void **state)
     assert_true(isinf(vd_bf16_to_f32(vd_f32_to_bf16(INFINITY))));
 }
 
+static void test_e4m3(void **state)
+{
+    (void)state;
+    for (int code = 0; code < 256; code++) { /* every value survives the round trip */
+        float v = vd_e4m3_to_f32((uint8_t)code);
+        if ((code & 0x7f) == 0x7f) assert_true(isnan(v));
+        else if (vd_f32_to_e4m3(v) != code) fail_msg("code 0x%02x (%g) came back 0x%02x", code, v, vd_f32_to_e4m3(v));
+    }
+    assert_int_equal(vd_f32_to_e4m3(1.0f), 0x38);
+    assert_int_equal(vd_f32_to_e4m3(448.0f), 0x7e);
+    assert_int_equal(vd_f32_to_e4m3(1e6f), 0x7e);             /* saturates */
+    assert_int_equal(vd_f32_to_e4m3(-INFINITY), 0xfe);
+    assert_int_equal(vd_f32_to_e4m3(0x1p-9f), 0x01);          /* the least subnormal */
+    assert_int_equal(vd_f32_to_e4m3(0x1p-10f), 0x00);         /* half of it: ties to even, 0 */
+    assert_int_equal(vd_f32_to_e4m3(0x1.8p-10f), 0x01);
+    assert_int_equal(vd_f32_to_e4m3(0x1.ep-7f), 0x08);        /* 15/16 of the least normal rounds up to it */
+    assert_int_equal(vd_f32_to_e4m3(-1.0625f), 0xb8);         /* ties to even: down */
+    assert_int_equal(vd_f32_to_e4m3(1.1875f), 0x3a);          /* ties to even: up */
+    assert_int_equal(vd_f32_to_e4m3(15.75f), 0x58);           /* rounds into the next binade: 16 */
+    assert_true(isnan(vd_e4m3_to_f32(vd_f32_to_e4m3(NAN))));
+    /* the nearest value, never more than half a step away */
+    uint64_t x = 12345;
+    for (int i = 0; i < 10000; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        float v = ldexpf((float)(x >> 40) / (1 << 24), (int)(x >> 32 & 15) - 10) * ((x >> 8 & 1) ? -1.0f : 1.0f);
+        float back = vd_e4m3_to_f32(vd_f32_to_e4m3(v)), a = fabsf(v);
+        int e;
+        frexpf(a, &e);
+        float step = ldexpf(1.0f, (e - 1 < -6 ? -6 : e - 1) - 3);
+        if (a < 448.0f && fabsf(back - v) > step / 2) fail_msg("%g came back %g", v, back);
+    }
+}
+
+static void test_f8_files(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/vdmini-st-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    float a[5] = {0.1f, -3.0f, 0.002f, 0.0f, 1.7f};
+    int64_t shape[1] = {5};
+    vd_st_writer *w = vd_st_writer_new();
+    vd_st_writer_add_f32(w, "a", VD_ST_F8_E4M3, a, 1, shape);
+    char err[256];
+    assert_int_equal(vd_st_writer_save(w, path, err, sizeof err), 0);
+    vd_st_writer_free(w);
+    vd_st_file f;
+    assert_int_equal(vd_st_read(path, &f, err, sizeof err), 0);
+    const vd_st_tensor *t = vd_st_find(&f, "a");
+    assert_int_equal(t->dtype, VD_ST_F8_E4M3);
+    assert_int_equal(t->nbytes, 5);
+    assert_true(fabsf(t->scale - 3.0f / 448.0f) < 1e-9f);
+    float out[5];
+    assert_int_equal(vd_st_to_f32(t, out), 0);
+    assert_true(fabsf(out[1] + 3.0f) < 1e-6f); /* the largest magnitude is kept */
+    assert_true(out[3] == 0.0f);
+    for (int i = 0; i < 5; i++) /* within half a step of its binade, or of the least subnormal's */
+        if (fabsf(out[i] - a[i]) > fmaxf(fabsf(a[i]) / 16.0f, t->scale * 0x1p-10f))
+            fail_msg("value %d: %g came back %g", i, a[i], out[i]);
+    vd_st_free(&f);
+    unlink(path);
+
+    expect_reject("{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, "without its scale");
+    expect_reject("{\"__metadata__\":{\"vdmini.scale.a\":\"2\"},\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+                  "\"data_offsets\":[0,4]}}", 4, "not an F8_E4M3 tensor");
+    expect_reject("{\"__metadata__\":{\"vdmini.scale.b\":\"2\"},\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],"
+                  "\"data_offsets\":[0,1]}}", 1, "not an F8_E4M3 tensor");
+    const char *bad[] = {"-1", "0", "x", "inf", "nan", "1e39", "2 "};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char header[256];
+        snprintf(header, sizeof header, "{\"__metadata__\":{\"vdmini.scale.a\":\"%s\"},\"a\":{\"dtype\":\"F8_E4M3\","
+                 "\"shape\":[1],\"data_offsets\":[0,1]}}", bad[i]);
+        expect_reject(header, 1, "not a positive number");
+    }
+}
+
 static void expect_config_error(const char *json, const char *fragment)
 {
     vd_model_config c;
@@ -509,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_parse_good),        cmocka_unit_test(test_parse_malformed),
         cmocka_unit_test(test_parse_bad_lengths), cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_write_read_round_trip), cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_e4m3),              cmocka_unit_test(test_f8_files),
         cmocka_unit_test(test_config),            cmocka_unit_test(test_model_files),
         cmocka_unit_test(test_model_parts),
         cmocka_unit_test(test_removed_blocks),    cmocka_unit_test(test_removed_temporal_units),

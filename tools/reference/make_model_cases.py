@@ -3,7 +3,7 @@ for each component of a weights file.
 
 Usage: make_model_cases.py --weights W.safetensors --out OUT.safetensors
                            [--frames T] [--size HxW] [--seed S] [--steps S] [--guidance G]
-                           [--skip-ae]
+                           [--skip-ae] [--guide GUIDE.safetensors]
 
 --size is the latent size (default 16x16), --frames the video length (default 4). Outputs are
 computed in float64 from the file's float32 weights and stored as float32. Components absent
@@ -17,13 +17,15 @@ is its teacher's). Tensors written (N = 2 videos, P prompts, L tokens):
   unet.x (N, T, in, h, w), unet.t (N) float32, unet.ctx (N, L, D) -> unet.out (N, T, out, h, w)
   sample.noise (N, T, out, h, w), sample.cond (N, T, in - out, h, w), sample.ctx (2N, L, D)
       -> sample.ddim.out, sample.euler.out (N, T, out, h, w): final latents;
-      sample.ddim_rescaled.out the same DDIM run with the guidance rescale of the metadata
+      sample.ddim_rescaled.out the same DDIM run with the guidance rescale of the metadata;
+      with --guide, sample.ddim_guided.out the same DDIM run moving away from the guide's UNet
+      (fed the conditional rows) by the metadata's guide_scale
 
 sample.cond holds the condition latent and the mask: video 0 is image-to-video (one latent
 repeated over T, mask 1), video 1 text-to-video (zeros). sample.ctx rows 0..N-1 are
 conditional, rows N..2N-1 unconditional. __metadata__["vdmini.cases"] is JSON with "prompts",
 "unknown_words" (per prompt), "frames", "latent_size", "image_size", "seed" and
-"sample": {"steps", "guidance", "guidance_rescale", "timesteps"}.
+"sample": {"steps", "guidance", "guidance_rescale", "guide_scale", "timesteps"}.
 """
 
 import argparse
@@ -36,6 +38,7 @@ from safetensors_io import write_safetensors
 
 VIDEOS = 2
 GUIDANCE_RESCALE = 0.7
+GUIDE_SCALE = 1.5
 
 
 def test_prompts(vocab, max_tokens):
@@ -67,6 +70,7 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--skip-ae", action="store_true", help="no autoencoder cases")
+    parser.add_argument("--guide", help="a guide model's weights: adds the guided DDIM case")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -129,7 +133,14 @@ def main():
         final = ref.sample_ddim(model.unet, model.schedule, noise.double(), cond.double(),
                                 sample_context.double(), args.steps, args.guidance, GUIDANCE_RESCALE)
         store("sample.ddim_rescaled.out", final)
+        if args.guide:
+            guide = ref.load_model(args.guide, attention_impl="manual", dtype=torch.float64)
+            final = ref.sample_ddim(model.unet, model.schedule, noise.double(), cond.double(),
+                                    sample_context.double(), args.steps, args.guidance, 0.0, guide.unet,
+                                    GUIDE_SCALE)
+            store("sample.ddim_guided.out", final)
         cases["sample"] = {"steps": args.steps, "guidance": args.guidance, "guidance_rescale": GUIDANCE_RESCALE,
+                           "guide_scale": GUIDE_SCALE,
                            "timesteps": model.schedule.timesteps(args.steps)}
 
     write_safetensors(args.out, tensors, {"vdmini.cases": json.dumps(cases)})

@@ -712,21 +712,26 @@ class VPredictionSchedule:
         return grid
 
 
-def guided_velocity(unet, z, cond, t, context, guidance, rescale=0.0):
+def guided_velocity(unet, z, cond, t, context, guidance, rescale=0.0, guide=None, guide_scale=0.0):
     """v for latents z (N, T, 4, h, w) at timestep t. cond (N, T, 5, h, w) is the condition
     latent and mask; context (2N, L, D) holds the conditional rows then the unconditional rows.
-    guidance > 1 runs both halves as one batch of 2N and returns v_g = v_u + g (v_c - v_u),
-    times rescale * rms(v_c) / rms(v_g) + 1 - rescale per video (rms over all its values);
-    guidance <= 1 runs only the conditional half."""
+    guidance > 1 runs both halves as one batch of 2N and returns v_g = v_u + g (v_c - v_u);
+    guidance <= 1 runs only the conditional half (v_g = v_c). With a guide (a weaker UNet that
+    sees the conditional rows), guide_scale a adds a (v_c - v_guide). Then, when guided either
+    way, v_g times rescale * rms(v_c) / rms(v_g) + 1 - rescale per video (rms over all its
+    values)."""
     N = z.shape[0]
     x = torch.cat([z, cond], dim=2)
+    times = torch.full((N,), float(t), dtype=z.dtype, device=z.device)
     if guidance <= 1:
-        return unet(x, torch.full((N,), float(t), dtype=z.dtype, device=z.device), context[:N])
-    both = torch.cat([x, x], dim=0)
-    v = unet(both, torch.full((2 * N,), float(t), dtype=z.dtype, device=z.device), context)
-    v_cond, v_uncond = v[:N], v[N:]
-    guided = v_uncond + guidance * (v_cond - v_uncond)
-    if rescale > 0:
+        v_cond = guided = unet(x, times, context[:N])
+    else:
+        v = unet(torch.cat([x, x], dim=0), torch.cat([times, times]), context)
+        v_cond, v_uncond = v[:N], v[N:]
+        guided = v_uncond + guidance * (v_cond - v_uncond)
+    if guide is not None:
+        guided = guided + guide_scale * (v_cond - guide(x, times, context[:N]))
+    if rescale > 0 and (guidance > 1 or guide is not None):
         dims = tuple(range(1, guided.dim()))
         ratio = (v_cond.square().sum(dims) / guided.square().sum(dims)).sqrt()
         guided = guided * (rescale * ratio + 1 - rescale).view(-1, *([1] * len(dims)))
@@ -743,14 +748,15 @@ def pin_first_frame(z0, cond):
     return z0
 
 
-def sample_ddim(unet, schedule, noise, cond, context, steps, guidance, rescale=0.0):
-    """Deterministic DDIM (eta = 0) from z_T = noise; returns the final latents z_0."""
+def sample_ddim(unet, schedule, noise, cond, context, steps, guidance, rescale=0.0, guide=None, guide_scale=0.0):
+    """Deterministic DDIM (eta = 0) from z_T = noise; returns the final latents z_0. guide and
+    guide_scale as in guided_velocity."""
     timesteps = schedule.timesteps(steps)
     z = noise
     for k, t in enumerate(timesteps):
         a = schedule.alpha_bar(t)
         a_prev = schedule.alpha_bar(timesteps[k + 1]) if k + 1 < steps else 1.0
-        v = guided_velocity(unet, z, cond, t, context, guidance, rescale)
+        v = guided_velocity(unet, z, cond, t, context, guidance, rescale, guide, guide_scale)
         z0 = pin_first_frame(math.sqrt(a) * z - math.sqrt(1 - a) * v, cond)
         eps = math.sqrt(1 - a) * z + math.sqrt(a) * v
         z = math.sqrt(a_prev) * z0 + math.sqrt(1 - a_prev) * eps
