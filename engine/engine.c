@@ -172,6 +172,8 @@ int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char 
     return 0;
 }
 
+int vd_engine_has_guide(const vd_engine *e) { return e->has_guide; }
+
 const char *vd_engine_device_name(const vd_engine *e)
 {
     return strcmp(e->be->name, "cuda") == 0 ? "cuda" : "cpu";

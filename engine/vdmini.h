@@ -39,6 +39,7 @@ void vd_engine_close(vd_engine *e);
  * from it (prune.h), only those that leave every other weight as it is. The guide must share the
  * model's vocabulary, latents and noise schedule. 0, or -1 with a message. */
 int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char err[VD_ERR_LEN]);
+int vd_engine_has_guide(const vd_engine *e); /* whether vd_engine_set_guide gave it one */
 const char *vd_engine_device_name(const vd_engine *e); /* "cpu" or "cuda" */
 /* GPU memory in use and in all, in bytes (0 and 0 on the CPU). */
 void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total);

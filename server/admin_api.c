@@ -556,10 +556,10 @@ void vd_api_admin_list_models(const vd_request *r, vd_reply *reply)
     pthread_rwlock_rdlock(&r->srv->model_lock);
     for (int i = 0; i < count; i++) {
         const vd_model_entry *m = &models[i];
-        json_array_append_new(data, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b, s:b}", "id", m->id, "object", "model",
-                                              "path", m->path, "ae", m->ae, "source", m->source, "created",
-                                              (json_int_t)m->created_at, "active", strcmp(m->id, r->srv->model_id) == 0,
-                                              "serving", strcmp(m->id, serving) == 0));
+        json_array_append_new(data, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:b, s:b}", "id", m->id, "object",
+                                              "model", "path", m->path, "ae", m->ae, "guide", m->guide, "source",
+                                              m->source, "created", (json_int_t)m->created_at, "active",
+                                              strcmp(m->id, r->srv->model_id) == 0, "serving", strcmp(m->id, serving) == 0));
     }
     pthread_rwlock_unlock(&r->srv->model_lock);
     free(models);

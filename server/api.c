@@ -135,6 +135,7 @@ static json_t *video_object(vd_server *srv, const vd_job *j)
     json_object_set_new(o, "fps", json_integer(j->fps));
     json_object_set_new(o, "num_inference_steps", json_integer(j->steps));
     json_object_set_new(o, "guidance_scale", json_real(round((double)j->guidance * 1e6) / 1e6));
+    json_object_set_new(o, "guide_scale", json_real(round((double)j->guide_scale * 1e6) / 1e6));
     json_object_set_new(o, "sampler", json_string(j->sampler == VD_SAMPLER_EULER ? "euler" : "ddim"));
     json_object_set_new(o, "input_reference", json_boolean(j->has_image));
     return o;
@@ -468,11 +469,21 @@ done:
     return rc;
 }
 
+/* The guidance and guide scales of a request that gives none: with a guide, guided sampling
+ * (default_guided_guidance and default_guide_scale); without, default_guidance alone
+ * (model_lock read-locked). */
+static void default_scales(const vd_server *srv, const vd_server_config *c, double *guidance, double *guide_scale)
+{
+    *guidance = srv->has_guide ? c->default_guided_guidance : c->default_guidance;
+    *guide_scale = srv->has_guide ? c->default_guide_scale : 0.0;
+}
+
 /* Fills job from the create fields (every field checked) and stores its input image. */
 static int job_from_fields(const vd_request *r, const request_fields *f, vd_job *job, vd_reply *reply)
 {
     static const char *const allowed[] = {"model", "prompt", "seconds", "size", "input_reference", "seed",
-                                          "num_inference_steps", "guidance_scale", "fps", "sampler", NULL};
+                                          "num_inference_steps", "guidance_scale", "guide_scale", "fps", "sampler",
+                                          NULL};
     const vd_server_config *c = r->config;
     vd_server *srv = r->srv;
     if (vd_api_check_known(f->fields, allowed, reply)) return -1;
@@ -502,10 +513,17 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
     }
 
     long long fps = c->default_fps, steps = c->default_steps, seed = 0;
-    double guidance = c->default_guidance;
+    double guidance, guide_scale;
+    default_scales(srv, c, &guidance, &guide_scale);
     if (vd_api_get_integer(f->fields, "fps", 1, VD_MP4_MAX_FPS, &fps, reply) < 0) return -1;
     if (vd_api_get_integer(f->fields, "num_inference_steps", 1, c->max_steps, &steps, reply) < 0) return -1;
     if (vd_api_get_number(f->fields, "guidance_scale", 0, 100, &guidance, reply) < 0) return -1;
+    if (vd_api_get_number(f->fields, "guide_scale", 0, 100, &guide_scale, reply) < 0) return -1;
+    if (guide_scale > 0 && !srv->has_guide) {
+        vd_api_error(reply, 400, "guide_scale", "invalid_value", "The model '%s' has no guide; guide_scale must be 0.",
+                     srv->model_id);
+        return -1;
+    }
     int has_seed = vd_api_get_integer(f->fields, "seed", 0, INT64_MAX, &seed, reply);
     if (has_seed < 0) return -1;
 
@@ -578,6 +596,7 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
     job->fps = (int)fps;
     job->steps = (int)steps;
     job->guidance = (float)guidance;
+    job->guide_scale = (float)guide_scale;
     job->sampler = sampler_kind;
     job->seed = (uint64_t)seed;
     char unknown[UNKNOWN_WORDS_LEN];
@@ -743,8 +762,21 @@ void vd_api_remix_video(const vd_request *r, vd_reply *reply)
                      r->config->max_prompt_chars);
         ok = 0;
     }
+    if (ok && source.guide_scale > 0) { /* the model served now may have no guide to move away from */
+        char model_id[sizeof r->srv->model_id];
+        pthread_rwlock_rdlock(&r->srv->model_lock);
+        int has_guide = r->srv->has_guide;
+        memcpy(model_id, r->srv->model_id, sizeof model_id);
+        pthread_rwlock_unlock(&r->srv->model_lock);
+        if (!has_guide) {
+            vd_api_error(reply, 400, "guide_scale", "invalid_value",
+                         "The model '%s' has no guide, and video '%s' was made with guide_scale %g.", model_id, source.id,
+                         (double)source.guide_scale);
+            ok = 0;
+        }
+    }
     if (ok) {
-        job = source; /* same size, frames, fps, steps, guidance, sampler, seed and image */
+        job = source; /* same size, frames, fps, steps, guidance, guide scale, sampler, seed and image */
         job.prompt = job.unknown_words = job.error_message = job.idempotency_key = NULL;
         vd_job_new_id(job.id);
         job.status = VD_JOB_QUEUED;
@@ -929,17 +961,19 @@ static json_t *active_model_object(const vd_request *r)
         if (srv->vocab[i]) json_array_append_new(vocabulary, json_string(srv->vocab[i]));
     char default_size[32];
     snprintf(default_size, sizeof default_size, "%dx%d", c->default_width, c->default_height);
+    double guidance, guide_scale;
+    default_scales(srv, c, &guidance, &guide_scale);
     json_t *limits = json_pack(
-        "{s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:[s,s], s:s, s:i}",
+        "{s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:[s,s], s:s, s:i}",
         "image_size", srv->limits.image_size, "size_multiple_of", srv->limits.latent_div, "max_width", c->max_width,
         "max_height", c->max_height, "default_size", default_size, "min_frames", 1, "max_frames", c->max_frames,
         "default_frames", c->default_frames, "trained_frames", srv->limits.default_frames, "min_steps", 1,
         "max_steps", c->max_steps, "default_steps", c->default_steps, "default_fps", c->default_fps, "max_fps",
-        VD_MP4_MAX_FPS, "default_guidance_scale", c->default_guidance, "samplers", "ddim", "euler",
-        "default_sampler", c->default_sampler, "max_prompt_tokens", srv->limits.max_tokens);
-    return json_pack("{s:s, s:s, s:I, s:s, s:b, s:o, s:o}", "id", srv->model_id, "object", "model", "created",
-                     (json_int_t)srv->model_created, "owned_by", "vdmini", "active", 1, "limits", limits,
-                     "vocabulary", vocabulary);
+        VD_MP4_MAX_FPS, "default_guidance_scale", guidance, "default_guide_scale", guide_scale, "samplers", "ddim",
+        "euler", "default_sampler", c->default_sampler, "max_prompt_tokens", srv->limits.max_tokens);
+    return json_pack("{s:s, s:s, s:I, s:s, s:b, s:b, s:o, s:o}", "id", srv->model_id, "object", "model", "created",
+                     (json_int_t)srv->model_created, "owned_by", "vdmini", "active", 1, "guide", srv->has_guide,
+                     "limits", limits, "vocabulary", vocabulary);
 }
 
 /* A registered model: the active one in full, another by its id and origin (model_lock read-locked). */

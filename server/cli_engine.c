@@ -43,8 +43,8 @@ void cli_usage_eval_model(FILE *out, const char *prog)
     int indent = (int)strlen(prog) + 8; /* under "eval"'s first option */
     fprintf(out,
             "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--guidance-rescale F] [--i2v]\n"
-            "%*s[--sampler ddim|euler] [--from-truth STRENGTH] [--batch N] [--device auto|cpu|cuda] [--bf16]\n"
-            "%*s[--ae PATH] [--json FILE]\n",
+            "%*s[--sampler ddim|euler] [--guide-model PATH] [--guide-units LIST] [--guide-scale A]\n"
+            "%*s[--from-truth STRENGTH] [--batch N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
             prog, indent, "", indent, "");
 }
 
@@ -159,6 +159,30 @@ const char *cli_flag_value(int argc, char **argv, int *i)
     return argv[++*i];
 }
 
+int cli_parse_guide_flag(int argc, char **argv, int *i, cli_guide *g)
+{
+    const char *f = argv[*i], *v;
+    if (strcmp(f, "--guide-model") == 0) return (g->model = cli_flag_value(argc, argv, i)) ? 1 : -1;
+    if (strcmp(f, "--guide-units") == 0) return (g->units = cli_flag_value(argc, argv, i)) ? 1 : -1;
+    if (strcmp(f, "--guide-scale") != 0) return 0;
+    return (v = cli_flag_value(argc, argv, i)) && cli_parse_number(f, v, 0, 100, &g->scale) == 0 ? 1 : -1;
+}
+
+int cli_check_guide(const cli_guide *g)
+{
+    if ((g->scale > 0) != (g->model || g->units))
+        return cli_bad_arg("--guide-scale", "give it above 0 together with --guide-model or --guide-units");
+    return 0;
+}
+
+int cli_apply_guide(vd_engine *e, const cli_guide *g, const char *command)
+{
+    char err[VD_ERR_LEN];
+    if (!(g->model || g->units) || vd_engine_set_guide(e, g->model, g->units, err) == 0) return 0;
+    fprintf(stderr, "vdmini: %s: %s\n", command, err);
+    return 1;
+}
+
 static int cmd_init(int argc, char **argv)
 {
     const char *preset = NULL, *out = NULL;
@@ -236,9 +260,9 @@ static void judge_real_clips(uint64_t seed, int count, int side, int frames, vd_
 
 typedef struct {
     const char *model, *ae;
-    const char *guide_model, *guide_units; /* the guide (vd_engine_set_guide), or NULL and NULL */
+    cli_guide guide;
     int prompts, steps, i2v, bf16, batch;
-    float guidance, guidance_rescale, guide_scale;
+    float guidance, guidance_rescale;
     vd_sampler_kind sampler;
     float from_truth; /* > 0: each clip starts from its true clip, noised for the last share of the steps */
     uint64_t seed;
@@ -258,8 +282,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
         fprintf(stderr, "vdmini: %s\n", err);
         return 1;
     }
-    if ((o->guide_model || o->guide_units) && vd_engine_set_guide(e, o->guide_model, o->guide_units, err)) {
-        fprintf(stderr, "vdmini: eval: %s\n", err);
+    if (cli_apply_guide(e, &o->guide, "eval")) {
         vd_engine_close(e);
         return 1;
     }
@@ -289,7 +312,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
             if (truth_clip) vd_world_render(truth, truth_clip);
             vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames,
                                .width = side, .height = side, .steps = o->steps, .guidance = o->guidance,
-                               .guidance_rescale = o->guidance_rescale, .guide_scale = o->guide_scale,
+                               .guidance_rescale = o->guidance_rescale, .guide_scale = o->guide.scale,
                                .sampler = o->sampler, .seed = o->seed + (uint64_t)(i0 + k),
                                .video = truth_clip, .strength = o->from_truth};
             if (!(videos[k] = vd_video_begin(e, &p, err))) {
@@ -328,6 +351,7 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
 {
     const char *videos = NULL, *truth = NULL, *json_path = NULL, *v;
     model_eval_options m = {.prompts = 16, .steps = 25, .guidance = VD_DEFAULT_GUIDANCE, .device = VD_DEVICE_AUTO, .batch = 8};
+    int guide_flag;
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (strcmp(f, "--videos") == 0) {
@@ -355,12 +379,8 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--sampler") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_sampler(f, v, &m.sampler)) return CLI_EXIT_USAGE;
-        } else if (strcmp(f, "--guide-model") == 0) {
-            if (!(m.guide_model = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
-        } else if (strcmp(f, "--guide-units") == 0) {
-            if (!(m.guide_units = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
-        } else if (strcmp(f, "--guide-scale") == 0) {
-            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 100, &m.guide_scale)) return CLI_EXIT_USAGE;
+        } else if ((guide_flag = cli_parse_guide_flag(argc, argv, &i, &m.guide)) != 0) {
+            if (guide_flag < 0) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &m.device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--from-truth") == 0) {
@@ -385,8 +405,7 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
         return p->eval_videos ? cli_bad_arg("--videos", "required (or --model)") : cli_bad_arg("--model", "required");
     if (videos && !truth) return cli_bad_arg("--truth", "required with --videos");
     if (m.model && truth) return cli_bad_arg("--truth", "only with --videos (--model draws its prompts from the world)");
-    if ((m.guide_scale > 0) != (m.guide_model || m.guide_units))
-        return cli_bad_arg("--guide-scale", "give it above 0 together with --guide-model or --guide-units");
+    if (cli_check_guide(&m.guide)) return CLI_EXIT_USAGE;
 
     vd_eval_set *set = vd_eval_set_new(), *reference = vd_eval_set_new(), *other_real = vd_eval_set_new();
     int rc = videos ? p->eval_videos(videos, truth, m.i2v, set, reference) : eval_model(&m, set, reference, other_real);

@@ -64,6 +64,21 @@ int cli_parse_number(const char *flag, const char *s, float lo, float hi, float 
  * missing. */
 const char *cli_flag_value(int argc, char **argv, int *i);
 
+/* The guide flags of generate and eval: --guide-model PATH, --guide-units LIST, --guide-scale A
+ * (vd_engine_set_guide, vd_gen_params.guide_scale). */
+typedef struct {
+    const char *model, *units;
+    float scale;
+} cli_guide;
+/* argv[*i] when it is a guide flag: 1 (its value read, *i advanced), -1 after a message for a
+ * bad value; 0 when it is another flag. */
+int cli_parse_guide_flag(int argc, char **argv, int *i, cli_guide *g);
+/* After the flags: a scale above 0 needs a guide and a guide needs a scale above 0. 0, or
+ * CLI_EXIT_USAGE after a message. */
+int cli_check_guide(const cli_guide *g);
+/* Gives e the guide the flags name, if any. 0, or 1 after a message prefixed with command. */
+int cli_apply_guide(vd_engine *e, const cli_guide *g, const char *command);
+
 /* Judges the truth's own clip (rendered by the world) into reference, the real side of the
  * Fréchet distance; its first frame goes to image (3 x height x width floats) unless NULL. */
 void cli_judge_reference(const vd_clip_truth *t, vd_eval_set *reference, float *image);

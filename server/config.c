@@ -53,6 +53,10 @@ static const option options[] = {
     STRING(data_dir, 1, NULL, "data", "Directory of the jobs database (jobs.db) and the videos"),
     STRING(model, 1, NULL, "models/teacher.safetensors", "The model file served"),
     STRING(ae, 0, NULL, "", "Autoencoder file for a model that has none (\"\": beside the model)"),
+    STRING(guide, 0, NULL, "",
+           "Guide of the configured model, a weaker model that sampling moves away from (docs/models.md, \"Guided by an "
+           "earlier stage\"): a file, \"none\", or \"\" for the model's own beside it (the model's name with -guide, "
+           "e.g. teacher-guide.safetensors) when there is one"),
     {"extra_models", OPT_LIST, FIELD(extra_models), FIELD(extra_model_count), 1, 4096, NULL,
      "models/vdmini.safetensors",
      "Other model files registered at start, for the admin API's activate (id: the file name)",
@@ -90,7 +94,11 @@ static const option options[] = {
     INT(default_width, 8, 4096, "128", "Width when a request gives none"),
     INT(default_height, 8, 4096, "128", "Height when a request gives none"),
     {"default_guidance", OPT_DOUBLE, FIELD(default_guidance), 0, 0, 100, NULL, "4",
-     "Classifier-free guidance scale when a request gives none", NULL},
+     "Classifier-free guidance scale when a request gives none, for a model without a guide", NULL},
+    {"default_guide_scale", OPT_DOUBLE, FIELD(default_guide_scale), 0, 0, 100, NULL, "2",
+     "Guide scale when a request gives none, for a model with a guide", NULL},
+    {"default_guided_guidance", OPT_DOUBLE, FIELD(default_guided_guidance), 0, 0, 100, NULL, "2",
+     "Classifier-free guidance scale when a request gives none, for a model with a guide", NULL},
     STRING(default_sampler, 1, "ddim|euler", "ddim", "Sampler when a request gives none"),
 
     {"max_batch", OPT_INT, FIELD(max_batch), 0, 1, 256, NULL, "8",

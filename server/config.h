@@ -15,6 +15,7 @@ typedef struct {
     char *data_dir;   /* jobs database and outputs, default "data" */
     char *model;      /* the model served, default "models/teacher.safetensors" */
     char *ae;         /* autoencoder file when the model has none ("" = beside the model) */
+    char *guide;      /* the configured model's guide model file ("" = none) */
     char **extra_models; /* other model files registered at start, to be activated */
     int extra_model_count;
     char *device;     /* "auto", "cpu" or "cuda" */
@@ -39,7 +40,9 @@ typedef struct {
     /* request defaults */
     int default_frames, default_steps, default_fps;
     int default_width, default_height;
-    double default_guidance;
+    double default_guidance;        /* for a model without a guide */
+    double default_guide_scale;     /* for a model with a guide */
+    double default_guided_guidance; /* classifier-free guidance for a model with a guide */
     char *default_sampler;
     /* scheduling and retention */
     int max_batch;

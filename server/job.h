@@ -25,6 +25,7 @@ typedef struct {
     char *prompt;
     int width, height, frames, fps, steps;
     float guidance;
+    float guide_scale;  /* moves away from the model's guide (0: none) */
     int sampler;        /* vd_sampler_kind */
     uint64_t seed;
     int has_image;      /* image-to-video: the first frame is stored beside the outputs */

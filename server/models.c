@@ -39,7 +39,25 @@ static int64_t modification_time(const char *path)
     return stat(path, &st) == 0 ? (int64_t)st.st_mtime : (int64_t)time(NULL);
 }
 
-/* Loads the registry entry's model with the configuration's device and precision. */
+/* The guide file of a registry entry, into out (empty for none): the entry's guide, none for
+ * "none", and for "" the model's own beside it (PATH less ".safetensors", plus
+ * "-guide.safetensors") when that file exists. */
+static void guide_of(const vd_model_entry *m, char *out, size_t outlen)
+{
+    out[0] = 0;
+    if (strcmp(m->guide, "none") == 0) return;
+    if (m->guide[0]) {
+        snprintf(out, outlen, "%s", m->guide);
+        return;
+    }
+    size_t stem = strlen(m->path);
+    if (stem >= 12 && strcmp(m->path + stem - 12, ".safetensors") == 0) stem -= 12;
+    snprintf(out, outlen, "%.*s-guide.safetensors", (int)stem, m->path);
+    if (access(out, R_OK) != 0) out[0] = 0;
+}
+
+/* Loads the registry entry's model, and its guide when it has one, with the configuration's
+ * device and precision. */
 static vd_engine *open_entry(const vd_server *srv, const vd_model_entry *m, char *err, size_t errlen)
 {
     char engine_err[VD_ERR_LEN];
@@ -48,7 +66,18 @@ static vd_engine *open_entry(const vd_server *srv, const vd_model_entry *m, char
     int bf16 = srv->config.bf16;
     pthread_rwlock_unlock((pthread_rwlock_t *)&srv->config_lock);
     vd_engine *e = vd_engine_open(m->path, m->ae[0] ? m->ae : NULL, device, bf16, engine_err);
-    if (!e) vd_fail(err, errlen, "model %s (%s): %s", m->id, m->path, engine_err);
+    if (!e) {
+        vd_fail(err, errlen, "model %s (%s): %s", m->id, m->path, engine_err);
+        return NULL;
+    }
+    char guide[sizeof m->guide + 32];
+    guide_of(m, guide, sizeof guide);
+    if (guide[0] && vd_engine_set_guide(e, guide, NULL, engine_err)) {
+        vd_fail(err, errlen, "model %s: cannot load its guide %s: %s", m->id, guide, engine_err);
+        vd_engine_close(e);
+        return NULL;
+    }
+    if (guide[0]) VD_LOG(VD_LOG_INFO, "model %s samples with the guide %s", m->id, guide);
     return e;
 }
 
@@ -63,6 +92,7 @@ static void set_served(vd_server *srv, vd_engine *engine, const vd_model_entry *
     srv->engine = engine;
     snprintf(srv->model_id, sizeof srv->model_id, "%s", m->id);
     srv->model_created = modification_time(m->path);
+    srv->has_guide = vd_engine_has_guide(engine);
     vd_engine_limits(engine, &srv->limits);
     srv->vocab_size = vocab_size;
     srv->vocab = vocab;
@@ -77,6 +107,7 @@ int vd_models_startup(vd_server *srv, char *err, size_t errlen)
     model_id_of(c->model, configured.id, sizeof configured.id);
     snprintf(configured.path, sizeof configured.path, "%s", c->model);
     snprintf(configured.ae, sizeof configured.ae, "%s", c->ae);
+    snprintf(configured.guide, sizeof configured.guide, "%s", c->guide);
     snprintf(configured.source, sizeof configured.source, "config");
     if (vd_store_model_put(srv->store, &configured, err, errlen)) return -1;
     for (int i = 0; i < c->extra_model_count; i++) {
@@ -128,7 +159,10 @@ static int activate_locked(vd_server *srv, const vd_model_entry *m, char *err, s
     int already = strcmp(srv->model_id, m->id) == 0;
     pthread_rwlock_unlock(&srv->model_lock);
     if (already) return 0;
-    const char *gone = access(m->path, R_OK) ? m->path : m->ae[0] && access(m->ae, R_OK) ? m->ae : NULL;
+    const char *gone = access(m->path, R_OK)                    ? m->path
+                       : m->ae[0] && access(m->ae, R_OK)       ? m->ae
+                       : m->guide[0] && strcmp(m->guide, "none") != 0 && access(m->guide, R_OK) ? m->guide
+                                                               : NULL;
     if (gone) return vd_fail(err, errlen, "%s: %s", gone, strerror(errno)), 2;
     vd_engine *engine = open_entry(srv, m, err, errlen);
     if (!engine) return -1;

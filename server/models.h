@@ -1,6 +1,9 @@
 /* models.h: the registry of models the server can serve — the configured model (and those
  * configured at earlier starts), the extra_models files and the students that distillations
- * registered — kept in the store, and which of them is active.
+ * registered — kept in the store, and which of them is active. The configured model's entry
+ * has the configured guide; every entry whose guide is "" samples with the file beside its model
+ * named like it with "-guide" (loaded with it, for guided sampling) when there is one, and
+ * "none" has none.
  * Activating a model loads it beside the one in use and hands it to the scheduler, which
  * switches at a step boundary once the running batch is empty (scheduler.h); from the moment
  * of activation new jobs are created for the new model. An activation holds across restarts for
@@ -20,8 +23,8 @@
 int vd_models_startup(vd_server *srv, char *err, size_t errlen);
 
 /* Serves the registered model id: 0 (also when it is already active), 1 when there is no such
- * model, 2 with a message when its weights or autoencoder file can no longer be read, -1 with a
- * message when it cannot be loaded (the active model stays in every failure). */
+ * model, 2 with a message when its weights, autoencoder or guide file can no longer be read, -1
+ * with a message when it cannot be loaded (the active model stays in every failure). */
 int vd_models_activate(vd_server *srv, const char *id, char *err, size_t errlen);
 
 /* Adds a model file to the registry (source: the run that made it). 0, or -1 with a message. */

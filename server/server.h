@@ -27,6 +27,7 @@ typedef struct {
     vd_engine *engine;
     char model_id[128];   /* the registry's id: the configured file's name without ".safetensors" */
     int64_t model_created; /* the model file's modification time */
+    int has_guide;         /* it has a guide model: requests default to guided sampling */
     vd_model_limits limits;
     int vocab_size;
     const char **vocab; /* vocab_size words (the array malloc'd, the words owned by the engine) */

@@ -73,18 +73,22 @@ static const char *const migrations[] = {
     " source TEXT NOT NULL,"
     " created_at INTEGER NOT NULL);"
     "CREATE TABLE settings (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
+    "ALTER TABLE models ADD COLUMN guide TEXT NOT NULL DEFAULT '';",
+    "ALTER TABLE jobs ADD COLUMN guide_scale REAL NOT NULL DEFAULT 0;",
 };
 
-/* The columns in the order bind_job numbers them (?1 to ?25) and read_job reads them. */
+/* The columns in the order bind_job numbers them (?1 to ?26) and read_job reads them. */
 #define JOB_COLUMNS                                                                              \
     "id, model, status, progress, created_at, started_at, completed_at, expires_at, prompt, width," \
     " height, frames, fps, steps, guidance, sampler, seed, has_image, unknown_words, error_code,"  \
-    " error_message, idempotency_key, key_id, remixed_from, attempts"
+    " error_message, idempotency_key, key_id, remixed_from, attempts, guide_scale"
 #define FINISHED "status IN ('completed', 'failed', 'cancelled')"
 /* The columns of admin_runs in the order bind_run numbers them and read_run reads them. */
 #define RUN_COLUMNS                                                                                  \
     "id, kind, status, created_at, started_at, completed_at, request, progress, result, error_code," \
     " error_message, attempts"
+/* The columns of models in the order vd_store_model_put numbers them and read_model reads them. */
+#define MODEL_COLUMNS "id, path, ae, source, created_at, guide"
 
 enum {
     STMT_INSERT,
@@ -111,13 +115,13 @@ enum {
 
 static const char *const statement_sql[STMT_COUNT] = {
     [STMT_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-                    " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+                    " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
     [STMT_UPDATE] = "UPDATE jobs SET model = ?2, status = ?3, progress = ?4, created_at = ?5,"
                     " started_at = ?6, completed_at = ?7, expires_at = ?8, prompt = ?9, width = ?10,"
                     " height = ?11, frames = ?12, fps = ?13, steps = ?14, guidance = ?15, sampler = ?16,"
                     " seed = ?17, has_image = ?18, unknown_words = ?19, error_code = ?20,"
                     " error_message = ?21, idempotency_key = ?22, key_id = ?23, remixed_from = ?24,"
-                    " attempts = ?25 WHERE id = ?1",
+                    " attempts = ?25, guide_scale = ?26 WHERE id = ?1",
     [STMT_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [STMT_DELETE] = "DELETE FROM jobs WHERE id = ?1",
     [STMT_FIND_IDEMPOTENT] = "SELECT id FROM jobs WHERE key_id = ?1 AND idempotency_key = ?2",
@@ -140,9 +144,9 @@ static const char *const statement_sql[STMT_COUNT] = {
     /* ?1: the kind, or NULL for every kind */
     [STMT_RUN_LIST] = "SELECT " RUN_COLUMNS " FROM admin_runs WHERE ?1 IS NULL OR kind = ?1"
                       " ORDER BY created_at, rowid",
-    [STMT_MODEL_PUT] = "INSERT OR REPLACE INTO models (id, path, ae, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    [STMT_MODEL_GET] = "SELECT id, path, ae, source, created_at FROM models WHERE id = ?1",
-    [STMT_MODEL_LIST] = "SELECT id, path, ae, source, created_at FROM models ORDER BY created_at, rowid",
+    [STMT_MODEL_PUT] = "INSERT OR REPLACE INTO models (" MODEL_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [STMT_MODEL_GET] = "SELECT " MODEL_COLUMNS " FROM models WHERE id = ?1",
+    [STMT_MODEL_LIST] = "SELECT " MODEL_COLUMNS " FROM models ORDER BY created_at, rowid",
     [STMT_SETTING_GET] = "SELECT value FROM settings WHERE name = ?1",
     [STMT_SETTING_PUT] = "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
 };
@@ -342,6 +346,7 @@ static int bind_job(sqlite3_stmt *stmt, const vd_job *j)
     rc |= sqlite3_bind_text(stmt, 23, j->key_id, -1, SQLITE_TRANSIENT);
     rc |= sqlite3_bind_text(stmt, 24, j->remixed_from, -1, SQLITE_TRANSIENT);
     rc |= sqlite3_bind_int(stmt, 25, j->attempts);
+    rc |= sqlite3_bind_double(stmt, 26, j->guide_scale);
     return rc == SQLITE_OK ? 0 : -1;
 }
 
@@ -393,6 +398,7 @@ static void read_job(sqlite3_stmt *stmt, vd_job *j)
     column_copy(stmt, 22, j->key_id, sizeof j->key_id);
     column_copy(stmt, 23, j->remixed_from, sizeof j->remixed_from);
     j->attempts = sqlite3_column_int(stmt, 24);
+    j->guide_scale = (float)sqlite3_column_double(stmt, 25);
 }
 
 /* Steps a statement whose rows are jobs to the end; *jobs is malloc'd (NULL when none). */
@@ -714,6 +720,7 @@ static void read_model(sqlite3_stmt *stmt, vd_model_entry *m)
     column_copy(stmt, 2, m->ae, sizeof m->ae);
     column_copy(stmt, 3, m->source, sizeof m->source);
     m->created_at = sqlite3_column_int64(stmt, 4);
+    column_copy(stmt, 5, m->guide, sizeof m->guide);
 }
 
 int vd_store_model_put(vd_store *s, const vd_model_entry *m, char *err, size_t errlen)
@@ -726,6 +733,7 @@ int vd_store_model_put(vd_store *s, const vd_model_entry *m, char *err, size_t e
     rc |= sqlite3_bind_text(put, 3, m->ae, -1, SQLITE_TRANSIENT);
     rc |= sqlite3_bind_text(put, 4, m->source, -1, SQLITE_TRANSIENT);
     rc |= sqlite3_bind_int64(put, 5, m->created_at);
+    rc |= sqlite3_bind_text(put, 6, m->guide, -1, SQLITE_TRANSIENT);
     int status = write_row_locked(s, put, rc == SQLITE_OK ? 0 : -1, err, errlen);
     pthread_mutex_unlock(&s->lock);
     return status < 0 ? -1 : 0;

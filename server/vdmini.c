@@ -4,15 +4,16 @@
  *   vdmini info PATH|PRESET
  *   vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames 16] [--size 128x128]
  *                   [--fps 8] [--steps 25] [--guidance 4] [--guidance-rescale 0] [--sampler ddim|euler]
+ *                   [--guide-model PATH] [--guide-units LIST] [--guide-scale A]
  *                   [--seed N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4
  *   vdmini world --count N [--seed S] [--size 128x128] [--frames 16] [--fps 8] [--ae PATH] --out DIR
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
  *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 4]
- *               [--guidance-rescale 0] [--i2v]
+ *               [--guidance-rescale 0] [--guide-model PATH] [--guide-units LIST] [--guide-scale A] [--i2v]
  *               [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                            [--time-limit SECONDS]
- *   vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32 [--max-file-mb N] --out PATH
+ *   vdmini convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32|f8 [--max-file-mb N] --out PATH
  *   vdmini prune --teacher PATH --plan FILE.json [--seed N] --out PATH
  *   vdmini analyze --teacher PATH [--prompts 8] [--steps 25] ... --out FILE.json
  *   vdmini plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random|cost] --out PLAN.json
@@ -55,6 +56,7 @@ static void usage(FILE *out)
     fprintf(out,
             "  vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames N] [--size WxH]\n"
             "                  [--fps N] [--steps N] [--guidance G] [--guidance-rescale F] [--sampler ddim|euler]\n"
+            "                  [--guide-model PATH] [--guide-units LIST] [--guide-scale A]\n"
             "                  [--seed N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4\n"
             "  vdmini world --count N [--seed N] [--size WxH] [--frames N] [--fps N] [--ae PATH] --out DIR\n"
             "  vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]\n");
@@ -95,8 +97,12 @@ static int cmd_generate(int argc, char **argv)
     vd_sampler_kind sampler = VD_SAMPLER_DDIM;
     vd_device device = VD_DEVICE_AUTO;
     uint64_t seed = 0;
+    cli_guide guide = {0};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
+        int guide_flag = cli_parse_guide_flag(argc, argv, &i, &guide);
+        if (guide_flag < 0) return CLI_EXIT_USAGE;
+        if (guide_flag > 0) continue;
         if (strcmp(f, "--model") == 0) {
             if (!(model = cli_flag_value(argc, argv, &i))) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--prompt") == 0) {
@@ -140,12 +146,17 @@ static int cmd_generate(int argc, char **argv)
     if (!prompt) return cli_bad_arg("--prompt", "required");
     if (!out) return cli_bad_arg("--out", "required");
     if (!has_suffix(out, ".mp4")) return cli_bad_arg("--out", "the output must end in .mp4");
+    if (cli_check_guide(&guide)) return CLI_EXIT_USAGE;
     if (!seed_given) seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
     char err[VD_ERR_LEN];
     vd_engine *e = vd_engine_open(model, ae, device, bf16, err);
     if (!e) {
         fprintf(stderr, "vdmini: %s\n", err);
+        return 1;
+    }
+    if (cli_apply_guide(e, &guide, "generate")) {
+        vd_engine_close(e);
         return 1;
     }
     vd_model_limits lim;
@@ -173,12 +184,12 @@ static int cmd_generate(int argc, char **argv)
         free(rgb);
         rgb = NULL;
     }
-    fprintf(stderr, "vdmini: generating %d frames at %dx%d on %s, %d %s steps, guidance %.2f, seed %" PRIu64 "\n",
+    fprintf(stderr, "vdmini: generating %d frames at %dx%d on %s, %d %s steps, guidance %.2f, guide scale %.2f, seed %" PRIu64 "\n",
             frames, width, height, vd_engine_device_name(e), steps, sampler == VD_SAMPLER_DDIM ? "ddim" : "euler",
-            guidance, seed);
+            guidance, guide.scale, seed);
     vd_gen_params p = {.prompt = prompt, .image = image_chw, .frames = frames, .width = width, .height = height,
-                       .steps = steps, .guidance = guidance,
-                       .guidance_rescale = guidance_rescale, .sampler = sampler, .seed = seed};
+                       .steps = steps, .guidance = guidance, .guidance_rescale = guidance_rescale,
+                       .guide_scale = guide.scale, .sampler = sampler, .seed = seed};
     frames_f = vd_malloc((size_t)frames * 3 * width * height * sizeof(float));
     progress_state ps = {.start = vd_now(), .tty = isatty(2)};
     if (vd_generate(e, &p, frames_f, show_progress, &ps, err) != 0) {

@@ -112,7 +112,9 @@ static void set_log_level(const char *name)
 }
 
 /* On the GPU, one step at every batch size the scheduler may form (default request shape), so
- * that choosing cuDNN algorithms for those shapes happens before the first request. */
+ * that choosing cuDNN algorithms for those shapes happens before the first request. With a guide
+ * the step runs it too (guide_scale > 0, whatever default_guide_scale says), so that its shapes
+ * are chosen as well. */
 static void warm_up(vd_server *srv)
 {
     const vd_server_config *c = &srv->config;
@@ -120,7 +122,9 @@ static void warm_up(vd_server *srv)
     double t0 = vd_now();
     vd_video **videos = vd_calloc((size_t)c->max_batch, sizeof *videos);
     vd_gen_params p = {.prompt = "", .frames = c->default_frames, .width = c->default_width,
-                       .height = c->default_height, .steps = 1, .guidance = (float)c->default_guidance,
+                       .height = c->default_height, .steps = 1,
+                       .guidance = (float)(srv->has_guide ? c->default_guided_guidance : c->default_guidance),
+                       .guide_scale = srv->has_guide ? 1.0f : 0.0f,
                        .sampler = strcmp(c->default_sampler, "euler") == 0 ? VD_SAMPLER_EULER : VD_SAMPLER_DDIM};
     char err[VD_ERR_LEN];
     for (int n = 1; n <= c->max_batch; n++) {
@@ -152,12 +156,12 @@ static void reload(vd_server *srv, const startup_args *a)
     pthread_rwlock_wrlock(&srv->config_lock);
     const vd_server_config *old = &srv->config;
     if (strcmp(old->listen, next.listen) || strcmp(old->data_dir, next.data_dir) || strcmp(old->model, next.model) ||
-        strcmp(old->device, next.device) || old->http_threads != next.http_threads ||
+        strcmp(old->guide, next.guide) || strcmp(old->device, next.device) || old->http_threads != next.http_threads ||
         strcmp(old->admin_cpu_priority, next.admin_cpu_priority) ||
         lists_differ(old->extra_models, old->extra_model_count, next.extra_models, next.extra_model_count))
         VD_LOG(VD_LOG_WARN,
-               "SIGHUP: listen, data_dir, model, extra_models, device, http_threads and admin_cpu_priority change "
-               "only at restart");
+               "SIGHUP: listen, data_dir, model, guide, extra_models, device, http_threads and admin_cpu_priority "
+               "change only at restart");
     vd_server_config_free(&srv->config);
     srv->config = next;
     set_log_level(srv->config.log_level);

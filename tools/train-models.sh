@@ -4,7 +4,9 @@
 # stage's EMA, teacher-3.json from the second's, and so on to teacher-23.json), with the recipes in
 # models/recipes/, and writes them in bf16 as OUTDIR/ae.safetensors and OUTDIR/teacher.safetensors
 # (the teacher in files of at most 8 MiB: teacher.safetensors names teacher-part-2.safetensors
-# beside it; copy them all into models/ to serve them). Stages 7 and 8 stop where the shipped teacher's runs
+# beside it; copy them all into models/ to serve them), and stage 10's EMA weights in F8 as
+# OUTDIR/teacher-guide.safetensors, the guide the server samples the teacher with (docs/models.md,
+# "Guided by an earlier stage"). Stages 7 and 8 stop where the shipped teacher's runs
 # stopped (steps 2748 and 3601, before the end of their learning-rate schedules); the next stage
 # starts from the EMA of that checkpoint.
 #
@@ -71,4 +73,5 @@ fi
 [ $status -eq 0 ] || exit $status
 "$vdmini" convert --model ae/ae-ema.safetensors --dtype bf16 --out ae.safetensors
 "$vdmini" convert --model teacher-23/teacher-ema.safetensors --dtype bf16 --max-file-mb 8 --out teacher.safetensors
-echo "train-models.sh: wrote $out/ae.safetensors and $out/teacher.safetensors" >&2
+"$vdmini" convert --model teacher-10/teacher-ema.safetensors --dtype f8 --out teacher-guide.safetensors
+echo "train-models.sh: wrote $out/ae.safetensors, $out/teacher.safetensors and $out/teacher-guide.safetensors" >&2

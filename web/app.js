@@ -222,6 +222,12 @@ function applyModel(model) {
   setSamplerOptions(limits.samplers, limits.default_sampler);
   const guidance = limits.default_guidance_scale ?? limits.default_guidance;
   el('guidance').placeholder = guidance !== undefined ? `default ${guidance}` : 'server default';
+  /* a guide scale only for a model with a guide: the server refuses one for the others */
+  const guided = model?.guide === true;
+  el('guide-scale-field').hidden = !guided;
+  el('guide-scale').disabled = !guided;
+  const guideScale = limits.default_guide_scale;
+  el('guide-scale').placeholder = guideScale !== undefined ? `default ${guideScale}` : 'server default';
   updateFramesHint();
   const words = vocabularyText(model?.vocabulary);
   el('vocabulary-words').textContent = words;
@@ -283,10 +289,11 @@ function requestBody() {
   body.append('seconds', String(frames / FPS));
   body.append('fps', String(FPS));
   body.append('num_inference_steps', el('steps').value);
-  const optional = [['seed', 'seed'], ['guidance', 'guidance_scale'], ['sampler', 'sampler']];
+  const optional = [['seed', 'seed'], ['guidance', 'guidance_scale'], ['guide-scale', 'guide_scale'],
+    ['sampler', 'sampler']];
   for (const [id, field] of optional) {
     const value = el(id).value.trim();
-    if (value !== '') body.append(field, value);
+    if (value !== '' && !el(id).disabled) body.append(field, value);
   }
   const image = el('image').files[0];
   if (image) body.append('input_reference', image, image.name);

@@ -1,9 +1,10 @@
 #!/bin/sh
 # test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and image
-# to video) producing a real MP4 and PNG, a model split into parts and read back, world clips
-# through the autoencoder, determinism of a seed, a short autoencoder training run and its exact
-# resume, two steps of denoiser training, a clear error with exit status 2 for each kind of bad
-# argument, and a plan by the cost rule. Then vdmini-core, the same CLI without video: it runs
+# to video) producing a real MP4 and PNG, sampling with a guide model (in F8) or a guide of
+# removed units, a model split into parts and read back, world clips through the autoencoder,
+# determinism of a seed, a short autoencoder training run and its exact resume, two steps of
+# denoiser training, a clear error with exit status 2 for each kind of bad argument, and a plan by
+# the cost rule. Then vdmini-core, the same CLI without video: it runs
 # info, refuses generate and eval --videos, and links no FFmpeg.
 set -u
 : "${top_builddir:=.}" "${top_srcdir:=.}"
@@ -39,6 +40,22 @@ gen --prompt "a red circle moves left" --seed 9 --out "$work/b.mp4" 2>/dev/null
 if cmp -s "$work/a.mp4" "$work/b.mp4"; then ok "same seed, same video"; else bad "same seed gave a different video"; fi
 gen --prompt "a red circle moves left" --seed 9 --guidance-rescale 0.7 --out "$work/r.mp4" 2>/dev/null
 if [ -s "$work/r.mp4" ] && ! cmp -s "$work/a.mp4" "$work/r.mp4"; then ok "guidance rescale changes the video"; else bad "guidance rescale ignored"; fi
+# a guide: another tiny model (an F8 copy of other weights), and the model itself without mid
+"$vdmini" init --preset tiny --seed 6 --out "$work/guide32.safetensors" 2>/dev/null
+"$vdmini" convert --model "$work/guide32.safetensors" --dtype f8 --out "$work/guide.safetensors" 2>/dev/null
+if [ "$(wc -c <"$work/guide.safetensors")" -lt "$(( $(wc -c <"$work/guide32.safetensors") / 3 ))" ] &&
+   gen --prompt "a red circle moves left" --seed 9 --guide-model "$work/guide.safetensors" --guide-scale 2 \
+       --out "$work/g.mp4" 2>"$work/err" && [ -s "$work/g.mp4" ] && ! cmp -s "$work/a.mp4" "$work/g.mp4" &&
+   gen --prompt "a red circle moves left" --seed 9 --guide-units mid --guide-scale 2 --out "$work/gu.mp4" 2>>"$work/err" &&
+   [ -s "$work/gu.mp4" ] && ! cmp -s "$work/a.mp4" "$work/gu.mp4" && ! cmp -s "$work/g.mp4" "$work/gu.mp4"; then
+    ok "an F8 guide model and a guide of removed units change the video"
+else
+    bad "guide: $(cat "$work/err")"
+fi
+gen --prompt p --guide-units down.0.1 --guide-scale 1 --out "$work/x.mp4" 2>"$work/err"
+if [ $? -eq 1 ] && grep -q "reshapes other blocks" "$work/err"; then ok "guide units that reshape refused"; else bad "guide units that reshape: $(cat "$work/err")"; fi
+gen --prompt p --guide-model "$work/none.safetensors" --guide-scale 1 --out "$work/x.mp4" 2>"$work/err"
+if [ $? -eq 1 ] && grep -q "none.safetensors" "$work/err"; then ok "missing guide file"; else bad "missing guide file: $(cat "$work/err")"; fi
 gen --prompt "a red circle moves left" --seed 10 --out "$work/c.mp4" 2>/dev/null
 if ! cmp -s "$work/a.mp4" "$work/c.mp4"; then ok "another seed, another video"; else bad "seed ignored"; fi
 if gen --prompt "a blue square" --image "$work/a.png" --sampler euler --seed 1 --out "$work/i.mp4" 2>"$work/err" &&
@@ -59,6 +76,9 @@ expect_usage_error "bad steps" "--steps" generate --model "$model" --prompt p --
 expect_usage_error "bad guidance" "--guidance" generate --model "$model" --prompt p --guidance lots --out "$work/x.mp4"
 expect_usage_error "bad guidance rescale" "--guidance-rescale" generate --model "$model" --prompt p --guidance-rescale 1.5 --out "$work/x.mp4"
 expect_usage_error "bad sampler" "--sampler" generate --model "$model" --prompt p --sampler heun --out "$work/x.mp4"
+expect_usage_error "guide scale without a guide" "--guide-scale" generate --model "$model" --prompt p --guide-scale 2 --out "$work/x.mp4"
+expect_usage_error "guide without a scale" "--guide-scale" generate --model "$model" --prompt p --guide-units mid --out "$work/x.mp4"
+expect_usage_error "bad guide scale" "--guide-scale" generate --model "$model" --prompt p --guide-units mid --guide-scale -1 --out "$work/x.mp4"
 expect_usage_error "bad device" "--device" generate --model "$model" --prompt p --device tpu --out "$work/x.mp4"
 expect_usage_error "bad seed" "--seed" generate --model "$model" --prompt p --seed -1 --out "$work/x.mp4"
 expect_usage_error "output not mp4" "--out" generate --model "$model" --prompt p --out "$work/x.avi"
@@ -166,6 +186,7 @@ expect_usage_error "eval videos and model" "not both" eval --videos "$world" --m
 expect_usage_error "eval bad prompts" "--prompts" eval --model "$model" --prompts 0
 expect_usage_error "eval bad batch" "--batch" eval --model "$model" --batch 0
 expect_usage_error "eval bad sampler" "--sampler" eval --model "$model" --sampler heun
+expect_usage_error "eval guide scale without a guide" "--guide-scale" eval --model "$model" --guide-scale 2
 expect_usage_error "eval bad from-truth" "--from-truth" eval --model "$model" --from-truth 1.5
 expect_usage_error "eval from-truth of videos" "--from-truth" eval --videos "$world" --truth "$world/truth.jsonl" --from-truth 0.5
 expect_usage_error "eval unknown option" "--speed" eval --videos "$world" --truth "$world/truth.jsonl" --speed 2

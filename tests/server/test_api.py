@@ -3,7 +3,8 @@
 Each server fixture starts the real daemon on a free loopback port with a temporary data
 directory, a tiny random model on the CPU and a configuration file written here; it is stopped
 with SIGTERM. The admin API's tests use an even smaller model (32x32 frames, a two-level UNet)
-whose block-importance analysis takes seconds. Only the standard library talks to it (http.client, socket), the way curl or the
+whose block-importance analysis takes seconds; guided sampling, a second tiny model (another seed)
+as the guide. Only the standard library talks to it (http.client, socket), the way curl or the
 OpenAI SDKs would. Generation is kept tiny (64x64, 2 to 4 frames, a few steps).
 """
 
@@ -63,6 +64,7 @@ class Server:
             "listen": f"127.0.0.1:{self.port}",
             "data_dir": self.data_dir,
             "model": model,
+            "guide": "none",
             "device": "cpu",
             "web_dir": web,
             "http_threads": 4,
@@ -275,6 +277,8 @@ def test_models_list_and_get(server):
     limits = m["limits"]
     assert limits["size_multiple_of"] > 0 and limits["max_width"] == 128 and limits["max_frames"] == 16
     assert limits["max_steps"] == 50 and limits["min_steps"] == 1
+    # no guide: plain classifier-free guidance at default_guidance, no guide scale
+    assert m["guide"] is False and limits["default_guidance_scale"] == 4 and limits["default_guide_scale"] == 0
     assert "circle" in m["vocabulary"] and "<unk>" not in m["vocabulary"]
     status, one, _ = server.json("GET", "/v1/models/tiny")
     assert status == 200 and one == m
@@ -324,6 +328,7 @@ def test_create_json_returns_queued_video_object(server):
     assert video["prompt"] == "a blue square moves up" and video["error"] is None
     assert isinstance(video["created_at"], int) and video["completed_at"] is None
     assert "queue_position" in video and video["unknown_words"] == []
+    assert video["guidance_scale"] == 4 and video["guide_scale"] == 0  # the defaults without a guide
     done = server.wait(video["id"])
     assert done["status"] == "completed" and done["progress"] == 100 and done["seed"] == 7
     assert done["completed_at"] >= done["created_at"] and done["expires_at"] > done["completed_at"]
@@ -546,6 +551,10 @@ def test_delete_completed_removes_files(server):
     ({"prompt": "a", "num_inference_steps": 51}, "num_inference_steps"),
     ({"prompt": "a", "num_inference_steps": 2.5}, "num_inference_steps"),
     ({"prompt": "a", "guidance_scale": "lots"}, "guidance_scale"),
+    ({"prompt": "a", "guide_scale": "lots"}, "guide_scale"),
+    ({"prompt": "a", "guide_scale": -0.5}, "guide_scale"),
+    ({"prompt": "a", "guide_scale": 101}, "guide_scale"),
+    ({"prompt": "a", "guide_scale": 1}, "guide_scale"),            # this model has no guide
     ({"prompt": "a", "fps": 0}, "fps"),
     ({"prompt": "a", "sampler": "heun"}, "sampler"),
     ({"prompt": "a", "model": "sora-2"}, "model"),
@@ -738,6 +747,106 @@ def test_crash_restart_loses_no_job(model, workdir):
         assert status == 200 and mp4_after == mp4_before
     finally:
         srv.stop()
+
+
+# ---- guided sampling: a model with a guide -------------------------------------------------
+
+# distinct from the defaults, so that each value seen comes from the option that should give it
+GUIDED_SETTINGS = {"default_guidance": 4, "default_guided_guidance": 3.5, "default_guide_scale": 1.5}
+
+
+@pytest.fixture(scope="module")
+def guide_model(model):
+    """Another tiny model (another seed): the same vocabulary, latents and schedule, so it can guide."""
+    path = os.path.join(os.path.dirname(model), "tiny-guide.safetensors")
+    subprocess.run([VDMINI, "init", "--preset", "tiny", "--seed", "4", "--out", path], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return path
+
+
+def content(srv, video_id):
+    status, _, mp4 = srv.request("GET", f"/v1/videos/{video_id}/content")
+    assert status == 200 and mp4[4:8] == b"ftyp"
+    return mp4
+
+
+def test_guided_model_defaults_run_and_survive_a_restart(model, guide_model, workdir):
+    srv = Server(workdir, model, guide=guide_model, admin_keys=[ADMIN_KEY], **GUIDED_SETTINGS)
+    try:
+        m = srv.json("GET", "/v1/models")[1]["data"][0]
+        assert m["guide"] is True
+        assert m["limits"]["default_guidance_scale"] == 3.5 and m["limits"]["default_guide_scale"] == 1.5
+        status, listed = admin_call(srv, "GET", "/admin/v1/models")
+        assert [(x["id"], x["guide"]) for x in listed["data"]] == [("tiny", guide_model)], listed
+
+        # one at a time, so that each runs alone: the same seed then gives the same video
+        guided = srv.create(prompt="a red circle moves left", seed=5)
+        assert guided["guidance_scale"] == 3.5 and guided["guide_scale"] == 1.5
+        guided = srv.wait(guided["id"])
+        assert guided["status"] == "completed" and guided["guide_scale"] == 1.5, guided["error"]
+        again = srv.wait(srv.create(prompt="a red circle moves left", seed=5)["id"])
+        unguided = srv.create(prompt="a red circle moves left", seed=5, guide_scale=0)
+        assert unguided["guidance_scale"] == 3.5 and unguided["guide_scale"] == 0
+        unguided = srv.wait(unguided["id"])
+        assert unguided["status"] == "completed"
+        assert content(srv, again["id"]) == content(srv, guided["id"])
+        assert content(srv, unguided["id"]) != content(srv, guided["id"])  # the guide moved the sampling
+
+        body, content_type = multipart({"prompt": "a blue square", "guide_scale": "0.25", "guidance_scale": "2",
+                                        **{k: str(v) for k, v in FAST.items()}})
+        status, _, data = srv.request("POST", "/v1/videos", body, {"Content-Type": content_type})
+        given = json.loads(data)
+        assert status == 200 and given["guide_scale"] == 0.25 and given["guidance_scale"] == 2, given
+        assert srv.wait(given["id"])["status"] == "completed"
+
+        status, body, _ = srv.json("POST", "/v1/videos", dict(FAST, prompt="a red circle", guide_scale=100.5))
+        error = error_of(body)
+        assert status == 400 and error["param"] == "guide_scale" and error["code"] == "invalid_value", error
+        status, remix, _ = srv.json("POST", f"/v1/videos/{guided['id']}/remix", {"prompt": "a blue circle"})
+        assert status == 200 and remix["guide_scale"] == 1.5 and remix["guidance_scale"] == 3.5, remix
+        assert srv.wait(remix["id"])["status"] == "completed"
+    finally:
+        srv.stop()
+
+    # the jobs keep their guide scales across a restart, here onto the same model without its guide
+    srv = Server(workdir, model)
+    try:
+        for video in (guided, unguided, given, remix):
+            status, back, _ = srv.json("GET", f"/v1/videos/{video['id']}")
+            assert status == 200 and back["guide_scale"] == video["guide_scale"], back
+            assert back["guidance_scale"] == video["guidance_scale"]
+        assert srv.json("GET", "/v1/models")[1]["data"][0]["guide"] is False
+        assert srv.create(prompt="a red circle")["guide_scale"] == 0
+        # a guided video cannot be remixed on a model with no guide; an unguided one can
+        status, body, _ = srv.json("POST", f"/v1/videos/{guided['id']}/remix", {"prompt": "a blue circle"})
+        error = error_of(body)
+        assert status == 400 and error["param"] == "guide_scale" and "has no guide" in error["message"], error
+        status, remix, _ = srv.json("POST", f"/v1/videos/{unguided['id']}/remix", {"prompt": "a blue circle"})
+        assert status == 200 and remix["guide_scale"] == 0
+        assert srv.wait(remix["id"])["status"] == "completed"
+        status, body, _ = srv.json("POST", "/v1/videos", dict(FAST, prompt="a red circle", guide_scale=1.5))
+        error = error_of(body)
+        assert status == 400 and error["param"] == "guide_scale" and error["code"] == "invalid_value", error
+        assert error["message"] == "The model 'tiny' has no guide; guide_scale must be 0."
+    finally:
+        srv.stop()
+
+
+def test_the_guide_beside_the_model_is_found(model, guide_model, workdir):
+    # guide "" takes tiny-guide.safetensors, beside tiny.safetensors, as the model's guide
+    srv = Server(workdir, model, guide="")
+    try:
+        assert srv.json("GET", "/v1/models")[1]["data"][0]["guide"] is True
+        assert srv.create(prompt="a red circle")["guide_scale"] == 2
+    finally:
+        srv.stop()
+
+
+def test_a_guide_that_cannot_be_loaded_stops_the_start(model, workdir):
+    missing = os.path.join(workdir, "gone-guide.safetensors")
+    with pytest.raises(AssertionError) as failure:
+        Server(workdir, model, guide=missing)
+    assert "guide" in str(failure.value) and "gone-guide.safetensors" in str(failure.value)
 
 
 # ---- the admin API: analyses, distillations, models ---------------------------------------

@@ -46,6 +46,7 @@ static void assert_configs_equal(const vd_server_config *a, const vd_server_conf
     assert_string_equal(a->data_dir, b->data_dir);
     assert_string_equal(a->model, b->model);
     assert_string_equal(a->ae, b->ae);
+    assert_string_equal(a->guide, b->guide);
     assert_string_equal(a->device, b->device);
     assert_int_equal(a->bf16, b->bf16);
     assert_string_equal(a->web_dir, b->web_dir);
@@ -70,6 +71,8 @@ static void assert_configs_equal(const vd_server_config *a, const vd_server_conf
     assert_int_equal(a->default_width, b->default_width);
     assert_int_equal(a->default_height, b->default_height);
     assert_true(a->default_guidance == b->default_guidance);
+    assert_true(a->default_guide_scale == b->default_guide_scale);
+    assert_true(a->default_guided_guidance == b->default_guided_guidance);
     assert_string_equal(a->default_sampler, b->default_sampler);
     assert_int_equal(a->max_batch, b->max_batch);
     assert_int_equal(a->max_queue_wait_ms, b->max_queue_wait_ms);
@@ -122,6 +125,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.data_dir, "data");
     assert_string_equal(c.model, "models/teacher.safetensors");
     assert_string_equal(c.ae, "");
+    assert_string_equal(c.guide, "");
     assert_string_equal(c.device, "auto");
     assert_int_equal(c.bf16, 0);
     assert_string_equal(c.web_dir, "web");
@@ -147,6 +151,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.default_width, 128);
     assert_int_equal(c.default_height, 128);
     assert_true(c.default_guidance == 4.0);
+    assert_true(c.default_guide_scale == 2.0);
+    assert_true(c.default_guided_guidance == 2.0);
     assert_string_equal(c.default_sampler, "ddim");
     assert_int_equal(c.max_batch, 8);
     assert_int_equal(c.max_queue_wait_ms, 50);
@@ -168,6 +174,7 @@ static void test_default_file_parses_back(void **state)
         {"listen", "0.0.0.0:9"}, {"ae", "ae.safetensors"}, {"bf16", "true"}, {"api_keys", "a,b"},
         {"admin_keys", "c"},     {"max_body_bytes", "1M"}, {"max_image_pixels", "1k"},
         {"default_guidance", "1"}, {"default_sampler", "euler"}, {"retention_seconds", "60"},
+        {"guide", ""},           {"default_guide_scale", "0"}, {"default_guided_guidance", "7.5"},
     };
     char err[512], path[64];
     for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++)
@@ -227,7 +234,10 @@ static void test_load_values(void **state)
                        "max_image_pixels: 1Mi\n"
                        "max_frames: 32\n"
                        "default_guidance: 3.25\n"
+                       "default_guide_scale: 0.5\n"
+                       "default_guided_guidance: 1.5\n"
                        "ae: ''\n"
+                       "guide: ''\n"
                        "api_keys:\n"
                        "  - first-key\n"
                        "  - \"second key\"\n"
@@ -242,7 +252,10 @@ static void test_load_values(void **state)
     assert_int_equal(c.max_image_pixels, 1 << 20);
     assert_int_equal(c.max_frames, 32);
     assert_true(c.default_guidance == 3.25);
+    assert_true(c.default_guide_scale == 0.5);
+    assert_true(c.default_guided_guidance == 1.5);
     assert_string_equal(c.ae, "");
+    assert_string_equal(c.guide, "");
     assert_int_equal(c.api_key_count, 2);
     assert_string_equal(c.api_keys[0], "first-key");
     assert_string_equal(c.api_keys[1], "second key");
@@ -268,6 +281,7 @@ static void test_load_errors(void **state)
     expect_load_error("max_frames: lots\n", 1, "max_frames: 'lots' is not a whole number");
     expect_load_error("max_frames: 1.5\n", 1, "max_frames: '1.5' is not a whole number");
     expect_load_error("default_guidance: much\n", 1, "default_guidance: 'much' is not a number");
+    expect_load_error("default_guide_scale: 101\n", 1, "default_guide_scale: 101 is out of bounds (0 to 100)");
     expect_load_error("bf16: maybe\n", 1, "bf16: 'maybe' is not true or false");
     expect_load_error("max_body_bytes: 3 parsecs\n", 1, "max_body_bytes: '3 parsecs' is not a whole number");
     expect_load_error("max_frames: 8\nmax_steps: 5000\n", 2, "max_steps: 5000 is out of bounds (1 to 1000)");

@@ -1,8 +1,9 @@
 /* test_scheduler.c: the scheduler on a tiny random model on the CPU with a real store —
  * batched jobs all complete with their files, a queued job cancels, a full queue refuses,
  * jobs a crashed run left behind run again (or fail after too many interrupted runs), a stop
- * that does not finish leaves running jobs for the next start, and a model switch lets the
- * running batch finish on the old model while a queued job waits for the new one. */
+ * that does not finish leaves running jobs for the next start, a model switch lets the
+ * running batch finish on the old model while a queued job waits for the new one, and a job's
+ * guide scale reaches the engine (refused by a model without a guide, run by one with). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,14 +22,18 @@
 
 static char dir[] = "/tmp/vdmini-sched-XXXXXX";
 static char model_path[4096];
+static char guide_path[4096]; /* another tiny model (another seed): enough of a guide for the sampler */
 
 static int setup(void **state)
 {
     (void)state;
     if (!mkdtemp(dir)) return -1;
     snprintf(model_path, sizeof model_path, "%s/tiny.safetensors", dir);
+    snprintf(guide_path, sizeof guide_path, "%s/tiny-guide.safetensors", dir);
     char err[VD_ERR_LEN];
-    return vd_init_preset("tiny", NULL, 0, 3, model_path, err) ? -1 : 0;
+    return vd_init_preset("tiny", NULL, 0, 3, model_path, err) || vd_init_preset("tiny", NULL, 0, 4, guide_path, err)
+               ? -1
+               : 0;
 }
 
 /* A fresh engine on the model: each scheduler owns (and closes) its own. */
@@ -261,6 +266,51 @@ static void test_recovery(void **state)
     vd_store_close(st);
 }
 
+static void test_guide_scale_reaches_the_engine(void **state)
+{
+    (void)state;
+    vd_store *st = open_store("guide");
+    vd_events *ev = vd_events_new();
+    vd_metrics *me = vd_metrics_new();
+    vd_scheduler_config cfg = {.max_batch = 2, .max_queue = 8, .max_queue_wait_ms = 0, .retention_seconds = 60};
+    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
+    vd_job guided, plain;
+    make_job(&guided, "a red circle", 2);
+    guided.guide_scale = 2.0f;
+    make_job(&plain, "a red circle", 2);
+    insert(st, &guided), insert(st, &plain);
+    assert_int_equal(vd_scheduler_submit(s, &guided), 0);
+    assert_int_equal(vd_scheduler_submit(s, &plain), 0);
+    assert_true(wait_status(st, guided.id, VD_JOB_FAILED)); /* this engine has no guide */
+    assert_true(wait_status(st, plain.id, VD_JOB_COMPLETED));
+    vd_job back;
+    char err[256];
+    assert_int_equal(vd_store_get(st, guided.id, &back, err, sizeof err), 0);
+    assert_string_equal(back.error_code, "invalid_request");
+    assert_non_null(strstr(back.error_message, "guide"));
+    vd_job_clear(&back);
+
+    /* the same job on a model with a guide runs */
+    char engine_err[VD_ERR_LEN];
+    vd_engine *with_guide = open_engine();
+    if (vd_engine_set_guide(with_guide, guide_path, NULL, engine_err)) fail_msg("%s", engine_err);
+    vd_scheduler_switch_engine(s, with_guide, "tiny-guided");
+    vd_job again;
+    make_job(&again, "a red circle", 2);
+    again.guide_scale = 2.0f;
+    insert(st, &again);
+    assert_int_equal(vd_scheduler_submit(s, &again), 0);
+    assert_true(wait_status(st, again.id, VD_JOB_COMPLETED));
+    assert_int_equal(vd_store_get(st, again.id, &back, err, sizeof err), 0);
+    assert_string_equal(back.model, "tiny-guided");
+    assert_true(back.guide_scale == 2.0f);
+    vd_job_clear(&back);
+    vd_scheduler_stop(s, 1);
+    vd_job_clear(&guided), vd_job_clear(&plain), vd_job_clear(&again);
+    vd_events_free(ev), vd_metrics_free(me);
+    vd_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_model_switch_waits_for_the_batch),
         cmocka_unit_test(test_cancel_and_full_queue),
         cmocka_unit_test(test_recovery),
+        cmocka_unit_test(test_guide_scale_reaches_the_engine),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2,8 +2,8 @@
  * (NULL and empty strings, the largest seed, floats); idempotency keys; list pagination both
  * ways with the `after` cursor; listing by status; removal of expired jobs and of files; paths;
  * persistence across close and reopen; a corrupt or too new database refused with a message;
- * inserts from several threads at once; and the admin runs, the model registry and the
- * settings, through a reopen. */
+ * a database of an earlier schema migrated with its rows kept; inserts from several threads at
+ * once; and the admin runs, the model registry and the settings, through a reopen. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -83,6 +83,7 @@ static void make_job(vd_job *j, int n, int64_t created_at)
     j->fps = 8;
     j->steps = 25;
     j->guidance = 7.5f + (float)n / 3.0f;
+    j->guide_scale = 1.25f + (float)n / 7.0f;
     j->sampler = n % 2;
     j->seed = 0xFEDCBA9876543210ull + (uint64_t)n;
     j->has_image = n % 2;
@@ -108,6 +109,7 @@ static void assert_jobs_equal(const vd_job *a, const vd_job *b)
     assert_int_equal(a->fps, b->fps);
     assert_int_equal(a->steps, b->steps);
     assert_true(a->guidance == b->guidance);
+    assert_true(a->guide_scale == b->guide_scale);
     assert_int_equal(a->sampler, b->sampler);
     assert_true(a->seed == b->seed);
     assert_int_equal(a->has_image, b->has_image);
@@ -228,6 +230,7 @@ static void test_round_trip(void **state)
     job.fps = 120;
     job.steps = 1000;
     job.guidance = 0.1f;
+    job.guide_scale = 100.0f;
     job.sampler = 1;
     job.seed = UINT64_MAX;
     job.has_image = 0;
@@ -239,6 +242,7 @@ static void test_round_trip(void **state)
 
     job.seed = 0;
     job.guidance = -0.0f;
+    job.guide_scale = 0.0f;
     free(job.prompt);
     job.prompt = NULL;
     job.unknown_words = strdup("");
@@ -537,7 +541,8 @@ static void test_admin_runs_models_and_settings(void **state)
     vd_admin_run missing = {.id = "analysis_none", .kind = "analysis"};
     assert_int_equal(vd_store_run_update(f->store, &missing, err, sizeof err), 1);
 
-    vd_model_entry m = {.id = "teacher", .path = "/models/teacher.safetensors", .source = "config", .created_at = 5};
+    vd_model_entry m = {.id = "teacher", .path = "/models/teacher.safetensors", .guide = "/models/teacher-guide.safetensors",
+                        .source = "config", .created_at = 5};
     vd_model_entry s = {.id = "teacher-vdmini-1", .path = "/data/student.safetensors", .ae = "/models/ae.safetensors",
                         .source = "distill_1", .created_at = 6};
     assert_int_equal(vd_store_model_put(f->store, &m, err, sizeof err), 0);
@@ -595,7 +600,9 @@ static void test_admin_runs_models_and_settings(void **state)
     assert_string_equal(models[0].id, "teacher");
     assert_string_equal(models[0].path, "/models/teacher-v2.safetensors");
     assert_string_equal(models[0].ae, "");
+    assert_string_equal(models[0].guide, "/models/teacher-guide.safetensors");
     assert_string_equal(models[1].ae, "/models/ae.safetensors");
+    assert_string_equal(models[1].guide, "");
     assert_string_equal(models[1].source, "distill_1");
     assert_int_equal(models[1].created_at, 6);
     free(models);
@@ -651,6 +658,107 @@ static void test_corrupt_database(void **state)
     touch(path);
     assert_null(vd_store_open(path, err, sizeof err));
     assert_non_null(strstr(err, "plain-file"));
+}
+
+/* The database as vdmini wrote it at schema version 2, before guides: jobs without guide_scale,
+ * models without guide. One job and one model in it. */
+static const char *const version_2_database =
+    "CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, model TEXT NOT NULL, status TEXT NOT NULL,"
+    " progress INTEGER NOT NULL, created_at INTEGER NOT NULL, started_at INTEGER NOT NULL,"
+    " completed_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, prompt TEXT, width INTEGER NOT NULL,"
+    " height INTEGER NOT NULL, frames INTEGER NOT NULL, fps INTEGER NOT NULL, steps INTEGER NOT NULL,"
+    " guidance REAL NOT NULL, sampler INTEGER NOT NULL, seed INTEGER NOT NULL, has_image INTEGER NOT NULL,"
+    " unknown_words TEXT, error_code TEXT NOT NULL, error_message TEXT, idempotency_key TEXT,"
+    " key_id TEXT NOT NULL, remixed_from TEXT NOT NULL, attempts INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX jobs_idempotency ON jobs (key_id, idempotency_key) WHERE idempotency_key IS NOT NULL;"
+    "CREATE INDEX jobs_created ON jobs (created_at, id);"
+    "CREATE INDEX jobs_status ON jobs (status, created_at, id);"
+    "CREATE TABLE admin_runs (id TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, started_at INTEGER NOT NULL, completed_at INTEGER NOT NULL,"
+    " request TEXT NOT NULL, progress TEXT, result TEXT, error_code TEXT NOT NULL, error_message TEXT,"
+    " attempts INTEGER NOT NULL);"
+    "CREATE INDEX admin_runs_kind ON admin_runs (kind, created_at);"
+    "CREATE TABLE models (id TEXT PRIMARY KEY NOT NULL, path TEXT NOT NULL, ae TEXT NOT NULL,"
+    " source TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE TABLE settings (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);"
+    "INSERT INTO jobs VALUES ('video_old', 'teacher', 'completed', 100, 1700000000, 1700000001, 1700000002,"
+    " 1700086402, 'a red circle moves left', 128, 96, 16, 8, 25, 4.5, 1, -1, 0, 'zorp', '', NULL, 'retry-7',"
+    " 'key1', '', 1);"
+    "INSERT INTO models VALUES ('teacher', '/models/teacher.safetensors', '', 'config', 5);"
+    "INSERT INTO settings VALUES ('active_model', 'teacher');"
+    "PRAGMA user_version = 2;";
+
+static int user_version(const char *db_path)
+{
+    sqlite3 *raw;
+    sqlite3_stmt *stmt;
+    assert_int_equal(sqlite3_open(db_path, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(raw, "PRAGMA user_version", -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    int version = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(raw);
+    return version;
+}
+
+static void test_migration_keeps_old_rows(void **state)
+{
+    fixture *f = *state;
+    char dir[512], path[600], err[512];
+    snprintf(dir, sizeof dir, "%s/old", f->dir);
+    assert_int_equal(mkdir(dir, 0750), 0);
+    snprintf(path, sizeof path, "%s/jobs.db", dir);
+    sqlite3 *raw;
+    char *message = NULL;
+    assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+    if (sqlite3_exec(raw, version_2_database, NULL, NULL, &message) != SQLITE_OK) fail_msg("%s", message);
+    sqlite3_close(raw);
+
+    vd_store *s = vd_store_open(dir, err, sizeof err);
+    if (!s) fail_msg("%s", err);
+    char fresh[600];
+    snprintf(fresh, sizeof fresh, "%s/jobs.db", f->data_dir);
+    assert_true(user_version(path) > 2);
+    assert_int_equal(user_version(path), user_version(fresh));
+
+    /* the old job, every field as it was, with no guide */
+    vd_job old = {.id = "video_old", .model = "teacher", .status = VD_JOB_COMPLETED, .progress = 100,
+                  .created_at = 1700000000, .started_at = 1700000001, .completed_at = 1700000002,
+                  .expires_at = 1700086402, .prompt = "a red circle moves left", .width = 128, .height = 96,
+                  .frames = 16, .fps = 8, .steps = 25, .guidance = 4.5f, .guide_scale = 0.0f, .sampler = 1,
+                  .seed = UINT64_MAX, .unknown_words = "zorp", .idempotency_key = "retry-7", .key_id = "key1",
+                  .attempts = 1};
+    assert_stored_equal(s, &old);
+    /* its idempotency key still finds it */
+    vd_job again;
+    char existing[VD_JOB_ID_LEN];
+    make_job(&again, 1, 1700000003);
+    snprintf(again.key_id, sizeof again.key_id, "key1");
+    again.idempotency_key = strdup("retry-7");
+    assert_int_equal(vd_store_insert(s, &again, existing, err, sizeof err), 2);
+    assert_string_equal(existing, "video_old");
+    vd_job_clear(&again);
+    /* and it takes a guide scale like a new one */
+    old.guide_scale = 2.5f;
+    assert_int_equal(vd_store_update(s, &old, err, sizeof err), 0);
+    assert_stored_equal(s, &old);
+
+    vd_model_entry m;
+    assert_int_equal(vd_store_model_get(s, "teacher", &m, err, sizeof err), 0);
+    assert_string_equal(m.path, "/models/teacher.safetensors");
+    assert_string_equal(m.source, "config");
+    assert_int_equal(m.created_at, 5);
+    assert_string_equal(m.guide, "");
+    char value[64];
+    assert_int_equal(vd_store_setting_get(s, "active_model", value, sizeof value, err, sizeof err), 0);
+    assert_string_equal(value, "teacher");
+    vd_store_close(s);
+
+    /* opening it again migrates nothing more and keeps the update */
+    s = vd_store_open(dir, err, sizeof err);
+    if (!s) fail_msg("%s", err);
+    assert_stored_equal(s, &old);
+    vd_store_close(s);
 }
 
 typedef struct {
@@ -712,6 +820,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_runs_models_and_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_keeps_old_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_inserts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

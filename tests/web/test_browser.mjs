@@ -2,10 +2,11 @@
  * against a real vdminid serving a tiny random model: a prompt becomes a video that plays (or,
  * where the browser lacks H.264, a valid MP4 download and a thumbnail), progress moves as the
  * events stream reports it, the recent list shows the video, cancel stops a running job, delete
- * removes one, a bad request shows the server's error in words, and with API keys the page asks
- * for one and then works with it. The admin page, with an admin key, runs a block-importance
- * analysis of a very small model and charts it, draws a distillation's loss terms as they come
- * and activates the model the distillation registered.
+ * removes one, a bad request shows the server's error in words, the guide scale is offered (and
+ * sent) only for a model with a guide, and with API keys the page asks for one and then works
+ * with it. The admin page, with an admin key, runs a block-importance analysis of a very small
+ * model and charts it, draws a distillation's loss terms as they come and activates the model
+ * the distillation registered.
  *
  *   top_srcdir=... top_builddir=... node --test tests/web/test_browser.mjs
  *
@@ -76,6 +77,7 @@ async function startDaemon(name, extra = [], model = modelPath) {
     '--listen', `127.0.0.1:${port}`,
     '--set', `web_dir=${path.join(SRCDIR, 'web')}`,
     '--set', 'extra_models=', /* the shipped student stays out of these tests' registries */
+    '--set', 'guide=none', /* no guide unless a test gives one (extra comes after, and wins) */
     ...extra,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   const daemon = { name, child, url: `http://127.0.0.1:${port}`, log: '' };
@@ -295,6 +297,11 @@ browserTest('the page loads with its defaults', async () => {
   assert.equal(await page.getAttribute('#steps', 'max'), String(model.limits.max_steps));
   assert.ok(await page.isVisible('#vocabulary-hint'), 'the known words are offered');
   assert.match(await page.textContent('#vocabulary-words'), /circle/);
+  assert.equal(model.guide, false);
+  assert.ok(await page.isDisabled('#guide-scale'), 'no guide scale for a model without a guide');
+  await page.click('.advanced summary');
+  assert.ok(await page.isVisible('#guidance'));
+  assert.ok(await page.isHidden('#guide-scale-field'), 'the guide scale field is hidden');
 });
 
 browserTest('a prompt becomes a video that plays', async () => {
@@ -371,6 +378,31 @@ browserTest('delete removes a finished video', async () => {
   await page.click(`${item} .recent-delete`);
   await page.waitForSelector(item, { state: 'detached', timeout: 15_000 });
   assert.equal((await fetch(`${server.url}/v1/videos/${finishedId}`)).status, 404);
+});
+
+browserTest('the guide scale is offered for a model with a guide and sent', async () => {
+  const guidePath = path.join(workDir, 'tiny-guide.safetensors');
+  execFileSync(path.join(BUILDDIR, 'vdmini'),
+    ['init', '--preset', 'tiny', '--seed', '2', '--out', guidePath], { stdio: 'pipe' });
+  const guided = await startDaemon('guided', ['--set', `guide=${guidePath}`]);
+  const model = (await (await fetch(`${guided.url}/v1/models`)).json()).data.find((m) => m.active);
+  assert.equal(model.guide, true);
+  await openPage();
+  await page.goto(`${guided.url}/`);
+  await page.click('.advanced summary');
+  await page.waitForSelector('#guide-scale-field:not([hidden])', { timeout: 15_000 });
+  assert.ok(await page.isEnabled('#guide-scale'));
+  assert.equal(await page.getAttribute('#guide-scale', 'placeholder'),
+    `default ${model.limits.default_guide_scale}`);
+  assert.equal(await page.getAttribute('#guidance', 'placeholder'),
+    `default ${model.limits.default_guidance_scale}`);
+  await fillForm({ prompt: 'a red circle moves left', frames: 2, steps: 2, size: '64x64' });
+  await page.fill('#guide-scale', '0.5');
+  const { status, body } = await submit();
+  assert.equal(status, 200, `POST /v1/videos answered ${JSON.stringify(body)}`);
+  assert.equal(body.guide_scale, 0.5);
+  await waitForStatus('completed');
+  await screenshot('guided');
 });
 
 browserTest('with API keys the page asks for a key and then works with it', async () => {

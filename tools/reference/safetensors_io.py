@@ -4,9 +4,10 @@ Layout: an 8-byte little-endian header length, a JSON header mapping each tensor
 {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the data area) plus an
 optional "__metadata__" dict of strings, then the tensor bytes.
 
-Supported dtypes: F32, F16, BF16, I32, I64, U8. numpy has no bfloat16, so BF16 tensors are
-widened to float32 on reading, and written from float32 with round-to-nearest-even when the
-writer is asked for BF16.
+Supported dtypes: F32, F16, BF16, F8_E4M3 (reading), I32, I64, U8. numpy has no bfloat16, so BF16
+tensors are widened to float32 on reading, and written from float32 with round-to-nearest-even
+when the writer is asked for BF16. An F8_E4M3 tensor is read as float32 times its scale, the
+metadata value under SCALE_PREFIX + its name (as the C reader takes it).
 """
 
 import json
@@ -19,6 +20,7 @@ _NUMPY_DTYPES = {
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
+    "F8_E4M3": np.dtype("u1"),
     "I32": np.dtype("<i4"),
     "I64": np.dtype("<i8"),
     "U8": np.dtype("u1"),
@@ -48,7 +50,18 @@ def float32_to_bf16_bits(values):
     return rounded
 
 
+def _e4m3_values():
+    """The float32 value of each of the 256 F8_E4M3 bit patterns (bias 7, no infinities)."""
+    codes = np.arange(256)
+    exponent, mantissa = (codes >> 3) & 15, (codes & 7).astype(np.float64)
+    values = np.where(exponent == 0, mantissa * 2.0 ** -9, (8 + mantissa) * 2.0 ** (exponent - 10.0))
+    values[(codes & 0x7F) == 0x7F] = np.nan
+    return np.where(codes & 0x80, -values, values).astype(np.float32)
+
+
+_E4M3 = _e4m3_values()
 PARTS_KEY = "vdmini.parts"
+SCALE_PREFIX = "vdmini.scale."
 
 
 def read_safetensors(path):
@@ -56,23 +69,33 @@ def read_safetensors(path):
     metadata is the __metadata__ dict (empty when absent). A file whose metadata names parts
     (PARTS_KEY: comma-separated file names beside it, as the C reader takes them) brings their
     tensors too."""
-    tensors, metadata = _read_one(path)
+    tensors, metadata, scaled = _read_one(path)
     for name in filter(None, metadata.get(PARTS_KEY, "").split(",")):
         if "/" in name or name.startswith("."):
             raise ValueError(f"{path}: bad part name {name!r} (a file name beside it)")
         part_path = os.path.join(os.path.dirname(path), name)
-        part, part_metadata = _read_one(part_path)
+        part, part_metadata, part_scaled = _read_one(part_path)
         if PARTS_KEY in part_metadata:
             raise ValueError(f"{part_path}: a part names parts of its own")
         for tensor in part:
             if tensor in tensors:
                 raise ValueError(f"{part_path}: tensor {tensor} is in an earlier part too")
         tensors.update(part)
+        scaled |= part_scaled
+    for key, value in metadata.items():
+        if key.startswith(SCALE_PREFIX) and key[len(SCALE_PREFIX):] not in scaled:
+            raise ValueError(f"{path}: metadata {key}: a scale for a tensor that is not F8_E4M3")
+    for name in scaled:
+        scale = float(metadata.get(SCALE_PREFIX + name, "nan"))
+        if not (0 < scale < float("inf")):
+            raise ValueError(f"{path}: tensor {name}: F8_E4M3 without a positive scale")
+        tensors[name] = tensors[name] * np.float32(scale)
     return tensors, metadata
 
 
 def _read_one(path):
-    """read_safetensors of one file, without following its parts."""
+    """read_safetensors of one file, without following its parts or scaling: (tensors, metadata,
+    the names of the F8_E4M3 tensors)."""
     with open(path, "rb") as f:
         data = bytearray(f.read())
     if len(data) < 8:
@@ -84,7 +107,7 @@ def _read_one(path):
     metadata = header.pop("__metadata__", None) or {}
     data_start = 8 + header_len
     data_size = len(data) - data_start
-    tensors = {}
+    tensors, scaled = {}, set()
     for name, info in header.items():
         dtype_name = info["dtype"]
         if dtype_name not in _NUMPY_DTYPES:
@@ -100,8 +123,11 @@ def _read_one(path):
         array = array.reshape(shape)
         if dtype_name == "BF16":
             array = bf16_bits_to_float32(array)
+        elif dtype_name == "F8_E4M3":
+            array = _E4M3[array]
+            scaled.add(name)
         tensors[name] = array
-    return tensors, metadata
+    return tensors, metadata, scaled
 
 
 def write_safetensors(path, tensors, metadata=None, dtypes=None):
