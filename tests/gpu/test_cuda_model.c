@@ -1,7 +1,9 @@
 /* test_cuda_model.c: whole-model passes on the GPU against the CPU — a tiny model's (its level-0
  * ResBlocks wider inside than the level, as in every model of these tests) text encoder,
  * autoencoder decode and UNet denoiser step, in fp32 and bf16, on fresh random weights and inputs
- * each run (seed printed) with the GPU outputs poisoned first; and the denoiser's training driver
+ * each run (seed printed) with the GPU outputs poisoned first; a guided sampling run (guidance,
+ * a guide model of other weights, image-to-video and text-to-video in one batch); and the
+ * denoiser's training driver
  * (the world's clips encoded, noised and conditioned on the backend, loss, update) for a few fp32
  * steps of a small model on both, and spread over two GPUs against one where there are two
  * (training, and distilling a pruned copy).
@@ -12,6 +14,7 @@
 #include "model.h"
 #include "prune.h"
 #include "rng.h"
+#include "sampler.h"
 #include "../engine/small_model.h"
 #include "train.h"
 
@@ -155,6 +158,43 @@ static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
     rmdir(dir);
 }
 
+/* Three guided DDIM steps of two videos (the first image-to-video) with a guide of other weights,
+ * on the GPU against the CPU. model and guide are host models of cfg, each attached in turn. */
+static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *model, vd_model *guide,
+                                  const vd_model_config *cfg, uint64_t seed)
+{
+    int N = 2, T = 4, h = 16, w = 16, L = cfg->text.max_tokens, lc = cfg->unet.out_channels;
+    size_t nz = (size_t)N * T * lc * h * w, ncond = (size_t)N * T * (lc + 1) * h * w, nctx = (size_t)2 * N * L * cfg->text.dim;
+    float *z = vd_malloc(nz * sizeof(float)), *cond = vd_calloc(ncond, sizeof(float)), *ctx = vd_malloc(nctx * sizeof(float));
+    vd_rng_normal(seed + 3, 0, z, nz);
+    vd_rng_normal(seed + 4, 0, ctx, nctx);
+    vd_rng_normal(seed + 5, 0, cond, (size_t)lc * h * w); /* video 0: one latent on every frame, mask 1 */
+    for (int t = 0; t < T; t++) {
+        float *frame = cond + (size_t)t * (lc + 1) * h * w;
+        memcpy(frame, cond, (size_t)lc * h * w * sizeof(float));
+        for (int i = 0; i < h * w; i++) frame[(size_t)lc * h * w + i] = 1.0f;
+    }
+    vd_sampler_plan plan;
+    vd_sampler_plan_make(&cfg->diffusion, VD_SAMPLER_DDIM, 3, &plan);
+    vd_backend *be[2] = {cpu, gpu};
+    float *out[2];
+    for (int prec = 0; prec < 2; prec++) {
+        gpu->precision = prec ? VD_PRECISION_BF16 : VD_PRECISION_F32;
+        for (int b = 0; b < 2; b++) {
+            vd_model_attach(model, be[b]), vd_model_attach(guide, be[b]);
+            out[b] = put(be[b], z, nz);
+            float *c = put(be[b], cond, ncond), *x = put(be[b], ctx, nctx);
+            vd_sample(model, &plan, out[b], c, x, L, N, T, h, w, 3.0f, 0.0f, guide, 1.5f, NULL, NULL);
+            be[b]->release(be[b], c), be[b]->release(be[b], x);
+            vd_model_detach(model), vd_model_detach(guide);
+        }
+        compare("guided sampling", prec ? "bf16" : "fp32", gpu, out[1], cpu, out[0], nz, prec ? 3e-2 : 1e-4);
+        cpu->release(cpu, out[0]), gpu->release(gpu, out[1]);
+    }
+    vd_sampler_plan_free(&plan);
+    free(z), free(cond), free(ctx);
+}
+
 int main(void)
 {
     char err[256];
@@ -222,7 +262,18 @@ int main(void)
     cpu->release(cpu, xc), cpu->release(cpu, cc), cpu->release(cpu, tc), cpu->release(cpu, oc);
     cpu->release(cpu, idc), cpu->release(cpu, tec), cpu->release(cpu, zc), cpu->release(cpu, ic);
     free(x), free(ctx), free(ids);
-    vd_model_free(&mc), vd_model_free(&mg);
+    vd_model_free(&mg);
+    vd_model guide;
+    if (vd_model_build(&guide, &cfg, err, sizeof err) == 0) {
+        vd_model_init_random(&guide, seed + 6);
+        vd_model_detach(&mc);
+        check_guided_sampling(gpu, cpu, &mc, &guide, &cfg, seed);
+        vd_model_free(&guide);
+    } else {
+        fprintf(stderr, "%s\n", err);
+        failed++;
+    }
+    vd_model_free(&mc);
     vd_config_free(&cfg);
     check_training_driver(gpu, cpu);
     cpu->destroy(cpu), gpu->destroy(gpu);
