@@ -111,11 +111,10 @@ void vd_sampler_plan_free(vd_sampler_plan *plan)
 /* The input rows of one forward: each video's latent beside its condition, its timestep and a
  * text. The model's rows (guide_rows 0): each video's prompt, followed by its empty prompt when
  * guided; the guide's (guide_rows 1): the guide's encoding of the prompt, for the videos that
- * have one. Returns the rows written. */
-static int fill_rows(vd_backend *be, const vd_latent_video *videos, int n, int guide_rows, float *x_in, float *ctx,
-                     float *t, int lc, int S, int T, size_t row_ctx)
+ * have one. */
+static void fill_rows(vd_backend *be, const vd_latent_video *videos, int n, int guide_rows, float *x_in, float *ctx,
+                     float *t, int lc, int S, int T, size_t row_in, size_t row_ctx)
 {
-    size_t row_in = (size_t)T * (2 * lc + 1) * S;
     float *t_host = vd_malloc((size_t)2 * n * sizeof(float));
     int r = 0;
     for (int i = 0; i < n; i++) {
@@ -131,7 +130,6 @@ static int fill_rows(vd_backend *be, const vd_latent_video *videos, int n, int g
     }
     be->upload(be, t, t_host, (size_t)r * sizeof(float));
     free(t_host);
-    return r;
 }
 
 void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int n, int L, int T, int h, int w)
@@ -146,10 +144,10 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
     float *ctx = vd_model_scratch(m, (size_t)rows * row_ctx), *t = vd_model_scratch(m, (size_t)rows);
     float *v_guide = G ? vd_model_scratch(m, (size_t)G * video) : NULL;
     if (G) {
-        fill_rows(be, videos, n, 1, x_in, ctx, t, lc, S, T, row_ctx);
+        fill_rows(be, videos, n, 1, x_in, ctx, t, lc, S, T, row_in, row_ctx);
         vd_unet_forward(guide, x_in, t, ctx, L, G, T, h, w, v_guide);
     }
-    fill_rows(be, videos, n, 0, x_in, ctx, t, lc, S, T, row_ctx);
+    fill_rows(be, videos, n, 0, x_in, ctx, t, lc, S, T, row_in, row_ctx);
     vd_unet_forward(m, x_in, t, ctx, L, R, T, h, w, v);
     for (int i = 0, r = 0, g = 0; i < n; i++) {
         vd_latent_video *vv = &videos[i];
