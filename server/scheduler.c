@@ -190,6 +190,11 @@ static vd_video *start_video(vd_scheduler *s, vd_job *job, double submitted)
         vd_rgb8_to_chw(rgb, job->width, job->height, image);
         free(rgb);
     }
+    if (job->guide_scale > 0 && !vd_engine_has_guide(s->engine)) {
+        /* queued for a model with a guide, run by one without (activated since): no guide */
+        VD_LOG(VD_LOG_INFO, "job %s: model %s has no guide; it runs without one", job->id, s->model_id);
+        job->guide_scale = 0;
+    }
     vd_gen_params p = {.prompt = job->prompt, .image = image, .frames = job->frames, .width = job->width,
                        .height = job->height, .steps = job->steps, .guidance = job->guidance,
                        .guide_scale = job->guide_scale, .sampler = (vd_sampler_kind)job->sampler, .seed = job->seed};
