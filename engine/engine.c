@@ -154,16 +154,13 @@ int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char 
             names[count++] = tok;
         vd_prune_report report;
         int rc = vd_prune(base, names, count, 0, &e->guide, &report, err, VD_ERR_LEN);
-        if (rc == 0 && (report.sliced || report.fresh)) {
-            vd_fail(err, VD_ERR_LEN, "guide units %s: removing them reshapes other blocks; a guide may remove only "
-                    "units that leave the rest as it is (mid, temporal.L, <block>.attn)", units);
-            vd_model_free(&e->guide);
-            rc = -1;
-        }
+        if (rc == 0 && (report.sliced || report.fresh))
+            rc = vd_fail(err, VD_ERR_LEN, "guide units %s: removing them reshapes other blocks; a guide may remove "
+                         "only units that leave the rest as it is (mid, temporal.L, <block>.attn)", units);
         free(list);
         vd_model_free(&loaded);
         if (rc) {
-            memset(&e->guide, 0, sizeof e->guide);
+            vd_model_free(&e->guide); /* a model vd_prune freed or never built is all zeros: a no-op */
             return -1;
         }
     }

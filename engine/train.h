@@ -80,9 +80,9 @@ typedef struct {
      * from what init computed; bit l of the mask is level l */
     unsigned add_attention;
     /* denoiser: "inner_channels": [per level] widens the ResBlocks of init's UNet inside
-     * (config.h's inner_channels; 0 keeps a level's width): by default the new conv1 rows keep
-     * their random weights, conv2 reads them with zero weights, norm2 gives them groups of their
-     * own, so that the run starts from what init computed */
+     * (config.h's inner_channels; 0 keeps a level's width): the new conv1 rows keep their random
+     * weights, conv2 reads them with zero weights, norm2 gives them groups of their own, so that
+     * the run starts from what init computed */
     int inner_channels[VD_MAX_LEVELS], inner_levels;
     /* denoiser: the share of clips trained with the empty prompt (for guidance) and with the
      * first frame's latent as the condition (image-to-video) */

@@ -23,14 +23,20 @@ static vd_device device_of(const char *name)
     return strcmp(name, "cpu") == 0 ? VD_DEVICE_CPU : strcmp(name, "cuda") == 0 ? VD_DEVICE_CUDA : VD_DEVICE_AUTO;
 }
 
+/* The length of path without a final ".safetensors". */
+static int stem_length(const char *path)
+{
+    size_t n = strlen(path);
+    return (int)(n >= 12 && strcmp(path + n - 12, ".safetensors") == 0 ? n - 12 : n);
+}
+
 /* The id of a model file: its name without the ".safetensors" extension. */
 static void model_id_of(const char *path, char *out, size_t outlen)
 {
     char *copy = strdup(path);
-    snprintf(out, outlen, "%s", basename(copy));
+    const char *name = basename(copy);
+    snprintf(out, outlen, "%.*s", stem_length(name), name);
     free(copy);
-    char *dot = strstr(out, ".safetensors");
-    if (dot && dot[12] == 0) *dot = 0;
 }
 
 static int64_t modification_time(const char *path)
@@ -50,9 +56,7 @@ static void guide_of(const vd_model_entry *m, char *out, size_t outlen)
         snprintf(out, outlen, "%s", m->guide);
         return;
     }
-    size_t stem = strlen(m->path);
-    if (stem >= 12 && strcmp(m->path + stem - 12, ".safetensors") == 0) stem -= 12;
-    snprintf(out, outlen, "%.*s-guide.safetensors", (int)stem, m->path);
+    snprintf(out, outlen, "%.*s-guide.safetensors", stem_length(m->path), m->path);
     if (access(out, R_OK) != 0) out[0] = 0;
 }
 

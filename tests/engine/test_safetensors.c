@@ -32,6 +32,14 @@ static uint8_t *make_file(const char *header, const uint8_t *data, size_t data_l
     return b;
 }
 
+/* Creates the file that path's template (ending in XXXXXX) names, empty. */
+static void make_temp_file(char *path)
+{
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
 static void expect_reject(const char *header, size_t data_len, const char *fragment)
 {
     uint8_t data[64] = {0};
@@ -126,9 +134,7 @@ static void test_write_read_round_trip(void **state)
 {
     (void)state;
     char path[] = "/tmp/vdmini-st-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    make_temp_file(path);
     float a[6] = {0.1f, -1e-3f, 3.0f, 1e6f, -0.0f, 42.5f};
     int64_t shape[2] = {2, 3};
     int32_t ids[3] = {7, -1, 12345};
@@ -206,9 +212,7 @@ static void test_f8_files(void **state)
 {
     (void)state;
     char path[] = "/tmp/vdmini-st-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    make_temp_file(path);
     float a[5] = {0.1f, -3.0f, 0.002f, 0.0f, 1.7f};
     int64_t shape[1] = {5};
     vd_st_writer *w = vd_st_writer_new();
@@ -395,8 +399,7 @@ static void test_model_files(void **state)
     char err[256], path[] = "/tmp/vdmini-model-XXXXXX";
     assert_int_equal(vd_model_build(&m, &c, err, sizeof err), 0);
     vd_model_init_random(&m, 7);
-    int fd = mkstemp(path);
-    close(fd);
+    make_temp_file(path);
     assert_int_equal(vd_model_save(&m, path, VD_ST_F32, err, sizeof err), 0);
     assert_int_equal(vd_model_load(&back, path, err, sizeof err), 0);
     assert_int_equal(back.total, m.total);

@@ -624,13 +624,19 @@ static void test_admin_runs_models_and_settings(void **state)
     vd_admin_run_clear(&d);
 }
 
+/* A new data directory NAME under the fixture's: dir (512 bytes) and its database's path (600). */
+static void new_data_dir(const fixture *f, const char *name, char *dir, char *path)
+{
+    snprintf(dir, 512, "%s/%s", f->dir, name);
+    assert_int_equal(mkdir(dir, 0750), 0);
+    snprintf(path, 600, "%s/jobs.db", dir);
+}
+
 static void test_corrupt_database(void **state)
 {
     fixture *f = *state;
     char dir[512], path[600], err[512];
-    snprintf(dir, sizeof dir, "%s/corrupt", f->dir);
-    assert_int_equal(mkdir(dir, 0750), 0);
-    snprintf(path, sizeof path, "%s/jobs.db", dir);
+    new_data_dir(f, "corrupt", dir, path);
     FILE *db = fopen(path, "wb");
     assert_non_null(db);
     for (int i = 0; i < 4096; i++) fputc((i * 7919) & 0xff, db);
@@ -705,9 +711,7 @@ static void test_migration_keeps_old_rows(void **state)
 {
     fixture *f = *state;
     char dir[512], path[600], err[512];
-    snprintf(dir, sizeof dir, "%s/old", f->dir);
-    assert_int_equal(mkdir(dir, 0750), 0);
-    snprintf(path, sizeof path, "%s/jobs.db", dir);
+    new_data_dir(f, "old", dir, path);
     sqlite3 *raw;
     char *message = NULL;
     assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
