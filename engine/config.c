@@ -299,6 +299,20 @@ static int parse_schedule_shape(json_t *obj, vd_diffusion_config *d, char *err, 
     return get_float(obj, "diffusion", "snr_shift", 1.0, 1000.0, d->snr_shift, &d->snr_shift, err, errlen);
 }
 
+/* "sampling": {"guidance": G}, G from 1 to 100. */
+static int parse_sampling(json_t *obj, vd_sampling_config *s, char *err, size_t errlen)
+{
+    if (!json_is_object(obj)) return vd_fail(err, errlen, "config sampling: not a JSON object");
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (strcmp(key, "guidance") != 0)
+            return vd_fail(err, errlen, "config sampling: unknown field \"%s\" (only guidance)", key);
+    }
+    if (!json_object_get(obj, "guidance")) return vd_fail(err, errlen, "config sampling.guidance: required");
+    return get_float(obj, "sampling", "guidance", 1.0, 100.0, 0.0f, &s->guidance, err, errlen);
+}
+
 int vd_config_parse_schedule(const char *json, vd_diffusion_config *d, char *err, size_t errlen)
 {
     json_error_t jerr;
@@ -352,6 +366,8 @@ int vd_config_parse(const char *json, vd_model_config *c, char *err, size_t errl
             goto done;
         }
     }
+    json_t *sampling = json_object_get(root, "sampling");
+    if (sampling && parse_sampling(sampling, &c->sampling, err, errlen)) rc = -1;
 done:
     json_decref(root);
     if (rc) vd_config_free(c);
@@ -405,6 +421,8 @@ char *vd_config_to_json(const vd_model_config *c)
                                                          (double)d->beta_end, "zero_terminal_snr", d->zero_terminal_snr,
                                                          "snr_shift", (double)d->snr_shift));
     }
+    if (c->sampling.guidance > 0)
+        json_object_set_new(root, "sampling", json_pack("{s:f}", "guidance", (double)c->sampling.guidance));
     char *s = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
     json_decref(root);
     return s;

@@ -46,11 +46,19 @@ typedef struct {
     float snr_shift;
 } vd_diffusion_config;
 
+/* How the model is meant to be sampled: the classifier-free guidance it was made for (1 for a
+ * guidance-distilled student, whose conditional prediction is already guided), which callers
+ * use where none is asked for; 0 where the file records none. */
+typedef struct {
+    float guidance;
+} vd_sampling_config;
+
 typedef struct {
     vd_ae_config ae;
     vd_text_config text;
     vd_unet_config unet;
     vd_diffusion_config diffusion;
+    vd_sampling_config sampling;
 } vd_model_config;
 
 /* Parses the JSON config; every field is checked (types, ranges, divisibility). */

@@ -8,6 +8,7 @@
 #include "common.h"
 #include "denoiser_train.h"
 #include "rng.h"
+#include "tokenizer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -48,6 +49,12 @@ struct vd_distill {
     float *ones[VD_MAX_LEVELS]; /* 1/S over a level's S pixels: the mean over pixels as a product */
     int ones_S[VD_MAX_LEVELS];  /* the S they were made for */
     float *frozen_grads;        /* where the frozen teacher's parameter gradients go */
+    /* a guided target (vd_distill_set_guided_target): guidance > 1 turns it on */
+    float guidance, guide_scale;
+    vd_model guide;
+    int has_guide;
+    int32_t *empty_ids; /* (empty_n, L) the empty prompt's ids in backend memory */
+    int empty_n;
 };
 
 /* Index of the last stage of kind at level (-1 when none) in a plan of n stages. */
@@ -195,8 +202,32 @@ void vd_distill_free(vd_distill *d)
     for (int k = 0; k < d->nheads; k++)
         if (d->ones[k]) be->release(be, d->ones[k]);
     be->release(be, d->frozen_grads);
+    if (d->empty_ids) be->release(be, d->empty_ids);
+    if (d->has_guide) vd_model_free(&d->guide);
     vd_model_free(&d->teacher);
     free(d);
+}
+
+int vd_distill_set_guided_target(vd_distill *d, float guidance, const char *guide_path, float guide_scale, char *err,
+                                 size_t errlen)
+{
+    if (!(guidance > 1.0f)) return vd_fail(err, errlen, "guided target: guidance %g is not above 1", guidance);
+    if (guide_scale < 0.0f) return vd_fail(err, errlen, "guided target: guide scale %g is negative", guide_scale);
+    if (guide_path && *guide_path && !d->has_guide) {
+        char inner[256];
+        if (vd_model_load(&d->guide, guide_path, inner, sizeof inner))
+            return vd_fail(err, errlen, "guide %s: %s", guide_path, inner);
+        if (vd_model_guide_fits(&d->teacher, &d->guide, guide_path, err, errlen)) {
+            vd_model_free(&d->guide);
+            return -1;
+        }
+        vd_model_attach(&d->guide, d->be);
+        d->has_guide = 1;
+    }
+    if (guide_scale > 0.0f && !d->has_guide)
+        return vd_fail(err, errlen, "guided target: a guide scale needs a guide model");
+    d->guidance = guidance, d->guide_scale = guide_scale;
+    return 0;
 }
 
 /* ---- the heads ---- */
@@ -415,6 +446,49 @@ static float mca(vd_distill *d, const int32_t *ids, const float *x_in, const flo
 
 /* ---- the step ---- */
 
+/* The empty prompt's ids for N clips, in backend memory. */
+static const int32_t *empty_ids(vd_distill *d, int N)
+{
+    if (d->empty_n < N) {
+        int L = d->teacher.cfg.text.max_tokens;
+        int32_t *host = vd_malloc((size_t)N * L * sizeof *host);
+        vd_tokenize(&d->teacher.cfg.text, "", host, NULL, 0);
+        for (int n = 1; n < N; n++) memcpy(host + (size_t)n * L, host, (size_t)L * sizeof *host);
+        if (d->empty_ids) d->be->release(d->be, d->empty_ids);
+        d->empty_ids = d->be->alloc(d->be, (size_t)N * L * sizeof *host);
+        d->be->upload(d->be, d->empty_ids, host, (size_t)N * L * sizeof *host);
+        free(host);
+        d->empty_n = N;
+    }
+    return d->empty_ids;
+}
+
+/* The prediction of model m on the input, into out (n floats); nothing kept for a backward. */
+static void predict(vd_model *m, const int32_t *ids, const float *x_in, const float *t, int N, int T, int h, int w,
+                    float *out, size_t n)
+{
+    vd_denoiser_pass *p = vd_denoiser_forward(m, ids, x_in, t, N, T, h, w, 0);
+    m->be->copy(m->be, out, vd_denoiser_pass_output(p, vd_denoiser_pass_stages(p) - 1, NULL), n * sizeof(float));
+    vd_denoiser_pass_free(p);
+}
+
+/* The teacher's guided prediction, as the sampler forms it, into target (n floats), from its
+ * conditional prediction v_c: v = v_u + g (v_c - v_u) + a (v_c - v_guide). */
+static void guided_target(vd_distill *d, const int32_t *ids, const float *x_in, const float *t, int N, int T, int h,
+                          int w, const float *v_c, float *target, size_t n)
+{
+    vd_backend *be = d->be;
+    predict(&d->teacher, empty_ids(d, N), x_in, t, N, T, h, w, target, n);
+    be->axpby(be, target, d->guidance, v_c, 1.0f - d->guidance, n);
+    if (d->has_guide && d->guide_scale > 0.0f) {
+        float *v_guide = vd_model_scratch(&d->teacher, n);
+        predict(&d->guide, ids, x_in, t, N, T, h, w, v_guide, n);
+        be->axpby(be, v_guide, 1.0f, v_c, -1.0f, n); /* v_c - v_guide */
+        be->axpby(be, target, d->guide_scale, v_guide, 1.0f, n);
+        vd_model_scratch_done(&d->teacher, v_guide);
+    }
+}
+
 float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, const int32_t *ids, const float *x_in,
                                 const float *t, const float *t_host, const double *abar, const float *v_target,
                                 const float *weight, int N, int T, int h, int w, const vd_distill_renoise *renoise,
@@ -431,12 +505,18 @@ float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, 
     size_t n;
     const float *pred = vd_denoiser_pass_output(sp, ns - 1, &n);
     float *dpred = vd_model_scratch(student, n);
-    be->mse_loss(be, &terms->task, dpred, pred, v_target, weight, n, 1.0f);
 
     float **extra = vd_calloc((size_t)ns, sizeof *extra);
-    int want_icd = d->lambda_icd > 0 && d->npairs > 0, want_mca = d->lambda_mca > 0;
-    if (want_icd || want_mca) {
+    int want_icd = d->lambda_icd > 0 && d->npairs > 0, want_mca = d->lambda_mca > 0, guided = d->guidance > 1.0f;
+    float *guided_v = guided ? vd_model_scratch(student, n) : NULL;
+    if (!guided) be->mse_loss(be, &terms->task, dpred, pred, v_target, weight, n, 1.0f);
+    if (want_icd || want_mca || guided) {
         vd_denoiser_pass *tp = vd_denoiser_forward(&d->teacher, ids, x_in, t, N, T, h, w, 0);
+        if (guided) {
+            guided_target(d, ids, x_in, t, N, T, h, w, vd_denoiser_pass_output(tp, vd_denoiser_pass_stages(tp) - 1, NULL),
+                          guided_v, n);
+            be->mse_loss(be, &terms->task, dpred, pred, guided_v, weight, n, 1.0f);
+        }
         for (int k = 0; want_icd && k < d->npairs; k++) {
             size_t fn;
             const float *fs = vd_denoiser_pass_output(sp, d->pairs[k].student, &fn);
@@ -447,7 +527,8 @@ float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, 
             terms->icd += part / (float)d->npairs;
         }
         if (want_mca) {
-            const float *pred_t = vd_denoiser_pass_output(tp, vd_denoiser_pass_stages(tp) - 1, NULL);
+            const float *pred_t =
+                guided ? guided_v : vd_denoiser_pass_output(tp, vd_denoiser_pass_stages(tp) - 1, NULL);
             terms->mca = mca(d, ids, x_in, pred, pred_t, t_host, abar, N, T, h, w, renoise, dpred, &terms->disc);
         }
         vd_denoiser_pass_free(tp);
@@ -456,6 +537,7 @@ float vd_distill_loss_and_grads(vd_distill *d, vd_model *student, float *grads, 
     for (int i = 0; i < ns; i++)
         if (extra[i]) vd_model_scratch_done(student, extra[i]);
     free(extra);
+    if (guided_v) vd_model_scratch_done(student, guided_v);
     vd_model_scratch_done(student, dpred);
     vd_denoiser_pass_free(sp);
     return terms->task + d->lambda_icd * terms->icd + d->lambda_mca * terms->mca;

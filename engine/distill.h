@@ -22,7 +22,14 @@
  * condition channels, t' and the text: the teacher's are real, the student's fake. The heads
  * minimise the hinge loss mean(relu(1 - D(real))) + mean(relu(1 + D(fake))) with their own AdamW
  * (betas 0.5 and 0.999, no weight decay); the student's MCA term is -mean(D(fake)), whose gradient
- * reaches the student's prediction through the frozen backbone. */
+ * reaches the student's prediction through the frozen backbone.
+ *
+ * Guidance distillation (vd_distill_set_guided_target): the task term's target is then not the
+ * data's v but the teacher's guided prediction on the same input,
+ *   v = v_u + g (v_c - v_u) + a (v_c - v_guide),
+ * the sampler's (sampler.h) with the teacher's conditional and empty-prompt rows and a guide's
+ * conditional row, and MCA's real side is that guided prediction. A student so trained samples
+ * with one row a step (guidance 1), where its teacher needs two or three. */
 #ifndef VD_DISTILL_H
 #define VD_DISTILL_H
 
@@ -49,6 +56,12 @@ vd_distill *vd_distill_open(const char *teacher_path, const vd_model *student, v
                             float lambda_mca, float disc_lr, uint64_t seed, char *err, size_t errlen);
 void vd_distill_free(vd_distill *d);
 
+/* Makes the task target the teacher's guided prediction at guidance g (> 1), moved away from the
+ * guide at guide_path (a weaker model of the teacher's latents, text length and schedule; NULL
+ * or "" for none) by guide_scale a. 0, or -1 with a message (the guide does not load or fit). */
+int vd_distill_set_guided_target(vd_distill *d, float guidance, const char *guide_path, float guide_scale, char *err,
+                                 size_t errlen);
+
 /* The MCA's re-noising of one micro-batch: a timestep per clip (host) and the noise
  * (N, T, out_channels, h, w) in backend memory. Unused when MCA is off. */
 typedef struct {
@@ -58,7 +71,7 @@ typedef struct {
 
 /* The student's loss on one micro-batch (inputs as vd_denoiser_loss_and_grads, in backend
  * memory, weight, or NULL, weighing the task term alone; t_host the timesteps on the host and
- * abar the schedule's cumulative alphas, for x0):
+ * abar the schedule's cumulative alphas, for x0; v_target is unused under a guided target):
  * student gradients accumulate into grads, the heads' gradients into the discriminator's own
  * buffer (zeroed by vd_distill_disc_step). Returns task + lambda_icd ICD + lambda_mca MCA; terms
  * gets each term. */

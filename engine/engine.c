@@ -109,27 +109,6 @@ void vd_engine_close(vd_engine *e)
     free(e);
 }
 
-/* Whether guide can stand in for e's model in a denoiser step: the same tokens, text rows,
- * latents and noise schedule. */
-static int guide_fits(const vd_model *model, const vd_model *guide, const char *path, char *err)
-{
-    const vd_model_config *a = &model->cfg, *b = &guide->cfg;
-    if (!b->text.present || !b->unet.present)
-        return vd_fail(err, VD_ERR_LEN, "guide %s: a guide model needs a text encoder and a UNet", path);
-    int same_vocab = a->text.vocab_size == b->text.vocab_size;
-    for (int i = 0; same_vocab && i < a->text.vocab_size; i++) same_vocab = strcmp(a->text.vocab[i], b->text.vocab[i]) == 0;
-    if (!same_vocab || a->text.max_tokens != b->text.max_tokens)
-        return vd_fail(err, VD_ERR_LEN, "guide %s: its vocabulary or token count differs from the model's", path);
-    if (a->unet.in_channels != b->unet.in_channels || a->unet.out_channels != b->unet.out_channels ||
-        a->unet.context_dim != b->unet.context_dim)
-        return vd_fail(err, VD_ERR_LEN, "guide %s: its UNet's inputs or outputs differ from the model's", path);
-    const vd_diffusion_config *da = &a->diffusion, *db = &b->diffusion;
-    if (da->train_steps != db->train_steps || da->beta_start != db->beta_start || da->beta_end != db->beta_end ||
-        da->zero_terminal_snr != db->zero_terminal_snr || da->snr_shift != db->snr_shift)
-        return vd_fail(err, VD_ERR_LEN, "guide %s: its noise schedule differs from the model's", path);
-    return 0;
-}
-
 int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char err[VD_ERR_LEN])
 {
     if (e->has_guide) return vd_fail(err, VD_ERR_LEN, "the engine has a guide model already");
@@ -138,7 +117,7 @@ int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char 
     const vd_model *base = &e->model;
     if (path) {
         if (vd_model_load(&loaded, path, err, VD_ERR_LEN)) return -1;
-        if (guide_fits(&e->model, &loaded, path, err)) {
+        if (vd_model_guide_fits(&e->model, &loaded, path, err, VD_ERR_LEN)) {
             vd_model_free(&loaded);
             return -1;
         }
@@ -191,6 +170,7 @@ void vd_engine_limits(const vd_engine *e, vd_model_limits *out)
     out->latent_div = f * (1 << (u->levels - 1));
     out->max_tokens = e->model.cfg.text.max_tokens;
     out->default_frames = u->frames;
+    out->sampling_guidance = e->model.cfg.sampling.guidance;
 }
 
 int vd_engine_vocab_size(const vd_engine *e) { return e->model.cfg.text.vocab_size; }
@@ -434,6 +414,9 @@ int vd_print_info(const char *path_or_preset, FILE *out, char err[VD_ERR_LEN])
             for (int i = 0; i < u->removed_count; i++) fprintf(out, " %s", u->removed[i]);
             fprintf(out, "\n");
         }
+        if (cfg.sampling.guidance > 0)
+            fprintf(out, "samples at guidance %g where none is asked for%s\n", cfg.sampling.guidance,
+                    cfg.sampling.guidance == 1.0f ? " (guidance-distilled: one UNet row a video a step)" : "");
         char names[256][16];
         int nb = vd_unet_block_names(u, names, 256);
         fprintf(out, "%-12s %12s\n", "block", "parameters");

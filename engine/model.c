@@ -955,3 +955,22 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
         for (int j = 0; j < skip_n[l]; j++) done(m, skips[l][j]);
     done(m, te2), done(m, frames);
 }
+
+int vd_model_guide_fits(const vd_model *model, const vd_model *guide, const char *path, char *err, size_t errlen)
+{
+    const vd_model_config *a = &model->cfg, *b = &guide->cfg;
+    if (!b->text.present || !b->unet.present)
+        return vd_fail(err, errlen, "guide %s: a guide model needs a text encoder and a UNet", path);
+    int same_vocab = a->text.vocab_size == b->text.vocab_size;
+    for (int i = 0; same_vocab && i < a->text.vocab_size; i++) same_vocab = strcmp(a->text.vocab[i], b->text.vocab[i]) == 0;
+    if (!same_vocab || a->text.max_tokens != b->text.max_tokens)
+        return vd_fail(err, errlen, "guide %s: its vocabulary or token count differs from the model's", path);
+    if (a->unet.in_channels != b->unet.in_channels || a->unet.out_channels != b->unet.out_channels ||
+        a->unet.context_dim != b->unet.context_dim)
+        return vd_fail(err, errlen, "guide %s: its UNet's inputs or outputs differ from the model's", path);
+    const vd_diffusion_config *da = &a->diffusion, *db = &b->diffusion;
+    if (da->train_steps != db->train_steps || da->beta_start != db->beta_start || da->beta_end != db->beta_end ||
+        da->zero_terminal_snr != db->zero_terminal_snr || da->snr_shift != db->snr_shift)
+        return vd_fail(err, errlen, "guide %s: its noise schedule differs from the model's", path);
+    return 0;
+}

@@ -58,6 +58,10 @@ int vd_model_save(const vd_model *m, const char *path, vd_st_dtype dtype, char *
  * path names the others, beside it, and reading it reads them all); 0 is one file. */
 int vd_model_save_parts(const vd_model *m, const char *path, vd_st_dtype dtype, size_t max_file_bytes, char *err,
                         size_t errlen);
+/* Whether guide can stand in for model in a guided denoiser step (sampler.h): the same
+ * vocabulary and token count, UNet inputs, outputs and text width, and noise schedule. 0, or -1
+ * with a message naming path. */
+int vd_model_guide_fits(const vd_model *model, const vd_model *guide, const char *path, char *err, size_t errlen);
 /* Copies the weights to a backend (the model keeps using it until freed); a model without host
  * weights gets uninitialised backend memory (for FLOP counting and speed measurement). */
 void vd_model_attach(vd_model *m, vd_backend *be);

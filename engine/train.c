@@ -206,6 +206,12 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
         else if (strcmp(key, "object_count_odds") == 0) rc = get_count_odds(v, key, c->object_count_odds, err, errlen);
         else if (strcmp(key, "teacher") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_string(v, key, c->teacher, sizeof c->teacher, err, errlen);
+        else if (strcmp(key, "teacher_guidance") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_float(v, key, 1, 100, &c->teacher_guidance, err, errlen);
+        else if (strcmp(key, "teacher_guide_scale") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_float(v, key, 0, 100, &c->teacher_guide_scale, err, errlen);
+        else if (strcmp(key, "teacher_guide") == 0 && c->target == VD_TRAIN_DENOISER)
+            rc = get_string(v, key, c->teacher_guide, sizeof c->teacher_guide, err, errlen);
         else if (strcmp(key, "diffusion") == 0 && c->target == VD_TRAIN_DENOISER)
             rc = get_schedule(v, c->schedule, sizeof c->schedule, err, errlen);
         else if (strcmp(key, "pooled_text") == 0 && c->target == VD_TRAIN_DENOISER) {
@@ -235,6 +241,12 @@ int vd_train_config_parse(const char *json, vd_train_config *c, char *err, size_
     if (c->min_lr > c->lr) return vd_fail(err, errlen, "training config min_lr: above lr");
     if (c->teacher[0] && c->clips > VD_DISTILL_MAX_CLIPS)
         return vd_fail(err, errlen, "training config clips: at most %d when distilling", VD_DISTILL_MAX_CLIPS);
+    if (c->teacher_guidance != 0 && !(c->teacher_guidance > 1))
+        return vd_fail(err, errlen, "training config teacher_guidance: must be above 1 (guidance 1 is no guidance)");
+    if ((c->teacher_guide[0] || c->teacher_guide_scale > 0) && !(c->teacher_guidance > 1))
+        return vd_fail(err, errlen, "training config teacher_guide: needs a teacher_guidance above 1");
+    if (c->teacher_guide_scale > 0 && !c->teacher_guide[0])
+        return vd_fail(err, errlen, "training config teacher_guide_scale: needs a teacher_guide model file");
     if (c->object_loss_by_size && !(c->object_loss_weight > 0))
         return vd_fail(err, errlen, "training config object_loss_by_size: needs an object_loss_weight above 0 to scale");
     if (c->disc_lr == 0) c->disc_lr = c->lr;
@@ -743,6 +755,11 @@ static vd_train_run *open_replica(const vd_train_config *c, vd_backend *be, int 
         r->distill = vd_distill_open(c->teacher, &r->model, be, c->lambda_icd, c->lambda_mca, c->disc_lr, c->seed, err,
                                      errlen);
         rc = r->distill ? 0 : -1;
+        if (rc == 0 && c->teacher_guidance > 1) {
+            rc = vd_distill_set_guided_target(r->distill, c->teacher_guidance, c->teacher_guide, c->teacher_guide_scale,
+                                              err, errlen);
+            r->model.cfg.sampling.guidance = 1.0f; /* its prediction is guided already: it samples without */
+        }
         if (rc == 0) {
             int f = 1 << (r->ae.cfg.ae.levels - 1);
             size_t zn = (size_t)c->clips * c->batch * r->ae.cfg.ae.latent_channels * (r->side / f) * (r->side / f);

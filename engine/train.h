@@ -69,6 +69,11 @@ typedef struct {
      * off. The discriminator's heads have their own AdamW at disc_lr. */
     char teacher[VD_TRAIN_PATH_LEN];
     float lambda_icd, lambda_mca, disc_lr;
+    /* guidance distillation (distill.h): teacher_guidance above 1 makes the task target the
+     * teacher's guided prediction, moved away from teacher_guide (a file, or "") by
+     * teacher_guide_scale; 0 keeps the data's v */
+    float teacher_guidance, teacher_guide_scale;
+    char teacher_guide[VD_TRAIN_PATH_LEN];
     /* denoiser: "diffusion", a JSON object of schedule fields (vd_config_parse_schedule) that
      * replace init's, e.g. {"zero_terminal_snr": true, "snr_shift": 3}; "" keeps init's */
     char schedule[256];

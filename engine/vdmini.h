@@ -60,6 +60,8 @@ typedef struct {
     int latent_div;  /* width and height must be multiples of this */
     int max_tokens;
     int default_frames;
+    float sampling_guidance; /* the guidance the model's file records it samples at (config.h,
+                              * sampling: 1 for a guidance-distilled student), 0 where none */
 } vd_model_limits;
 void vd_engine_limits(const vd_engine *e, vd_model_limits *out);
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "models.h"
 #include "multipart.h"
 #include "video.h"
 
@@ -469,15 +470,6 @@ done:
     return rc;
 }
 
-/* The guidance and guide scales of a request that gives none: with a guide, guided sampling
- * (default_guided_guidance and default_guide_scale); without, default_guidance alone
- * (model_lock read-locked). */
-static void default_scales(const vd_server *srv, const vd_server_config *c, double *guidance, double *guide_scale)
-{
-    *guidance = srv->has_guide ? c->default_guided_guidance : c->default_guidance;
-    *guide_scale = srv->has_guide ? c->default_guide_scale : 0.0;
-}
-
 /* Fills job from the create fields (every field checked) and stores its input image. */
 static int job_from_fields(const vd_request *r, const request_fields *f, vd_job *job, vd_reply *reply)
 {
@@ -514,7 +506,7 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
 
     long long fps = c->default_fps, steps = c->default_steps, seed = 0;
     double guidance, guide_scale;
-    default_scales(srv, c, &guidance, &guide_scale);
+    vd_models_default_scales(srv, c, &guidance, &guide_scale);
     if (vd_api_get_integer(f->fields, "fps", 1, VD_MP4_MAX_FPS, &fps, reply) < 0) return -1;
     if (vd_api_get_integer(f->fields, "num_inference_steps", 1, c->max_steps, &steps, reply) < 0) return -1;
     if (vd_api_get_number(f->fields, "guidance_scale", 0, 100, &guidance, reply) < 0) return -1;
@@ -962,7 +954,7 @@ static json_t *active_model_object(const vd_request *r)
     char default_size[32];
     snprintf(default_size, sizeof default_size, "%dx%d", c->default_width, c->default_height);
     double guidance, guide_scale;
-    default_scales(srv, c, &guidance, &guide_scale);
+    vd_models_default_scales(srv, c, &guidance, &guide_scale);
     json_t *limits = json_pack(
         "{s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:[s,s], s:s, s:i}",
         "image_size", srv->limits.image_size, "size_multiple_of", srv->limits.latent_div, "max_width", c->max_width,

@@ -262,7 +262,8 @@ typedef struct {
     const char *model, *ae;
     cli_guide guide;
     int prompts, steps, i2v, bf16, batch;
-    float guidance, guidance_rescale;
+    float guidance; /* < 0: the model's own (vd_model_limits), else VD_DEFAULT_GUIDANCE */
+    float guidance_rescale;
     vd_sampler_kind sampler;
     float from_truth; /* > 0: each clip starts from its true clip, noised for the last share of the steps */
     uint64_t seed;
@@ -288,6 +289,9 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
     }
     vd_model_limits lim;
     vd_engine_limits(e, &lim);
+    float guidance = o->guidance >= 0                 ? o->guidance
+                     : lim.sampling_guidance > 0 ? lim.sampling_guidance
+                                                 : VD_DEFAULT_GUIDANCE;
     int side = lim.image_size, frames = lim.default_frames, rc = 0, batch = o->batch;
     if (frames > VD_WORLD_MAX_FRAMES || side > VD_WORLD_MAX_SIDE) {
         fprintf(stderr, "vdmini: the model's %d frames of %dx%d are beyond what the world renders\n", frames, side, side);
@@ -311,7 +315,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
             float *truth_clip = truth_clips ? truth_clips + (size_t)k * frames * frame_floats : NULL;
             if (truth_clip) vd_world_render(truth, truth_clip);
             vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames,
-                               .width = side, .height = side, .steps = o->steps, .guidance = o->guidance,
+                               .width = side, .height = side, .steps = o->steps, .guidance = guidance,
                                .guidance_rescale = o->guidance_rescale, .guide_scale = o->guide.scale,
                                .sampler = o->sampler, .seed = o->seed + (uint64_t)(i0 + k),
                                .video = truth_clip, .strength = o->from_truth};
@@ -350,7 +354,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
 static int cmd_eval(const cli_program *p, int argc, char **argv)
 {
     const char *videos = NULL, *truth = NULL, *json_path = NULL, *v;
-    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = VD_DEFAULT_GUIDANCE, .device = VD_DEVICE_AUTO, .batch = 8};
+    model_eval_options m = {.prompts = 16, .steps = 25, .guidance = -1, .device = VD_DEVICE_AUTO, .batch = 8};
     int guide_flag;
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
@@ -510,7 +514,8 @@ static int run_training(int argc, char **argv, int first, const char *what, int 
     vd_train_config_defaults(&cfg);
     cfg.target = denoiser ? VD_TRAIN_DENOISER : VD_TRAIN_AE;
     if (vd_train_config_load(config, &cfg, err, sizeof err)) return cli_bad_arg("--config", err);
-    if (!distill && cfg.teacher[0]) return cli_bad_arg("--config", "a teacher distils: use vdmini distill");
+    if (!distill && (cfg.teacher[0] || cfg.teacher_guidance > 0))
+        return cli_bad_arg("--config", "a teacher distils: use vdmini distill");
     if (distill) {
         if (strlen(teacher) >= sizeof cfg.teacher || strlen(student) >= sizeof cfg.init)
             return cli_bad_arg("--teacher", "path too long");

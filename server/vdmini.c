@@ -92,8 +92,8 @@ static int has_suffix(const char *s, const char *suffix)
 static int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *image = NULL, *out = NULL, *ae = NULL, *v;
-    int frames = 16, width = 128, height = 128, fps = 8, steps = 25, bf16 = 0, seed_given = 0;
-    float guidance = VD_DEFAULT_GUIDANCE, guidance_rescale = 0.0f;
+    int frames = 16, width = 128, height = 128, fps = 8, steps = 25, bf16 = 0, seed_given = 0, guidance_given = 0;
+    float guidance = 0.0f, guidance_rescale = 0.0f;
     vd_sampler_kind sampler = VD_SAMPLER_DDIM;
     vd_device device = VD_DEVICE_AUTO;
     uint64_t seed = 0;
@@ -129,6 +129,7 @@ static int cmd_generate(int argc, char **argv)
                 return cli_bad_arg(f, "expected WIDTHxHEIGHT, e.g. 128x128");
         } else if (strcmp(f, "--guidance") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 100, &guidance)) return CLI_EXIT_USAGE;
+            guidance_given = 1;
         } else if (strcmp(f, "--guidance-rescale") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 1, &guidance_rescale))
                 return CLI_EXIT_USAGE;
@@ -161,6 +162,7 @@ static int cmd_generate(int argc, char **argv)
     }
     vd_model_limits lim;
     vd_engine_limits(e, &lim);
+    if (!guidance_given) guidance = lim.sampling_guidance > 0 ? lim.sampling_guidance : VD_DEFAULT_GUIDANCE;
     if (width % lim.latent_div || height % lim.latent_div || width % 2 || height % 2) {
         fprintf(stderr, "vdmini: --size: width and height must be multiples of %d\n", lim.latent_div);
         vd_engine_close(e);

@@ -1,13 +1,17 @@
 #!/bin/sh
 # test_distill_student.sh: tools/distill-student.sh end to end with --quick on the CPU, from the
-# shipped teacher: it writes a bf16 student without exactly the units of plan D, each stage's
-# config takes its recipe's settings, a second run changes nothing, and an unknown option or a
-# bad --gpus is refused before anything runs.
+# shipped teacher: it writes a bf16 student without exactly the units of plan D that samples at
+# guidance 1, each stage's config takes its recipe's settings (the guidance-distilling stages the
+# guide too: here the teacher stands in for it, as a clone without the history has no derived
+# guide), a second run changes nothing, and an unknown option or a bad --gpus is refused before
+# anything runs.
 set -u
 : "${top_srcdir:=.}"
 script="$top_srcdir/tools/distill-student.sh"
 . "$top_srcdir/tests/cli/script_test.sh"
 out="$work/out"
+GUIDE="$top_srcdir/models/teacher.safetensors"
+export GUIDE
 
 expect_refused "an unknown option" --epochs --epochs 3
 expect_refused "--gpus 0" --gpus --gpus 0
@@ -26,15 +30,25 @@ PY
 else
     bad "student: removed '$removed'"
 fi
+if "$VDMINI" info "$out/vdmini.safetensors" 2>/dev/null | grep -q "^samples at guidance 1 where none is asked for"; then
+    ok "the student samples at guidance 1"
+else
+    bad "the student's file records no sampling guidance of 1"
+fi
 # each stage: its recipe's settings (but --quick's), the shipped autoencoder, the stage before it
 if python3 - "$top_srcdir/models/recipes" "$out" <<'PY'; then
 import json, os, sys
 recipes, out = sys.argv[1:]
-for n in range(1, 7):
+for n in range(1, 10):
     got, want = json.load(open(f"{out}/student-{n}.json")), json.load(open(f"{recipes}/student-{n}.json"))
     assert got["out_dir"] == f"student-{n}" and got["ae"].endswith("models/ae.safetensors"), got
     for key in ("lr", "min_lr", "ema_decay", "seed", "lambda_icd", "lambda_mca", "object_loss_weight"):
         assert got[key] == want[key], (n, key)
+    guided = n >= 7
+    assert ("teacher_guidance" in want) == guided, n
+    if guided:
+        assert got["teacher_guidance"] == want["teacher_guidance"] and got["teacher_guide_scale"] == 2, got
+        assert os.path.samefile(got["teacher_guide"], os.environ["GUIDE"]), got
     assert got["steps"] == 2 and os.path.exists(f"{out}/student-{n}/student-ema.safetensors"), n
 PY
     ok "each stage follows its recipe"

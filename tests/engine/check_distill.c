@@ -2,9 +2,10 @@
  * case written by tools/reference/make_distill_cases.py, on both CPU backends: the terms task, ICD,
  * MCA and the discriminator's hinge loss, the gradient of the student's loss for every student
  * parameter, and the hinge loss's gradient for the discriminator heads (relative to the larger of
- * its norm and its two sides' norm, since the sides nearly cancel).
+ * its norm and its two sides' norm, since the sides nearly cancel). A case with distill.guided has
+ * the teacher's guided prediction as the task's target, moved away from GUIDE where given.
  *
- *   check_distill TEACHER.safetensors STUDENT.safetensors CASES.safetensors
+ *   check_distill TEACHER.safetensors STUDENT.safetensors CASES.safetensors [GUIDE.safetensors]
  *
  * Prints one line per check and "N passed, M failed"; exits 1 when anything failed. */
 #include "ae_train.h"
@@ -68,7 +69,8 @@ static double relative_error(const float *got, const float *want, size_t n)
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-static void check_backend(vd_backend *be, const char *teacher_path, const char *student_path, const vd_st_file *cases)
+static void check_backend(vd_backend *be, const char *teacher_path, const char *student_path, const char *guide_path,
+                          const vd_st_file *cases)
 {
     char err[512];
     vd_model student;
@@ -82,6 +84,14 @@ static void check_backend(vd_backend *be, const char *teacher_path, const char *
     if (!d) {
         fprintf(stderr, "check_distill: %s\n", err);
         exit(2);
+    }
+    if (vd_st_find(cases, "distill.guided")) { /* the task's target is the teacher's guided prediction */
+        float *guided = host_f32(cases, "distill.guided", NULL);
+        if (vd_distill_set_guided_target(d, guided[0], guide_path, guided[1], err, sizeof err)) {
+            fprintf(stderr, "check_distill: %s\n", err);
+            exit(2);
+        }
+        free(guided);
     }
     size_t nheads;
     float *heads = host_f32(cases, "distill.heads", &nheads);
@@ -175,8 +185,8 @@ static void check_backend(vd_backend *be, const char *teacher_path, const char *
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: check_distill TEACHER.safetensors STUDENT.safetensors CASES.safetensors\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: check_distill TEACHER.safetensors STUDENT.safetensors CASES.safetensors [GUIDE.safetensors]\n");
         return 2;
     }
     vd_st_file cases;
@@ -187,7 +197,7 @@ int main(int argc, char **argv)
     }
     vd_backend *backends[] = {vd_backend_cpu_reference(), vd_backend_cpu()};
     for (int i = 0; i < 2; i++) {
-        check_backend(backends[i], argv[1], argv[2], &cases);
+        check_backend(backends[i], argv[1], argv[2], argc == 5 ? argv[4] : NULL, &cases);
         backends[i]->destroy(backends[i]);
     }
     vd_st_free(&cases);

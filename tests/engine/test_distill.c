@@ -314,8 +314,9 @@ static int stop_after_two(void *user, const vd_train_stats *st, int total, doubl
 }
 
 /* A distillation run in work_dir/NAME: small_model.h's whole model (with its autoencoder) as the
- * teacher, down.0.0 removed as the student, 3 steps of grad_accum micro-batches of one clip. */
-static void driver_config(vd_train_config *c, const char *name, int grad_accum)
+ * teacher, down.0.0 removed as the student, 3 steps of grad_accum micro-batches of one clip; extra
+ * is more of the config's fields (", ..." or ""). */
+static void driver_config_with(vd_train_config *c, const char *name, int grad_accum, const char *extra)
 {
     char err[512], model_path[300], student_path[300], json[4096];
     snprintf(model_path, sizeof model_path, "%s/full.safetensors", work_dir);
@@ -337,13 +338,36 @@ static void driver_config(vd_train_config *c, const char *name, int grad_accum)
     snprintf(json, sizeof json,
              "{\"steps\": 3, \"batch\": 4, \"lr\": 0.002, \"warmup_steps\": 1, \"loader_threads\": 1, \"seed\": 5,"
              " \"grad_accum\": %d, \"out_dir\": \"%s/%s\", \"ae\": \"%s\", \"init\": \"%s\", \"teacher\": \"%s\","
-             " \"lambda_icd\": 0.5}",
-             grad_accum, work_dir, name, model_path, student_path, model_path);
+             " \"lambda_icd\": 0.5%s}",
+             grad_accum, work_dir, name, model_path, student_path, model_path, extra);
     vd_train_config_defaults(c);
     c->target = VD_TRAIN_DENOISER;
     int rc = vd_train_config_parse(json, c, err, sizeof err);
     if (rc) fprintf(stderr, "%s\n", err);
     assert_int_equal(rc, 0);
+}
+
+static void driver_config(vd_train_config *c, const char *name, int grad_accum)
+{
+    driver_config_with(c, name, grad_accum, "");
+}
+
+/* Resumes run NAME from its checkpoint of step STEP and runs it to the end. */
+static void finish_from_checkpoint(vd_train_config *c, vd_backend *be, const char *name, int step)
+{
+    char err[512], path[400];
+    snprintf(path, sizeof path, "%s/%s/step-%06d", work_dir, name, step);
+    int rc = vd_train(c, be, path, NULL, NULL, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+}
+
+/* The EMA student that run NAME wrote at its end. */
+static void load_final_student(const char *name, vd_model *out)
+{
+    char err[512], path[400];
+    snprintf(path, sizeof path, "%s/%s/student-ema.safetensors", work_dir, name);
+    assert_int_equal(vd_model_load(out, path, err, sizeof err), 0);
 }
 
 static void test_driver_distils_and_resumes(void **state)
@@ -366,13 +390,9 @@ static void test_driver_distils_and_resumes(void **state)
     snprintf(path, sizeof path, "%s/run/student-ema.safetensors", work_dir);
     assert_int_not_equal(access(path, F_OK), 0); /* stopped: no final weights yet */
 
-    snprintf(path, sizeof path, "%s/run/step-000002", work_dir);
-    rc = vd_train(&c, be, path, NULL, NULL, err, sizeof err);
-    if (rc) fprintf(stderr, "%s\n", err);
-    assert_int_equal(rc, 0);
-    snprintf(path, sizeof path, "%s/run/student-ema.safetensors", work_dir);
+    finish_from_checkpoint(&c, be, "run", 2);
     vd_model out;
-    assert_int_equal(vd_model_load(&out, path, err, sizeof err), 0);
+    load_final_student("run", &out);
     assert_int_equal(out.cfg.unet.removed_count, 1);
     vd_model_free(&out);
     snprintf(path, sizeof path, "%s/run/train.csv", work_dir);
@@ -383,6 +403,69 @@ static void test_driver_distils_and_resumes(void **state)
     fclose(f);
     assert_string_equal(header, "step,loss,lr,grad_norm,clips_per_s,task,icd,mca,disc\n");
     be->destroy(be);
+}
+
+/* Records the first step's stats and stops after the second. */
+static int first_step_then_stop(void *user, const vd_train_stats *st, int total, double steps_per_s)
+{
+    (void)total, (void)steps_per_s;
+    if (st->step == 1) *(vd_train_stats *)user = *st;
+    return st->step == 2;
+}
+
+/* Guidance distillation through the driver: the task term's target is the teacher's guided
+ * prediction (the student file standing in as the guide), so the first step's task loss differs
+ * from plain distillation's on the same clips, and the student it writes records that it samples
+ * at guidance 1; the config's guide fields are refused without a guidance above 1. */
+static void test_driver_guidance_distils(void **state)
+{
+    (void)state;
+    char err[512], extra[400];
+    vd_train_config plain, guided;
+    driver_config(&plain, "plain-target", 1);
+    snprintf(extra, sizeof extra,
+             ", \"teacher_guidance\": 3, \"teacher_guide\": \"%s/student.safetensors\", \"teacher_guide_scale\": 1",
+             work_dir);
+    driver_config_with(&guided, "guided-target", 1, extra);
+    assert_true(guided.teacher_guidance == 3.0f && guided.teacher_guide_scale == 1.0f);
+    vd_backend *be = vd_backend_cpu();
+    vd_train_stats st_plain, st_guided;
+    plain.steps = 1;
+    assert_int_equal(vd_train(&plain, be, NULL, stop_after_two, &st_plain, err, sizeof err), 0);
+    int rc = vd_train(&guided, be, NULL, first_step_then_stop, &st_guided, err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    fprintf(stderr, "first step's task loss: plain target %.6g, guided target %.6g\n", st_plain.task, st_guided.task);
+    assert_true(isfinite(st_guided.task) && st_guided.task > 0);
+    assert_true(fabsf(st_guided.task - st_plain.task) > 1e-3f * st_plain.task);
+    finish_from_checkpoint(&guided, be, "guided-target", 2);
+    vd_model out;
+    load_final_student("guided-target", &out);
+    assert_true(out.cfg.sampling.guidance == 1.0f);
+    vd_model_free(&out);
+    load_final_student("plain-target", &out);
+    assert_true(out.cfg.sampling.guidance == 0.0f);
+    vd_model_free(&out);
+    be->destroy(be);
+
+    static const struct {
+        const char *fields, *message;
+    } bad[] = {
+        {"\"teacher_guide\": \"g.safetensors\"", "teacher_guide: needs a teacher_guidance above 1"},
+        {"\"teacher_guidance\": 2, \"teacher_guide_scale\": 1", "teacher_guide_scale: needs a teacher_guide"},
+        {"\"teacher_guidance\": 1", "teacher_guidance: must be above 1"},
+        {"\"teacher_guidance\": 0.5", "teacher_guidance"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char json[300];
+        vd_train_config c;
+        snprintf(json, sizeof json, "{\"out_dir\": \"x\", \"ae\": \"a\", %s}", bad[i].fields);
+        vd_train_config_defaults(&c);
+        c.target = VD_TRAIN_DENOISER;
+        err[0] = 0;
+        assert_int_equal(vd_train_config_parse(json, &c, err, sizeof err), -1);
+        if (!strstr(err, bad[i].message)) fail_msg("%s: message \"%s\" lacks \"%s\"", json, err, bad[i].message);
+    }
 }
 
 /* The steps' stats and the final student weights of driver_config's run with two micro-batches a
@@ -437,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_steps_lower_icd),
         cmocka_unit_test(test_driver_distils_and_resumes),
+        cmocka_unit_test(test_driver_guidance_distils),
         cmocka_unit_test(test_driver_on_two_backends),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

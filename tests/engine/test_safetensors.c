@@ -303,6 +303,35 @@ static void test_config(void **state)
                         "\"head_dim\":32,\"groups\":16,\"in_channels\":9,\"out_channels\":4,\"context_dim\":64,\"frames\":4,"
                         "\"latent_size\":[8,8],\"removed\":[\"temporal.1\",\"mid\",\"temporal.1\"]}}", "removed[2]: \"temporal.1\" is named twice");
     expect_config_error("{\"format\":\"vdmini\",\"unet\":{\"channels\":\"x\"}}", "unet.channels");
+    expect_config_error("{\"format\":\"vdmini\",\"sampling\":{\"guidance\":0.5}}", "sampling.guidance: 0.5 is outside");
+    expect_config_error("{\"format\":\"vdmini\",\"sampling\":{\"guidance\":\"1\"}}", "sampling.guidance: not a number");
+    expect_config_error("{\"format\":\"vdmini\",\"sampling\":{}}", "sampling.guidance: required");
+    expect_config_error("{\"format\":\"vdmini\",\"sampling\":{\"guidance\":1,\"steps\":4}}", "unknown field \"steps\"");
+    expect_config_error("{\"format\":\"vdmini\",\"sampling\":[1]}", "sampling: not a JSON object");
+}
+
+/* A model's recorded sampling guidance (a guidance-distilled student's) survives the JSON form;
+ * one without records none and writes no "sampling". */
+static void test_config_sampling(void **state)
+{
+    (void)state;
+    vd_model_config c, back;
+    char err[256];
+    assert_int_equal(vd_config_preset("tiny", &c), 0);
+    char *plain = vd_config_to_json(&c);
+    assert_null(strstr(plain, "sampling"));
+    assert_int_equal(vd_config_parse(plain, &back, err, sizeof err), 0);
+    assert_true(back.sampling.guidance == 0.0f);
+    vd_config_free(&back);
+    c.sampling.guidance = 1.0f;
+    char *json = vd_config_to_json(&c);
+    assert_non_null(strstr(json, "\"sampling\":{\"guidance\":1"));
+    assert_int_equal(vd_config_parse(json, &back, err, sizeof err), 0);
+    assert_true(back.sampling.guidance == 1.0f);
+    char *again = vd_config_to_json(&back);
+    assert_string_equal(json, again);
+    free(plain), free(json), free(again);
+    vd_config_free(&c), vd_config_free(&back);
 }
 
 /* write_one PATH META_PARTS TENSOR...: a file of 4-float tensors named as given, with
@@ -590,7 +619,8 @@ int main(void)
         cmocka_unit_test(test_parse_bad_lengths), cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_write_read_round_trip), cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_e4m3),              cmocka_unit_test(test_f8_files),
-        cmocka_unit_test(test_config),            cmocka_unit_test(test_model_files),
+        cmocka_unit_test(test_config),            cmocka_unit_test(test_config_sampling),
+        cmocka_unit_test(test_model_files),
         cmocka_unit_test(test_model_parts),
         cmocka_unit_test(test_removed_blocks),    cmocka_unit_test(test_removed_temporal_units),
         cmocka_unit_test(test_removed_attention_units), cmocka_unit_test(test_tokenizer),

@@ -1130,6 +1130,35 @@ def test_activation_and_persistence_across_restarts(small_model, workdir):
         srv.stop()
 
 
+def test_guidance_distilled_student_serves_at_guidance_one(small_model, workdir):
+    """A distillation toward the teacher's guided prediction registers a student whose file says it
+    samples at guidance 1: activated, it is the default a request without guidance_scale gets."""
+    guide = make_small_model(os.path.join(workdir, "guide.safetensors"), 7)
+    srv = Server(workdir, small_model, admin_keys=[ADMIN_KEY], **SMALL_SETTINGS)
+    try:
+        training = dict(QUICK_TRAINING, teacher_guidance=3, teacher_guide=guide, teacher_guide_scale=1)
+        status, run = admin_call(srv, "POST", "/admin/v1/distillations", {"plan": {"remove": ["mid"]}, "config": training})
+        assert status == 200, run
+        run = wait_run(srv, "distillations", run["id"], timeout=120)
+        assert run["status"] == "completed" and run["model"], run
+        assert srv.json("GET", "/v1/models/small")[1]["limits"]["default_guidance_scale"] == 4
+        status, body = admin_call(srv, "POST", f"/admin/v1/models/{run['model']}/activate")
+        assert status == 200 and body["active"] is True, body
+        limits = srv.json("GET", f"/v1/models/{run['model']}")[1]["limits"]
+        assert limits["default_guidance_scale"] == 1 and limits["default_guide_scale"] == 0, limits
+        video = srv.create(prompt="a red circle moves left", size="32x32")
+        assert video["guidance_scale"] == 1, video
+        assert srv.wait(video["id"])["status"] == "completed"
+        given = srv.create(prompt="a red circle moves left", size="32x32", guidance_scale=2.5)
+        assert given["guidance_scale"] == 2.5  # a request may still ask for guidance
+        # a guide without a guidance above 1 is refused, naming the field
+        status, bad = admin_call(srv, "POST", "/admin/v1/distillations",
+                                 {"plan": {"remove": ["mid"]}, "config": dict(QUICK_TRAINING, teacher_guide=guide)})
+        assert status == 400 and "teacher_guidance" in error_of(bad)["message"], bad
+    finally:
+        srv.stop()
+
+
 def test_distillation_resumes_from_its_checkpoint_after_a_restart(small_model, workdir):
     srv = Server(workdir, small_model, admin_keys=[ADMIN_KEY], **SMALL_SETTINGS)
     training = dict(QUICK_TRAINING, steps=100000, checkpoint_every=5)

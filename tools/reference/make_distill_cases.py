@@ -14,7 +14,8 @@ Tensors written:
   distill.weight, distill.eps (2, F, out_channels, s, s); distill.t2 (2,); distill.heads (the heads' parameters,
   flat, in distill.h's layout); distill.terms (4,): task, icd, mca, disc; distill.lambdas (2,);
   grad.<parameter name> for every student text.* and unet.* parameter; grad.heads (flat);
-  grad.heads_scale (1,): the norm of the heads' gradients of the real and the fake side together
+  grad.heads_scale (1,): the norm of the heads' gradients of the real and the fake side together;
+  with --guidance, distill.guided (2,): G and A
 """
 
 import argparse
@@ -103,7 +104,12 @@ def main():
     parser.add_argument("--lambda-icd", type=float, default=1.0)
     parser.add_argument("--lambda-mca", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=0.0)
+    parser.add_argument("--guide")
+    parser.add_argument("--guide-scale", type=float, default=0.0)
     args = parser.parse_args()
+    if args.guide_scale > 0 and not args.guide:
+        parser.error("--guide-scale needs --guide")
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -133,7 +139,18 @@ def main():
         out_t = stage_outputs(teacher.unet, xd, td, context_t)
     pred_s = out_s[-1].reshape(vd.shape)
     pred_t = out_t[-1].reshape(vd.shape)
-    task = (weight.double() * (pred_s - vd) ** 2).mean()
+    target = vd
+    if args.guidance > 1:  # the teacher's guided prediction is both the task's target and MCA's real side
+        empty = torch.tensor([teacher.text.tokenize("")[0]] * n, dtype=torch.int32)
+        with torch.no_grad():
+            v_u = stage_outputs(teacher.unet, xd, td, teacher.text.encode(empty))[-1].reshape(vd.shape)
+            target = v_u + args.guidance * (pred_t - v_u)
+            if args.guide_scale > 0:
+                guide = ref.load_model(args.guide, dtype=torch.float64)
+                v_guide = stage_outputs(guide.unet, xd, td, guide.text.encode(ids))[-1].reshape(vd.shape)
+                target = target + args.guide_scale * (pred_t - v_guide)
+        pred_t = target
+    task = (weight.double() * (pred_s - target) ** 2).mean()
     pairs = icd_pairs(student.unet.plan, teacher.unet.plan, len(cfg["channels"]))
     icd = sum(((out_s[s] - out_t[k]) ** 2).mean() for s, k in pairs) / len(pairs)
 
@@ -178,10 +195,12 @@ def main():
                "distill.lambdas": torch.tensor([args.lambda_icd, args.lambda_mca]).float().numpy(),
                "grad.heads": torch.cat([g.reshape(-1) for g in head_grads]).float().numpy(),
                "grad.heads_scale": heads_scale.reshape(1).float().numpy()}
+    if args.guidance > 1:
+        tensors["distill.guided"] = torch.tensor([args.guidance, args.guide_scale]).float().numpy()
     for (name, w), g in zip(params.items(), student_grads):
         tensors["grad." + name] = (g if g is not None else torch.zeros_like(w)).float().numpy()
     write_safetensors(args.out, tensors, {})
-    print(f"{args.out}: task {task.item():.6f} icd {icd.item():.6f} mca {mca.item():.6f} disc {disc.item():.6f}, "
+    print(f"{args.out}: {'guided target, ' if args.guidance > 1 else ''}task {task.item():.6f} icd {icd.item():.6f} mca {mca.item():.6f} disc {disc.item():.6f}, "
           f"{len(pairs)} ICD features, {len(heads)} head levels, {len(params)} parameter gradients")
 
 
