@@ -1,12 +1,16 @@
 /* bench_models.c: a pruned student against its teacher (or any models of one frame size) in one
  * process on one backend — milliseconds per denoiser step (the UNet at each batch size, random
- * inputs) and per video (vd_generate: the text encoder, 25 DDIM steps with guidance, i.e. batch 2,
- * and the autoencoder's decode), with each model's UNet parameters. The models take turns in
- * every round, so drift on a busy machine touches them alike. Links only the engine.
+ * inputs), per served step (one sampler step of `batch` videos as the model samples them: two
+ * UNet rows a video with guidance above 1, one without, and the guide's row where it has one)
+ * and per video (vd_generate: the text encoder, 25 DDIM steps, the autoencoder's decode), with
+ * each model's UNet parameters. The models take turns in every round, so drift on a busy machine
+ * touches them alike. Links only the engine.
  *
- *   bench_models --model A.safetensors --model B.safetensors [--ae AE.safetensors]
+ *   bench_models --model A.safetensors [--guidance G] [--guide GUIDE.safetensors --guide-scale S]
+ *                --model B.safetensors [...] [--ae AE.safetensors]
  *                [--device cpu|cuda] [--bf16] [--batch 2 --batch 16] [--iters 5] [--videos 2]
  *
+ * --guidance (default 4), --guide and --guide-scale set how the model named before them samples.
  * Prints one JSON line per model and measure (medians), then each model's ratios to the first:
  * "speedup" is the first model's time over this one's. */
 #include "bench_common.h"
@@ -16,11 +20,15 @@
 #define MAX_BATCHES 4
 
 typedef struct {
-    const char *path;
-    vd_model m;
+    const char *path, *guide_path;
+    float guidance, guide_scale;
+    vd_model m, guide;
     vd_engine *engine;
-    double *step_ms[MAX_BATCHES], *video_ms;
+    double *step_ms[MAX_BATCHES], *served_ms[MAX_BATCHES], *video_ms;
 } bench_model;
+
+/* Whether b samples with its guide. */
+static int guided(const bench_model *b) { return b->guide_path && b->guide_scale > 0.0f; }
 
 static int open_backend(const char *device, int bf16, vd_backend **be)
 {
@@ -36,28 +44,68 @@ static int open_backend(const char *device, int bf16, vd_backend **be)
     return 0;
 }
 
+/* Random UNet inputs for rows rows of model m, and room for its output. */
+typedef struct {
+    float *x, *ctx, *t, *out;
+} unet_inputs;
+
+static unet_inputs make_inputs(vd_model *m, vd_backend *be, int rows)
+{
+    const vd_unet_config *u = &m->cfg.unet;
+    size_t S = (size_t)u->frames * u->latent_h * u->latent_w;
+    return (unet_inputs){.x = vd_backend_random_normal(be, (size_t)rows * S * u->in_channels, 2, 1.0f),
+                         .ctx = vd_backend_random_normal(be, (size_t)rows * m->cfg.text.max_tokens * u->context_dim, 3, 1.0f),
+                         .t = vd_backend_random_normal(be, (size_t)rows, 4, 0.0f),
+                         .out = be->alloc(be, (size_t)rows * S * u->out_channels * sizeof(float))};
+}
+
+static void free_inputs(vd_backend *be, unet_inputs *in)
+{
+    be->release(be, in->x), be->release(be, in->ctx), be->release(be, in->t), be->release(be, in->out);
+}
+
+static void forward(vd_model *m, const unet_inputs *in, int rows)
+{
+    const vd_unet_config *u = &m->cfg.unet;
+    vd_unet_forward(m, in->x, in->t, in->ctx, m->cfg.text.max_tokens, rows, u->frames, u->latent_h, u->latent_w, in->out);
+}
+
 /* One UNet step of batch rows, synchronised: milliseconds. */
 static double time_step(vd_model *m, vd_backend *be, int batch)
 {
-    const vd_unet_config *u = &m->cfg.unet;
-    int T = u->frames, h = u->latent_h, w = u->latent_w, L = m->cfg.text.max_tokens;
-    float *x = vd_backend_random_normal(be, (size_t)batch * T * u->in_channels * h * w, 2, 1.0f);
-    float *ctx = vd_backend_random_normal(be, (size_t)batch * L * u->context_dim, 3, 1.0f);
-    float *t = vd_backend_random_normal(be, (size_t)batch, 4, 0.0f);
-    float *out = be->alloc(be, (size_t)batch * T * u->out_channels * h * w * sizeof(float));
+    unet_inputs in = make_inputs(m, be, batch);
     be->synchronize(be);
     double t0 = vd_now();
-    vd_unet_forward(m, x, t, ctx, L, batch, T, h, w, out);
+    forward(m, &in, batch);
     be->synchronize(be);
     double ms = 1e3 * (vd_now() - t0);
-    be->release(be, x), be->release(be, ctx), be->release(be, t), be->release(be, out);
+    free_inputs(be, &in);
     return ms;
 }
 
-static double time_video(vd_engine *e, int side, int frames, float *pixels)
+/* One sampler step of videos videos as b samples them, synchronised: milliseconds. */
+static double time_served_step(bench_model *b, vd_backend *be, int videos)
+{
+    int rows = videos * (b->guidance > 1.0f ? 2 : 1), with_guide = guided(b);
+    unet_inputs in = make_inputs(&b->m, be, rows), gin = {0};
+    if (with_guide) gin = make_inputs(&b->guide, be, videos);
+    be->synchronize(be);
+    double t0 = vd_now();
+    if (with_guide) forward(&b->guide, &gin, videos);
+    forward(&b->m, &in, rows);
+    be->synchronize(be);
+    double ms = 1e3 * (vd_now() - t0);
+    free_inputs(be, &in);
+    if (with_guide) free_inputs(be, &gin);
+    return ms;
+}
+
+static double time_video(const bench_model *b, int side, int frames, float *pixels)
 {
     vd_gen_params p = {.prompt = "a big red square moves right on a white background", .frames = frames,
-                       .width = side, .height = side, .steps = 25, .guidance = 7.5f, .seed = 1};
+                       .width = side, .height = side, .steps = 25, .guidance = b->guidance,
+                       .guide_scale = guided(b) ? b->guide_scale : 0.0f, .seed = 1};
+    vd_engine *e = b->engine;
     char err[VD_ERR_LEN];
     double t0 = vd_now();
     if (vd_generate(e, &p, pixels, NULL, NULL, err)) {
@@ -70,8 +118,10 @@ static double time_video(vd_engine *e, int side, int frames, float *pixels)
 static void print_line(const bench_model *b, const char *what, int batch, const double *ms, int n, const char *device)
 {
     printf("{\"model\": \"%s\", \"what\": \"%s\", \"batch\": %d, \"device\": \"%s\", \"unet_params\": %zu, "
-           "\"median_ms\": %.3f, \"min_ms\": %.3f, \"runs\": %d}\n",
-           b->path, what, batch, device, vd_model_count_params(&b->m, "unet."), ms[n / 2], ms[0], n);
+           "\"guidance\": %g, \"guide\": \"%s\", \"guide_scale\": %g, \"median_ms\": %.3f, \"min_ms\": %.3f, "
+           "\"runs\": %d}\n",
+           b->path, what, batch, device, vd_model_count_params(&b->m, "unet."), b->guidance,
+           guided(b) ? b->guide_path : "", guided(b) ? b->guide_scale : 0.0, ms[n / 2], ms[0], n);
 }
 
 int main(int argc, char **argv)
@@ -84,7 +134,14 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--bf16") == 0) { bf16 = 1; continue; }
         if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
-        if (strcmp(a, "--model") == 0 && nmodels < MAX_MODELS) models[nmodels++].path = v;
+        if (strcmp(a, "--model") == 0 && nmodels < MAX_MODELS)
+            models[nmodels].path = v, models[nmodels++].guidance = VD_DEFAULT_GUIDANCE;
+        else if ((strcmp(a, "--guidance") == 0 || strcmp(a, "--guide") == 0 || strcmp(a, "--guide-scale") == 0) &&
+                 nmodels == 0)
+            return fprintf(stderr, "%s: give it after the --model it applies to\n", a), 2;
+        else if (strcmp(a, "--guidance") == 0) models[nmodels - 1].guidance = (float)atof(v);
+        else if (strcmp(a, "--guide") == 0) models[nmodels - 1].guide_path = v;
+        else if (strcmp(a, "--guide-scale") == 0) models[nmodels - 1].guide_scale = (float)atof(v);
         else if (strcmp(a, "--batch") == 0 && nbatches < MAX_BATCHES) batches[nbatches++] = atoi(v);
         else if (strcmp(a, "--ae") == 0) ae = v;
         else if (strcmp(a, "--device") == 0) device = v;
@@ -108,9 +165,20 @@ int main(int argc, char **argv)
         if (vd_model_load(&b->m, b->path, err, sizeof err)) return fprintf(stderr, "%s: %s\n", b->path, err), 1;
         if (!b->m.cfg.unet.present) return fprintf(stderr, "%s: no UNet\n", b->path), 1;
         vd_model_attach(&b->m, be);
+        if (guided(b)) {
+            if (vd_model_load(&b->guide, b->guide_path, err, sizeof err) ||
+                vd_model_guide_fits(&b->m, &b->guide, b->guide_path, err, sizeof err))
+                return fprintf(stderr, "%s: %s\n", b->guide_path, err), 1;
+            vd_model_attach(&b->guide, be);
+        }
         if (videos && !(b->engine = vd_engine_open(b->path, ae, dev, bf16, err)))
             return fprintf(stderr, "%s: %s\n", b->path, err), 1;
-        for (int k = 0; k < nbatches; k++) b->step_ms[k] = vd_malloc((size_t)iters * sizeof(double));
+        if (videos && guided(b) && vd_engine_set_guide(b->engine, b->guide_path, NULL, err))
+            return fprintf(stderr, "%s: %s\n", b->guide_path, err), 1;
+        for (int k = 0; k < nbatches; k++) {
+            b->step_ms[k] = vd_malloc((size_t)iters * sizeof(double));
+            b->served_ms[k] = vd_malloc((size_t)iters * sizeof(double));
+        }
         b->video_ms = vd_malloc((size_t)(videos ? videos : 1) * sizeof(double));
     }
     const vd_unet_config *u0 = &models[0].m.cfg.unet;
@@ -119,22 +187,27 @@ int main(int argc, char **argv)
     float *pixels = videos ? vd_malloc((size_t)u0->frames * 3 * lim.image_size * lim.image_size * sizeof(float)) : NULL;
 
     for (int i = 0; i < nmodels; i++) /* warm-up: every size once */
-        for (int k = 0; k < nbatches; k++) time_step(&models[i].m, be, batches[k]);
+        for (int k = 0; k < nbatches; k++) time_step(&models[i].m, be, batches[k]), time_served_step(&models[i], be, batches[k]);
     for (int r = 0; r < iters; r++)
         for (int i = 0; i < nmodels; i++)
-            for (int k = 0; k < nbatches; k++) models[i].step_ms[k][r] = time_step(&models[i].m, be, batches[k]);
+            for (int k = 0; k < nbatches; k++) {
+                models[i].step_ms[k][r] = time_step(&models[i].m, be, batches[k]);
+                models[i].served_ms[k][r] = time_served_step(&models[i], be, batches[k]);
+            }
     for (int r = 0; r < videos; r++)
-        for (int i = 0; i < nmodels; i++) models[i].video_ms[r] = time_video(models[i].engine, lim.image_size, u0->frames, pixels);
+        for (int i = 0; i < nmodels; i++) models[i].video_ms[r] = time_video(&models[i], lim.image_size, u0->frames, pixels);
 
     for (int i = 0; i < nmodels; i++) {
         bench_model *b = &models[i];
         for (int k = 0; k < nbatches; k++) {
             bench_sort_timings(b->step_ms[k], iters);
             print_line(b, "step", batches[k], b->step_ms[k], iters, be->name);
+            bench_sort_timings(b->served_ms[k], iters);
+            print_line(b, "served_step", batches[k], b->served_ms[k], iters, be->name);
         }
         if (videos) {
             bench_sort_timings(b->video_ms, videos);
-            print_line(b, "video", 2, b->video_ms, videos, be->name);
+            print_line(b, "video", 1, b->video_ms, videos, be->name);
         }
     }
     for (int i = 1; i < nmodels; i++) {
@@ -142,15 +215,18 @@ int main(int argc, char **argv)
         printf("{\"model\": \"%s\", \"against\": \"%s\", \"params_ratio\": %.3f", b->path, base->path,
                (double)vd_model_count_params(&b->m, "unet.") / (double)vd_model_count_params(&base->m, "unet."));
         for (int k = 0; k < nbatches; k++)
-            printf(", \"speedup_step_batch%d\": %.3f", batches[k], base->step_ms[k][iters / 2] / b->step_ms[k][iters / 2]);
+            printf(", \"speedup_step_batch%d\": %.3f, \"speedup_served_step_batch%d\": %.3f", batches[k],
+                   base->step_ms[k][iters / 2] / b->step_ms[k][iters / 2], batches[k],
+                   base->served_ms[k][iters / 2] / b->served_ms[k][iters / 2]);
         if (videos) printf(", \"speedup_video\": %.3f", base->video_ms[videos / 2] / b->video_ms[videos / 2]);
         printf("}\n");
     }
     for (int i = 0; i < nmodels; i++) {
-        for (int k = 0; k < nbatches; k++) free(models[i].step_ms[k]);
+        for (int k = 0; k < nbatches; k++) free(models[i].step_ms[k]), free(models[i].served_ms[k]);
         free(models[i].video_ms);
         if (models[i].engine) vd_engine_close(models[i].engine);
         vd_model_free(&models[i].m);
+        if (guided(&models[i])) vd_model_free(&models[i].guide);
     }
     free(pixels);
     be->destroy(be);
