@@ -1,14 +1,19 @@
 #!/bin/sh
 # distill-student.sh: makes the shipped student, models/vdmini.safetensors, from the shipped
 # teacher: prunes it by docs/vdmini/stage21/plan-d.json (every ResBlock kept; mid, temporal.0 and
-# eight attention parts removed), then distils it in six stages with the recipes
+# eight attention parts removed), then distils it in nine stages with the recipes
 # models/recipes/student-1.json (3,600 steps of 32 clips), student-2.json to student-6.json (1,800,
-# 2,200, 2,400, 2,400 and 1,600 steps of 64 clips), each stage from the last one's EMA weights, and
-# writes the result in bf16 as OUTDIR/vdmini.safetensors (docs/vdmini.md, "Students D and E on the
-# GPU" and "Student D under the stage-23 teacher", has how good it is and what the stages cost:
-# about 42 minutes on four H200s, the first stage on two). The shipped student had stages 1 to 3
-# from the stage-21 teacher and 4 to 6 from the stage-23 one, which is now
-# models/teacher.safetensors; TEACHER set to another file distils from that one throughout.
+# 2,200, 2,400, 2,400 and 1,600 steps of 64 clips), then student-7.json to student-9.json (1,000,
+# 480 and 410 steps of 64 clips, guidance distillation: the task's target is the teacher's
+# prediction guided at 2, 3 and 4 by the guide, models/teacher-guide.safetensors, at 2), each stage
+# from the last one's EMA weights, and writes the result in bf16 as OUTDIR/vdmini.safetensors, a
+# student that samples at guidance 1 (docs/vdmini.md, "Students D and E on the GPU", "Student D
+# under the stage-23 teacher" and "Guidance distillation", has how good it is and what the stages
+# cost: about 42 minutes on four H200s for the first six, the first on two, and 7 minutes on two
+# for stage 7, 6 minutes on one for stages 8 and 9 each). The shipped student had stages 1 to 3
+# from the stage-21 teacher and 4 to 9 from the stage-23 one, which is now
+# models/teacher.safetensors; TEACHER set to another file distils from that one throughout, and
+# GUIDE names another guide than the shipped one (tools/make-guide.sh derives it).
 #
 #   tools/distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR
 #
@@ -35,6 +40,9 @@ check_run_options distill-student.sh
 teacher=$(realpath "${TEACHER:-$here/models/teacher.safetensors}")
 ae=$(realpath "${AE:-$here/models/ae.safetensors}")
 plan=$(realpath "${PLAN:-$here/docs/vdmini/stage21/plan-d.json}")
+guide=${GUIDE:-$here/models/teacher-guide.safetensors}
+[ -f "$guide" ] || { echo "distill-student.sh: no guide $guide (tools/make-guide.sh writes it)" >&2; exit 2; }
+guide=$(realpath "$guide")
 vdmini=$(vdmini_program)
 mkdir -p "$1"
 cd "$1"
@@ -53,6 +61,7 @@ stage() {
             -e 's/"batch": *[0-9]*/"batch": 1/' -e 's/"grad_accum": *[0-9]*/"grad_accum": 1/' \
             -e 's/"warmup_steps": *[0-9]*/"warmup_steps": 1/' -e 's/"loader_threads": *[0-9]*/"loader_threads": 1/')
     fi
+    case $recipe in *teacher_guidance*) recipe=$(printf '%s,\n  "teacher_guide": "%s"' "$recipe" "$guide") ;; esac
     printf '%s,\n  "ae": "%s",\n  "out_dir": "%s"\n}\n' "$recipe" "$ae" "$dir" >"$dir.json"
     run_resumable "$dir" "$(sed -n 's/.*"grad_accum": *\([0-9]*\).*/\1/p' "$dir.json")" \
         distill --teacher "$teacher" --student "$student" --config "$dir.json" --device auto --bf16 || return $?
@@ -60,7 +69,7 @@ stage() {
 }
 
 status=0 from=student-init.safetensors
-for n in 1 2 3 4 5 6; do
+for n in 1 2 3 4 5 6 7 8 9; do
     stage $n "$from" || { status=$?; break; }
     from=student-$n/student-ema.safetensors
 done
@@ -69,5 +78,5 @@ if [ $status -eq 3 ]; then
     exit 3
 fi
 [ $status -eq 0 ] || exit $status
-[ -f vdmini.safetensors ] || "$vdmini" convert --model student-6/student-ema.safetensors --dtype bf16 --out vdmini.safetensors
+[ -f vdmini.safetensors ] || "$vdmini" convert --model student-9/student-ema.safetensors --dtype bf16 --out vdmini.safetensors
 echo "distill-student.sh: wrote $1/vdmini.safetensors" >&2
