@@ -173,6 +173,16 @@ void vd_engine_limits(const vd_engine *e, vd_model_limits *out)
     out->sampling_guidance = e->model.cfg.sampling.guidance;
 }
 
+float vd_default_guidance(const char *model_path)
+{
+    vd_model_config cfg;
+    char err[VD_ERR_LEN];
+    if (vd_model_read_config(model_path, &cfg, err, sizeof err)) return VD_DEFAULT_GUIDANCE;
+    float g = cfg.sampling.guidance > 0 ? cfg.sampling.guidance : VD_DEFAULT_GUIDANCE;
+    vd_config_free(&cfg);
+    return g;
+}
+
 int vd_engine_vocab_size(const vd_engine *e) { return e->model.cfg.text.vocab_size; }
 
 const char *vd_engine_vocab_word(const vd_engine *e, int i)

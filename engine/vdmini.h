@@ -19,6 +19,11 @@ typedef enum { VD_SAMPLER_DDIM = 0, VD_SAMPLER_EULER } vd_sampler_kind;
  * (docs/models.md, "Guidance"); the server's default_guidance option defaults to it too. */
 #define VD_DEFAULT_GUIDANCE 4.0f
 
+/* The guidance a model file is sampled at where none is asked for: what its config records
+ * (config.h, sampling: 1 for a guidance-distilled student), else VD_DEFAULT_GUIDANCE, which is
+ * also the answer for a file that cannot be read (loading it says why). */
+float vd_default_guidance(const char *model_path);
+
 /* The backend for a device choice: the CPU's, or the first GPU's (bf16 matrix products when
  * bf16); auto takes the GPU when there is one. NULL with a message when cuda finds none. */
 struct vd_backend *vd_open_backend(vd_device device, int bf16, char err[VD_ERR_LEN]);

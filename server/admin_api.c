@@ -261,20 +261,22 @@ void vd_api_create_analysis(const vd_request *r, vd_reply *reply)
     json_t *body;
     if (vd_api_json_body(r, &body, reply)) return;
     long long prompts = ANALYSIS_DEFAULT_PROMPTS, steps = ANALYSIS_DEFAULT_STEPS, seed = ANALYSIS_DEFAULT_SEED;
-    double guidance = VD_DEFAULT_GUIDANCE;
+    double guidance = 0;
     vd_model_entry m;
     char *units = NULL;
+    int has_guidance = 0;
     int ok = vd_api_check_known(body, allowed, reply) == 0 &&
              vd_api_get_integer(body, "prompts", 1, ANALYSIS_MAX_PROMPTS, &prompts, reply) >= 0 &&
              vd_api_get_integer(body, "steps", 1, r->config->max_steps, &steps, reply) >= 0 &&
              vd_api_get_integer(body, "seed", 0, (1ll << 53), &seed, reply) >= 0 &&
-             vd_api_get_number(body, "guidance", 0, 100, &guidance, reply) >= 0 &&
+             (has_guidance = vd_api_get_number(body, "guidance", 0, 100, &guidance, reply)) >= 0 &&
              analysis_units(body, &units, reply) == 0 && resolve_model(r, body, "model", &m, reply) == 0;
     json_decref(body);
     if (!ok || (units && check_units(m.path, units, reply))) {
         free(units);
         return;
     }
+    if (!has_guidance) guidance = vd_default_guidance(m.path); /* the model's own, else 4 */
     json_t *request = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "model", m.id, "model_path", m.path, "ae", m.ae,
                                 "prompts", (json_int_t)prompts, "steps", (json_int_t)steps, "seed", (json_int_t)seed,
                                 "guidance", guidance);

@@ -56,7 +56,7 @@ void cli_usage_tail(FILE *out, const char *prog)
             "%*s[--gpus N] [--time-limit SECONDS] [--stop-at STEP]\n"
             "  %s convert --model PATH|CHECKPOINT_DIR --dtype bf16|f32|f8 [--max-file-mb N] --out PATH\n"
             "  %s prune --teacher PATH --plan FILE.json [--seed N] --out PATH\n"
-            "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance 4]\n"
+            "  %s analyze --teacher PATH [--ae PATH] [--prompts 8] [--seed 1000] [--steps 25] [--guidance G]\n"
             "%*s[--device auto|cpu|cuda] [--bf16] [--units U1,U2,...] --out FILE.json\n"
             "  %s plan --analysis FILE.json --params F|--flops F|--latency F [--rule shallow|deep|random|cost] [--seed N]\n"
             "%*s--out PLAN.json\n"
@@ -684,7 +684,7 @@ static int print_analysis_progress(void *user, int done, int total, const char *
 static int cmd_analyze(int argc, char **argv)
 {
     const char *teacher = NULL, *ae = NULL, *out = NULL, *v;
-    vd_analysis_options o = {.prompts = 8, .steps = 25, .seed = 1000, .guidance = VD_DEFAULT_GUIDANCE, .device = VD_DEVICE_AUTO};
+    vd_analysis_options o = {.prompts = 8, .steps = 25, .seed = 1000, .guidance = -1, .device = VD_DEVICE_AUTO};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (strcmp(f, "--teacher") == 0) {
@@ -713,6 +713,7 @@ static int cmd_analyze(int argc, char **argv)
     }
     if (!teacher) return cli_bad_arg("--teacher", "required");
     if (!out) return cli_bad_arg("--out", "required (the JSON report)");
+    if (o.guidance < 0) o.guidance = vd_default_guidance(teacher);
     const char *tmp = getenv("TMPDIR");
     vd_analysis *a = vd_malloc(sizeof *a);
     char err[VD_ERR_LEN * 2];

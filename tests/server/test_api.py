@@ -1132,7 +1132,8 @@ def test_activation_and_persistence_across_restarts(small_model, workdir):
 
 def test_guidance_distilled_student_serves_at_guidance_one(small_model, workdir):
     """A distillation toward the teacher's guided prediction registers a student whose file says it
-    samples at guidance 1: activated, it is the default a request without guidance_scale gets."""
+    samples at guidance 1: activated, it is the default a request without guidance_scale gets, and
+    an analysis of it without a guidance uses it too."""
     guide = make_small_model(os.path.join(workdir, "guide.safetensors"), 7)
     srv = Server(workdir, small_model, admin_keys=[ADMIN_KEY], **SMALL_SETTINGS)
     try:
@@ -1151,6 +1152,12 @@ def test_guidance_distilled_student_serves_at_guidance_one(small_model, workdir)
         assert srv.wait(video["id"])["status"] == "completed"
         given = srv.create(prompt="a red circle moves left", size="32x32", guidance_scale=2.5)
         assert given["guidance_scale"] == 2.5  # a request may still ask for guidance
+        # an analysis of it samples at its guidance too, unless asked otherwise
+        for fields, want in (({}, 1), ({"guidance": 3}, 3)):
+            status, analysis = admin_call(srv, "POST", "/admin/v1/analyses",
+                                          {"model": run["model"], "prompts": 1, "steps": 1, **fields})
+            assert status == 200 and analysis["request"]["guidance"] == want, analysis
+            admin_call(srv, "POST", f"/admin/v1/analyses/{analysis['id']}/cancel")
         # a guide without a guidance above 1 is refused, naming the field
         status, bad = admin_call(srv, "POST", "/admin/v1/distillations",
                                  {"plan": {"remove": ["mid"]}, "config": dict(QUICK_TRAINING, teacher_guide=guide)})
