@@ -461,6 +461,8 @@ browserTest('the admin page charts an analysis, draws distillation curves and ac
   const [analysis] = (await adminApi('/admin/v1/analyses')).data;
   const { report } = await adminApi(`/admin/v1/analyses/${analysis.id}`);
   assert.deepEqual(report.blocks.map((b) => b.block), ['down.0.0', 'mid', 'up.1.0.attn'], 'the units asked for');
+  assert.equal(await page.inputValue('#analysis-guidance'), '', 'no guidance typed in by default');
+  assert.equal(analysis.request.guidance, 4, "no guidance sent: the model's own, 4 for one that records none");
   for (const series of ['content', 'motion', 'direction', 'params', 'latency']) {
     assert.equal(await page.locator(`#analysis-chart rect.series-${series}`).count(), report.blocks.length + 1,
       `one ${series} bar per block, and the legend's`);
