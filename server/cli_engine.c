@@ -262,7 +262,7 @@ typedef struct {
     const char *model, *ae;
     cli_guide guide;
     int prompts, steps, i2v, bf16, batch;
-    float guidance; /* < 0: the model's own (vd_model_limits), else VD_DEFAULT_GUIDANCE */
+    float guidance; /* < 0: the model's own (vd_default_guidance) */
     float guidance_rescale;
     vd_sampler_kind sampler;
     float from_truth; /* > 0: each clip starts from its true clip, noised for the last share of the steps */
@@ -289,9 +289,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
     }
     vd_model_limits lim;
     vd_engine_limits(e, &lim);
-    float guidance = o->guidance >= 0                 ? o->guidance
-                     : lim.sampling_guidance > 0 ? lim.sampling_guidance
-                                                 : VD_DEFAULT_GUIDANCE;
+    float guidance = o->guidance >= 0 ? o->guidance : vd_default_guidance(o->model);
     int side = lim.image_size, frames = lim.default_frames, rc = 0, batch = o->batch;
     if (frames > VD_WORLD_MAX_FRAMES || side > VD_WORLD_MAX_SIDE) {
         fprintf(stderr, "vdmini: the model's %d frames of %dx%d are beyond what the world renders\n", frames, side, side);

@@ -162,7 +162,7 @@ static int cmd_generate(int argc, char **argv)
     }
     vd_model_limits lim;
     vd_engine_limits(e, &lim);
-    if (!guidance_given) guidance = lim.sampling_guidance > 0 ? lim.sampling_guidance : VD_DEFAULT_GUIDANCE;
+    if (!guidance_given) guidance = vd_default_guidance(model);
     if (width % lim.latent_div || height % lim.latent_div || width % 2 || height % 2) {
         fprintf(stderr, "vdmini: --size: width and height must be multiples of %d\n", lim.latent_div);
         vd_engine_close(e);

@@ -1,11 +1,11 @@
 #!/bin/sh
 # test_cli.sh: the vdmini command line end to end on the CPU — init, info, generate (text and image
-# to video) producing a real MP4 and PNG, sampling with a guide model (in F8) or a guide of
-# removed units, a model split into parts and read back, world clips through the autoencoder,
-# determinism of a seed, a short autoencoder training run and its exact resume, two steps of
-# denoiser training, a clear error with exit status 2 for each kind of bad argument, and a plan by
-# the cost rule. Then vdmini-core, the same CLI without video: it runs
-# info, refuses generate and eval --videos, and links no FFmpeg.
+# to video) producing a real MP4 and PNG, the default guidance a model records, sampling with a
+# guide model (in F8) or a guide of removed units, a model split into parts and read back, world
+# clips through the autoencoder, determinism of a seed, a short autoencoder training run and its
+# exact resume, two steps of denoiser training, a clear error with exit status 2 for each kind of
+# bad argument, and a plan by the cost rule. Then vdmini-core, the same CLI without video: it
+# runs info, refuses generate and eval --videos, and links no FFmpeg.
 set -u
 : "${top_builddir:=.}" "${top_srcdir:=.}"
 vdmini="$top_builddir/vdmini"
@@ -40,6 +40,17 @@ gen --prompt "a red circle moves left" --seed 9 --out "$work/b.mp4" 2>/dev/null
 if cmp -s "$work/a.mp4" "$work/b.mp4"; then ok "same seed, same video"; else bad "same seed gave a different video"; fi
 gen --prompt "a red circle moves left" --seed 9 --guidance-rescale 0.7 --out "$work/r.mp4" 2>/dev/null
 if [ -s "$work/r.mp4" ] && ! cmp -s "$work/a.mp4" "$work/r.mp4"; then ok "guidance rescale changes the video"; else bad "guidance rescale ignored"; fi
+# the shipped student records that it samples at guidance 1: generate defaults to it, the
+# teacher to 4, and --guidance still sets it
+student="$top_srcdir/models/vdmini.safetensors" teacher="$top_srcdir/models/teacher.safetensors"
+guidance_of() { "$vdmini" generate --frames 1 --steps 1 --device cpu --prompt "a red circle" --out "$work/g.mp4" "$@" 2>&1 |
+    sed -n 's/.*, guidance \([0-9.]*\),.*/\1/p'; }
+if "$vdmini" info "$student" | grep -q "^samples at guidance 1 " && [ "$(guidance_of --model "$student")" = 1.00 ] &&
+   [ "$(guidance_of --model "$teacher")" = 4.00 ] && [ "$(guidance_of --model "$student" --guidance 2)" = 2.00 ]; then
+    ok "a model's recorded guidance is generate's default"
+else
+    bad "default guidance: student $(guidance_of --model "$student"), teacher $(guidance_of --model "$teacher")"
+fi
 # a guide: another tiny model (an F8 copy of other weights), and the model itself without mid
 "$vdmini" init --preset tiny --seed 6 --out "$work/guide32.safetensors" 2>/dev/null
 "$vdmini" convert --model "$work/guide32.safetensors" --dtype f8 --out "$work/guide.safetensors" 2>/dev/null
