@@ -152,6 +152,9 @@ int main(int argc, char **argv)
     }
     if (nbatches == 0) batches[0] = 2, batches[1] = 16, nbatches = 2;
     if (nmodels < 1 || iters < 1 || videos < 0) return fprintf(stderr, "need --model, and iters >= 1\n"), 2;
+    for (int i = 0; i < nmodels; i++)
+        if (!models[i].guide_path != !(models[i].guide_scale > 0))
+            return fprintf(stderr, "%s: --guide and a --guide-scale above 0 go together\n", models[i].path), 2;
     for (int k = 0; k < nbatches; k++)
         if (batches[k] < 1) return fprintf(stderr, "bad --batch\n"), 2;
 
