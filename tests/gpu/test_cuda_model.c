@@ -70,16 +70,17 @@ static void compare(const char *what, const char *precision, vd_backend *gpu, co
 
 /* The losses of DRIVER_STEPS denoiser training steps (two micro-batches each) of small_model.h's
  * model (from the file model, which also gives the autoencoder), spread over count backends; with
- * a student file, the distillation of that student from the model instead. */
+ * a student file, the distillation of that student from the model instead; extra is more of the
+ * config's fields (", ..." or ""). */
 static int driver_losses(vd_backend *const *be, int count, const char *model, const char *student, const char *out_dir,
-                         float *losses)
+                         const char *extra, float *losses)
 {
     char json[2048], err[256];
     snprintf(json, sizeof json,
              "{\"steps\": %d, \"batch\": 4, \"clips\": 2, \"grad_accum\": 2, \"warmup_steps\": 1,"
-             " \"loader_threads\": 2, \"seed\": 5, \"out_dir\": \"%s\", \"ae\": \"%s\", \"init\": \"%s\"%s%s%s}",
+             " \"loader_threads\": 2, \"seed\": 5, \"out_dir\": \"%s\", \"ae\": \"%s\", \"init\": \"%s\"%s%s%s%s}",
              DRIVER_STEPS, out_dir, model, student ? student : model, student ? ", \"teacher\": \"" : "",
-             student ? model : "", student ? "\"" : "");
+             student ? model : "", student ? "\"" : "", extra);
     vd_train_config c;
     vd_train_config_defaults(&c);
     c.target = VD_TRAIN_DENOISER;
@@ -109,8 +110,9 @@ static void report_driver(const char *what, const float *got, const float *want,
     }
 }
 
-/* The driver on the GPU against the CPU, and, where there is a second GPU, spread over two GPUs
- * against one, training and distilling (down.0.0 removed). */
+/* The driver on the GPU against the CPU, training and distilling toward the teacher's guided
+ * prediction (down.0.0 removed; the student file stands in as the guide), and, where there is a
+ * second GPU, spread over two GPUs against one, training and distilling. */
 static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
 {
     char dir[] = "vdmini-gpu-train-XXXXXX", model[64], student[64], err[256];
@@ -138,15 +140,23 @@ static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
     vd_config_free(&mc);
     float on_cpu[DRIVER_STEPS], on_gpu[DRIVER_STEPS], on_two[DRIVER_STEPS];
     gpu->precision = VD_PRECISION_F32;
-    if (rc == 0) rc = driver_losses(&cpu, 1, model, NULL, dir, on_cpu) || driver_losses(&gpu, 1, model, NULL, dir, on_gpu);
+    if (rc == 0)
+        rc = driver_losses(&cpu, 1, model, NULL, dir, "", on_cpu) || driver_losses(&gpu, 1, model, NULL, dir, "", on_gpu);
     if (rc == 0) report_driver("GPU / CPU", on_gpu, on_cpu, 1e-3);
+    char guided[200];
+    snprintf(guided, sizeof guided, ", \"teacher_guidance\": 3, \"teacher_guide\": \"%s\", \"teacher_guide_scale\": 1",
+             student);
+    if (rc == 0)
+        rc = driver_losses(&cpu, 1, model, student, dir, guided, on_cpu) ||
+             driver_losses(&gpu, 1, model, student, dir, guided, on_gpu);
+    if (rc == 0) report_driver("guided distilling, GPU / CPU", on_gpu, on_cpu, 1e-3);
     vd_backend *second = rc == 0 ? vd_backend_cuda(1, err, sizeof err) : NULL;
     if (second) {
         vd_backend *pair[2] = {gpu, second};
-        rc = driver_losses(pair, 2, model, NULL, dir, on_two);
+        rc = driver_losses(&gpu, 1, model, NULL, dir, "", on_gpu) || driver_losses(pair, 2, model, NULL, dir, "", on_two);
         if (rc == 0) report_driver("2 GPUs / 1", on_two, on_gpu, 1e-5);
-        if (rc == 0) rc = driver_losses(&gpu, 1, model, student, dir, on_gpu) ||
-                          driver_losses(pair, 2, model, student, dir, on_two);
+        if (rc == 0) rc = driver_losses(&gpu, 1, model, student, dir, "", on_gpu) ||
+                          driver_losses(pair, 2, model, student, dir, "", on_two);
         if (rc == 0) report_driver("distilling, 2 GPUs / 1", on_two, on_gpu, 1e-5);
         second->destroy(second);
         gpu->activate(gpu);
