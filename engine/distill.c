@@ -463,13 +463,16 @@ static const int32_t *empty_ids(vd_distill *d, int N)
     return d->empty_ids;
 }
 
-/* The prediction of model m on the input, into out (n floats); nothing kept for a backward. */
+/* The prediction of model m on the input, into out: the inference forward, which keeps nothing
+ * for a backward. */
 static void predict(vd_model *m, const int32_t *ids, const float *x_in, const float *t, int N, int T, int h, int w,
-                    float *out, size_t n)
+                    float *out)
 {
-    vd_denoiser_pass *p = vd_denoiser_forward(m, ids, x_in, t, N, T, h, w, 0);
-    m->be->copy(m->be, out, vd_denoiser_pass_output(p, vd_denoiser_pass_stages(p) - 1, NULL), n * sizeof(float));
-    vd_denoiser_pass_free(p);
+    int L = m->cfg.text.max_tokens;
+    float *ctx = vd_model_scratch(m, (size_t)N * L * m->cfg.text.dim);
+    vd_text_forward(m, ids, N, ctx);
+    vd_unet_forward(m, x_in, t, ctx, L, N, T, h, w, out);
+    vd_model_scratch_done(m, ctx);
 }
 
 /* The teacher's guided prediction, as the sampler forms it, into target (n floats), from its
@@ -478,11 +481,11 @@ static void guided_target(vd_distill *d, const int32_t *ids, const float *x_in, 
                           int w, const float *v_c, float *target, size_t n)
 {
     vd_backend *be = d->be;
-    predict(&d->teacher, empty_ids(d, N), x_in, t, N, T, h, w, target, n);
+    predict(&d->teacher, empty_ids(d, N), x_in, t, N, T, h, w, target);
     be->axpby(be, target, d->guidance, v_c, 1.0f - d->guidance, n);
     if (d->has_guide && d->guide_scale > 0.0f) {
         float *v_guide = vd_model_scratch(&d->teacher, n);
-        predict(&d->guide, ids, x_in, t, N, T, h, w, v_guide, n);
+        predict(&d->guide, ids, x_in, t, N, T, h, w, v_guide);
         be->axpby(be, v_guide, 1.0f, v_c, -1.0f, n); /* v_c - v_guide */
         be->axpby(be, target, d->guide_scale, v_guide, 1.0f, n);
         vd_model_scratch_done(&d->teacher, v_guide);
