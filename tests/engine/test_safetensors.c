@@ -130,6 +130,15 @@ static void test_truncations(void **state)
     free(b);
 }
 
+/* Saves w to path (and frees it), then reads the file back into f. */
+static void save_and_read(vd_st_writer *w, const char *path, vd_st_file *f)
+{
+    char err[256];
+    assert_int_equal(vd_st_writer_save(w, path, err, sizeof err), 0);
+    vd_st_writer_free(w);
+    assert_int_equal(vd_st_read(path, f, err, sizeof err), 0);
+}
+
 static void test_write_read_round_trip(void **state)
 {
     (void)state;
@@ -144,12 +153,8 @@ static void test_write_read_round_trip(void **state)
     vd_st_writer_add_f32(w, "a32", VD_ST_F32, a, 2, shape);
     vd_st_writer_add_f32(w, "a16", VD_ST_BF16, a, 2, shape);
     vd_st_writer_add_raw(w, "ids", VD_ST_I32, ids, 1, ishape);
-    char err[256];
-    assert_int_equal(vd_st_writer_save(w, path, err, sizeof err), 0);
-    vd_st_writer_free(w);
-
     vd_st_file f;
-    assert_int_equal(vd_st_read(path, &f, err, sizeof err), 0);
+    save_and_read(w, path, &f);
     assert_string_equal(vd_st_meta(&f, "note"), "round trip");
     float out[6];
     assert_int_equal(vd_st_to_f32(vd_st_find(&f, "a32"), out), 0);
@@ -162,7 +167,8 @@ static void test_write_read_round_trip(void **state)
     assert_int_equal(vd_st_to_f32(t, out), -1);
     vd_st_free(&f);
     unlink(path);
-    assert_int_equal(vd_st_read(path, &f, err, sizeof err), -1);
+    char err[256];
+    assert_int_equal(vd_st_read(path, &f, err, sizeof err), -1); /* gone: refused */
 }
 
 static void test_bf16_rounding(void **state)
@@ -217,11 +223,8 @@ static void test_f8_files(void **state)
     int64_t shape[1] = {5};
     vd_st_writer *w = vd_st_writer_new();
     vd_st_writer_add_f32(w, "a", VD_ST_F8_E4M3, a, 1, shape);
-    char err[256];
-    assert_int_equal(vd_st_writer_save(w, path, err, sizeof err), 0);
-    vd_st_writer_free(w);
     vd_st_file f;
-    assert_int_equal(vd_st_read(path, &f, err, sizeof err), 0);
+    save_and_read(w, path, &f);
     const vd_st_tensor *t = vd_st_find(&f, "a");
     assert_int_equal(t->dtype, VD_ST_F8_E4M3);
     assert_int_equal(t->nbytes, 5);

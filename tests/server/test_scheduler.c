@@ -102,14 +102,36 @@ static void insert(vd_store *st, const vd_job *j)
     assert_int_equal(vd_store_insert(st, j, existing, err, sizeof err), 0);
 }
 
+/* A scheduler on a fresh tiny engine over the store, with events and metrics of its own. */
+typedef struct {
+    vd_store *st;
+    vd_events *ev;
+    vd_metrics *me;
+    vd_scheduler *s;
+} harness;
+
+static harness start_harness(vd_store *st, int max_batch, int max_queue, int max_queue_wait_ms)
+{
+    harness h = {.st = st, .ev = vd_events_new(), .me = vd_metrics_new()};
+    vd_scheduler_config cfg = {.max_batch = max_batch, .max_queue = max_queue, .max_queue_wait_ms = max_queue_wait_ms,
+                               .retention_seconds = 60};
+    h.s = vd_scheduler_start(open_engine(), "tiny", st, h.ev, h.me, &cfg);
+    return h;
+}
+
+/* What start_harness made, once the test has stopped the scheduler. */
+static void close_harness(harness *h)
+{
+    vd_events_free(h->ev), vd_metrics_free(h->me);
+    vd_store_close(h->st);
+}
+
 static void test_batch_completes(void **state)
 {
     (void)state;
     vd_store *st = open_store("batch");
-    vd_events *ev = vd_events_new();
-    vd_metrics *me = vd_metrics_new();
-    vd_scheduler_config cfg = {.max_batch = 4, .max_queue = 16, .max_queue_wait_ms = 200, .retention_seconds = 60};
-    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
+    harness h = start_harness(st, 4, 16, 200);
+    vd_scheduler *s = h.s;
     vd_job jobs[3];
     const char *prompts[3] = {"a red circle", "a blue square", "a green star"};
     for (int i = 0; i < 3; i++) {
@@ -140,8 +162,7 @@ static void test_batch_completes(void **state)
     assert_int_equal(queued, 0);
     assert_int_equal(running, 0);
     vd_scheduler_stop(s, 1);
-    vd_events_free(ev), vd_metrics_free(me);
-    vd_store_close(st);
+    close_harness(&h);
 }
 
 /* The model a stored job ran on. */
@@ -158,10 +179,8 @@ static void test_model_switch_waits_for_the_batch(void **state)
 {
     (void)state;
     vd_store *st = open_store("switch");
-    vd_events *ev = vd_events_new();
-    vd_metrics *me = vd_metrics_new();
-    vd_scheduler_config cfg = {.max_batch = 4, .max_queue = 16, .max_queue_wait_ms = 0, .retention_seconds = 60};
-    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
+    harness h = start_harness(st, 4, 16, 0);
+    vd_scheduler *s = h.s;
     vd_job running, queued;
     make_job(&running, "a red circle", 60); /* long enough to be running when the switch comes */
     insert(st, &running);
@@ -185,18 +204,15 @@ static void test_model_switch_waits_for_the_batch(void **state)
     assert_false(switching);
     vd_job_clear(&running), vd_job_clear(&queued);
     vd_scheduler_stop(s, 1);
-    vd_events_free(ev), vd_metrics_free(me);
-    vd_store_close(st);
+    close_harness(&h);
 }
 
 static void test_cancel_and_full_queue(void **state)
 {
     (void)state;
     vd_store *st = open_store("cancel");
-    vd_events *ev = vd_events_new();
-    vd_metrics *me = vd_metrics_new();
-    vd_scheduler_config cfg = {.max_batch = 1, .max_queue = 2, .max_queue_wait_ms = 0, .retention_seconds = 60};
-    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
+    harness h = start_harness(st, 1, 2, 0);
+    vd_scheduler *s = h.s;
     vd_job a, b, c, d;
     make_job(&a, "first", 40);
     make_job(&b, "second", 2);
@@ -220,8 +236,7 @@ static void test_cancel_and_full_queue(void **state)
     assert_int_equal(vd_scheduler_cancel(s, "video_nonesuch"), 1);
     vd_scheduler_stop(s, 1);
     vd_job_clear(&a), vd_job_clear(&b), vd_job_clear(&c), vd_job_clear(&d);
-    vd_events_free(ev), vd_metrics_free(me);
-    vd_store_close(st);
+    close_harness(&h);
 }
 
 static void test_recovery(void **state)
@@ -235,10 +250,8 @@ static void test_recovery(void **state)
     hopeless.status = VD_JOB_IN_PROGRESS, hopeless.attempts = 3;
     make_job(&waiting, "was queued", 2);
     insert(st, &interrupted), insert(st, &hopeless), insert(st, &waiting);
-    vd_events *ev = vd_events_new();
-    vd_metrics *me = vd_metrics_new();
-    vd_scheduler_config cfg = {.max_batch = 2, .max_queue = 8, .max_queue_wait_ms = 0, .retention_seconds = 60};
-    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
+    harness h = start_harness(st, 2, 8, 0);
+    vd_scheduler *s = h.s;
     assert_true(wait_status(st, interrupted.id, VD_JOB_COMPLETED));
     assert_true(wait_status(st, waiting.id, VD_JOB_COMPLETED));
     assert_true(wait_status(st, hopeless.id, VD_JOB_FAILED));
@@ -263,18 +276,15 @@ static void test_recovery(void **state)
     assert_int_equal(back.status, VD_JOB_IN_PROGRESS);
     vd_job_clear(&back);
     vd_job_clear(&interrupted), vd_job_clear(&hopeless), vd_job_clear(&waiting), vd_job_clear(&slow);
-    vd_events_free(ev), vd_metrics_free(me);
-    vd_store_close(st);
+    close_harness(&h);
 }
 
 static void test_guide_scale_reaches_the_engine(void **state)
 {
     (void)state;
     vd_store *st = open_store("guide");
-    vd_events *ev = vd_events_new();
-    vd_metrics *me = vd_metrics_new();
-    vd_scheduler_config cfg = {.max_batch = 2, .max_queue = 8, .max_queue_wait_ms = 0, .retention_seconds = 60};
-    vd_scheduler *s = vd_scheduler_start(open_engine(), "tiny", st, ev, me, &cfg);
+    harness h = start_harness(st, 2, 8, 0);
+    vd_scheduler *s = h.s;
     vd_job guided, plain;
     make_job(&guided, "a red circle", 2);
     guided.guide_scale = 2.0f;
@@ -307,8 +317,7 @@ static void test_guide_scale_reaches_the_engine(void **state)
     vd_job_clear(&back);
     vd_scheduler_stop(s, 1);
     vd_job_clear(&guided), vd_job_clear(&plain), vd_job_clear(&again);
-    vd_events_free(ev), vd_metrics_free(me);
-    vd_store_close(st);
+    close_harness(&h);
 }
 
 int main(void)
