@@ -51,14 +51,14 @@ static const option options[] = {
      "Address to serve HTTP on: HOST:PORT, or [ADDR]:PORT for IPv6; a non-loopback host needs api_keys",
      "Where and what"},
     STRING(data_dir, 1, NULL, "data", "Directory of the jobs database (jobs.db) and the videos"),
-    STRING(model, 1, NULL, "models/teacher.safetensors", "The model file served"),
+    STRING(model, 1, NULL, "models/vdmini.safetensors", "The model file served (default: the shipped VDMini student)"),
     STRING(ae, 0, NULL, "", "Autoencoder file for a model that has none (\"\": beside the model)"),
     STRING(guide, 0, NULL, "",
            "Guide of the configured model, a weaker model that sampling moves away from (docs/models.md, \"Guided by an "
            "earlier stage\"): a file, \"none\", or \"\" for the model's own beside it (the model's name with -guide, "
            "e.g. teacher-guide.safetensors) when there is one"),
     {"extra_models", OPT_LIST, FIELD(extra_models), FIELD(extra_model_count), 1, 4096, NULL,
-     "models/vdmini.safetensors",
+     "models/teacher.safetensors",
      "Other model files registered at start, for the admin API's activate (id: the file name)",
      NULL},
     STRING(device, 1, "auto|cpu|cuda", "auto", "Where the model runs"),

@@ -13,7 +13,7 @@ typedef struct {
     /* where and what */
     char *listen;     /* "HOST:PORT", default "127.0.0.1:8080" */
     char *data_dir;   /* jobs database and outputs, default "data" */
-    char *model;      /* the model served, default "models/teacher.safetensors" */
+    char *model;      /* the model served, default "models/vdmini.safetensors" */
     char *ae;         /* autoencoder file when the model has none ("" = beside the model) */
     char *guide;      /* the configured model's guide model file ("" = none) */
     char **extra_models; /* other model files registered at start, to be activated */

@@ -1,19 +1,14 @@
 #!/bin/sh
 # distill-student.sh: makes the shipped student, models/vdmini.safetensors, from the shipped
-# teacher: prunes it by docs/vdmini/stage21/plan-d.json (every ResBlock kept; mid, temporal.0 and
-# eight attention parts removed), then distils it in nine stages with the recipes
-# models/recipes/student-1.json (3,600 steps of 32 clips), student-2.json to student-6.json (1,800,
-# 2,200, 2,400, 2,400 and 1,600 steps of 64 clips), then student-7.json to student-9.json (1,000,
-# 480 and 410 steps of 64 clips, guidance distillation: the task's target is the teacher's
-# prediction guided at 2, 3 and 4 by the guide, models/teacher-guide.safetensors, at 2), each stage
-# from the last one's EMA weights, and writes the result in bf16 as OUTDIR/vdmini.safetensors, a
-# student that samples at guidance 1 (docs/vdmini.md, "Students D and E on the GPU", "Student D
-# under the stage-23 teacher" and "Guidance distillation", has how good it is and what the stages
-# cost: about 42 minutes on four H200s for the first six, the first on two, and 7 minutes on two
-# for stage 7, 6 minutes on one for stages 8 and 9 each). The shipped student had stages 1 to 3
-# from the stage-21 teacher and 4 to 9 from the stage-23 one, which is now
-# models/teacher.safetensors; TEACHER set to another file distils from that one throughout, and
-# GUIDE names another guide than the shipped one (tools/make-guide.sh derives it).
+# teacher: prunes it by models/recipes/student-f-plan.json (plan F: temporal.0 and the attention
+# part of down.1.1 removed), then distils it in two stages of guidance distillation with the recipes
+# models/recipes/student-f-1.json (680 steps of 64 clips, learning rate 1e-4) and student-f-2.json
+# (1,200 steps, 5e-5, from the first stage's EMA weights): the task's target is the teacher's
+# prediction guided at 3 by its guide, models/teacher-guide.safetensors, at 2. It writes the result
+# in F8 as OUTDIR/vdmini.safetensors, a student that samples at guidance 1 (docs/vdmini.md,
+# "Student F", has how good it is and what the stages cost: about 5.5 minutes on two H200s for the
+# first, 5 on four for the second). TEACHER set to another file distils from that one, and GUIDE
+# names another guide than the shipped one (tools/make-guide.sh derives it).
 #
 #   tools/distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR
 #
@@ -39,7 +34,7 @@ done
 check_run_options distill-student.sh
 teacher=$(realpath "${TEACHER:-$here/models/teacher.safetensors}")
 ae=$(realpath "${AE:-$here/models/ae.safetensors}")
-plan=$(realpath "${PLAN:-$here/docs/vdmini/stage21/plan-d.json}")
+plan=$(realpath "${PLAN:-$here/models/recipes/student-f-plan.json}")
 guide=${GUIDE:-$here/models/teacher-guide.safetensors}
 [ -f "$guide" ] || { echo "distill-student.sh: no guide $guide (tools/make-guide.sh writes it)" >&2; exit 2; }
 guide=$(realpath "$guide")
@@ -50,12 +45,12 @@ start=$(date +%s)
 
 [ -f student-init.safetensors ] || "$vdmini" prune --teacher "$teacher" --plan "$plan" --out student-init.safetensors
 
-# stage N STUDENT: distils STUDENT with recipe student-N.json into student-N/, resuming from its
+# stage N STUDENT: distils STUDENT with recipe student-f-N.json into student-N/, resuming from its
 # newest checkpoint. Returns 3 when the time limit stopped it before the end.
 stage() {
     dir=student-$1 student=$2
     [ -f "$dir/student-ema.safetensors" ] && return 0
-    recipe=$(sed -e 's/}[[:space:]]*$//' "$here/models/recipes/student-$1.json")
+    recipe=$(sed -e 's/}[[:space:]]*$//' "$here/models/recipes/student-f-$1.json")
     if [ $quick -eq 1 ]; then
         recipe=$(printf '%s' "$recipe" | sed -e 's/"steps": *[0-9]*/"steps": 2/' -e 's/"clips": *[0-9]*/"clips": 1/' \
             -e 's/"batch": *[0-9]*/"batch": 1/' -e 's/"grad_accum": *[0-9]*/"grad_accum": 1/' \
@@ -69,7 +64,7 @@ stage() {
 }
 
 status=0 from=student-init.safetensors
-for n in 1 2 3 4 5 6 7 8 9; do
+for n in 1 2; do
     stage $n "$from" || { status=$?; break; }
     from=student-$n/student-ema.safetensors
 done
@@ -78,5 +73,5 @@ if [ $status -eq 3 ]; then
     exit 3
 fi
 [ $status -eq 0 ] || exit $status
-[ -f vdmini.safetensors ] || "$vdmini" convert --model student-9/student-ema.safetensors --dtype bf16 --out vdmini.safetensors
+[ -f vdmini.safetensors ] || "$vdmini" convert --model student-2/student-ema.safetensors --dtype f8 --out vdmini.safetensors
 echo "distill-student.sh: wrote $1/vdmini.safetensors" >&2

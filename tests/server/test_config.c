@@ -123,7 +123,7 @@ static void test_defaults(void **state)
     vd_server_config_defaults(&c);
     assert_string_equal(c.listen, "127.0.0.1:8080");
     assert_string_equal(c.data_dir, "data");
-    assert_string_equal(c.model, "models/teacher.safetensors");
+    assert_string_equal(c.model, "models/vdmini.safetensors");
     assert_string_equal(c.ae, "");
     assert_string_equal(c.guide, "");
     assert_string_equal(c.device, "auto");
