@@ -126,6 +126,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.model, "models/vdmini.safetensors");
     assert_string_equal(c.ae, "");
     assert_string_equal(c.guide, "");
+    assert_int_equal(c.extra_model_count, 1);
+    assert_string_equal(c.extra_models[0], "models/teacher.safetensors");
     assert_string_equal(c.device, "auto");
     assert_int_equal(c.bf16, 0);
     assert_string_equal(c.web_dir, "web");
