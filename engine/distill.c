@@ -53,7 +53,7 @@ struct vd_distill {
     float guidance, guide_scale;
     vd_model guide;
     int has_guide;
-    int32_t *empty_ids; /* (empty_n, L) the empty prompt's ids in backend memory */
+    float *empty_ctx; /* (empty_n, L, dim) the teacher's encoding of the empty prompt, in backend memory */
     int empty_n;
 };
 
@@ -202,7 +202,7 @@ void vd_distill_free(vd_distill *d)
     for (int k = 0; k < d->nheads; k++)
         if (d->ones[k]) be->release(be, d->ones[k]);
     be->release(be, d->frozen_grads);
-    if (d->empty_ids) be->release(be, d->empty_ids);
+    if (d->empty_ctx) be->release(be, d->empty_ctx);
     if (d->has_guide) vd_model_free(&d->guide);
     vd_model_free(&d->teacher);
     free(d);
@@ -446,21 +446,26 @@ static float mca(vd_distill *d, const int32_t *ids, const float *x_in, const flo
 
 /* ---- the step ---- */
 
-/* The empty prompt's ids for N clips, in backend memory. */
-static const int32_t *empty_ids(vd_distill *d, int N)
+/* The frozen teacher's encoding of the empty prompt for N clips, in backend memory: made once
+ * (again for a larger N), since it never changes. */
+static const float *empty_ctx(vd_distill *d, int N)
 {
     if (d->empty_n < N) {
+        vd_backend *be = d->be;
         int L = d->teacher.cfg.text.max_tokens;
         int32_t *host = vd_malloc((size_t)N * L * sizeof *host);
         vd_tokenize(&d->teacher.cfg.text, "", host, NULL, 0);
         for (int n = 1; n < N; n++) memcpy(host + (size_t)n * L, host, (size_t)L * sizeof *host);
-        if (d->empty_ids) d->be->release(d->be, d->empty_ids);
-        d->empty_ids = d->be->alloc(d->be, (size_t)N * L * sizeof *host);
-        d->be->upload(d->be, d->empty_ids, host, (size_t)N * L * sizeof *host);
+        int32_t *ids = be->alloc(be, (size_t)N * L * sizeof *host);
+        be->upload(be, ids, host, (size_t)N * L * sizeof *host);
         free(host);
+        if (d->empty_ctx) be->release(be, d->empty_ctx);
+        d->empty_ctx = be->alloc(be, (size_t)N * L * d->teacher.cfg.text.dim * sizeof(float));
+        vd_text_forward(&d->teacher, ids, N, d->empty_ctx);
+        be->release(be, ids);
         d->empty_n = N;
     }
-    return d->empty_ids;
+    return d->empty_ctx;
 }
 
 /* The prediction of model m on the input, into out: the inference forward, which keeps nothing
@@ -481,7 +486,7 @@ static void guided_target(vd_distill *d, const int32_t *ids, const float *x_in, 
                           int w, const float *v_c, float *target, size_t n)
 {
     vd_backend *be = d->be;
-    predict(&d->teacher, empty_ids(d, N), x_in, t, N, T, h, w, target);
+    vd_unet_forward(&d->teacher, x_in, t, empty_ctx(d, N), d->teacher.cfg.text.max_tokens, N, T, h, w, target);
     be->axpby(be, target, d->guidance, v_c, 1.0f - d->guidance, n);
     if (d->has_guide && d->guide_scale > 0.0f) {
         float *v_guide = vd_model_scratch(&d->teacher, n);

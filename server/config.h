@@ -15,7 +15,7 @@ typedef struct {
     char *data_dir;   /* jobs database and outputs, default "data" */
     char *model;      /* the model served, default "models/vdmini.safetensors" */
     char *ae;         /* autoencoder file when the model has none ("" = beside the model) */
-    char *guide;      /* the configured model's guide model file ("" = none) */
+    char *guide;      /* the configured model's guide file ("": the model's own beside it, if any; "none") */
     char **extra_models; /* other model files registered at start, to be activated */
     int extra_model_count;
     char *device;     /* "auto", "cpu" or "cuda" */

@@ -163,10 +163,12 @@ static int activate_locked(vd_server *srv, const vd_model_entry *m, char *err, s
     int already = strcmp(srv->model_id, m->id) == 0;
     pthread_rwlock_unlock(&srv->model_lock);
     if (already) return 0;
-    const char *gone = access(m->path, R_OK)                    ? m->path
-                       : m->ae[0] && access(m->ae, R_OK)       ? m->ae
-                       : m->guide[0] && strcmp(m->guide, "none") != 0 && access(m->guide, R_OK) ? m->guide
-                                                               : NULL;
+    char guide[sizeof m->guide + 32];
+    guide_of(m, guide, sizeof guide);
+    const char *gone = access(m->path, R_OK)              ? m->path
+                       : m->ae[0] && access(m->ae, R_OK) ? m->ae
+                       : guide[0] && access(guide, R_OK) ? guide
+                                                         : NULL;
     if (gone) return vd_fail(err, errlen, "%s: %s", gone, strerror(errno)), 2;
     vd_engine *engine = open_entry(srv, m, err, errlen);
     if (!engine) return -1;

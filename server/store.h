@@ -81,7 +81,7 @@ typedef struct {
     char id[128];
     char path[1024];   /* the weights file */
     char ae[1024];     /* the autoencoder file ("": the model's own, or beside it) */
-    char guide[1024];  /* the guide model file ("": none) */
+    char guide[1024];  /* the guide model file ("": the model's own beside it, if any; "none": none) */
     char source[64];   /* "config" for the configured model, else the distillation's run id */
     int64_t created_at;
 } vd_model_entry;

@@ -126,6 +126,15 @@ static void close_harness(harness *h)
     vd_store_close(h->st);
 }
 
+/* The job id as the store has it now (the caller clears it). */
+static vd_job stored_job(vd_store *st, const char *id)
+{
+    vd_job back;
+    char err[256];
+    if (vd_store_get(st, id, &back, err, sizeof err)) fail_msg("job %s: %s", id, err);
+    return back;
+}
+
 static void test_batch_completes(void **state)
 {
     (void)state;
@@ -148,9 +157,7 @@ static void test_batch_completes(void **state)
         assert_true(sb.st_size > 0);
         vd_store_path(st, jobs[i].id, "png", path, sizeof path);
         assert_int_equal(stat(path, &sb), 0);
-        vd_job back;
-        char err[256];
-        assert_int_equal(vd_store_get(st, jobs[i].id, &back, err, sizeof err), 0);
+        vd_job back = stored_job(st, jobs[i].id);
         assert_int_equal(back.progress, 100);
         assert_true(back.expires_at == back.completed_at + 60);
         assert_int_equal(back.attempts, 1);
@@ -168,9 +175,7 @@ static void test_batch_completes(void **state)
 /* The model a stored job ran on. */
 static void assert_model(vd_store *st, const char *id, const char *model)
 {
-    vd_job back;
-    char err[256];
-    assert_int_equal(vd_store_get(st, id, &back, err, sizeof err), 0);
+    vd_job back = stored_job(st, id);
     assert_string_equal(back.model, model);
     vd_job_clear(&back);
 }
@@ -255,13 +260,11 @@ static void test_recovery(void **state)
     assert_true(wait_status(st, interrupted.id, VD_JOB_COMPLETED));
     assert_true(wait_status(st, waiting.id, VD_JOB_COMPLETED));
     assert_true(wait_status(st, hopeless.id, VD_JOB_FAILED));
-    vd_job back;
-    char err[256];
-    assert_int_equal(vd_store_get(st, hopeless.id, &back, err, sizeof err), 0);
+    vd_job back = stored_job(st, hopeless.id);
     assert_string_equal(back.error_code, "interrupted");
     assert_non_null(back.error_message);
     vd_job_clear(&back);
-    assert_int_equal(vd_store_get(st, interrupted.id, &back, err, sizeof err), 0);
+    back = stored_job(st, interrupted.id);
     assert_int_equal(back.attempts, 2);
     vd_job_clear(&back);
 
@@ -272,7 +275,7 @@ static void test_recovery(void **state)
     assert_int_equal(vd_scheduler_submit(s, &slow), 0);
     assert_true(wait_status(st, slow.id, VD_JOB_IN_PROGRESS));
     vd_scheduler_stop(s, 0);
-    assert_int_equal(vd_store_get(st, slow.id, &back, err, sizeof err), 0);
+    back = stored_job(st, slow.id);
     assert_int_equal(back.status, VD_JOB_IN_PROGRESS);
     vd_job_clear(&back);
     vd_job_clear(&interrupted), vd_job_clear(&hopeless), vd_job_clear(&waiting), vd_job_clear(&slow);
@@ -294,9 +297,7 @@ static void test_guide_scale_reaches_the_engine(void **state)
     assert_int_equal(vd_scheduler_submit(s, &plain), 0);
     assert_true(wait_status(st, guided.id, VD_JOB_COMPLETED)); /* this engine has no guide: run without */
     assert_true(wait_status(st, plain.id, VD_JOB_COMPLETED));
-    vd_job back;
-    char err[256];
-    assert_int_equal(vd_store_get(st, guided.id, &back, err, sizeof err), 0);
+    vd_job back = stored_job(st, guided.id);
     assert_true(back.guide_scale == 0.0f);
     vd_job_clear(&back);
 
@@ -311,7 +312,7 @@ static void test_guide_scale_reaches_the_engine(void **state)
     insert(st, &again);
     assert_int_equal(vd_scheduler_submit(s, &again), 0);
     assert_true(wait_status(st, again.id, VD_JOB_COMPLETED));
-    assert_int_equal(vd_store_get(st, again.id, &back, err, sizeof err), 0);
+    back = stored_job(st, again.id);
     assert_string_equal(back.model, "tiny-guided");
     assert_true(back.guide_scale == 2.0f);
     vd_job_clear(&back);
