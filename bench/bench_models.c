@@ -2,15 +2,16 @@
  * process on one backend — milliseconds per denoiser step (the UNet at each batch size, random
  * inputs), per served step (one sampler step of `batch` videos as the model samples them: two
  * UNet rows a video with guidance above 1, one without, and the guide's row where it has one)
- * and per video (vd_generate: the text encoder, 25 DDIM steps, the autoencoder's decode), with
- * each model's UNet parameters. The models take turns in every round, so drift on a busy machine
+ * and per video (vd_generate: the text encoder, 25 DDIM steps, the autoencoder's decode, and
+ * with --eta the fresh noise each step), with each model's UNet parameters. The models take turns in every round, so drift on a busy machine
  * touches them alike. Links only the engine.
  *
- *   bench_models --model A.safetensors [--guidance G] [--guide GUIDE.safetensors --guide-scale S]
+ *   bench_models --model A.safetensors [--guidance G] [--guide GUIDE.safetensors --guide-scale S] [--eta E]
  *                --model B.safetensors [...] [--ae AE.safetensors]
  *                [--device cpu|cuda] [--bf16] [--batch 2 --batch 16] [--iters 5] [--videos 2]
  *
- * --guidance (default 4), --guide and --guide-scale set how the model named before them samples.
+ * --guidance (default 4), --guide, --guide-scale and --eta (DDIM's fresh noise, default 0; the
+ * per-video measure only) set how the model named before them samples.
  * Prints one JSON line per model and measure (medians), then each model's ratios to the first:
  * "speedup" is the first model's time over this one's. */
 #include "bench_common.h"
@@ -21,7 +22,7 @@
 
 typedef struct {
     const char *path, *guide_path;
-    float guidance, guide_scale;
+    float guidance, guide_scale, eta;
     vd_model m, guide;
     vd_engine *engine;
     double *step_ms[MAX_BATCHES], *served_ms[MAX_BATCHES], *video_ms;
@@ -104,7 +105,7 @@ static double time_video(const bench_model *b, int side, int frames, float *pixe
 {
     vd_gen_params p = {.prompt = "a big red square moves right on a white background", .frames = frames,
                        .width = side, .height = side, .steps = 25, .guidance = b->guidance,
-                       .guide_scale = guided(b) ? b->guide_scale : 0.0f, .seed = 1};
+                       .guide_scale = guided(b) ? b->guide_scale : 0.0f, .eta = b->eta, .seed = 1};
     vd_engine *e = b->engine;
     char err[VD_ERR_LEN];
     double t0 = vd_now();
@@ -118,10 +119,10 @@ static double time_video(const bench_model *b, int side, int frames, float *pixe
 static void print_line(const bench_model *b, const char *what, int batch, const double *ms, int n, const char *device)
 {
     printf("{\"model\": \"%s\", \"what\": \"%s\", \"batch\": %d, \"device\": \"%s\", \"unet_params\": %zu, "
-           "\"guidance\": %g, \"guide\": \"%s\", \"guide_scale\": %g, \"median_ms\": %.3f, \"min_ms\": %.3f, "
-           "\"runs\": %d}\n",
+           "\"guidance\": %g, \"guide\": \"%s\", \"guide_scale\": %g, \"eta\": %g, \"median_ms\": %.3f, "
+           "\"min_ms\": %.3f, \"runs\": %d}\n",
            b->path, what, batch, device, vd_model_count_params(&b->m, "unet."), b->guidance,
-           guided(b) ? b->guide_path : "", guided(b) ? b->guide_scale : 0.0, ms[n / 2], ms[0], n);
+           guided(b) ? b->guide_path : "", guided(b) ? b->guide_scale : 0.0, b->eta, ms[n / 2], ms[0], n);
 }
 
 int main(int argc, char **argv)
@@ -136,12 +137,14 @@ int main(int argc, char **argv)
         if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
         if (strcmp(a, "--model") == 0 && nmodels < MAX_MODELS)
             models[nmodels].path = v, models[nmodels++].guidance = VD_DEFAULT_GUIDANCE;
-        else if ((strcmp(a, "--guidance") == 0 || strcmp(a, "--guide") == 0 || strcmp(a, "--guide-scale") == 0) &&
+        else if ((strcmp(a, "--guidance") == 0 || strcmp(a, "--guide") == 0 || strcmp(a, "--guide-scale") == 0 ||
+                  strcmp(a, "--eta") == 0) &&
                  nmodels == 0)
             return fprintf(stderr, "%s: give it after the --model it applies to\n", a), 2;
         else if (strcmp(a, "--guidance") == 0) models[nmodels - 1].guidance = (float)atof(v);
         else if (strcmp(a, "--guide") == 0) models[nmodels - 1].guide_path = v;
         else if (strcmp(a, "--guide-scale") == 0) models[nmodels - 1].guide_scale = (float)atof(v);
+        else if (strcmp(a, "--eta") == 0) models[nmodels - 1].eta = (float)atof(v);
         else if (strcmp(a, "--batch") == 0 && nbatches < MAX_BATCHES) batches[nbatches++] = atoi(v);
         else if (strcmp(a, "--ae") == 0) ae = v;
         else if (strcmp(a, "--device") == 0) device = v;

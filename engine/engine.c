@@ -248,6 +248,9 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
         return vd_fail(err, VD_ERR_LEN, "guide_scale must be between 0 and 100"), NULL;
     if (p->guide_scale > 0.0f && !e->has_guide)
         return vd_fail(err, VD_ERR_LEN, "guide_scale needs a guide model, and this engine has none"), NULL;
+    if (!(p->eta >= 0.0f && p->eta <= 1.0f)) return vd_fail(err, VD_ERR_LEN, "eta must be between 0 and 1"), NULL;
+    if (p->eta > 0.0f && p->sampler != VD_SAMPLER_DDIM)
+        return vd_fail(err, VD_ERR_LEN, "eta applies to the ddim sampler only (euler takes no fresh noise)"), NULL;
     if (p->video && !(p->strength > 0.0f && p->strength <= 1.0f))
         return vd_fail(err, VD_ERR_LEN, "strength must be above 0 and at most 1 (got %g)", (double)p->strength), NULL;
 
@@ -259,7 +262,7 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
     int f = ae_factor(ac), lc = ac->latent_channels, guided = p->guidance > 1.0f, R = guided ? 2 : 1;
     v->T = p->frames, v->h = p->height / f, v->w = p->width / f, v->L = tc->max_tokens;
     int T = v->T, S = v->h * v->w, L = v->L;
-    vd_sampler_plan_make(&m->cfg.diffusion, p->sampler, p->steps, &v->plan);
+    vd_sampler_plan_make(&m->cfg.diffusion, p->sampler, p->steps, p->eta, &v->plan);
 
     /* text: row 0 the prompt, row 1 (with guidance) the empty prompt */
     int32_t *ids_host = vd_calloc((size_t)R * L, sizeof *ids_host);
@@ -312,7 +315,7 @@ vd_video *vd_video_begin(vd_engine *e, const vd_gen_params *p, char err[VD_ERR_L
                                  .ctx_uncond = guided ? v->ctx + row_ctx : NULL, .plan = &v->plan,
                                  .ctx_guide = v->ctx_guide, .guidance = p->guidance,
                                  .guidance_rescale = p->guidance_rescale, .guide_scale = p->guide_scale,
-                                 .pin_first_frame = p->image != NULL, .step = first_step};
+                                 .pin_first_frame = p->image != NULL, .step = first_step, .noise_seed = p->seed};
     return v;
 }
 

@@ -1,9 +1,13 @@
 /* sampler.c: schedule and sampler plans (see sampler.h). */
 #include "sampler.h"
 #include "common.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+/* Keys the per-step noise streams apart from anything else drawn from a video's seed. */
+#define STEP_NOISE_STREAM 0x6e6f697365ull
 
 double *vd_alphas_cumprod(const vd_diffusion_config *d)
 {
@@ -41,10 +45,11 @@ static double sigma_to_timestep(const double *log_sigmas, int n, double sigma)
     return lo + (ls - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo]);
 }
 
-int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int steps,
+int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int steps, float eta,
                          vd_sampler_plan *plan)
 {
-    if (steps < 1 || steps > d->train_steps) return -1;
+    if (steps < 1 || steps > d->train_steps || !(eta >= 0.0f && eta <= 1.0f)) return -1;
+    if (eta > 0.0f && kind != VD_SAMPLER_DDIM) return -1;
     int n = d->train_steps;
     double *ab = vd_alphas_cumprod(d);
     double *alpha = vd_malloc((size_t)(steps + 1) * sizeof *alpha); /* ᾱ at each step, then 1 */
@@ -55,6 +60,7 @@ int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int
     plan->pin_c = vd_malloc((size_t)steps * sizeof(float));
     plan->pin_z = vd_malloc((size_t)steps * sizeof(float));
     plan->pin_v = vd_malloc((size_t)steps * sizeof(float));
+    plan->sigma = vd_malloc((size_t)steps * sizeof(float));
     if (kind == VD_SAMPLER_DDIM) {
         for (int k = 0; k < steps; k++) {
             int t = (int)lround((double)(steps - k) * n / steps) - 1;
@@ -86,13 +92,17 @@ int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int
     for (int k = 0; k < steps; k++) {
         double sa = sqrt(alpha[k]), sb = sqrt(1.0 - alpha[k]);
         double na = sqrt(alpha[k + 1]), nb = sqrt(1.0 - alpha[k + 1]);
-        /* z' = na*(sa z - sb v) + nb*(sb z + sa v) */
-        plan->coef_z[k] = (float)(na * sa + nb * sb);
-        plan->coef_v[k] = (float)(nb * sa - na * sb);
-        /* the pinned frame: z' = na*c + nb*(sb z + sa v) */
+        /* DDIM's sigma = eta sqrt((1 - a') / (1 - a)) sqrt(1 - a / a'), at most nb for eta <= 1 */
+        double sigma = eta > 0.0f ? eta * (nb / sb) * sqrt(1.0 - alpha[k] / alpha[k + 1]) : 0.0;
+        double keep = sqrt(fmax(0.0, nb * nb - sigma * sigma)); /* the share of eps kept */
+        plan->sigma[k] = (float)sigma;
+        /* z' = na*(sa z - sb v) + keep*(sb z + sa v) (+ sigma xi) */
+        plan->coef_z[k] = (float)(na * sa + keep * sb);
+        plan->coef_v[k] = (float)(keep * sa - na * sb);
+        /* the pinned frame: z' = na*c + keep*(sb z + sa v) (+ sigma xi) */
         plan->pin_c[k] = (float)na;
-        plan->pin_z[k] = (float)(nb * sb);
-        plan->pin_v[k] = (float)(nb * sa);
+        plan->pin_z[k] = (float)(keep * sb);
+        plan->pin_v[k] = (float)(keep * sa);
     }
     free(alpha);
     free(ab);
@@ -104,8 +114,13 @@ void vd_sampler_plan_free(vd_sampler_plan *plan)
     free(plan->timestep);
     free(plan->coef_z);
     free(plan->coef_v);
-    free(plan->pin_c), free(plan->pin_z), free(plan->pin_v);
+    free(plan->pin_c), free(plan->pin_z), free(plan->pin_v), free(plan->sigma);
     plan->steps = 0;
+}
+
+void vd_step_noise(uint64_t seed, int step, float *out, size_t n)
+{
+    vd_rng_normal(vd_rng_u64(seed, STEP_NOISE_STREAM + (uint64_t)step), 0, out, n);
 }
 
 /* The input rows of one forward: each video's latent beside its condition, its timestep and a
@@ -149,7 +164,21 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
     }
     fill_rows(be, videos, n, 0, x_in, ctx, t, lc, S, T, row_in, row_ctx);
     vd_unet_forward(m, x_in, t, ctx, L, R, T, h, w, v);
-    for (int i = 0, r = 0, g = 0; i < n; i++) {
+    /* DDIM's fresh noise for the videos whose step adds some, drawn on the host while a GPU runs
+     * the forward, then uploaded at once */
+    int noisy = 0;
+    for (int i = 0; i < n; i++) noisy += videos[i].plan->sigma[videos[i].step] > 0.0f;
+    float *xi = NULL;
+    if (noisy) {
+        float *xi_host = vd_malloc((size_t)noisy * video * sizeof(float));
+        for (int i = 0, j = 0; i < n; i++)
+            if (videos[i].plan->sigma[videos[i].step] > 0.0f)
+                vd_step_noise(videos[i].noise_seed, videos[i].step, xi_host + (size_t)j++ * video, video);
+        xi = vd_model_scratch(m, (size_t)noisy * video);
+        be->upload(be, xi, xi_host, (size_t)noisy * video * sizeof(float));
+        free(xi_host);
+    }
+    for (int i = 0, r = 0, g = 0, j = 0; i < n; i++) {
         vd_latent_video *vv = &videos[i];
         float *vr = v + r * video, *vg = NULL;
         if (guide && vv->ctx_guide) { /* vg = v_c - v_guide, before vr becomes the guided v */
@@ -176,17 +205,20 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
             be->axpby(be, vv->z, pl->pin_c[k], vv->cond, 1.0f, first); /* cond's frame 0 starts with c */
         }
         be->axpby(be, vv->z + first, pl->coef_v[k], vr + first, pl->coef_z[k], video - first);
+        if (pl->sigma[k] > 0.0f) /* DDIM's fresh noise, over every frame */
+            be->axpby(be, vv->z, pl->sigma[k], xi + (size_t)j++ * video, 1.0f, video);
         vv->step++;
         r += vv->ctx_uncond ? 2 : 1;
     }
     vd_model_scratch_done(m, x_in), vd_model_scratch_done(m, v);
     vd_model_scratch_done(m, ctx), vd_model_scratch_done(m, t);
     if (v_guide) vd_model_scratch_done(m, v_guide);
+    if (xi) vd_model_scratch_done(m, xi);
 }
 
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
               int L, int N, int T, int h, int w, float guidance, float guidance_rescale, vd_model *guide,
-              float guide_scale, vd_progress_fn progress, void *user)
+              float guide_scale, uint64_t noise_seed, vd_progress_fn progress, void *user)
 {
     int S = h * w, lc = m->cfg.unet.out_channels, guided = guidance > 1.0f;
     size_t row_ctx = (size_t)L * m->cfg.unet.context_dim;
@@ -200,7 +232,7 @@ int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *c
                                       .ctx_guide = guide && guide_scale > 0.0f ? ctx + i * row_ctx : NULL,
                                       .plan = plan, .guidance = guidance, .guidance_rescale = guidance_rescale,
                                       .guide_scale = guide_scale,
-                                      .pin_first_frame = mask == 1.0f};
+                                      .pin_first_frame = mask == 1.0f, .noise_seed = noise_seed + (uint64_t)i};
     }
     int rc = 0;
     for (int k = 0; k < plan->steps && rc == 0; k++) {

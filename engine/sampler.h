@@ -3,7 +3,8 @@
  * holds, for each step, the timestep the model sees and the two coefficients of the update
  * z <- a*z + b*v, so the caller applies a step with one axpby on any backend. For image-to-video
  * the first frame's x0 is pinned to the condition latent c: its update is
- * z <- pin_c*c + pin_z*z + pin_v*v. */
+ * z <- pin_c*c + pin_z*z + pin_v*v. DDIM with eta > 0 also adds fresh noise, sigma*xi, after
+ * each update: the noise the step keeps from z shrinks so that the total stays the same. */
 #ifndef VD_SAMPLER_H
 #define VD_SAMPLER_H
 
@@ -17,9 +18,13 @@ typedef struct {
     float *coef_z;   /* (steps) a */
     float *coef_v;   /* (steps) b */
     float *pin_c, *pin_z, *pin_v; /* (steps) the pinned first frame's three coefficients */
+    float *sigma;  /* (steps) the fresh noise's scale: 0 everywhere unless DDIM with eta > 0 */
 } vd_sampler_plan;
 
-int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int steps,
+/* eta: DDIM's share of fresh noise, 0 (deterministic) to 1 (as much as the DDPM step); it must be
+ * 0 for Euler. Returns 0, or -1 for steps outside [1, train_steps] or eta outside [0, 1] (or
+ * above 0 with Euler). */
+int vd_sampler_plan_make(const vd_diffusion_config *d, vd_sampler_kind kind, int steps, float eta,
                          vd_sampler_plan *plan);
 void vd_sampler_plan_free(vd_sampler_plan *plan);
 
@@ -37,7 +42,12 @@ typedef struct {
     float guidance_rescale;   /* phi: the guided v times phi*rms(v_c)/rms(v_guided) + 1 - phi */
     float guide_scale;        /* a: a * (v_c - v_guide) added to the guided v (with ctx_guide) */
     int pin_first_frame;      /* image-to-video: frame 0's x0 is cond's latent at every step */
+    uint64_t noise_seed;      /* the stream of the fresh noise of a plan with sigma (vd_step_noise) */
 } vd_latent_video;
+
+/* The fresh noise of step `step` of a video with noise_seed seed: n standard normal numbers,
+ * drawn on the host so that every backend adds the same bits. */
+void vd_step_noise(uint64_t seed, int step, float *out, size_t n);
 
 /* Takes the next step of every video in one denoiser batch (1 row per video, 2 with guidance)
  * and advances each video's step. Videos may be at different steps and use different plans;
@@ -47,7 +57,8 @@ typedef struct {
  * v = v_u + g (v_c - v_u) + a (v_c - v_guide). */
 void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int n, int L, int T, int h, int w);
 
-/* Runs a plan on N videos: z (N, T, latent, h, w) is the starting noise and becomes the result;
+/* Runs a plan on N videos (video i's fresh noise, if the plan adds any, from noise_seed + i):
+ * z (N, T, latent, h, w) is the starting noise and becomes the result;
  * cond (N, T, latent + 1, h, w) the condition latent and mask (a video whose mask is 1 is
  * image-to-video: its first frame is pinned); ctx (N, L, dim) the text, or
  * (2N, L, dim) — the prompts, then the empty prompts — when guidance > 1; guidance_rescale as in
@@ -56,7 +67,7 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
  * Returns 0, or 1 when the progress function asked to stop. */
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,
               int L, int N, int T, int h, int w, float guidance, float guidance_rescale, vd_model *guide,
-              float guide_scale, vd_progress_fn progress, void *user);
+              float guide_scale, uint64_t noise_seed, vd_progress_fn progress, void *user);
 
 /* ᾱ over the training table (train_steps doubles, malloc'd). */
 double *vd_alphas_cumprod(const vd_diffusion_config *d);

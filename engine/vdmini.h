@@ -80,7 +80,9 @@ typedef struct {
     float guide_scale;  /* a: a * (v_c - v_guide) added to the guided v; 0 (the default) runs
                          * no guide (vd_engine_set_guide) */
     vd_sampler_kind sampler;
-    uint64_t seed;
+    float eta;          /* DDIM's share of fresh noise at each step: 0 (the default) deterministic,
+                         * 1 as much as the DDPM step; 0 with Euler */
+    uint64_t seed;      /* the starting noise and, with eta, each step's fresh noise */
     /* video-to-video: a clip (frames, 3, height, width) in [-1, 1] to start from, or NULL; the
      * last strength (0 to 1] of the steps run, from its latents noised to where they start */
     const float *video;

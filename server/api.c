@@ -138,6 +138,7 @@ static json_t *video_object(vd_server *srv, const vd_job *j)
     json_object_set_new(o, "guidance_scale", json_real(round((double)j->guidance * 1e6) / 1e6));
     json_object_set_new(o, "guide_scale", json_real(round((double)j->guide_scale * 1e6) / 1e6));
     json_object_set_new(o, "sampler", json_string(j->sampler == VD_SAMPLER_EULER ? "euler" : "ddim"));
+    json_object_set_new(o, "eta", json_real(round((double)j->eta * 1e6) / 1e6));
     json_object_set_new(o, "input_reference", json_boolean(j->has_image));
     return o;
 }
@@ -475,7 +476,7 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
 {
     static const char *const allowed[] = {"model", "prompt", "seconds", "size", "input_reference", "seed",
                                           "num_inference_steps", "guidance_scale", "guide_scale", "fps", "sampler",
-                                          NULL};
+                                          "eta", NULL};
     const vd_server_config *c = r->config;
     vd_server *srv = r->srv;
     if (vd_api_check_known(f->fields, allowed, reply)) return -1;
@@ -505,8 +506,8 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
     }
 
     long long fps = c->default_fps, steps = c->default_steps, seed = 0;
-    double guidance, guide_scale;
-    vd_models_default_scales(srv, c, &guidance, &guide_scale);
+    double guidance, guide_scale, eta;
+    vd_models_default_scales(srv, c, &guidance, &guide_scale, &eta);
     if (vd_api_get_integer(f->fields, "fps", 1, VD_MP4_MAX_FPS, &fps, reply) < 0) return -1;
     if (vd_api_get_integer(f->fields, "num_inference_steps", 1, c->max_steps, &steps, reply) < 0) return -1;
     if (vd_api_get_number(f->fields, "guidance_scale", 0, 100, &guidance, reply) < 0) return -1;
@@ -516,6 +517,8 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
                      srv->model_id);
         return -1;
     }
+    int has_eta = vd_api_get_number(f->fields, "eta", 0, 1, &eta, reply);
+    if (has_eta < 0) return -1;
     int has_seed = vd_api_get_integer(f->fields, "seed", 0, INT64_MAX, &seed, reply);
     if (has_seed < 0) return -1;
 
@@ -569,6 +572,13 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
             return -1;
         }
     }
+    if (sampler_kind == VD_SAMPLER_EULER) { /* Euler adds no fresh noise */
+        if (has_eta && eta > 0) {
+            vd_api_error(reply, 400, "eta", "invalid_value", "'eta' applies to the \"ddim\" sampler; with \"euler\" it must be 0.");
+            return -1;
+        }
+        eta = 0;
+    }
 
     if (!has_seed) {
         uint64_t drawn;
@@ -590,6 +600,7 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
     job->guidance = (float)guidance;
     job->guide_scale = (float)guide_scale;
     job->sampler = sampler_kind;
+    job->eta = (float)eta;
     job->seed = (uint64_t)seed;
     char unknown[UNKNOWN_WORDS_LEN];
     unknown[0] = 0;
@@ -768,7 +779,7 @@ void vd_api_remix_video(const vd_request *r, vd_reply *reply)
         }
     }
     if (ok) {
-        job = source; /* same size, frames, fps, steps, guidance, guide scale, sampler, seed and image */
+        job = source; /* same size, frames, fps, steps, guidance, guide scale, sampler, eta, seed and image */
         job.prompt = job.unknown_words = job.error_message = job.idempotency_key = NULL;
         vd_job_new_id(job.id);
         job.status = VD_JOB_QUEUED;
@@ -953,16 +964,16 @@ static json_t *active_model_object(const vd_request *r)
         if (srv->vocab[i]) json_array_append_new(vocabulary, json_string(srv->vocab[i]));
     char default_size[32];
     snprintf(default_size, sizeof default_size, "%dx%d", c->default_width, c->default_height);
-    double guidance, guide_scale;
-    vd_models_default_scales(srv, c, &guidance, &guide_scale);
+    double guidance, guide_scale, eta;
+    vd_models_default_scales(srv, c, &guidance, &guide_scale, &eta);
     json_t *limits = json_pack(
-        "{s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:[s,s], s:s, s:i}",
+        "{s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:[s,s], s:s, s:f, s:i}",
         "image_size", srv->limits.image_size, "size_multiple_of", srv->limits.latent_div, "max_width", c->max_width,
         "max_height", c->max_height, "default_size", default_size, "min_frames", 1, "max_frames", c->max_frames,
         "default_frames", c->default_frames, "trained_frames", srv->limits.default_frames, "min_steps", 1,
         "max_steps", c->max_steps, "default_steps", c->default_steps, "default_fps", c->default_fps, "max_fps",
         VD_MP4_MAX_FPS, "default_guidance_scale", guidance, "default_guide_scale", guide_scale, "samplers", "ddim",
-        "euler", "default_sampler", c->default_sampler, "max_prompt_tokens", srv->limits.max_tokens);
+        "euler", "default_sampler", c->default_sampler, "default_eta", eta, "max_prompt_tokens", srv->limits.max_tokens);
     return json_pack("{s:s, s:s, s:I, s:s, s:b, s:b, s:o, s:o}", "id", srv->model_id, "object", "model", "created",
                      (json_int_t)srv->model_created, "owned_by", "vdmini", "active", 1, "guide", srv->has_guide,
                      "limits", limits, "vocabulary", vocabulary);

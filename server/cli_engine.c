@@ -43,7 +43,7 @@ void cli_usage_eval_model(FILE *out, const char *prog)
     int indent = (int)strlen(prog) + 8; /* under "eval"'s first option */
     fprintf(out,
             "  %s eval --model PATH [--prompts N] [--seed N] [--steps N] [--guidance G] [--guidance-rescale F] [--i2v]\n"
-            "%*s[--sampler ddim|euler] [--guide-model PATH] [--guide-units LIST] [--guide-scale A]\n"
+            "%*s[--sampler ddim|euler] [--eta E] [--guide-model PATH] [--guide-units LIST] [--guide-scale A]\n"
             "%*s[--from-truth STRENGTH] [--batch N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]\n",
             prog, indent, "", indent, "");
 }
@@ -265,6 +265,7 @@ typedef struct {
     float guidance; /* < 0: the model's own (vd_default_guidance) */
     float guidance_rescale;
     vd_sampler_kind sampler;
+    float eta;        /* DDIM's fresh noise (vd_gen_params.eta) */
     float from_truth; /* > 0: each clip starts from its true clip, noised for the last share of the steps */
     uint64_t seed;
     vd_device device;
@@ -315,7 +316,7 @@ static int eval_model(const model_eval_options *o, vd_eval_set *set, vd_eval_set
             vd_gen_params p = {.prompt = truth->prompt, .image = o->i2v ? image : NULL, .frames = frames,
                                .width = side, .height = side, .steps = o->steps, .guidance = guidance,
                                .guidance_rescale = o->guidance_rescale, .guide_scale = o->guide.scale,
-                               .sampler = o->sampler, .seed = o->seed + (uint64_t)(i0 + k),
+                               .sampler = o->sampler, .eta = o->eta, .seed = o->seed + (uint64_t)(i0 + k),
                                .video = truth_clip, .strength = o->from_truth};
             if (!(videos[k] = vd_video_begin(e, &p, err))) {
                 fprintf(stderr, "vdmini: eval: prompt %d: %s\n", i0 + k, err);
@@ -381,6 +382,8 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--sampler") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_sampler(f, v, &m.sampler)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--eta") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 1, &m.eta)) return CLI_EXIT_USAGE;
         } else if ((guide_flag = cli_parse_guide_flag(argc, argv, &i, &m.guide)) != 0) {
             if (guide_flag < 0) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
@@ -408,6 +411,7 @@ static int cmd_eval(const cli_program *p, int argc, char **argv)
     if (videos && !truth) return cli_bad_arg("--truth", "required with --videos");
     if (m.model && truth) return cli_bad_arg("--truth", "only with --videos (--model draws its prompts from the world)");
     if (cli_check_guide(&m.guide)) return CLI_EXIT_USAGE;
+    if (m.eta > 0 && m.sampler != VD_SAMPLER_DDIM) return cli_bad_arg("--eta", "only with --sampler ddim");
 
     vd_eval_set *set = vd_eval_set_new(), *reference = vd_eval_set_new(), *other_real = vd_eval_set_new();
     int rc = videos ? p->eval_videos(videos, truth, m.i2v, set, reference) : eval_model(&m, set, reference, other_real);

@@ -27,6 +27,7 @@ typedef struct {
     float guidance;
     float guide_scale;  /* moves away from the model's guide (0: none) */
     int sampler;        /* vd_sampler_kind */
+    float eta;          /* DDIM's fresh noise each step (0 with euler) */
     uint64_t seed;
     int has_image;      /* image-to-video: the first frame is stored beside the outputs */
     char *unknown_words;   /* space separated, may be empty */

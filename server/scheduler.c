@@ -197,7 +197,8 @@ static vd_video *start_video(vd_scheduler *s, vd_job *job, double submitted)
     }
     vd_gen_params p = {.prompt = job->prompt, .image = image, .frames = job->frames, .width = job->width,
                        .height = job->height, .steps = job->steps, .guidance = job->guidance,
-                       .guide_scale = job->guide_scale, .sampler = (vd_sampler_kind)job->sampler, .seed = job->seed};
+                       .guide_scale = job->guide_scale, .sampler = (vd_sampler_kind)job->sampler, .eta = job->eta,
+                       .seed = job->seed};
     vd_video *v = vd_video_begin(s->engine, &p, err);
     free(image);
     if (!v) {

@@ -75,13 +75,14 @@ static const char *const migrations[] = {
     "CREATE TABLE settings (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
     "ALTER TABLE models ADD COLUMN guide TEXT NOT NULL DEFAULT '';",
     "ALTER TABLE jobs ADD COLUMN guide_scale REAL NOT NULL DEFAULT 0;",
+    "ALTER TABLE jobs ADD COLUMN eta REAL NOT NULL DEFAULT 0;",
 };
 
-/* The columns in the order bind_job numbers them (?1 to ?26) and read_job reads them. */
+/* The columns in the order bind_job numbers them (?1 to ?27) and read_job reads them. */
 #define JOB_COLUMNS                                                                              \
     "id, model, status, progress, created_at, started_at, completed_at, expires_at, prompt, width," \
     " height, frames, fps, steps, guidance, sampler, seed, has_image, unknown_words, error_code,"  \
-    " error_message, idempotency_key, key_id, remixed_from, attempts, guide_scale"
+    " error_message, idempotency_key, key_id, remixed_from, attempts, guide_scale, eta"
 #define FINISHED "status IN ('completed', 'failed', 'cancelled')"
 /* The columns of admin_runs in the order bind_run numbers them and read_run reads them. */
 #define RUN_COLUMNS                                                                                  \
@@ -115,13 +116,13 @@ enum {
 
 static const char *const statement_sql[STMT_COUNT] = {
     [STMT_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-                    " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+                    " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
     [STMT_UPDATE] = "UPDATE jobs SET model = ?2, status = ?3, progress = ?4, created_at = ?5,"
                     " started_at = ?6, completed_at = ?7, expires_at = ?8, prompt = ?9, width = ?10,"
                     " height = ?11, frames = ?12, fps = ?13, steps = ?14, guidance = ?15, sampler = ?16,"
                     " seed = ?17, has_image = ?18, unknown_words = ?19, error_code = ?20,"
                     " error_message = ?21, idempotency_key = ?22, key_id = ?23, remixed_from = ?24,"
-                    " attempts = ?25, guide_scale = ?26 WHERE id = ?1",
+                    " attempts = ?25, guide_scale = ?26, eta = ?27 WHERE id = ?1",
     [STMT_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [STMT_DELETE] = "DELETE FROM jobs WHERE id = ?1",
     [STMT_FIND_IDEMPOTENT] = "SELECT id FROM jobs WHERE key_id = ?1 AND idempotency_key = ?2",
@@ -347,6 +348,7 @@ static int bind_job(sqlite3_stmt *stmt, const vd_job *j)
     rc |= sqlite3_bind_text(stmt, 24, j->remixed_from, -1, SQLITE_TRANSIENT);
     rc |= sqlite3_bind_int(stmt, 25, j->attempts);
     rc |= sqlite3_bind_double(stmt, 26, j->guide_scale);
+    rc |= sqlite3_bind_double(stmt, 27, j->eta);
     return rc == SQLITE_OK ? 0 : -1;
 }
 
@@ -399,6 +401,7 @@ static void read_job(sqlite3_stmt *stmt, vd_job *j)
     column_copy(stmt, 23, j->remixed_from, sizeof j->remixed_from);
     j->attempts = sqlite3_column_int(stmt, 24);
     j->guide_scale = (float)sqlite3_column_double(stmt, 25);
+    j->eta = (float)sqlite3_column_double(stmt, 26);
 }
 
 /* Steps a statement whose rows are jobs to the end; *jobs is malloc'd (NULL when none). */

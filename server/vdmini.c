@@ -4,12 +4,12 @@
  *   vdmini info PATH|PRESET
  *   vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames 16] [--size 128x128]
  *                   [--fps 8] [--steps 25] [--guidance 4] [--guidance-rescale 0] [--sampler ddim|euler]
- *                   [--guide-model PATH] [--guide-units LIST] [--guide-scale A]
+ *                   [--eta 0] [--guide-model PATH] [--guide-units LIST] [--guide-scale A]
  *                   [--seed N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4
  *   vdmini world --count N [--seed S] [--size 128x128] [--frames 16] [--fps 8] [--ae PATH] --out DIR
  *   vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]
  *   vdmini eval --model PATH [--prompts 16] [--seed S] [--steps 25] [--guidance 4]
- *               [--guidance-rescale 0] [--guide-model PATH] [--guide-units LIST] [--guide-scale A] [--i2v]
+ *               [--guidance-rescale 0] [--eta 0] [--guide-model PATH] [--guide-units LIST] [--guide-scale A] [--i2v]
  *               [--batch 8] [--device auto|cpu|cuda] [--bf16] [--ae PATH] [--json FILE]
  *   vdmini train ae|denoiser --config FILE.json [--resume DIR] [--device auto|cpu|cuda] [--bf16]
  *                            [--time-limit SECONDS]
@@ -56,7 +56,7 @@ static void usage(FILE *out)
     fprintf(out,
             "  vdmini generate --model PATH --prompt TEXT [--image FILE] [--frames N] [--size WxH]\n"
             "                  [--fps N] [--steps N] [--guidance G] [--guidance-rescale F] [--sampler ddim|euler]\n"
-            "                  [--guide-model PATH] [--guide-units LIST] [--guide-scale A]\n"
+            "                  [--eta E] [--guide-model PATH] [--guide-units LIST] [--guide-scale A]\n"
             "                  [--seed N] [--device auto|cpu|cuda] [--bf16] [--ae PATH] --out FILE.mp4\n"
             "  vdmini world --count N [--seed N] [--size WxH] [--frames N] [--fps N] [--ae PATH] --out DIR\n"
             "  vdmini eval --videos DIR --truth FILE.jsonl [--i2v] [--json FILE]\n");
@@ -93,7 +93,7 @@ static int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *image = NULL, *out = NULL, *ae = NULL, *v;
     int frames = 16, width = 128, height = 128, fps = 8, steps = 25, bf16 = 0, seed_given = 0, guidance_given = 0;
-    float guidance = 0.0f, guidance_rescale = 0.0f;
+    float guidance = 0.0f, guidance_rescale = 0.0f, eta = 0.0f;
     vd_sampler_kind sampler = VD_SAMPLER_DDIM;
     vd_device device = VD_DEVICE_AUTO;
     uint64_t seed = 0;
@@ -135,6 +135,8 @@ static int cmd_generate(int argc, char **argv)
                 return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--sampler") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_sampler(f, v, &sampler)) return CLI_EXIT_USAGE;
+        } else if (strcmp(f, "--eta") == 0) {
+            if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_number(f, v, 0, 1, &eta)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--device") == 0) {
             if (!(v = cli_flag_value(argc, argv, &i)) || cli_parse_device(f, v, &device)) return CLI_EXIT_USAGE;
         } else if (strcmp(f, "--bf16") == 0) {
@@ -148,6 +150,7 @@ static int cmd_generate(int argc, char **argv)
     if (!out) return cli_bad_arg("--out", "required");
     if (!has_suffix(out, ".mp4")) return cli_bad_arg("--out", "the output must end in .mp4");
     if (cli_check_guide(&guide)) return CLI_EXIT_USAGE;
+    if (eta > 0 && sampler != VD_SAMPLER_DDIM) return cli_bad_arg("--eta", "only with --sampler ddim");
     if (!seed_given) seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
     char err[VD_ERR_LEN];
@@ -186,12 +189,12 @@ static int cmd_generate(int argc, char **argv)
         free(rgb);
         rgb = NULL;
     }
-    fprintf(stderr, "vdmini: generating %d frames at %dx%d on %s, %d %s steps, guidance %.2f, guide scale %.2f, seed %" PRIu64 "\n",
-            frames, width, height, vd_engine_device_name(e), steps, sampler == VD_SAMPLER_DDIM ? "ddim" : "euler",
+    fprintf(stderr, "vdmini: generating %d frames at %dx%d on %s, %d %s steps (eta %.2f), guidance %.2f, guide scale %.2f, seed %" PRIu64 "\n",
+            frames, width, height, vd_engine_device_name(e), steps, sampler == VD_SAMPLER_DDIM ? "ddim" : "euler", eta,
             guidance, guide.scale, seed);
     vd_gen_params p = {.prompt = prompt, .image = image_chw, .frames = frames, .width = width, .height = height,
                        .steps = steps, .guidance = guidance, .guidance_rescale = guidance_rescale,
-                       .guide_scale = guide.scale, .sampler = sampler, .seed = seed};
+                       .guide_scale = guide.scale, .sampler = sampler, .eta = eta, .seed = seed};
     frames_f = vd_malloc((size_t)frames * 3 * width * height * sizeof(float));
     progress_state ps = {.start = vd_now(), .tty = isatty(2)};
     if (vd_generate(e, &p, frames_f, show_progress, &ps, err) != 0) {

@@ -141,20 +141,26 @@ static void check_backend(vd_model *m, vd_model *guide, vd_backend *be, const vd
         float guidance = (float)json_number_value(json_object_get(sample, "guidance"));
         float rescale = (float)json_number_value(json_object_get(sample, "guidance_rescale"));
         float guide_scale = (float)json_number_value(json_object_get(sample, "guide_scale"));
+        float eta = (float)json_number_value(json_object_get(sample, "eta"));
+        uint64_t noise_seed = (uint64_t)json_integer_value(json_object_get(sample, "noise_seed"));
         const vd_st_tensor *noise = need(cases, "sample.noise");
-        /* DDIM, Euler, DDIM with the guided v rescaled, and DDIM with the guide */
-        const char *names[4] = {"sample.ddim.out", "sample.euler.out", "sample.ddim_rescaled.out", "sample.ddim_guided.out"};
-        const char *what[4] = {"sampler ddim", "sampler euler", "sampler ddim rescaled", "sampler ddim guide"};
-        for (int s = 0; s < (guide ? 4 : 3); s++) {
+        /* DDIM, Euler, DDIM with the guided v rescaled, DDIM with fresh noise (eta), and DDIM
+         * with the guide */
+        const char *names[5] = {"sample.ddim.out", "sample.euler.out", "sample.ddim_rescaled.out", "sample.ddim_eta.out",
+                                "sample.ddim_guided.out"};
+        const char *what[5] = {"sampler ddim", "sampler euler", "sampler ddim rescaled", "sampler ddim eta",
+                               "sampler ddim guide"};
+        for (int s = 0; s < (guide ? 5 : 4); s++) {
             vd_sampler_plan plan;
-            if (vd_sampler_plan_make(&m->cfg.diffusion, s == 1 ? VD_SAMPLER_EULER : VD_SAMPLER_DDIM, steps, &plan)) {
+            if (vd_sampler_plan_make(&m->cfg.diffusion, s == 1 ? VD_SAMPLER_EULER : VD_SAMPLER_DDIM, steps,
+                                     s == 3 ? eta : 0.0f, &plan)) {
                 fprintf(stderr, "bad sampler settings in the cases file\n");
                 exit(1);
             }
             float *z = upload(be, noise), *cond = upload(be, need(cases, "sample.cond"));
             float *sctx = upload(be, need(cases, "sample.ctx"));
             vd_sample(m, &plan, z, cond, sctx, L, (int)noise->shape[0], T, h, w, guidance, s == 2 ? rescale : 0.0f,
-                      s == 3 ? guide : NULL, s == 3 ? guide_scale : 0.0f, NULL, NULL);
+                      s == 4 ? guide : NULL, s == 4 ? guide_scale : 0.0f, noise_seed, NULL, NULL);
             report(name, what[s], rel_error(be, z, need(cases, names[s])), TOLERANCE);
             be->release(be, z), be->release(be, cond), be->release(be, sctx);
             vd_sampler_plan_free(&plan);

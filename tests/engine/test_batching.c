@@ -1,6 +1,7 @@
 /* test_batching.c: step-level batching gives each video the result it would get alone. Video A
- * runs two steps alone, then B joins the batch (guided and unguided, DDIM and Euler, different
- * step counts), A leaves when done and B finishes alone; both must match their solo runs. And a
+ * runs two steps alone, then B joins the batch (guided and unguided, DDIM with fresh noise and
+ * Euler, different step counts), A leaves when done and B finishes alone; both must match their
+ * solo runs. And a
  * video started from a clip (video-to-video) runs the last share of its steps from that clip. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -53,7 +54,7 @@ static void test_join_and_leave(void **state)
     vd_engine *e = vd_engine_open(model_path, NULL, VD_DEVICE_CPU, 0, err);
     assert_non_null(e);
     vd_gen_params a = {.prompt = "a red circle moves left", .frames = 3, .width = 64, .height = 64, .steps = 4,
-                       .guidance = 5.0f, .sampler = VD_SAMPLER_DDIM, .seed = 1};
+                       .guidance = 5.0f, .sampler = VD_SAMPLER_DDIM, .eta = 1.0f, .seed = 1};
     vd_gen_params b = {.prompt = "a blue square moves up", .frames = 3, .width = 64, .height = 64, .steps = 3,
                        .guidance = 1.0f, .sampler = VD_SAMPLER_EULER, .seed = 2};
     size_t n = (size_t)3 * 3 * 64 * 64;
@@ -97,6 +98,12 @@ static void test_join_and_leave(void **state)
     c.steps = 0;
     assert_null(vd_video_begin(e, &c, err));
     assert_non_null(strstr(err, "steps"));
+    c.steps = 3, c.eta = 0.5f; /* c is Euler, which takes no fresh noise */
+    assert_null(vd_video_begin(e, &c, err));
+    assert_non_null(strstr(err, "eta"));
+    c.sampler = VD_SAMPLER_DDIM, c.eta = 1.5f;
+    assert_null(vd_video_begin(e, &c, err));
+    assert_non_null(strstr(err, "eta"));
 
     vd_video_free(e, va);
     vd_video_free(e, vb);

@@ -168,8 +168,9 @@ static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
     rmdir(dir);
 }
 
-/* Three guided DDIM steps of two videos (the first image-to-video) with a guide of other weights,
- * on the GPU against the CPU. model and guide are host models of cfg, each attached in turn. */
+/* Three guided DDIM steps with fresh noise (eta 1) of two videos (the first image-to-video) with a
+ * guide of other weights, on the GPU against the CPU. model and guide are host models of cfg, each
+ * attached in turn. */
 static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *model, vd_model *guide,
                                   const vd_model_config *cfg, uint64_t seed)
 {
@@ -185,7 +186,7 @@ static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *mo
         for (int i = 0; i < h * w; i++) frame[(size_t)lc * h * w + i] = 1.0f;
     }
     vd_sampler_plan plan;
-    vd_sampler_plan_make(&cfg->diffusion, VD_SAMPLER_DDIM, 3, &plan);
+    vd_sampler_plan_make(&cfg->diffusion, VD_SAMPLER_DDIM, 3, 1.0f, &plan);
     vd_backend *be[2] = {cpu, gpu};
     float *out[2];
     for (int prec = 0; prec < 2; prec++) {
@@ -194,7 +195,7 @@ static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *mo
             vd_model_attach(model, be[b]), vd_model_attach(guide, be[b]);
             out[b] = put(be[b], z, nz);
             float *c = put(be[b], cond, ncond), *x = put(be[b], ctx, nctx);
-            vd_sample(model, &plan, out[b], c, x, L, N, T, h, w, 3.0f, 0.0f, guide, 1.5f, NULL, NULL);
+            vd_sample(model, &plan, out[b], c, x, L, N, T, h, w, 3.0f, 0.0f, guide, 1.5f, seed + 6, NULL, NULL);
             be[b]->release(be[b], c), be[b]->release(be[b], x);
             vd_model_detach(model), vd_model_detach(guide);
         }

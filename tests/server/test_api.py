@@ -279,6 +279,7 @@ def test_models_list_and_get(server):
     assert limits["max_steps"] == 50 and limits["min_steps"] == 1
     # no guide: plain classifier-free guidance at default_guidance, no guide scale
     assert m["guide"] is False and limits["default_guidance_scale"] == 4 and limits["default_guide_scale"] == 0
+    assert limits["default_eta"] == 0  # deterministic DDIM without a guide (default_eta)
     assert "circle" in m["vocabulary"] and "<unk>" not in m["vocabulary"]
     status, one, _ = server.json("GET", "/v1/models/tiny")
     assert status == 200 and one == m
@@ -329,6 +330,7 @@ def test_create_json_returns_queued_video_object(server):
     assert isinstance(video["created_at"], int) and video["completed_at"] is None
     assert "queue_position" in video and video["unknown_words"] == []
     assert video["guidance_scale"] == 4 and video["guide_scale"] == 0  # the defaults without a guide
+    assert video["eta"] == 0
     done = server.wait(video["id"])
     assert done["status"] == "completed" and done["progress"] == 100 and done["seed"] == 7
     assert done["completed_at"] >= done["created_at"] and done["expires_at"] > done["completed_at"]
@@ -341,7 +343,7 @@ def test_create_multipart_like_the_sdks(server):
     status, _, data = server.request("POST", "/v1/videos", body, {"Content-Type": content_type})
     video = json.loads(data)
     assert status == 200, video
-    assert video["seconds"] == "2" and video["frames"] == 2 and video["sampler"] == "euler"
+    assert video["seconds"] == "2" and video["frames"] == 2 and video["sampler"] == "euler" and video["eta"] == 0
     assert video["guidance_scale"] == 3.5 and isinstance(video["seed"], int)  # a seed was drawn
     assert server.wait(video["id"])["status"] == "completed"
 
@@ -557,6 +559,10 @@ def test_delete_completed_removes_files(server):
     ({"prompt": "a", "guide_scale": 1}, "guide_scale"),            # this model has no guide
     ({"prompt": "a", "fps": 0}, "fps"),
     ({"prompt": "a", "sampler": "heun"}, "sampler"),
+    ({"prompt": "a", "eta": "some"}, "eta"),
+    ({"prompt": "a", "eta": -0.1}, "eta"),
+    ({"prompt": "a", "eta": 1.5}, "eta"),
+    ({"prompt": "a", "eta": 0.5, "sampler": "euler"}, "eta"),     # euler takes no fresh noise
     ({"prompt": "a", "model": "sora-2"}, "model"),
     ({"prompt": "a", "input_reference": "https://example.com/a.png"}, "input_reference"),
     ({"prompt": "a", "input_reference": "data:image/png;base64,iVBORw0KGgo="}, "input_reference"),
@@ -752,7 +758,8 @@ def test_crash_restart_loses_no_job(model, workdir):
 # ---- guided sampling: a model with a guide -------------------------------------------------
 
 # distinct from the defaults, so that each value seen comes from the option that should give it
-GUIDED_SETTINGS = {"default_guidance": 4, "default_guided_guidance": 3.5, "default_guide_scale": 1.5}
+GUIDED_SETTINGS = {"default_guidance": 4, "default_guided_guidance": 3.5, "default_guide_scale": 1.5,
+                   "default_guided_eta": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -776,12 +783,13 @@ def test_guided_model_defaults_run_and_survive_a_restart(model, guide_model, wor
         m = srv.json("GET", "/v1/models")[1]["data"][0]
         assert m["guide"] is True
         assert m["limits"]["default_guidance_scale"] == 3.5 and m["limits"]["default_guide_scale"] == 1.5
+        assert m["limits"]["default_eta"] == 0.5
         status, listed = admin_call(srv, "GET", "/admin/v1/models")
         assert [(x["id"], x["guide"]) for x in listed["data"]] == [("tiny", guide_model)], listed
 
         # one at a time, so that each runs alone: the same seed then gives the same video
         guided = srv.create(prompt="a red circle moves left", seed=5)
-        assert guided["guidance_scale"] == 3.5 and guided["guide_scale"] == 1.5
+        assert guided["guidance_scale"] == 3.5 and guided["guide_scale"] == 1.5 and guided["eta"] == 0.5
         guided = srv.wait(guided["id"])
         assert guided["status"] == "completed" and guided["guide_scale"] == 1.5, guided["error"]
         again = srv.wait(srv.create(prompt="a red circle moves left", seed=5)["id"])
@@ -804,6 +812,7 @@ def test_guided_model_defaults_run_and_survive_a_restart(model, guide_model, wor
         assert status == 400 and error["param"] == "guide_scale" and error["code"] == "invalid_value", error
         status, remix, _ = srv.json("POST", f"/v1/videos/{guided['id']}/remix", {"prompt": "a blue circle"})
         assert status == 200 and remix["guide_scale"] == 1.5 and remix["guidance_scale"] == 3.5, remix
+        assert remix["eta"] == 0.5
         assert srv.wait(remix["id"])["status"] == "completed"
     finally:
         srv.stop()
@@ -814,7 +823,7 @@ def test_guided_model_defaults_run_and_survive_a_restart(model, guide_model, wor
         for video in (guided, unguided, given, remix):
             status, back, _ = srv.json("GET", f"/v1/videos/{video['id']}")
             assert status == 200 and back["guide_scale"] == video["guide_scale"], back
-            assert back["guidance_scale"] == video["guidance_scale"]
+            assert back["guidance_scale"] == video["guidance_scale"] and back["eta"] == video["eta"]
         assert srv.json("GET", "/v1/models")[1]["data"][0]["guide"] is False
         assert srv.create(prompt="a red circle")["guide_scale"] == 0
         # a guided video cannot be remixed on a model with no guide; an unguided one can

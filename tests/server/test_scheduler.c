@@ -4,7 +4,8 @@
  * that does not finish leaves running jobs for the next start, a model switch lets the
  * running batch finish on the old model while a queued job waits for the new one, and a job's
  * guide scale reaches the engine (a model without a guide runs the job without one and records
- * that, a model with one runs it guided). */
+ * that, a model with one runs it guided), and so does its eta (the same job with eta 1 makes
+ * another video, with eta 0 the same one again). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -321,6 +322,53 @@ static void test_guide_scale_reaches_the_engine(void **state)
     close_harness(&h);
 }
 
+/* The bytes of a job's file of this kind, malloc'd, with their count. */
+static unsigned char *job_file(vd_store *st, const char *id, const char *kind, size_t *size)
+{
+    char path[4200];
+    vd_store_path(st, id, kind, path, sizeof path);
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s", path);
+    unsigned char *data = NULL;
+    size_t n = 0, got;
+    unsigned char chunk[65536];
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        data = vd_realloc(data, n + got);
+        memcpy(data + n, chunk, got);
+        n += got;
+    }
+    fclose(f);
+    *size = n;
+    return data;
+}
+
+static void test_eta_reaches_the_engine(void **state)
+{
+    (void)state;
+    vd_store *st = open_store("eta");
+    harness h = start_harness(st, 1, 8, 0);
+    vd_job jobs[3]; /* eta 0, 1, 0: one at a time, the same seed and prompt */
+    const float etas[3] = {0.0f, 1.0f, 0.0f};
+    for (int i = 0; i < 3; i++) {
+        make_job(&jobs[i], "a red circle", 3);
+        jobs[i].eta = etas[i];
+        insert(st, &jobs[i]);
+        assert_int_equal(vd_scheduler_submit(h.s, &jobs[i]), 0);
+        assert_true(wait_status(st, jobs[i].id, VD_JOB_COMPLETED));
+    }
+    vd_job back = stored_job(st, jobs[1].id);
+    assert_true(back.eta == 1.0f);
+    vd_job_clear(&back);
+    size_t size[3];
+    unsigned char *frame[3];
+    for (int i = 0; i < 3; i++) frame[i] = job_file(st, jobs[i].id, "png", &size[i]);
+    assert_true(size[0] == size[2] && memcmp(frame[0], frame[2], size[0]) == 0);
+    assert_true(size[0] != size[1] || memcmp(frame[0], frame[1], size[0]) != 0);
+    for (int i = 0; i < 3; i++) free(frame[i]), vd_job_clear(&jobs[i]);
+    vd_scheduler_stop(h.s, 1);
+    close_harness(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -329,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_cancel_and_full_queue),
         cmocka_unit_test(test_recovery),
         cmocka_unit_test(test_guide_scale_reaches_the_engine),
+        cmocka_unit_test(test_eta_reaches_the_engine),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -85,6 +85,7 @@ static void make_job(vd_job *j, int n, int64_t created_at)
     j->guidance = 7.5f + (float)n / 3.0f;
     j->guide_scale = 1.25f + (float)n / 7.0f;
     j->sampler = n % 2;
+    j->eta = j->sampler ? 0.0f : 0.5f + (float)n / 11.0f;
     j->seed = 0xFEDCBA9876543210ull + (uint64_t)n;
     j->has_image = n % 2;
     j->unknown_words = strdup("zorp blarg");
@@ -111,6 +112,7 @@ static void assert_jobs_equal(const vd_job *a, const vd_job *b)
     assert_true(a->guidance == b->guidance);
     assert_true(a->guide_scale == b->guide_scale);
     assert_int_equal(a->sampler, b->sampler);
+    assert_true(a->eta == b->eta);
     assert_true(a->seed == b->seed);
     assert_int_equal(a->has_image, b->has_image);
     assert_true((a->unknown_words == NULL) == (b->unknown_words == NULL));
@@ -231,7 +233,8 @@ static void test_round_trip(void **state)
     job.steps = 1000;
     job.guidance = 0.1f;
     job.guide_scale = 100.0f;
-    job.sampler = 1;
+    job.sampler = 0;
+    job.eta = 1.0f;
     job.seed = UINT64_MAX;
     job.has_image = 0;
     snprintf(job.key_id, sizeof job.key_id, "%s", "");
@@ -666,8 +669,8 @@ static void test_corrupt_database(void **state)
     assert_non_null(strstr(err, "plain-file"));
 }
 
-/* The database as vdmini wrote it at schema version 2, before guides: jobs without guide_scale,
- * models without guide. One job and one model in it. */
+/* The database as vdmini wrote it at schema version 2, before guides: jobs without guide_scale
+ * (and eta), models without guide. One job and one model in it. */
 static const char *const version_2_database =
     "CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, model TEXT NOT NULL, status TEXT NOT NULL,"
     " progress INTEGER NOT NULL, created_at INTEGER NOT NULL, started_at INTEGER NOT NULL,"
@@ -725,7 +728,7 @@ static void test_migration_keeps_old_rows(void **state)
     assert_true(user_version(path) > 2);
     assert_int_equal(user_version(path), user_version(fresh));
 
-    /* the old job, every field as it was, with no guide */
+    /* the old job, every field as it was, with no guide and no fresh noise */
     vd_job old = {.id = "video_old", .model = "teacher", .status = VD_JOB_COMPLETED, .progress = 100,
                   .created_at = 1700000000, .started_at = 1700000001, .completed_at = 1700000002,
                   .expires_at = 1700086402, .prompt = "a red circle moves left", .width = 128, .height = 96,
@@ -742,8 +745,10 @@ static void test_migration_keeps_old_rows(void **state)
     assert_int_equal(vd_store_insert(s, &again, existing, err, sizeof err), 2);
     assert_string_equal(existing, "video_old");
     vd_job_clear(&again);
-    /* and it takes a guide scale like a new one */
+    /* and it takes a guide scale and an eta like a new one */
     old.guide_scale = 2.5f;
+    old.sampler = 0;
+    old.eta = 0.75f;
     assert_int_equal(vd_store_update(s, &old, err, sizeof err), 0);
     assert_stored_equal(s, &old);
 

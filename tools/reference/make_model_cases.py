@@ -18,6 +18,7 @@ is its teacher's). Tensors written (N = 2 videos, P prompts, L tokens):
   sample.noise (N, T, out, h, w), sample.cond (N, T, in - out, h, w), sample.ctx (2N, L, D)
       -> sample.ddim.out, sample.euler.out (N, T, out, h, w): final latents;
       sample.ddim_rescaled.out the same DDIM run with the guidance rescale of the metadata;
+      sample.ddim_eta.out the same DDIM run with the metadata's eta and noise_seed (fresh noise);
       with --guide, sample.ddim_guided.out the same DDIM run moving away from the guide's UNet
       (fed the conditional rows) by the metadata's guide_scale
 
@@ -25,7 +26,7 @@ sample.cond holds the condition latent and the mask: video 0 is image-to-video (
 repeated over T, mask 1), video 1 text-to-video (zeros). sample.ctx rows 0..N-1 are
 conditional, rows N..2N-1 unconditional. __metadata__["vdmini.cases"] is JSON with "prompts",
 "unknown_words" (per prompt), "frames", "latent_size", "image_size", "seed" and
-"sample": {"steps", "guidance", "guidance_rescale", "guide_scale", "timesteps"}.
+"sample": {"steps", "guidance", "guidance_rescale", "guide_scale", "eta", "noise_seed", "timesteps"}.
 """
 
 import argparse
@@ -39,6 +40,8 @@ from safetensors_io import write_safetensors
 VIDEOS = 2
 GUIDANCE_RESCALE = 0.7
 GUIDE_SCALE = 1.5
+ETA = 1.0
+NOISE_SEED = 77
 
 
 def test_prompts(vocab, max_tokens):
@@ -133,6 +136,9 @@ def main():
         final = ref.sample_ddim(model.unet, model.schedule, noise.double(), cond.double(),
                                 sample_context.double(), args.steps, args.guidance, GUIDANCE_RESCALE)
         store("sample.ddim_rescaled.out", final)
+        final = ref.sample_ddim(model.unet, model.schedule, noise.double(), cond.double(),
+                                sample_context.double(), args.steps, args.guidance, eta=ETA, noise_seed=NOISE_SEED)
+        store("sample.ddim_eta.out", final)
         if args.guide:
             guide = ref.load_model(args.guide, attention_impl="manual", dtype=torch.float64)
             final = ref.sample_ddim(model.unet, model.schedule, noise.double(), cond.double(),
@@ -140,7 +146,7 @@ def main():
                                     GUIDE_SCALE)
             store("sample.ddim_guided.out", final)
         cases["sample"] = {"steps": args.steps, "guidance": args.guidance, "guidance_rescale": GUIDANCE_RESCALE,
-                           "guide_scale": GUIDE_SCALE,
+                           "guide_scale": GUIDE_SCALE, "eta": ETA, "noise_seed": NOISE_SEED,
                            "timesteps": model.schedule.timesteps(args.steps)}
 
     write_safetensors(args.out, tensors, {"vdmini.cases": json.dumps(cases)})

@@ -748,9 +748,48 @@ def pin_first_frame(z0, cond):
     return z0
 
 
-def sample_ddim(unet, schedule, noise, cond, context, steps, guidance, rescale=0.0, guide=None, guide_scale=0.0):
-    """Deterministic DDIM (eta = 0) from z_T = noise; returns the final latents z_0. guide and
-    guide_scale as in guided_velocity."""
+MASK64 = (1 << 64) - 1
+STEP_NOISE_STREAM = 0x6E6F697365
+
+
+def _mix64(z):
+    z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(MASK64)
+    z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(MASK64)
+    return z ^ (z >> np.uint64(31))
+
+
+def rng_u64(seed, index):
+    """The engine's counter-based generator: number `index` (an array) of stream `seed`."""
+    with np.errstate(over="ignore"):
+        key = _mix64(np.uint64((seed + 0x9E3779B97F4A7C15) & MASK64))
+        index = np.asarray(index, dtype=np.uint64)
+        return _mix64(key ^ (index * np.uint64(0xD1B54A32D192ED03) + np.uint64(0x632BE59BD9B4E019)))
+
+
+def rng_normal(seed, n):
+    """n standard normal numbers of stream seed from offset 0, as the engine draws them (Box-Muller
+    on pairs of uniforms, in float64, stored as float32)."""
+    pairs = (n + 1) // 2
+    index = np.arange(2 * pairs, dtype=np.uint64)
+    u = ((rng_u64(seed, index) >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+    r, a = np.sqrt(-2.0 * np.log(u[0::2])), 6.283185307179586 * u[1::2]
+    out = np.empty(2 * pairs, dtype=np.float64)
+    out[0::2], out[1::2] = r * np.cos(a), r * np.sin(a)
+    return out[:n].astype(np.float32)
+
+
+def step_noise(seed, step, shape):
+    """The fresh noise a video with noise seed `seed` gets at DDIM step `step` (eta > 0)."""
+    stream = int(rng_u64(seed, STEP_NOISE_STREAM + step))
+    return torch.from_numpy(rng_normal(stream, math.prod(shape)).reshape(shape))
+
+
+def sample_ddim(unet, schedule, noise, cond, context, steps, guidance, rescale=0.0, guide=None, guide_scale=0.0,
+                eta=0.0, noise_seed=0):
+    """DDIM from z_T = noise; returns the final latents z_0. guide and guide_scale as in
+    guided_velocity. With eta > 0 each step adds fresh noise sigma * xi, sigma = eta
+    sqrt((1 - a') / (1 - a)) sqrt(1 - a / a'), and keeps sqrt(1 - a' - sigma^2) of the predicted
+    noise; video i's xi is step_noise(noise_seed + i, step)."""
     timesteps = schedule.timesteps(steps)
     z = noise
     for k, t in enumerate(timesteps):
@@ -759,7 +798,11 @@ def sample_ddim(unet, schedule, noise, cond, context, steps, guidance, rescale=0
         v = guided_velocity(unet, z, cond, t, context, guidance, rescale, guide, guide_scale)
         z0 = pin_first_frame(math.sqrt(a) * z - math.sqrt(1 - a) * v, cond)
         eps = math.sqrt(1 - a) * z + math.sqrt(a) * v
-        z = math.sqrt(a_prev) * z0 + math.sqrt(1 - a_prev) * eps
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a)) * math.sqrt(1 - a / a_prev) if eta > 0 else 0.0
+        z = math.sqrt(a_prev) * z0 + math.sqrt(max(0.0, 1 - a_prev - sigma * sigma)) * eps
+        if sigma > 0:
+            xi = torch.stack([step_noise(noise_seed + i, k, z.shape[1:]) for i in range(z.shape[0])])
+            z = z + sigma * xi.to(z.dtype)
     return z
 
 
