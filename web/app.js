@@ -205,13 +205,22 @@ function vocabularyText(vocabulary) {
 }
 
 const SAMPLER_NAMES = { ddim: 'DDIM', euler: 'Euler' };
+let defaultSamplerName = '';
 
 function setSamplerOptions(samplers, defaultSampler) {
   if (!Array.isArray(samplers) || !samplers.length) return;
+  defaultSamplerName = defaultSampler || '';
   const byDefault = defaultSampler
     ? `server default (${SAMPLER_NAMES[defaultSampler] || defaultSampler})` : 'server default';
   el('sampler').replaceChildren(new Option(byDefault, ''),
     ...samplers.map((name) => new Option(SAMPLER_NAMES[name] || name, name)));
+}
+
+/* eta only for DDIM: the server refuses fresh noise with Euler */
+function updateEtaField() {
+  const euler = (el('sampler').value || defaultSamplerName) === 'euler';
+  el('eta-field').hidden = euler;
+  el('eta').disabled = euler;
 }
 
 function applyModel(model) {
@@ -228,6 +237,9 @@ function applyModel(model) {
   el('guide-scale').disabled = !guided;
   const guideScale = limits.default_guide_scale;
   el('guide-scale').placeholder = guideScale !== undefined ? `default ${guideScale}` : 'server default';
+  const eta = limits.default_eta;
+  el('eta').placeholder = eta !== undefined ? `default ${eta}` : 'server default';
+  updateEtaField();
   updateFramesHint();
   const words = vocabularyText(model?.vocabulary);
   el('vocabulary-words').textContent = words;
@@ -290,7 +302,7 @@ function requestBody() {
   body.append('fps', String(FPS));
   body.append('num_inference_steps', el('steps').value);
   const optional = [['seed', 'seed'], ['guidance', 'guidance_scale'], ['guide-scale', 'guide_scale'],
-    ['sampler', 'sampler']];
+    ['sampler', 'sampler'], ['eta', 'eta']];
   for (const [id, field] of optional) {
     const value = el(id).value.trim();
     if (value !== '' && !el(id).disabled) body.append(field, value);
@@ -690,6 +702,7 @@ function start() {
   el('image-clear').addEventListener('click', clearImage);
   el('frames').addEventListener('input', updateFramesHint);
   el('model').addEventListener('change', () => applyModel(selectedModel()));
+  el('sampler').addEventListener('change', updateEtaField);
   el('job-cancel').addEventListener('click', cancelJob);
   el('job-video').addEventListener('error', onPlaybackError);
   el('recent-refresh').addEventListener('click', refreshRecent);

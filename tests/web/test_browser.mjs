@@ -302,6 +302,12 @@ browserTest('the page loads with its defaults', async () => {
   await page.click('.advanced summary');
   assert.ok(await page.isVisible('#guidance'));
   assert.ok(await page.isHidden('#guide-scale-field'), 'the guide scale field is hidden');
+  assert.equal(await page.getAttribute('#eta', 'placeholder'), `default ${model.limits.default_eta}`);
+  await page.selectOption('#sampler', 'euler');
+  assert.ok(await page.isDisabled('#eta'), 'no fresh noise with Euler');
+  await page.selectOption('#sampler', 'ddim');
+  assert.ok(await page.isEnabled('#eta'));
+  await page.selectOption('#sampler', '');
 });
 
 browserTest('a prompt becomes a video that plays', async () => {
@@ -398,9 +404,12 @@ browserTest('the guide scale is offered for a model with a guide and sent', asyn
     `default ${model.limits.default_guidance_scale}`);
   await fillForm({ prompt: 'a red circle moves left', frames: 2, steps: 2, size: '64x64' });
   await page.fill('#guide-scale', '0.5');
+  assert.equal(await page.getAttribute('#eta', 'placeholder'), `default ${model.limits.default_eta}`);
+  await page.fill('#eta', '0.5');
   const { status, body } = await submit();
   assert.equal(status, 200, `POST /v1/videos answered ${JSON.stringify(body)}`);
   assert.equal(body.guide_scale, 0.5);
+  assert.equal(body.eta, 0.5);
   await waitForStatus('completed');
   await screenshot('guided');
 });
