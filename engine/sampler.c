@@ -118,7 +118,8 @@ void vd_sampler_plan_free(vd_sampler_plan *plan)
     plan->steps = 0;
 }
 
-void vd_step_noise(uint64_t seed, int step, float *out, size_t n)
+/* The fresh noise of step `step` of a video whose noise seed is seed: n standard normal numbers. */
+static void step_noise(uint64_t seed, int step, float *out, size_t n)
 {
     vd_rng_normal(vd_rng_u64(seed, STEP_NOISE_STREAM + (uint64_t)step), 0, out, n);
 }
@@ -173,7 +174,7 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
         float *xi_host = vd_malloc((size_t)noisy * video * sizeof(float));
         for (int i = 0, j = 0; i < n; i++)
             if (videos[i].plan->sigma[videos[i].step] > 0.0f)
-                vd_step_noise(videos[i].noise_seed, videos[i].step, xi_host + (size_t)j++ * video, video);
+                step_noise(videos[i].noise_seed, videos[i].step, xi_host + (size_t)j++ * video, video);
         xi = vd_model_scratch(m, (size_t)noisy * video);
         be->upload(be, xi, xi_host, (size_t)noisy * video * sizeof(float));
         free(xi_host);
