@@ -100,11 +100,9 @@ static const option options[] = {
      "Guide scale when a request gives none, for a model with a guide", NULL},
     {"default_guided_guidance", OPT_DOUBLE, FIELD(default_guided_guidance), 0, 0, 100, NULL, "2",
      "Classifier-free guidance scale when a request gives none, for a model with a guide", NULL},
-    {"default_eta", OPT_DOUBLE, FIELD(default_eta), 0, 0, 1, NULL, "0",
-     "DDIM's eta (0 to 1: the share of fresh noise each step) when a request gives none, for a model without a guide",
+    {"default_eta", OPT_DOUBLE, FIELD(default_eta), 0, 0, 1, NULL, "1",
+     "DDIM's eta (0 to 1: the share of fresh noise each step; 0 is deterministic DDIM) when a request gives none",
      NULL},
-    {"default_guided_eta", OPT_DOUBLE, FIELD(default_guided_eta), 0, 0, 1, NULL, "1",
-     "DDIM's eta when a request gives none, for a model with a guide", NULL},
     STRING(default_sampler, 1, "ddim|euler", "ddim", "Sampler when a request gives none"),
 
     {"max_batch", OPT_INT, FIELD(max_batch), 0, 1, 256, NULL, "8",

@@ -43,8 +43,7 @@ typedef struct {
     double default_guidance;        /* for a model without a guide */
     double default_guide_scale;     /* for a model with a guide */
     double default_guided_guidance; /* classifier-free guidance for a model with a guide */
-    double default_eta;             /* DDIM's fresh noise, for a model without a guide */
-    double default_guided_eta;      /* DDIM's fresh noise, for a model with a guide */
+    double default_eta;             /* DDIM's fresh noise each step */
     char *default_sampler;
     /* scheduling and retention */
     int max_batch;

@@ -223,5 +223,5 @@ void vd_models_default_scales(const vd_server *srv, const vd_server_config *c, d
     *guidance = srv->has_guide ? c->default_guided_guidance : c->default_guidance;
     if (srv->limits.sampling_guidance > 0) *guidance = srv->limits.sampling_guidance;
     *guide_scale = srv->has_guide ? c->default_guide_scale : 0.0;
-    *eta = srv->has_guide ? c->default_guided_eta : c->default_eta;
+    *eta = c->default_eta;
 }

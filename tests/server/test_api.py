@@ -279,7 +279,7 @@ def test_models_list_and_get(server):
     assert limits["max_steps"] == 50 and limits["min_steps"] == 1
     # no guide: plain classifier-free guidance at default_guidance, no guide scale
     assert m["guide"] is False and limits["default_guidance_scale"] == 4 and limits["default_guide_scale"] == 0
-    assert limits["default_eta"] == 0  # deterministic DDIM without a guide (default_eta)
+    assert limits["default_eta"] == 1  # DDIM with fresh noise (default_eta)
     assert "circle" in m["vocabulary"] and "<unk>" not in m["vocabulary"]
     status, one, _ = server.json("GET", "/v1/models/tiny")
     assert status == 200 and one == m
@@ -330,7 +330,7 @@ def test_create_json_returns_queued_video_object(server):
     assert isinstance(video["created_at"], int) and video["completed_at"] is None
     assert "queue_position" in video and video["unknown_words"] == []
     assert video["guidance_scale"] == 4 and video["guide_scale"] == 0  # the defaults without a guide
-    assert video["eta"] == 0
+    assert video["eta"] == 1
     done = server.wait(video["id"])
     assert done["status"] == "completed" and done["progress"] == 100 and done["seed"] == 7
     assert done["completed_at"] >= done["created_at"] and done["expires_at"] > done["completed_at"]
@@ -759,7 +759,7 @@ def test_crash_restart_loses_no_job(model, workdir):
 
 # distinct from the defaults, so that each value seen comes from the option that should give it
 GUIDED_SETTINGS = {"default_guidance": 4, "default_guided_guidance": 3.5, "default_guide_scale": 1.5,
-                   "default_guided_eta": 0.5}
+                   "default_eta": 0.5}
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,6 @@ static void assert_configs_equal(const vd_server_config *a, const vd_server_conf
     assert_true(a->default_guide_scale == b->default_guide_scale);
     assert_true(a->default_guided_guidance == b->default_guided_guidance);
     assert_true(a->default_eta == b->default_eta);
-    assert_true(a->default_guided_eta == b->default_guided_eta);
     assert_string_equal(a->default_sampler, b->default_sampler);
     assert_int_equal(a->max_batch, b->max_batch);
     assert_int_equal(a->max_queue_wait_ms, b->max_queue_wait_ms);
@@ -157,8 +156,7 @@ static void test_defaults(void **state)
     assert_true(c.default_guidance == 4.0);
     assert_true(c.default_guide_scale == 2.0);
     assert_true(c.default_guided_guidance == 2.0);
-    assert_true(c.default_eta == 0.0);
-    assert_true(c.default_guided_eta == 1.0);
+    assert_true(c.default_eta == 1.0);
     assert_string_equal(c.default_sampler, "ddim");
     assert_int_equal(c.max_batch, 8);
     assert_int_equal(c.max_queue_wait_ms, 50);
@@ -181,7 +179,7 @@ static void test_default_file_parses_back(void **state)
         {"admin_keys", "c"},     {"max_body_bytes", "1M"}, {"max_image_pixels", "1k"},
         {"default_guidance", "1"}, {"default_sampler", "euler"}, {"retention_seconds", "60"},
         {"guide", ""},           {"default_guide_scale", "0"}, {"default_guided_guidance", "7.5"},
-        {"default_eta", "0.25"}, {"default_guided_eta", "0.5"},
+        {"default_eta", "0.25"},
     };
     char err[512], path[64];
     for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++)
@@ -243,7 +241,7 @@ static void test_load_values(void **state)
                        "default_guidance: 3.25\n"
                        "default_guide_scale: 0.5\n"
                        "default_guided_guidance: 1.5\n"
-                       "default_guided_eta: 0.75\n"
+                       "default_eta: 0.75\n"
                        "ae: ''\n"
                        "guide: ''\n"
                        "api_keys:\n"
@@ -262,7 +260,7 @@ static void test_load_values(void **state)
     assert_true(c.default_guidance == 3.25);
     assert_true(c.default_guide_scale == 0.5);
     assert_true(c.default_guided_guidance == 1.5);
-    assert_true(c.default_guided_eta == 0.75);
+    assert_true(c.default_eta == 0.75);
     assert_string_equal(c.ae, "");
     assert_string_equal(c.guide, "");
     assert_int_equal(c.api_key_count, 2);
@@ -291,7 +289,7 @@ static void test_load_errors(void **state)
     expect_load_error("max_frames: 1.5\n", 1, "max_frames: '1.5' is not a whole number");
     expect_load_error("default_guidance: much\n", 1, "default_guidance: 'much' is not a number");
     expect_load_error("default_guide_scale: 101\n", 1, "default_guide_scale: 101 is out of bounds (0 to 100)");
-    expect_load_error("default_guided_eta: 1.5\n", 1, "default_guided_eta: 1.5 is out of bounds (0 to 1)");
+    expect_load_error("default_eta: 1.5\n", 1, "default_eta: 1.5 is out of bounds (0 to 1)");
     expect_load_error("bf16: maybe\n", 1, "bf16: 'maybe' is not true or false");
     expect_load_error("max_body_bytes: 3 parsecs\n", 1, "max_body_bytes: '3 parsecs' is not a whole number");
     expect_load_error("max_frames: 8\nmax_steps: 5000\n", 2, "max_steps: 5000 is out of bounds (1 to 1000)");
