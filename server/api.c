@@ -506,8 +506,8 @@ static int job_from_fields(const vd_request *r, const request_fields *f, vd_job 
     }
 
     long long fps = c->default_fps, steps = c->default_steps, seed = 0;
-    double guidance, guide_scale, eta;
-    vd_models_default_scales(srv, c, &guidance, &guide_scale, &eta);
+    double guidance, guide_scale, eta = c->default_eta;
+    vd_models_default_scales(srv, c, &guidance, &guide_scale);
     if (vd_api_get_integer(f->fields, "fps", 1, VD_MP4_MAX_FPS, &fps, reply) < 0) return -1;
     if (vd_api_get_integer(f->fields, "num_inference_steps", 1, c->max_steps, &steps, reply) < 0) return -1;
     if (vd_api_get_number(f->fields, "guidance_scale", 0, 100, &guidance, reply) < 0) return -1;
@@ -964,8 +964,8 @@ static json_t *active_model_object(const vd_request *r)
         if (srv->vocab[i]) json_array_append_new(vocabulary, json_string(srv->vocab[i]));
     char default_size[32];
     snprintf(default_size, sizeof default_size, "%dx%d", c->default_width, c->default_height);
-    double guidance, guide_scale, eta;
-    vd_models_default_scales(srv, c, &guidance, &guide_scale, &eta);
+    double guidance, guide_scale;
+    vd_models_default_scales(srv, c, &guidance, &guide_scale);
     json_t *limits = json_pack(
         "{s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:[s,s], s:s, s:f, s:i}",
         "image_size", srv->limits.image_size, "size_multiple_of", srv->limits.latent_div, "max_width", c->max_width,
@@ -973,7 +973,7 @@ static json_t *active_model_object(const vd_request *r)
         "default_frames", c->default_frames, "trained_frames", srv->limits.default_frames, "min_steps", 1,
         "max_steps", c->max_steps, "default_steps", c->default_steps, "default_fps", c->default_fps, "max_fps",
         VD_MP4_MAX_FPS, "default_guidance_scale", guidance, "default_guide_scale", guide_scale, "samplers", "ddim",
-        "euler", "default_sampler", c->default_sampler, "default_eta", eta, "max_prompt_tokens", srv->limits.max_tokens);
+        "euler", "default_sampler", c->default_sampler, "default_eta", c->default_eta, "max_prompt_tokens", srv->limits.max_tokens);
     return json_pack("{s:s, s:s, s:I, s:s, s:b, s:b, s:o, s:o}", "id", srv->model_id, "object", "model", "created",
                      (json_int_t)srv->model_created, "owned_by", "vdmini", "active", 1, "guide", srv->has_guide,
                      "limits", limits, "vocabulary", vocabulary);

@@ -217,11 +217,9 @@ void vd_models_release(vd_server *srv)
     srv->vocab_size = 0;
 }
 
-void vd_models_default_scales(const vd_server *srv, const vd_server_config *c, double *guidance, double *guide_scale,
-                              double *eta)
+void vd_models_default_scales(const vd_server *srv, const vd_server_config *c, double *guidance, double *guide_scale)
 {
     *guidance = srv->has_guide ? c->default_guided_guidance : c->default_guidance;
     if (srv->limits.sampling_guidance > 0) *guidance = srv->limits.sampling_guidance;
     *guide_scale = srv->has_guide ? c->default_guide_scale : 0.0;
-    *eta = c->default_eta;
 }

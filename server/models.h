@@ -34,12 +34,10 @@ int vd_models_register(vd_server *srv, const char *id, const char *path, const c
 /* Frees what vd_models_startup and vd_models_activate allocated in srv (not the engine, which
  * the scheduler owns). */
 void vd_models_release(vd_server *srv);
-/* The guidance, guide scale and DDIM eta of a request that gives none, for the active model and
- * config c: with a guide, default_guided_guidance and default_guide_scale; without,
- * default_guidance and no guide; a model whose file records the guidance it samples at (a
- * guidance-distilled student's 1) gets that guidance instead; every model default_eta
- * (model_lock read-locked). */
-void vd_models_default_scales(const vd_server *srv, const vd_server_config *c, double *guidance, double *guide_scale,
-                              double *eta);
+/* The guidance and guide scales of a request that gives none, for the active model and config c:
+ * with a guide, default_guided_guidance and default_guide_scale; without, default_guidance and
+ * no guide; a model whose file records the guidance it samples at (a guidance-distilled
+ * student's 1) gets that guidance instead (model_lock read-locked). */
+void vd_models_default_scales(const vd_server *srv, const vd_server_config *c, double *guidance, double *guide_scale);
 
 #endif

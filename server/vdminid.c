@@ -121,8 +121,8 @@ static void warm_up(vd_server *srv)
     if (strcmp(vd_engine_device_name(srv->engine), "cuda") != 0) return;
     double t0 = vd_now();
     vd_video **videos = vd_calloc((size_t)c->max_batch, sizeof *videos);
-    double guidance, guide_scale, eta; /* a one-step plan adds no fresh noise, whatever eta */
-    vd_models_default_scales(srv, c, &guidance, &guide_scale, &eta);
+    double guidance, guide_scale;
+    vd_models_default_scales(srv, c, &guidance, &guide_scale);
     vd_gen_params p = {.prompt = "", .frames = c->default_frames, .width = c->default_width,
                        .height = c->default_height, .steps = 1, .guidance = (float)guidance,
                        .guide_scale = srv->has_guide ? 1.0f : 0.0f,
