@@ -87,6 +87,10 @@ static void fc_axpby(vd_backend *be, float *y, float a, const float *x, float b,
 {
     (void)be, (void)y, (void)a, (void)x, (void)b, (void)n;
 }
+static void fc_noise(vd_backend *be, float *y, float scale, uint64_t seed, size_t n)
+{
+    (void)be, (void)y, (void)scale, (void)seed, (void)n;
+}
 static void fc_bcast(vd_backend *be, float *y, const float *x, size_t o, size_t i)
 {
     (void)be, (void)y, (void)x, (void)o, (void)i;
@@ -203,7 +207,8 @@ vd_backend *vd_backend_flop_counter(void)
         .declare_constant = fc_declare, .memory_info = fc_memory,
         .conv2d = fc_conv2d, .temporal_conv = fc_tconv, .group_norm = fc_norm, .layer_norm = fc_lnorm,
         .silu = fc_unary, .gelu = fc_unary, .linear = fc_linear, .attention = fc_attention,
-        .upsample2x = fc_up, .add = fc_add, .axpby = fc_axpby, .add_broadcast = fc_bcast,
+        .upsample2x = fc_up, .add = fc_add, .axpby = fc_axpby, .add_random_normal = fc_noise,
+        .add_broadcast = fc_bcast,
         .add_channel_bias = fc_cbias, .concat_channels = fc_concat, .transpose = fc_transpose,
         .timestep_embedding = fc_temb, .embedding = fc_emb,
         .conv2d_backward = fc_conv2d_bwd, .temporal_conv_backward = fc_tconv_bwd,

@@ -50,12 +50,9 @@ const vd_param *vd_model_param(const vd_model *m, const char *name)
 
 float *vd_backend_random_normal(vd_backend *be, size_t n, uint64_t seed, float scale)
 {
-    float *host = vd_malloc(n * sizeof(float));
-    vd_rng_normal(seed, 0, host, n);
-    for (size_t i = 0; i < n; i++) host[i] *= scale;
     float *dev = be->alloc(be, n * sizeof(float));
-    be->upload(be, dev, host, n * sizeof(float));
-    free(host);
+    be->zero(be, dev, n * sizeof(float));
+    be->add_random_normal(be, dev, scale, seed, n);
     return dev;
 }
 

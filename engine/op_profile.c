@@ -5,9 +5,9 @@
 
 #include <stdlib.h>
 
-enum { OP_CONV2D, OP_TEMPORAL_CONV, OP_GROUP_NORM, OP_LAYER_NORM, OP_SILU, OP_GELU, OP_LINEAR, OP_ATTENTION, OP_UPSAMPLE2X, OP_ADD, OP_AXPBY, OP_ADD_BROADCAST, OP_ADD_CHANNEL_BIAS, OP_CONCAT_CHANNELS, OP_TRANSPOSE, OP_TIMESTEP_EMBEDDING, OP_EMBEDDING, OP_CONV2D_BACKWARD, OP_TEMPORAL_CONV_BACKWARD, OP_GROUP_NORM_BACKWARD, OP_LAYER_NORM_BACKWARD, OP_SILU_BACKWARD, OP_GELU_BACKWARD, OP_LINEAR_BACKWARD, OP_ATTENTION_BACKWARD, OP_UPSAMPLE2X_BACKWARD, OP_CONCAT_CHANNELS_BACKWARD, OP_ADD_BROADCAST_BACKWARD, OP_ADD_CHANNEL_BIAS_BACKWARD, OP_EMBEDDING_BACKWARD, OP_MSE_LOSS, OP_SUM_SQUARES, OP_ADAMW, OP_COUNT };
+enum { OP_CONV2D, OP_TEMPORAL_CONV, OP_GROUP_NORM, OP_LAYER_NORM, OP_SILU, OP_GELU, OP_LINEAR, OP_ATTENTION, OP_UPSAMPLE2X, OP_ADD, OP_AXPBY, OP_ADD_RANDOM_NORMAL, OP_ADD_BROADCAST, OP_ADD_CHANNEL_BIAS, OP_CONCAT_CHANNELS, OP_TRANSPOSE, OP_TIMESTEP_EMBEDDING, OP_EMBEDDING, OP_CONV2D_BACKWARD, OP_TEMPORAL_CONV_BACKWARD, OP_GROUP_NORM_BACKWARD, OP_LAYER_NORM_BACKWARD, OP_SILU_BACKWARD, OP_GELU_BACKWARD, OP_LINEAR_BACKWARD, OP_ATTENTION_BACKWARD, OP_UPSAMPLE2X_BACKWARD, OP_CONCAT_CHANNELS_BACKWARD, OP_ADD_BROADCAST_BACKWARD, OP_ADD_CHANNEL_BIAS_BACKWARD, OP_EMBEDDING_BACKWARD, OP_MSE_LOSS, OP_SUM_SQUARES, OP_ADAMW, OP_COUNT };
 
-static const char *const op_names[OP_COUNT] = {"conv2d", "temporal_conv", "group_norm", "layer_norm", "silu", "gelu", "linear", "attention", "upsample2x", "add", "axpby", "add_broadcast", "add_channel_bias", "concat_channels", "transpose", "timestep_embedding", "embedding", "conv2d_backward", "temporal_conv_backward", "group_norm_backward", "layer_norm_backward", "silu_backward", "gelu_backward", "linear_backward", "attention_backward", "upsample2x_backward", "concat_channels_backward", "add_broadcast_backward", "add_channel_bias_backward", "embedding_backward", "mse_loss", "sum_squares", "adamw"};
+static const char *const op_names[OP_COUNT] = {"conv2d", "temporal_conv", "group_norm", "layer_norm", "silu", "gelu", "linear", "attention", "upsample2x", "add", "axpby", "add_random_normal", "add_broadcast", "add_channel_bias", "concat_channels", "transpose", "timestep_embedding", "embedding", "conv2d_backward", "temporal_conv_backward", "group_norm_backward", "layer_norm_backward", "silu_backward", "gelu_backward", "linear_backward", "attention_backward", "upsample2x_backward", "concat_channels_backward", "add_broadcast_backward", "add_channel_bias_backward", "embedding_backward", "mse_loss", "sum_squares", "adamw"};
 
 typedef struct {
     vd_backend *inner;
@@ -115,6 +115,13 @@ static void pr_axpby(vd_backend *be, float *y, float alpha, const float *x, floa
     P(be)->inner->precision = be->precision;
     P(be)->inner->axpby(P(be)->inner, y, alpha, x, beta, n);
     record(be, OP_AXPBY, t0);
+}
+static void pr_add_random_normal(vd_backend *be, float *y, float scale, uint64_t seed, size_t n)
+{
+    double t0 = vd_now();
+    P(be)->inner->precision = be->precision;
+    P(be)->inner->add_random_normal(P(be)->inner, y, scale, seed, n);
+    record(be, OP_ADD_RANDOM_NORMAL, t0);
 }
 static void pr_add_broadcast(vd_backend *be, float *y, const float *x, size_t outer, size_t inner)
 {
@@ -293,6 +300,7 @@ vd_backend *vd_backend_profiled(vd_backend *inner)
         .upsample2x = pr_upsample2x,
         .add = pr_add,
         .axpby = pr_axpby,
+        .add_random_normal = pr_add_random_normal,
         .add_broadcast = pr_add_broadcast,
         .add_channel_bias = pr_add_channel_bias,
         .concat_channels = pr_concat_channels,

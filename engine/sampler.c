@@ -118,10 +118,10 @@ void vd_sampler_plan_free(vd_sampler_plan *plan)
     plan->steps = 0;
 }
 
-/* The fresh noise of step `step` of a video whose noise seed is seed: n standard normal numbers. */
-static void step_noise(uint64_t seed, int step, float *out, size_t n)
+/* The stream of the fresh noise of step `step` of a video whose noise seed is seed. */
+static uint64_t step_noise_stream(uint64_t seed, int step)
 {
-    vd_rng_normal(vd_rng_u64(seed, STEP_NOISE_STREAM + (uint64_t)step), 0, out, n);
+    return vd_rng_u64(seed, STEP_NOISE_STREAM + (uint64_t)step);
 }
 
 /* The input rows of one forward: each video's latent beside its condition, its timestep and a
@@ -165,21 +165,7 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
     }
     fill_rows(be, videos, n, 0, x_in, ctx, t, lc, S, T, row_in, row_ctx);
     vd_unet_forward(m, x_in, t, ctx, L, R, T, h, w, v);
-    /* DDIM's fresh noise for the videos whose step adds some, drawn on the host while a GPU runs
-     * the forward, then uploaded at once */
-    int noisy = 0;
-    for (int i = 0; i < n; i++) noisy += videos[i].plan->sigma[videos[i].step] > 0.0f;
-    float *xi = NULL;
-    if (noisy) {
-        float *xi_host = vd_malloc((size_t)noisy * video * sizeof(float));
-        for (int i = 0, j = 0; i < n; i++)
-            if (videos[i].plan->sigma[videos[i].step] > 0.0f)
-                step_noise(videos[i].noise_seed, videos[i].step, xi_host + (size_t)j++ * video, video);
-        xi = vd_model_scratch(m, (size_t)noisy * video);
-        be->upload(be, xi, xi_host, (size_t)noisy * video * sizeof(float));
-        free(xi_host);
-    }
-    for (int i = 0, r = 0, g = 0, j = 0; i < n; i++) {
+    for (int i = 0, r = 0, g = 0; i < n; i++) {
         vd_latent_video *vv = &videos[i];
         float *vr = v + r * video, *vg = NULL;
         if (guide && vv->ctx_guide) { /* vg = v_c - v_guide, before vr becomes the guided v */
@@ -206,15 +192,14 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
             be->axpby(be, vv->z, pl->pin_c[k], vv->cond, 1.0f, first); /* cond's frame 0 starts with c */
         }
         be->axpby(be, vv->z + first, pl->coef_v[k], vr + first, pl->coef_z[k], video - first);
-        if (pl->sigma[k] > 0.0f) /* DDIM's fresh noise, over every frame */
-            be->axpby(be, vv->z, pl->sigma[k], xi + (size_t)j++ * video, 1.0f, video);
+        if (pl->sigma[k] > 0.0f) /* DDIM's fresh noise, over every frame, drawn where z lives */
+            be->add_random_normal(be, vv->z, pl->sigma[k], step_noise_stream(vv->noise_seed, k), video);
         vv->step++;
         r += vv->ctx_uncond ? 2 : 1;
     }
     vd_model_scratch_done(m, x_in), vd_model_scratch_done(m, v);
     vd_model_scratch_done(m, ctx), vd_model_scratch_done(m, t);
     if (v_guide) vd_model_scratch_done(m, v_guide);
-    if (xi) vd_model_scratch_done(m, xi);
 }
 
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,

@@ -93,6 +93,10 @@ struct vd_backend {
     /* y = alpha * x + beta * y over n values. */
     void (*axpby)(vd_backend *be, float *y, float alpha, const float *x, float beta, size_t n);
 
+    /* y[i] += scale * (standard normal number i of stream seed) over n values: the generator of
+     * random.h, run where y lives (a sampler step's fresh noise, with no upload). */
+    void (*add_random_normal)(vd_backend *be, float *y, float scale, uint64_t seed, size_t n);
+
     /* y[o, i] += x[i] for o < outer, i < inner (positional tables added to every batch entry). */
     void (*add_broadcast)(vd_backend *be, float *y, const float *x, size_t outer, size_t inner);
 

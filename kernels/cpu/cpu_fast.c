@@ -1430,6 +1430,7 @@ vd_backend *vd_backend_cpu(void)
     be->upsample2x = fast_upsample2x;
     be->add = fast_add;
     be->axpby = fast_axpby;
+    be->add_random_normal = cpu_add_random_normal;
     be->add_broadcast = fast_add_broadcast;
     be->add_channel_bias = fast_add_channel_bias;
     be->concat_channels = fast_concat_channels;

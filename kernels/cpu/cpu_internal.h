@@ -1,6 +1,6 @@
 /* cpu_internal.h: what the two CPU backends (cpu_reference.c and cpu_fast.c) share. Both keep
  * tensors in ordinary host memory, so their memory functions are the same plain calls; they are
- * defined once in cpu_reference.c, as is the one op the fast backend borrows from the reference. */
+ * defined once in cpu_reference.c, as are the two ops the fast backend borrows from the reference. */
 #ifndef VD_CPU_INTERNAL_H
 #define VD_CPU_INTERNAL_H
 
@@ -19,6 +19,9 @@ void cpu_memory_info(vd_backend *be, size_t *used, size_t *total);
 /* The reference embedding backward, which the fast backend uses as it is. */
 void cpu_ref_embedding_backward(vd_backend *be, float *dtable, const float *dy, const int32_t *ids,
                                 int n, int dim);
+
+/* y[i] += scale * normal number i of stream seed (random.h), for both CPU backends. */
+void cpu_add_random_normal(vd_backend *be, float *y, float scale, uint64_t seed, size_t n);
 
 /* Fills the memory members of be with the functions above. */
 void cpu_set_memory_ops(vd_backend *be);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "random.h"
 
 /* ---- memory: tensors are plain host memory ---- */
 
@@ -276,6 +277,17 @@ static void ref_axpby(vd_backend *be, float *y, float alpha, const float *x, flo
 {
     (void)be;
     for (size_t i = 0; i < n; i++) y[i] = beta == 0.0f ? alpha * x[i] : alpha * x[i] + beta * y[i];
+}
+
+void cpu_add_random_normal(vd_backend *be, float *y, float scale, uint64_t seed, size_t n)
+{
+    (void)be;
+    for (size_t i = 0; i < n; i += 2) {
+        float first, second;
+        vd_rng_normal_pair(seed, i / 2, &first, &second);
+        y[i] = scale * first + y[i];
+        if (i + 1 < n) y[i + 1] = scale * second + y[i + 1];
+    }
 }
 
 /* y(outer, inner) += x(inner) on every row. */
@@ -790,6 +802,7 @@ vd_backend *vd_backend_cpu_reference(void)
     be->upsample2x = ref_upsample2x;
     be->add = ref_add;
     be->axpby = ref_axpby;
+    be->add_random_normal = cpu_add_random_normal;
     be->add_broadcast = ref_add_broadcast;
     be->add_channel_bias = ref_add_channel_bias;
     be->concat_channels = ref_concat_channels;

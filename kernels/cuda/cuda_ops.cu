@@ -9,6 +9,7 @@
  * (NHWC for cuDNN's tensor-core convolutions, whose bf16 output is converted back with the bias
  * added), and a linear layer's bias rides in its product as one more input column. */
 #include "cuda_internal.h"
+#include "random.h"
 
 #include <cuda_bf16.h>
 #include <math.h>
@@ -1168,6 +1169,18 @@ __global__ void axpby_kernel(float *y, float alpha, const float *x, float beta, 
     GRID_STRIDE(i, n) y[i] = beta == 0.0f ? alpha * x[i] : alpha * x[i] + beta * y[i];
 }
 
+/* y[i] += scale * normal number i of stream seed: one thread a pair of normals (random.h). */
+__global__ void add_random_normal_kernel(float *y, float scale, uint64_t seed, size_t n)
+{
+    GRID_STRIDE(pair, (n + 1) / 2) {
+        float first, second;
+        vd_rng_normal_pair(seed, pair, &first, &second);
+        size_t i = 2 * pair;
+        y[i] = scale * first + y[i];
+        if (i + 1 < n) y[i + 1] = scale * second + y[i + 1];
+    }
+}
+
 static void cuda_silu(vd_backend *be, float *y, const float *x, size_t n)
 {
     launch_unary(cuda_state_of(be), y, x, n, silu_op());
@@ -1192,6 +1205,14 @@ static void cuda_axpby(vd_backend *be, float *y, float alpha, const float *x, fl
     cuda_state *st = cuda_state_of(be);
     if (!n) return;
     axpby_kernel<<<grid_for(st, n), THREADS, 0, st->stream>>>(y, alpha, x, beta, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void cuda_add_random_normal(vd_backend *be, float *y, float scale, uint64_t seed, size_t n)
+{
+    cuda_state *st = cuda_state_of(be);
+    if (!n) return;
+    add_random_normal_kernel<<<grid_for(st, (n + 1) / 2), THREADS, 0, st->stream>>>(y, scale, seed, n);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -1371,6 +1392,7 @@ void cuda_set_ops(vd_backend *be)
     be->upsample2x = cuda_upsample2x;
     be->add = cuda_add;
     be->axpby = cuda_axpby;
+    be->add_random_normal = cuda_add_random_normal;
     be->add_broadcast = cuda_add_broadcast;
     be->add_channel_bias = cuda_add_channel_bias;
     be->concat_channels = cuda_concat_channels;

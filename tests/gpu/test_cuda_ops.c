@@ -339,6 +339,54 @@ static void test_elementwise(vd_backend *ref, vd_backend *gpu)
     }
 }
 
+static void run_add_random_normal(vd_backend *be, float *out, void *const *in, const op_case *c)
+{
+    (void)in;
+    be->add_random_normal(be, out, c->f[0], ((uint64_t)(uint32_t)c->p[0] << 32) | (uint32_t)c->p[1], c->out_count);
+}
+
+/* The device draws the host generator's normals (random.h): the same floats, but for the rare
+ * value whose last bit the device's double log, sine or cosine rounds the other way. At most one
+ * value in 10,000 may differ, and by one unit in the last place; then y += scale * normal on top. */
+static void test_random_normal(vd_backend *ref, vd_backend *gpu)
+{
+    size_t n = 1000001;
+    uint64_t seed = fresh_seed();
+    float *want = vd_calloc(n, sizeof *want), *got = vd_malloc(n * sizeof *got);
+    ref->add_random_normal(ref, want, 1.0f, seed, n);
+    float *device = gpu->alloc(gpu, n * sizeof *device);
+    gpu->zero(gpu, device, n * sizeof *device);
+    gpu->add_random_normal(gpu, device, 1.0f, seed, n);
+    gpu->download(gpu, got, device, n * sizeof *got);
+    gpu->release(gpu, device);
+    size_t differ = 0;
+    int64_t worst_ulps = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (got[i] == want[i]) continue;
+        differ++;
+        int32_t a, b;
+        memcpy(&a, &got[i], sizeof a), memcpy(&b, &want[i], sizeof b);
+        int64_t ulps = (a < 0) != (b < 0) || !isfinite(got[i]) ? INT32_MAX : llabs((int64_t)a - b);
+        if (ulps > worst_ulps) worst_ulps = ulps;
+    }
+    int ok = differ <= n / 10000 && worst_ulps <= 1;
+    ok ? passed++ : failed++;
+    printf("%-18s %-44s %-5s %zu of %zu values differ, by at most %lld ulp  %s\n", "random_normal", "n1000001",
+           "fp32", differ, n, (long long)worst_ulps, ok ? "ok" : "FAIL");
+    free(want), free(got);
+
+    static const size_t sizes[] = {1, 1000, 100003};
+    for (size_t i = 0; i < VD_ARRAY_LEN(sizes); i++) {
+        op_case c = {.op = "add_random_normal", .run = run_add_random_normal, .out_count = sizes[i], .out_is_input0 = 1};
+        snprintf(c.shape, sizeof c.shape, "n%zu scale 0.5", sizes[i]);
+        add_floats(&c, random_normal(sizes[i], 0, 1), sizes[i]);
+        uint64_t stream = fresh_seed();
+        c.p[0] = (int)(uint32_t)(stream >> 32), c.p[1] = (int)(uint32_t)stream;
+        c.f[0] = 0.5f;
+        check_case(ref, gpu, &c);
+    }
+}
+
 static void test_linear(vd_backend *ref, vd_backend *gpu)
 {
     static const int shapes[][4] = {{7, 13, 5, 1}, {300, 128, 512, 0}, {1024, 320, 1280, 1}, {1, 1, 1, 1}};
@@ -643,6 +691,7 @@ int main(void)
     test_temporal_conv(ref, gpu);
     test_norms(ref, gpu);
     test_elementwise(ref, gpu);
+    test_random_normal(ref, gpu);
     test_linear(ref, gpu);
     test_attention(ref, gpu);
     test_attention_large(ref, gpu);

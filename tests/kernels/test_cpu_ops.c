@@ -19,6 +19,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "rng.h"
 #include "../test_util.h"
 
 #define REL_TOL 1e-5
@@ -688,6 +689,31 @@ static void test_data_movement_known_answers(void **state)
     }
 }
 
+/* add_random_normal adds scale times the engine's normals (rng.h's vd_rng_normal, the stream the
+ * PyTorch reference ports), and those look standard normal: mean 0, variance 1, and two seeds'
+ * streams uncorrelated. Bounds are about five standard errors at n = 70001. */
+static void test_random_normal_known_answers(void **state)
+{
+    (void)state;
+    size_t n = 70001;
+    float *b = normal_tensor(n, 95, 0.0f, 1.0f), *g = vd_malloc(n * sizeof *g), *h = vd_malloc(n * sizeof *h);
+    vd_rng_normal(77, 0, g, n);
+    vd_rng_normal(78, 0, h, n);
+    for (int k = 0; k < 2; k++) {
+        float *y = copy_tensor(b, n);
+        both_backends[k]->add_random_normal(both_backends[k], y, 0.5f, 77, n);
+        for (size_t i = 0; i < n; i++) assert_true(y[i] == 0.5f * g[i] + b[i]);
+        free(y);
+    }
+    double mean = 0.0, square = 0.0, cross = 0.0;
+    for (size_t i = 0; i < n; i++) mean += g[i], square += (double)g[i] * g[i], cross += (double)g[i] * h[i];
+    mean /= n, square /= n, cross /= n;
+    expect_near("normal mean", mean, 0.0, 0.02);
+    expect_near("normal variance", square - mean * mean, 1.0, 0.03);
+    expect_near("two streams' correlation", cross, 0.0, 0.02);
+    free(b), free(g), free(h);
+}
+
 static void test_timestep_embedding_known_answers(void **state)
 {
     (void)state;
@@ -732,6 +758,7 @@ int main(void)
         cmocka_unit_test(test_attention_known_answers),
         cmocka_unit_test(test_data_movement_known_answers),
         cmocka_unit_test(test_timestep_embedding_known_answers),
+        cmocka_unit_test(test_random_normal_known_answers),
     };
     return cmocka_run_group_tests(tests, setup_backends, teardown_backends);
 }
