@@ -7,11 +7,13 @@
  * touches them alike. Links only the engine.
  *
  *   bench_models --model A.safetensors [--guidance G] [--guide GUIDE.safetensors --guide-scale S] [--eta E]
- *                --model B.safetensors [...] [--ae AE.safetensors]
+ *                [--record 0|1] --model B.safetensors [...] [--ae AE.safetensors]
  *                [--device cpu|cuda] [--bf16] [--batch 2 --batch 16] [--iters 5] [--videos 2]
  *
- * --guidance (default 4), --guide, --guide-scale and --eta (DDIM's fresh noise, default 0; the
- * per-video measure only) set how the model named before them samples.
+ * --guidance (default 4), --guide, --guide-scale, --eta (DDIM's fresh noise, default 0; the
+ * per-video measure only) and --record (replay recorded UNet forwards where the backend records,
+ * model.h's vd_unet_forward_recorded; default 1) set how the model named before them samples;
+ * the same file twice, with --record 0 and 1, measures what the recordings save.
  * Prints one JSON line per model and measure (medians), then each model's ratios to the first:
  * "speedup" is the first model's time over this one's. */
 #include "bench_common.h"
@@ -20,11 +22,19 @@
 #define MAX_MODELS 4
 #define MAX_BATCHES 4
 
+/* Random UNet inputs for rows rows, and room for the output: kept for all of a size's runs, so
+ * that recorded forwards (--record) are replayed on the same buffers as a sampler's would be. */
+typedef struct {
+    float *x, *ctx, *t, *out;
+} unet_inputs;
+
 typedef struct {
     const char *path, *guide_path;
     float guidance, guide_scale, eta;
+    int record;
     vd_model m, guide;
     vd_engine *engine;
+    unet_inputs step_in[MAX_BATCHES], served_in[MAX_BATCHES], guide_in[MAX_BATCHES];
     double *step_ms[MAX_BATCHES], *served_ms[MAX_BATCHES], *video_ms;
 } bench_model;
 
@@ -46,10 +56,6 @@ static int open_backend(const char *device, int bf16, vd_backend **be)
 }
 
 /* Random UNet inputs for rows rows of model m, and room for its output. */
-typedef struct {
-    float *x, *ctx, *t, *out;
-} unet_inputs;
-
 static unet_inputs make_inputs(vd_model *m, vd_backend *be, int rows)
 {
     const vd_unet_config *u = &m->cfg.unet;
@@ -62,43 +68,38 @@ static unet_inputs make_inputs(vd_model *m, vd_backend *be, int rows)
 
 static void free_inputs(vd_backend *be, unet_inputs *in)
 {
+    if (!in->x) return;
     be->release(be, in->x), be->release(be, in->ctx), be->release(be, in->t), be->release(be, in->out);
 }
 
 static void forward(vd_model *m, const unet_inputs *in, int rows)
 {
     const vd_unet_config *u = &m->cfg.unet;
-    vd_unet_forward(m, in->x, in->t, in->ctx, m->cfg.text.max_tokens, rows, u->frames, u->latent_h, u->latent_w, in->out);
+    vd_unet_forward_recorded(m, in->x, in->t, in->ctx, m->cfg.text.max_tokens, rows, u->frames, u->latent_h,
+                             u->latent_w, in->out);
 }
 
 /* One UNet step of batch rows, synchronised: milliseconds. */
-static double time_step(vd_model *m, vd_backend *be, int batch)
+static double time_step(vd_model *m, vd_backend *be, const unet_inputs *in, int batch)
 {
-    unet_inputs in = make_inputs(m, be, batch);
     be->synchronize(be);
     double t0 = vd_now();
-    forward(m, &in, batch);
+    forward(m, in, batch);
     be->synchronize(be);
-    double ms = 1e3 * (vd_now() - t0);
-    free_inputs(be, &in);
-    return ms;
+    return 1e3 * (vd_now() - t0);
 }
 
-/* One sampler step of videos videos as b samples them, synchronised: milliseconds. */
-static double time_served_step(bench_model *b, vd_backend *be, int videos)
+static int served_rows(const bench_model *b, int videos) { return videos * (b->guidance > 1.0f ? 2 : 1); }
+
+/* One sampler step of the k-th batch size's videos as b samples them, synchronised: milliseconds. */
+static double time_served_step(bench_model *b, vd_backend *be, int k, int videos)
 {
-    int rows = videos * (b->guidance > 1.0f ? 2 : 1), with_guide = guided(b);
-    unet_inputs in = make_inputs(&b->m, be, rows), gin = {0};
-    if (with_guide) gin = make_inputs(&b->guide, be, videos);
     be->synchronize(be);
     double t0 = vd_now();
-    if (with_guide) forward(&b->guide, &gin, videos);
-    forward(&b->m, &in, rows);
+    if (guided(b)) forward(&b->guide, &b->guide_in[k], videos);
+    forward(&b->m, &b->served_in[k], served_rows(b, videos));
     be->synchronize(be);
-    double ms = 1e3 * (vd_now() - t0);
-    free_inputs(be, &in);
-    if (with_guide) free_inputs(be, &gin);
-    return ms;
+    return 1e3 * (vd_now() - t0);
 }
 
 static double time_video(const bench_model *b, int side, int frames, float *pixels)
@@ -120,9 +121,9 @@ static void print_line(const bench_model *b, const char *what, int batch, const 
 {
     printf("{\"model\": \"%s\", \"what\": \"%s\", \"batch\": %d, \"device\": \"%s\", \"unet_params\": %zu, "
            "\"guidance\": %g, \"guide\": \"%s\", \"guide_scale\": %g, \"eta\": %g, \"median_ms\": %.3f, "
-           "\"min_ms\": %.3f, \"runs\": %d}\n",
+           "\"record\": %d, \"min_ms\": %.3f, \"runs\": %d}\n",
            b->path, what, batch, device, vd_model_count_params(&b->m, "unet."), b->guidance,
-           guided(b) ? b->guide_path : "", guided(b) ? b->guide_scale : 0.0, b->eta, ms[n / 2], ms[0], n);
+           guided(b) ? b->guide_path : "", guided(b) ? b->guide_scale : 0.0, b->eta, ms[n / 2], b->m.record_forwards, ms[0], n);
 }
 
 int main(int argc, char **argv)
@@ -136,15 +137,16 @@ int main(int argc, char **argv)
         if (strcmp(a, "--bf16") == 0) { bf16 = 1; continue; }
         if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
         if (strcmp(a, "--model") == 0 && nmodels < MAX_MODELS)
-            models[nmodels].path = v, models[nmodels++].guidance = VD_DEFAULT_GUIDANCE;
+            models[nmodels].path = v, models[nmodels].record = 1, models[nmodels++].guidance = VD_DEFAULT_GUIDANCE;
         else if ((strcmp(a, "--guidance") == 0 || strcmp(a, "--guide") == 0 || strcmp(a, "--guide-scale") == 0 ||
-                  strcmp(a, "--eta") == 0) &&
+                  strcmp(a, "--eta") == 0 || strcmp(a, "--record") == 0) &&
                  nmodels == 0)
             return fprintf(stderr, "%s: give it after the --model it applies to\n", a), 2;
         else if (strcmp(a, "--guidance") == 0) models[nmodels - 1].guidance = (float)atof(v);
         else if (strcmp(a, "--guide") == 0) models[nmodels - 1].guide_path = v;
         else if (strcmp(a, "--guide-scale") == 0) models[nmodels - 1].guide_scale = (float)atof(v);
         else if (strcmp(a, "--eta") == 0) models[nmodels - 1].eta = (float)atof(v);
+        else if (strcmp(a, "--record") == 0) models[nmodels - 1].record = atoi(v);
         else if (strcmp(a, "--batch") == 0 && nbatches < MAX_BATCHES) batches[nbatches++] = atoi(v);
         else if (strcmp(a, "--ae") == 0) ae = v;
         else if (strcmp(a, "--device") == 0) device = v;
@@ -181,9 +183,14 @@ int main(int argc, char **argv)
             return fprintf(stderr, "%s: %s\n", b->path, err), 1;
         if (videos && guided(b) && vd_engine_set_guide(b->engine, b->guide_path, NULL, err))
             return fprintf(stderr, "%s: %s\n", b->guide_path, err), 1;
+        if (!b->record) b->m.record_forwards = b->guide.record_forwards = 0;
+        if (videos) vd_engine_record_forwards(b->engine, b->record);
         for (int k = 0; k < nbatches; k++) {
             b->step_ms[k] = vd_malloc((size_t)iters * sizeof(double));
             b->served_ms[k] = vd_malloc((size_t)iters * sizeof(double));
+            b->step_in[k] = make_inputs(&b->m, be, batches[k]);
+            b->served_in[k] = make_inputs(&b->m, be, served_rows(b, batches[k]));
+            if (guided(b)) b->guide_in[k] = make_inputs(&b->guide, be, batches[k]);
         }
         b->video_ms = vd_malloc((size_t)(videos ? videos : 1) * sizeof(double));
     }
@@ -192,13 +199,18 @@ int main(int argc, char **argv)
     if (videos) vd_engine_limits(models[0].engine, &lim);
     float *pixels = videos ? vd_malloc((size_t)u0->frames * 3 * lim.image_size * lim.image_size * sizeof(float)) : NULL;
 
-    for (int i = 0; i < nmodels; i++) /* warm-up: every size once */
-        for (int k = 0; k < nbatches; k++) time_step(&models[i].m, be, batches[k]), time_served_step(&models[i], be, batches[k]);
+    for (int w = 0; w < 2; w++) /* warm-up: every size twice (the second run records, with --record 1) */
+        for (int i = 0; i < nmodels; i++)
+            for (int k = 0; k < nbatches; k++) {
+                bench_model *b = &models[i];
+                time_step(&b->m, be, &b->step_in[k], batches[k]), time_served_step(b, be, k, batches[k]);
+            }
     for (int r = 0; r < iters; r++)
         for (int i = 0; i < nmodels; i++)
             for (int k = 0; k < nbatches; k++) {
-                models[i].step_ms[k][r] = time_step(&models[i].m, be, batches[k]);
-                models[i].served_ms[k][r] = time_served_step(&models[i], be, batches[k]);
+                bench_model *b = &models[i];
+                b->step_ms[k][r] = time_step(&b->m, be, &b->step_in[k], batches[k]);
+                b->served_ms[k][r] = time_served_step(b, be, k, batches[k]);
             }
     for (int r = 0; r < videos; r++)
         for (int i = 0; i < nmodels; i++) models[i].video_ms[r] = time_video(&models[i], lim.image_size, u0->frames, pixels);
@@ -228,7 +240,11 @@ int main(int argc, char **argv)
         printf("}\n");
     }
     for (int i = 0; i < nmodels; i++) {
-        for (int k = 0; k < nbatches; k++) free(models[i].step_ms[k]), free(models[i].served_ms[k]);
+        for (int k = 0; k < nbatches; k++) {
+            free(models[i].step_ms[k]), free(models[i].served_ms[k]);
+            free_inputs(be, &models[i].step_in[k]), free_inputs(be, &models[i].served_in[k]);
+            free_inputs(be, &models[i].guide_in[k]);
+        }
         free(models[i].video_ms);
         if (models[i].engine) vd_engine_close(models[i].engine);
         vd_model_free(&models[i].m);

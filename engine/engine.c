@@ -22,6 +22,7 @@ struct vd_engine {
     vd_model *ae;       /* whichever of the two holds the autoencoder */
     vd_model guide;     /* a weaker model that guided sampling moves away from */
     int has_guide;
+    int no_recording; /* vd_engine_record_forwards(e, 0): every UNet forward runs as it is */
     vd_backend *be;
 };
 
@@ -144,8 +145,20 @@ int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char 
         }
     }
     vd_model_attach(&e->guide, e->be);
+    if (e->no_recording) e->guide.record_forwards = 0;
     e->has_guide = 1;
     return 0;
+}
+
+void vd_engine_record_forwards(vd_engine *e, int on)
+{
+    e->no_recording = !on;
+    vd_model *models[2] = {&e->model, &e->guide};
+    for (int i = 0; i < 2; i++) {
+        if (!models[i]->be) continue;
+        models[i]->record_forwards = on && models[i]->be->record_begin != NULL;
+        if (!on) vd_model_drop_recordings(models[i]);
+    }
 }
 
 int vd_engine_has_guide(const vd_engine *e) { return e->has_guide; }

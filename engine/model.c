@@ -500,6 +500,7 @@ int vd_model_save_parts(const vd_model *m, const char *path, vd_st_dtype dtype, 
 void vd_model_attach(vd_model *m, vd_backend *be)
 {
     m->be = be;
+    m->record_forwards = be->record_begin != NULL;
     m->weights = be->alloc(be, m->total * sizeof(float));
     if (m->host) be->upload(be, m->weights, m->host, m->total * sizeof(float));
     be->declare_constant(be, m->weights, m->total * sizeof(float));
@@ -508,10 +509,13 @@ void vd_model_attach(vd_model *m, vd_backend *be)
 void vd_model_detach(vd_model *m)
 {
     if (m->be) {
+        vd_model_drop_recordings(m);
+        if (m->frame_index) m->be->release(m->be, m->frame_index);
         vd_pool_clear(&m->pool, m->be);
         if (m->weights) m->be->release(m->be, m->weights);
     }
     m->weights = NULL;
+    m->frame_index = NULL, m->frame_index_len = 0;
     m->be = NULL;
 }
 
@@ -840,6 +844,22 @@ void vd_text_mean(vd_backend *be, float *mean, const float *text, int N, int L, 
     be->axpby(be, mean, 1.0f / (float)L, mean, 0.0f, (size_t)N * D);
 }
 
+/* 0, 1, ..., T - 1 in backend memory, kept by the model: uploaded once, so that a forward makes
+ * no transfer and can be recorded. A longer one replaces it, and the recordings that read it. */
+static const float *frame_positions(vd_model *m, int T)
+{
+    if (m->frame_index_len >= T) return m->frame_index;
+    vd_model_drop_recordings(m);
+    if (m->frame_index) m->be->release(m->be, m->frame_index);
+    float *host = vd_malloc((size_t)T * sizeof(float));
+    for (int i = 0; i < T; i++) host[i] = (float)i;
+    m->frame_index = m->be->alloc(m->be, (size_t)T * sizeof(float));
+    m->be->upload(m->be, m->frame_index, host, (size_t)T * sizeof(float));
+    free(host);
+    m->frame_index_len = T;
+    return m->frame_index;
+}
+
 void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *ctx, int L, int N, int T, int h,
                      int w, float *out)
 {
@@ -869,12 +889,7 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
     be->silu(be, te2, te2, (size_t)N * 4 * c0);
     done(m, te0), done(m, te1);
     u.temb_act = te2;
-    float *frames = tmp(m, (size_t)T);
-    float *frame_host = vd_malloc((size_t)T * sizeof(float));
-    for (int i = 0; i < T; i++) frame_host[i] = (float)i;
-    be->upload(be, frames, frame_host, (size_t)T * sizeof(float));
-    free(frame_host);
-    u.frame_index = frames;
+    u.frame_index = frame_positions(m, T);
 
     float *skips[VD_MAX_LEVELS][MAX_SKIPS];
     int skip_n[VD_MAX_LEVELS] = {0};
@@ -950,7 +965,78 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
     /* skips never popped (a config whose up path takes fewer than the down path gives) */
     for (int l = 0; l < cfg->levels; l++)
         for (int j = 0; j < skip_n[l]; j++) done(m, skips[l][j]);
-    done(m, te2), done(m, frames);
+    done(m, te2);
+}
+
+void vd_model_drop_recordings(vd_model *m)
+{
+    for (int i = 0; i < m->recording_count; i++) {
+        vd_unet_recording *r = &m->recordings[i];
+        if (r->recording) m->be->release_recording(m->be, r->recording);
+        vd_pool_clear(&r->pool, m->be);
+    }
+    m->recording_count = 0;
+}
+
+/* The recording of this forward's key, or a fresh entry for it (replacing the least recently used). */
+static vd_unet_recording *recording_for(vd_model *m, const vd_unet_recording *key)
+{
+    vd_unet_recording *r = NULL;
+    for (int i = 0; i < m->recording_count && !r; i++) {
+        vd_unet_recording *c = &m->recordings[i];
+        if (c->x == key->x && c->t == key->t && c->ctx == key->ctx && c->out == key->out && c->L == key->L &&
+            c->N == key->N && c->T == key->T && c->h == key->h && c->w == key->w && c->precision == key->precision)
+            r = c;
+    }
+    if (!r) {
+        if (m->recording_count < VD_MAX_RECORDINGS) {
+            r = &m->recordings[m->recording_count++];
+        } else {
+            r = &m->recordings[0];
+            for (int i = 1; i < m->recording_count; i++)
+                if (m->recordings[i].last_use < r->last_use) r = &m->recordings[i];
+            if (r->recording) m->be->release_recording(m->be, r->recording);
+            vd_pool_clear(&r->pool, m->be);
+        }
+        *r = *key;
+    }
+    r->last_use = ++m->recording_clock;
+    return r;
+}
+
+void vd_unet_forward_recorded(vd_model *m, const float *x, const float *t, const float *ctx, int L, int N, int T,
+                              int h, int w, float *out)
+{
+    vd_backend *be = m->be;
+    if (!m->record_forwards || !be->record_begin || N > VD_RECORD_MAX_ROWS) {
+        vd_unet_forward(m, x, t, ctx, L, N, T, h, w, out);
+        return;
+    }
+    frame_positions(m, T); /* before any recording is chosen: a longer one drops them all */
+    vd_unet_recording key = {.x = x, .t = t, .ctx = ctx, .out = out, .L = L, .N = N, .T = T, .h = h, .w = w,
+                             .precision = be->precision};
+    vd_unet_recording *r = recording_for(m, &key);
+    if (r->recording) {
+        if (be->replay(be, r->recording) == 0) return;
+        be->release_recording(be, r->recording); /* the backend replaced a buffer: size and record again */
+        r->recording = NULL, r->runs = 0;
+    }
+    vd_pool shared = m->pool; /* the forward's scratch comes from the recording's own pool */
+    m->pool = r->pool;
+    if (r->runs <= 0 || be->record_begin(be) != 0) {
+        vd_unet_forward(m, x, t, ctx, L, N, T, h, w, out);
+        if (r->runs >= 0) r->runs++;
+    } else {
+        vd_unet_forward(m, x, t, ctx, L, N, T, h, w, out); /* recorded, not run */
+        r->recording = be->record_end(be);
+        if (!r->recording || be->replay(be, r->recording) != 0) {
+            if (r->recording) be->release_recording(be, r->recording);
+            r->recording = NULL, r->runs = -1; /* never again for this key: run it as it is */
+            vd_unet_forward(m, x, t, ctx, L, N, T, h, w, out);
+        }
+    }
+    r->pool = m->pool;
+    m->pool = shared;
 }
 
 int vd_model_guide_fits(const vd_model *model, const vd_model *guide, const char *path, char *err, size_t errlen)

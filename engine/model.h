@@ -27,6 +27,25 @@ typedef struct {
     size_t offset, numel; /* in floats, within the parameter buffer */
 } vd_param;
 
+/* Recorded UNet forwards (vd_unet_forward_recorded): at most this many a model, each of at most
+ * VD_RECORD_MAX_ROWS rows. Larger batches keep the GPU busy without a recording, and each
+ * recording holds scratch of its own. */
+#define VD_MAX_RECORDINGS 8
+#define VD_RECORD_MAX_ROWS 8
+
+/* A UNet forward recorded by the backend (backend.h, record_begin), with the buffers, sizes and
+ * precision it was recorded for. */
+typedef struct {
+    const float *x, *t, *ctx;
+    float *out;
+    int L, N, T, h, w;
+    vd_precision precision;
+    void *recording; /* NULL until recorded */
+    int runs;        /* forwards run with this key since it was last sized; -1: it cannot be recorded */
+    vd_pool pool;    /* the forward's scratch, its own, so nothing else writes there between replays */
+    uint64_t last_use;
+} vd_unet_recording;
+
 typedef struct vd_model {
     vd_model_config cfg;
     vd_param *params;
@@ -38,6 +57,12 @@ typedef struct vd_model {
     vd_backend *be;
     float *weights; /* the parameters in backend memory */
     vd_pool pool;   /* scratch buffers of the passes */
+    float *frame_index; /* 0, 1, ... in backend memory: the temporal layers' positions */
+    int frame_index_len;
+    int record_forwards; /* whether vd_unet_forward_recorded records: on where the backend can */
+    vd_unet_recording recordings[VD_MAX_RECORDINGS];
+    int recording_count;
+    uint64_t recording_clock;
 } vd_model;
 
 /* Declares the parameters of cfg (no weights yet: host stays NULL until init or load). Returns
@@ -63,7 +88,8 @@ int vd_model_save_parts(const vd_model *m, const char *path, vd_st_dtype dtype, 
  * with a message naming path. */
 int vd_model_guide_fits(const vd_model *model, const vd_model *guide, const char *path, char *err, size_t errlen);
 /* Copies the weights to a backend (the model keeps using it until freed); a model without host
- * weights gets uninitialised backend memory (for FLOP counting and speed measurement). */
+ * weights gets uninitialised backend memory (for FLOP counting and speed measurement). Turns
+ * record_forwards on where the backend records. */
 void vd_model_attach(vd_model *m, vd_backend *be);
 /* Gives back everything the model holds in backend memory (weights, scratch pool); the host
  * weights stay, so it can be attached to another backend. */
@@ -97,6 +123,17 @@ void vd_ae_decode(vd_model *m, const float *z, int B, int h, int w, float *img);
  * -> out (N, T, out_channels, h, w). */
 void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *ctx, int L, int N,
                      int T, int h, int w, float *out);
+/* The same forward, replayed from a recording where the backend records (CUDA graphs) and
+ * m->record_forwards is on: at the batches a server meets most, a step is bound by kernel
+ * launches, and a replay launches the whole forward at once. With given buffers, sizes and
+ * precision, the first forward runs as vd_unet_forward does (sizing every buffer), the second is
+ * recorded and run, and later ones replay it; the least recently used of a model's recordings
+ * makes room for a new one. The buffers must not be resized or freed while the model keeps a
+ * recording of them: the sampler's come from the model's own pool. */
+void vd_unet_forward_recorded(vd_model *m, const float *x, const float *t, const float *ctx, int L, int N,
+                              int T, int h, int w, float *out);
+/* Frees the model's recordings, and their scratch. */
+void vd_model_drop_recordings(vd_model *m);
 
 /* The UNet's stage plan (docs/architecture.md's layout): the stages in execution order, as the
  * parameter declaration, vd_unet_forward and the training pass walk them. Each stage's input is

@@ -161,10 +161,10 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
     float *v_guide = G ? vd_model_scratch(m, (size_t)G * video) : NULL;
     if (G) {
         fill_rows(be, videos, n, 1, x_in, ctx, t, lc, S, T, row_in, row_ctx);
-        vd_unet_forward(guide, x_in, t, ctx, L, G, T, h, w, v_guide);
+        vd_unet_forward_recorded(guide, x_in, t, ctx, L, G, T, h, w, v_guide);
     }
     fill_rows(be, videos, n, 0, x_in, ctx, t, lc, S, T, row_in, row_ctx);
-    vd_unet_forward(m, x_in, t, ctx, L, R, T, h, w, v);
+    vd_unet_forward_recorded(m, x_in, t, ctx, L, R, T, h, w, v);
     for (int i = 0, r = 0, g = 0; i < n; i++) {
         vd_latent_video *vv = &videos[i];
         float *vr = v + r * video, *vg = NULL;
@@ -197,9 +197,11 @@ void vd_denoise_step(vd_model *m, vd_model *guide, vd_latent_video *videos, int 
         vv->step++;
         r += vv->ctx_uncond ? 2 : 1;
     }
-    vd_model_scratch_done(m, x_in), vd_model_scratch_done(m, v);
-    vd_model_scratch_done(m, ctx), vd_model_scratch_done(m, t);
+    /* given back in the reverse order of taking, so that the next step, taking the same sizes,
+     * gets the same buffers: its forwards then replay the recordings of this one's */
     if (v_guide) vd_model_scratch_done(m, v_guide);
+    vd_model_scratch_done(m, t), vd_model_scratch_done(m, ctx);
+    vd_model_scratch_done(m, v), vd_model_scratch_done(m, x_in);
 }
 
 int vd_sample(vd_model *m, const vd_sampler_plan *plan, float *z, const float *cond, const float *ctx,

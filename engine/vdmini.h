@@ -45,6 +45,10 @@ void vd_engine_close(vd_engine *e);
  * model's vocabulary, latents and noise schedule. 0, or -1 with a message. */
 int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char err[VD_ERR_LEN]);
 int vd_engine_has_guide(const vd_engine *e); /* whether vd_engine_set_guide gave it one */
+/* Whether sampling replays recorded UNet forwards (CUDA graphs, model.h's
+ * vd_unet_forward_recorded) where the backend records; on by default. Off, every forward runs op
+ * by op (for comparison, or where recording misbehaves). */
+void vd_engine_record_forwards(vd_engine *e, int on);
 const char *vd_engine_device_name(const vd_engine *e); /* "cpu" or "cuda" */
 /* GPU memory in use and in all, in bytes (0 and 0 on the CPU). */
 void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total);

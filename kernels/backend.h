@@ -49,6 +49,19 @@ struct vd_backend {
      * its first call into a backend of one of several GPUs. NULL for host memory (nothing to do). */
     void (*activate)(vd_backend *be);
 
+    /* ---- recorded op sequences (CUDA graphs); all NULL where the backend has none ----
+     * record_begin makes the ops called next be recorded instead of run (0, or -1 when it cannot
+     * record); record_end stops and returns the recording, or NULL when it could not be made. The
+     * recorded ops have not run: replay runs them, on the same buffers, as often as it is called.
+     * Between record_begin and record_end only ops, copy and zero may be called (no upload,
+     * download, release or synchronize), and their buffers must already be large enough: run the same sequence once
+     * unrecorded first. replay returns -1 and runs nothing when the backend has since replaced a
+     * buffer of its own that the recording uses (record again). */
+    int (*record_begin)(vd_backend *be);
+    void *(*record_end)(vd_backend *be);
+    int (*replay)(vd_backend *be, void *recording);
+    void (*release_recording)(vd_backend *be, void *recording);
+
     /* ---- ops, forward ---- */
 
     /* y(B, co, Ho, Wo) = conv(x(B, ci, H, W), w(co, ci, k, k)) + b(co); zero padding k/2;

@@ -64,6 +64,9 @@ static const option options[] = {
     STRING(device, 1, "auto|cpu|cuda", "auto", "Where the model runs"),
     {"bf16", OPT_BOOL, FIELD(bf16), 0, 0, 1, NULL, "false", "Use bf16 matrix products on the GPU",
      NULL},
+    {"record_forwards", OPT_BOOL, FIELD(record_forwards), 0, 0, 1, NULL, "true",
+     "Replay recorded UNet forwards on the GPU (CUDA graphs; README, \"The server\"): false runs every op as "
+     "it is called", NULL},
     STRING(web_dir, 1, NULL, "web", "Static files served at /"),
     INT(http_threads, 1, 256, "4", "Threads answering HTTP requests"),
     STRING(log_level, 1, "debug|info|warn|error", "info", "Least severe message logged"),

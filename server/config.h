@@ -20,6 +20,7 @@ typedef struct {
     int extra_model_count;
     char *device;     /* "auto", "cpu" or "cuda" */
     int bf16;         /* bf16 matrix products on the GPU */
+    int record_forwards; /* replay recorded UNet forwards where the backend records */
     char *web_dir;    /* static files served at / */
     int http_threads; /* libmicrohttpd's thread pool */
     char *log_level;  /* debug, info, warn, error */

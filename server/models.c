@@ -67,13 +67,14 @@ static vd_engine *open_entry(const vd_server *srv, const vd_model_entry *m, char
     char engine_err[VD_ERR_LEN];
     pthread_rwlock_rdlock((pthread_rwlock_t *)&srv->config_lock);
     vd_device device = device_of(srv->config.device);
-    int bf16 = srv->config.bf16;
+    int bf16 = srv->config.bf16, record = srv->config.record_forwards;
     pthread_rwlock_unlock((pthread_rwlock_t *)&srv->config_lock);
     vd_engine *e = vd_engine_open(m->path, m->ae[0] ? m->ae : NULL, device, bf16, engine_err);
     if (!e) {
         vd_fail(err, errlen, "model %s (%s): %s", m->id, m->path, engine_err);
         return NULL;
     }
+    vd_engine_record_forwards(e, record);
     char guide[sizeof m->guide + 32];
     guide_of(m, guide, sizeof guide);
     if (guide[0] && vd_engine_set_guide(e, guide, NULL, engine_err)) {

@@ -2,10 +2,14 @@
  * in device memory from cudaMalloc; every transfer and op runs in order on the backend's own
  * stream, and download synchronises it so that the host sees the result. Declared constant ranges
  * are tracked here, and the bf16 weight copies made from them (cuda_ops.cu) are dropped when
- * their range is released or declared again. */
+ * their range is released or declared again. Recordings (backend.h) are CUDA graphs captured
+ * from the stream. */
 #include "cuda_internal.h"
 
 #include <stdio.h>
+
+/* cuBLAS's workspace: the size its documentation asks for on Hopper, enough for older cards */
+#define CUBLAS_WORKSPACE_BYTES ((size_t)32 << 20)
 
 void *cuda_scratch_reserve(cuda_scratch *s, size_t bytes)
 {
@@ -43,9 +47,10 @@ void cuda_drop_weight_copies(cuda_state *st, uintptr_t begin, uintptr_t end)
     int kept = 0;
     for (int i = 0; i < st->weight_copy_count; i++) {
         cuda_weight_copy *c = &st->weight_copies[i];
-        if (in_range(c->w, begin, end) || in_range(c->b, begin, end))
+        if (in_range(c->w, begin, end) || in_range(c->b, begin, end)) {
             CUDA_CHECK(cudaFree(c->copy)); /* waits for queued ops that read it */
-        else
+            st->weight_copy_drops++;
+        } else
             st->weight_copies[kept++] = *c;
     }
     st->weight_copy_count = kept;
@@ -158,9 +163,69 @@ static void cuda_destroy(vd_backend *be)
     CUDNN_CHECK(cudnnDestroy(st->cudnn));
 #endif
     CUBLAS_CHECK(cublasDestroy(st->cublas));
+    CUDA_CHECK(cudaFree(st->cublas_workspace));
     CUDA_CHECK(cudaStreamDestroy(st->stream));
     free(st);
     free(be);
+}
+
+/* ---- recordings: CUDA graphs captured from the backend's stream ---- */
+
+/* A captured graph and the backend's own buffers it was captured on. */
+typedef struct {
+    cudaGraphExec_t exec;
+    void *workspace, *staging_input, *staging_output, *staging_weight;
+    unsigned weight_copy_drops;
+} cuda_recording;
+
+static int cuda_record_begin(vd_backend *be)
+{
+    /* relaxed: a first-time cuBLAS or cuDNN call may still allocate memory while capturing */
+    cudaError_t status = cudaStreamBeginCapture(cuda_state_of(be)->stream, cudaStreamCaptureModeRelaxed);
+    if (status == cudaSuccess) return 0;
+    VD_LOG(VD_LOG_WARN, "cannot record on the CUDA stream: %s", cudaGetErrorString(status));
+    return -1;
+}
+
+static void *cuda_record_end(vd_backend *be)
+{
+    cuda_state *st = cuda_state_of(be);
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t status = cudaStreamEndCapture(st->stream, &graph);
+    if (status == cudaSuccess) status = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) CUDA_CHECK(cudaGraphDestroy(graph));
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError(); /* the failure is reported here, not at the next launch */
+        VD_LOG(VD_LOG_WARN, "recording on the CUDA stream failed: %s", cudaGetErrorString(status));
+        return NULL;
+    }
+    cuda_recording *r = (cuda_recording *)vd_malloc(sizeof *r);
+    *r = (cuda_recording){exec, st->workspace.ptr, st->staging_input.ptr, st->staging_output.ptr,
+                          st->staging_weight.ptr, st->weight_copy_drops};
+    return r;
+}
+
+static int cuda_replay(vd_backend *be, void *recording)
+{
+    cuda_state *st = cuda_state_of(be);
+    const cuda_recording *r = (const cuda_recording *)recording;
+    /* The scratch buffers only grow, so one at the same address still holds what r reaches. */
+    if (r->workspace != st->workspace.ptr || r->staging_input != st->staging_input.ptr ||
+        r->staging_output != st->staging_output.ptr || r->staging_weight != st->staging_weight.ptr ||
+        r->weight_copy_drops != st->weight_copy_drops)
+        return -1;
+    CUDA_CHECK(cudaGraphLaunch(r->exec, st->stream));
+    return 0;
+}
+
+static void cuda_release_recording(vd_backend *be, void *recording)
+{
+    cuda_recording *r = (cuda_recording *)recording;
+    if (!r) return;
+    CUDA_CHECK(cudaStreamSynchronize(cuda_state_of(be)->stream));
+    CUDA_CHECK(cudaGraphExecDestroy(r->exec));
+    free(r);
 }
 
 /* Formats a failure into err and returns NULL, undoing whatever was set up so far. */
@@ -170,6 +235,7 @@ static vd_backend *cuda_fail(cuda_state *st, char *err, size_t errlen, const cha
     if (err && errlen) snprintf(err, errlen, "CUDA backend: %s: %s", what, why);
     if (st) {
         if (st->cublas) cublasDestroy(st->cublas);
+        if (st->cublas_workspace) cudaFree(st->cublas_workspace);
         if (st->stream) cudaStreamDestroy(st->stream);
         free(st);
     }
@@ -204,6 +270,10 @@ extern "C" vd_backend *vd_backend_cuda(int device, char *err, size_t errlen)
         return cuda_fail(st, err, errlen, "cublasCreate", cublasGetStatusString(blas_status));
     }
     CUBLAS_CHECK(cublasSetStream(st->cublas, st->stream));
+    /* 32 MiB, what cuBLAS asks for on Hopper; set once, so that no recording has it allocate */
+    status = cudaMalloc(&st->cublas_workspace, CUBLAS_WORKSPACE_BYTES);
+    if (status != cudaSuccess) return cuda_fail(st, err, errlen, "cuBLAS workspace", cudaGetErrorString(status));
+    CUBLAS_CHECK(cublasSetWorkspace(st->cublas, st->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     /* fp32 products stay true fp32 (no TF32); bf16 products ask for fp32 accumulation per call. */
     CUBLAS_CHECK(cublasSetMathMode(st->cublas, CUBLAS_DEFAULT_MATH));
 #ifdef VD_HAVE_CUDNN
@@ -227,6 +297,10 @@ extern "C" vd_backend *vd_backend_cuda(int device, char *err, size_t errlen)
     be->declare_constant = cuda_declare_constant;
     be->memory_info = cuda_memory_info;
     be->activate = cuda_activate;
+    be->record_begin = cuda_record_begin;
+    be->record_end = cuda_record_end;
+    be->replay = cuda_replay;
+    be->release_recording = cuda_release_recording;
     cuda_set_ops(be);
     cuda_set_backward_ops(be);
 

@@ -104,6 +104,8 @@ typedef struct {
     int constant_count, constant_cap;
     cuda_weight_copy *weight_copies;
     int weight_copy_count, weight_copy_cap;
+    unsigned weight_copy_drops; /* times cached copies were freed: recordings made before are stale */
+    void *cublas_workspace;     /* cuBLAS's, set once, so that a recording never makes it allocate one */
 } cuda_state;
 
 static inline cuda_state *cuda_state_of(vd_backend *be)

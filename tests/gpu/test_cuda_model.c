@@ -2,7 +2,8 @@
  * ResBlocks wider inside than the level, as in every model of these tests) text encoder,
  * autoencoder decode and UNet denoiser step, in fp32 and bf16, on fresh random weights and inputs
  * each run (seed printed) with the GPU outputs poisoned first; a guided sampling run (guidance,
- * a guide model of other weights, image-to-video and text-to-video in one batch); and the
+ * a guide model of other weights, image-to-video and text-to-video in one batch), whose recorded
+ * forwards must also match a GPU run that records none; and the
  * denoiser's training driver
  * (the world's clips encoded, noised and conditioned on the backend, loss, update) for a few fp32
  * steps of a small model on both, and spread over two GPUs against one where there are two
@@ -168,8 +169,10 @@ static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
     rmdir(dir);
 }
 
-/* Three guided DDIM steps with fresh noise (eta 1) of two videos (the first image-to-video) with a
- * guide of other weights, on the GPU against the CPU. model and guide are host models of cfg, each
+/* Four guided DDIM steps with fresh noise (eta 1) of two videos (the first image-to-video) with a
+ * guide of other weights, on the GPU against the CPU. On the GPU the steps after the first two
+ * replay recorded forwards (vd_unet_forward_recorded); they must match a GPU run that records
+ * nothing, and recordings must have been made. model and guide are host models of cfg, each
  * attached in turn. */
 static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *model, vd_model *guide,
                                   const vd_model_config *cfg, uint64_t seed)
@@ -186,21 +189,30 @@ static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *mo
         for (int i = 0; i < h * w; i++) frame[(size_t)lc * h * w + i] = 1.0f;
     }
     vd_sampler_plan plan;
-    vd_sampler_plan_make(&cfg->diffusion, VD_SAMPLER_DDIM, 3, 1.0f, &plan);
-    vd_backend *be[2] = {cpu, gpu};
-    float *out[2];
+    vd_sampler_plan_make(&cfg->diffusion, VD_SAMPLER_DDIM, 4, 1.0f, &plan);
+    vd_backend *be[3] = {cpu, gpu, gpu}; /* the CPU, the GPU recording, the GPU not recording */
+    float *out[3];
     for (int prec = 0; prec < 2; prec++) {
         gpu->precision = prec ? VD_PRECISION_BF16 : VD_PRECISION_F32;
-        for (int b = 0; b < 2; b++) {
+        int recorded = 0;
+        for (int b = 0; b < 3; b++) {
             vd_model_attach(model, be[b]), vd_model_attach(guide, be[b]);
+            model->record_forwards = guide->record_forwards = b == 1;
             out[b] = put(be[b], z, nz);
             float *c = put(be[b], cond, ncond), *x = put(be[b], ctx, nctx);
             vd_sample(model, &plan, out[b], c, x, L, N, T, h, w, 3.0f, 0.0f, guide, 1.5f, seed + 6, NULL, NULL);
+            if (b == 1)
+                recorded = model->recording_count == 1 && model->recordings[0].recording &&
+                           guide->recording_count == 1 && guide->recordings[0].recording;
             be[b]->release(be[b], c), be[b]->release(be[b], x);
             vd_model_detach(model), vd_model_detach(guide);
         }
-        compare("guided sampling", prec ? "bf16" : "fp32", gpu, out[1], cpu, out[0], nz, prec ? 3e-2 : 1e-4);
-        cpu->release(cpu, out[0]), gpu->release(gpu, out[1]);
+        const char *name = prec ? "bf16" : "fp32";
+        compare("guided sampling", name, gpu, out[1], cpu, out[0], nz, prec ? 3e-2 : 1e-4);
+        compare("recorded / not", name, gpu, out[1], gpu, out[2], nz, 1e-5);
+        printf("%-22s %-5s %s\n", "forwards recorded", name, recorded ? "ok" : "FAIL (no recording made)");
+        recorded ? passed++ : failed++;
+        cpu->release(cpu, out[0]), gpu->release(gpu, out[1]), gpu->release(gpu, out[2]);
     }
     vd_sampler_plan_free(&plan);
     free(z), free(cond), free(ctx);
