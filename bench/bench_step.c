@@ -3,18 +3,20 @@
  * in a small bundle.
  *
  *   bench_step --preset tiny|large | --model PATH [--batch N] [--frames T] [--device cpu|cuda]
- *              [--bf16] [--warmup N] [--iters N] [--profile]
+ *              [--bf16] [--warmup N] [--iters N] [--record] [--profile]
  *   bench_step --print-config tiny|large     (the preset's JSON config, for the PyTorch baseline)
  *
- * Prints one JSON line per run: the median over iters, each iteration synchronised. --profile
- * also prints, to stderr, the time per op of one more step run op by op synchronised. */
+ * Prints one JSON line per run: the median over iters, each iteration synchronised. --record
+ * replays a recorded forward where the backend records (model.h, vd_unet_forward_recorded; at
+ * least 2 warm-up steps, the second of which records), and the line says whether one was used.
+ * --profile also prints, to stderr, the time per op of one more step run op by op synchronised. */
 #include "bench_common.h"
 #include "op_profile.h"
 
 int main(int argc, char **argv)
 {
     const char *preset = "tiny", *model_path = NULL, *device = "cpu";
-    int batch = 2, frames = 0, bf16 = 0, warmup = 2, iters = 5, profile = 0;
+    int batch = 2, frames = 0, bf16 = 0, warmup = 2, iters = 5, profile = 0, record = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--print-config") == 0 && v) {
@@ -28,6 +30,7 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--bf16") == 0) { bf16 = 1; continue; }
         if (strcmp(a, "--profile") == 0) { profile = 1; continue; }
+        if (strcmp(a, "--record") == 0) { record = 1; continue; }
         if (!v) return fprintf(stderr, "%s: missing value\n", a), 2;
         if (strcmp(a, "--preset") == 0) preset = v;
         else if (strcmp(a, "--model") == 0) model_path = v;
@@ -40,6 +43,7 @@ int main(int argc, char **argv)
         i++;
     }
     if (batch < 1 || iters < 1 || warmup < 0) return fprintf(stderr, "bad --batch, --iters or --warmup\n"), 2;
+    if (record && warmup < 2) warmup = 2;
 
     vd_model_config cfg;
     vd_model m;
@@ -61,10 +65,12 @@ int main(int argc, char **argv)
     double *ms = vd_malloc((size_t)iters * sizeof(double));
     for (int i = 0; i < warmup + iters; i++) {
         double t0 = vd_now();
-        vd_unet_forward(&m, x, t, ctx, L, batch, T, h, w, out);
+        if (record) vd_unet_forward_recorded(&m, x, t, ctx, L, batch, T, h, w, out);
+        else vd_unet_forward(&m, x, t, ctx, L, batch, T, h, w, out);
         be->synchronize(be);
         if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
     }
+    int recorded = m.recording_count > 0 && m.recordings[0].recording != NULL;
     bench_sort_timings(ms, iters);
     if (profile) {
         vd_backend *timed = vd_backend_profiled(be);
@@ -77,8 +83,10 @@ int main(int argc, char **argv)
     float probe;
     be->download(be, &probe, out, sizeof probe);
     printf("{\"impl\": \"vdmini\", \"%s\": \"%s\", \"batch\": %d, \"frames\": %d, \"device\": \"%s\", "
-           "\"precision\": \"%s\", \"ms_per_step\": %.3f, \"min_ms\": %.3f, \"iters\": %d, \"finite\": %s}\n",
-           model_path ? "model" : "preset", model_path ? model_path : preset, batch, T, be->name, be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", ms[iters / 2], ms[0],
+           "\"precision\": \"%s\", \"recorded\": %s, \"ms_per_step\": %.3f, \"min_ms\": %.3f, \"iters\": %d, "
+           "\"finite\": %s}\n",
+           model_path ? "model" : "preset", model_path ? model_path : preset, batch, T, be->name,
+           be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", recorded ? "true" : "false", ms[iters / 2], ms[0],
            iters, probe == probe ? "true" : "false");
     free(ms);
     be->release(be, x), be->release(be, ctx), be->release(be, t), be->release(be, out);

@@ -2,26 +2,33 @@
 bench_train and tools/reference/bench_train_torch.py) on standard input, all for one model, and
 prints a Markdown table per kind of step: per (device, batch) the milliseconds per denoiser step,
 per (device, clips) the milliseconds per training step (lines with "what": "train"), of each
-implementation and its speed relative to the vdmini engine (a ratio above 1 means vdmini is
-faster). Lines that say "skipped" are listed under the tables."""
+implementation and its time over the vdmini engine's, op by op and, where the run has one, with
+its recorded forward (a ratio above 1 means vdmini is faster). Lines that say "skipped" are listed under the tables."""
 
 import json
 import sys
+
+
+def label_of(r):
+    if r["impl"] == "vdmini":
+        return "vdmini recorded" if r.get("recorded") else "vdmini"
+    return f"torch {r.get('mode', 'eager')}"
 
 
 def print_table(rows, name, size_key, what):
     groups = {}
     for r in rows:
         key = (r.get("device", "?").split(":")[0], name, r[size_key])
-        label = r["impl"] if r["impl"] == "vdmini" else f"torch {r.get('mode', 'eager')}"
-        groups.setdefault(key, {})[label] = r["ms_per_step"]
-    print(f"| device | model | {size_key} | implementation | ms per {what} | torch time / vdmini time |")
-    print("|---|---|---|---|---|---|")
+        groups.setdefault(key, {})[label_of(r)] = r["ms_per_step"]
+    print(f"| device | model | {size_key} | implementation | ms per {what} | time / vdmini's | "
+          f"time / vdmini recorded's |")
+    print("|---|---|---|---|---|---|---|")
     for (device, name, size), impls in sorted(groups.items()):
-        ours = impls.get("vdmini")
+        ours, recorded = impls.get("vdmini"), impls.get("vdmini recorded")
         for label, ms in sorted(impls.items()):
             ratio = f"{ms / ours:.2f}" if ours and label != "vdmini" else ""
-            print(f"| {device} | {name} | {size} | {label} | {ms:.2f} | {ratio} |")
+            ratio_recorded = f"{ms / recorded:.2f}" if recorded and label != "vdmini recorded" else ""
+            print(f"| {device} | {name} | {size} | {label} | {ms:.2f} | {ratio} | {ratio_recorded} |")
 
 
 def main():

@@ -6,9 +6,10 @@
 #   bench/gpu.sh tests|tiny|large|train [OUTDIR]
 #
 # "tests" runs the CUDA op, gradient and whole-model tests; "tiny" and "large" time one denoiser
-# step of that preset at batch 2 (one video with guidance) and 16, vdmini bf16 against the PyTorch
-# reference in eager mode and with torch.compile (bf16 autocast), in the same run on the same
-# card, and print the comparison table. Raw JSON lines go to OUTDIR/bench-PRESET.jsonl.
+# step of that preset at batch 2 (one video with guidance) and 16, vdmini bf16 op by op and with
+# its recorded forward (CUDA graphs; batches of up to 8 rows) against the PyTorch reference in
+# eager mode, with torch.compile and with torch.compile's CUDA graphs (bf16 autocast), in the same
+# run on the same card, and print the comparison table. Raw JSON lines go to OUTDIR/bench-PRESET.jsonl.
 # "train" times one training step of the tiny preset's denoiser (text encoder and UNet: forward,
 # backward, AdamW) at 1, 8 and 16 clips of 16 frames, vdmini bf16 against the PyTorch reference
 # eager and compiled (bf16 autocast), the same way, into OUTDIR/bench-train.jsonl.
@@ -33,9 +34,10 @@ tiny|large)
     [ "$what" = large ] && iters=5
     for batch in 2 16; do
         bench_step --preset "$what" --batch "$batch" --device cuda --bf16 --iters $iters | tee -a "$log"
+        bench_step --preset "$what" --batch "$batch" --device cuda --bf16 --iters $iters --record | tee -a "$log"
     done
     PYTHONPATH="$here/../tools/reference" python3 "$here/../tools/reference/bench_torch.py" --config "$config" \
-        --device cuda --dtype bf16 --mode eager compile --batch 2 16 --repeats $iters | tee -a "$log"
+        --device cuda --dtype bf16 --mode eager compile graphs --batch 2 16 --repeats $iters | tee -a "$log"
     python3 "$here/compare.py" <"$log"
     rm -f "$config"
     ;;

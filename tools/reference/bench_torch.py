@@ -2,7 +2,7 @@
 user running plain PyTorch would get, for comparison with the C engine.
 
 Usage: bench_torch.py --config CONFIG.json [--device cuda|cpu] [--dtype bf16|fp32]
-                      [--mode eager|compile ...] [--batch N ...] [--frames T] [--latent HxW]
+                      [--mode eager|compile|graphs ...] [--batch N ...] [--frames T] [--latent HxW]
                       [--attention manual|sdpa] [--warmup W] [--repeats R] [--threads K]
                       [--seed S]
 
@@ -10,7 +10,8 @@ CONFIG.json is a vdmini config (as in a weights file's __metadata__["vdmini.conf
 gets random weights. One step is one UNet forward over N batch rows (with classifier-free
 guidance a step of V videos has N = 2V rows). bf16 runs under torch.autocast on CUDA (matrix
 products in bf16, fp32 accumulation and storage). Attention defaults to SDPA where torch has it,
-else the written-out form; compile uses torch.compile where it exists. CPU runs use 2 threads
+else the written-out form; compile uses torch.compile where it exists, graphs torch.compile's
+"reduce-overhead" mode, which replays the step as CUDA graphs (as vdmini's recorded forwards do). CPU runs use 2 threads
 unless --threads says otherwise. Prints one JSON line per
 (mode, batch) with the median over the repeats.
 """
@@ -51,12 +52,12 @@ def time_step_ms(step, device, warmup, repeats):
     return statistics.median(times)
 
 
-def add_common_arguments(parser):
+def add_common_arguments(parser, modes=("eager", "compile")):
     """The options every PyTorch speed baseline takes (this one and bench_train_torch.py)."""
     parser.add_argument("--config", required=True, help="vdmini config JSON file")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
-    parser.add_argument("--mode", choices=("eager", "compile"), nargs="+", default=["eager"])
+    parser.add_argument("--mode", choices=modes, nargs="+", default=["eager"])
     parser.add_argument("--frames", type=int, help="default: the config's unet.frames")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
@@ -68,7 +69,7 @@ def add_common_arguments(parser):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_arguments(parser)
+    add_common_arguments(parser, ("eager", "compile", "graphs"))
     parser.add_argument("--batch", type=int, nargs="+", default=[2], help="UNet batch rows")
     parser.add_argument("--latent", type=parse_size, help="HxW, default: unet.latent_size")
     args = parser.parse_args()
@@ -90,10 +91,14 @@ def main():
     gpu_name = torch.cuda.get_device_name() if args.device == "cuda" else None
 
     for mode in args.mode:
-        if mode == "compile" and not hasattr(torch, "compile"):
+        if mode in ("compile", "graphs") and not hasattr(torch, "compile"):
             print(json.dumps({"impl": "torch", "mode": mode, "skipped": "no torch.compile"}))
             continue
-        forward = torch.compile(unet.forward) if mode == "compile" else unet.forward
+        if mode == "graphs" and args.device != "cuda":
+            print(json.dumps({"impl": "torch", "mode": mode, "skipped": "CUDA graphs need cuda"}))
+            continue
+        forward = (torch.compile(unet.forward, mode="reduce-overhead") if mode == "graphs"
+                   else torch.compile(unet.forward) if mode == "compile" else unet.forward)
         for batch in args.batch:
             generator = torch.Generator().manual_seed(args.seed)
             x = torch.randn(batch, frames, unet_cfg["in_channels"], height, width,
