@@ -54,9 +54,9 @@ struct vd_backend {
      * record); record_end stops and returns the recording, or NULL when it could not be made. The
      * recorded ops have not run: replay runs them, on the same buffers, as often as it is called.
      * Between record_begin and record_end only ops, copy and zero may be called (no upload,
-     * download, release or synchronize), and their buffers must already be large enough: run the same sequence once
-     * unrecorded first. replay returns -1 and runs nothing when the backend has since replaced a
-     * buffer of its own that the recording uses (record again). */
+     * download, release or synchronize), and the backend's own buffers must already be large
+     * enough: run the same sequence once unrecorded first. replay returns -1 and runs nothing when
+     * the backend has since replaced a buffer of its own that the recording uses (record again). */
     int (*record_begin)(vd_backend *be);
     void *(*record_end)(vd_backend *be);
     int (*replay)(vd_backend *be, void *recording);

@@ -270,7 +270,7 @@ extern "C" vd_backend *vd_backend_cuda(int device, char *err, size_t errlen)
         return cuda_fail(st, err, errlen, "cublasCreate", cublasGetStatusString(blas_status));
     }
     CUBLAS_CHECK(cublasSetStream(st->cublas, st->stream));
-    /* 32 MiB, what cuBLAS asks for on Hopper; set once, so that no recording has it allocate */
+    /* set once, so that no recording makes cuBLAS allocate one */
     status = cudaMalloc(&st->cublas_workspace, CUBLAS_WORKSPACE_BYTES);
     if (status != cudaSuccess) return cuda_fail(st, err, errlen, "cuBLAS workspace", cudaGetErrorString(status));
     CUBLAS_CHECK(cublasSetWorkspace(st->cublas, st->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
