@@ -12,7 +12,8 @@
  *
  * --guidance (default 4), --guide, --guide-scale, --eta (DDIM's fresh noise, default 0; the
  * per-video measure only) and --record (replay recorded UNet forwards where the backend records,
- * model.h's vd_unet_forward_recorded; default 1) set how the model named before them samples;
+ * model.h's vd_unet_forward_recorded; default 1, in every measure) set how the model named
+ * before them samples;
  * the same file twice, with --record 0 and 1, measures what the recordings save.
  * Prints one JSON line per model and measure (medians), then each model's ratios to the first:
  * "speedup" is the first model's time over this one's. */

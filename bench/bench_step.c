@@ -70,7 +70,7 @@ int main(int argc, char **argv)
         be->synchronize(be);
         if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
     }
-    int recorded = m.recording_count > 0 && m.recordings[0].recording != NULL;
+    int recorded = vd_model_has_recording(&m);
     bench_sort_timings(ms, iters);
     if (profile) {
         vd_backend *timed = vd_backend_profiled(be);

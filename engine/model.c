@@ -978,6 +978,13 @@ void vd_model_drop_recordings(vd_model *m)
     m->recording_count = 0;
 }
 
+int vd_model_has_recording(const vd_model *m)
+{
+    for (int i = 0; i < m->recording_count; i++)
+        if (m->recordings[i].recording) return 1;
+    return 0;
+}
+
 /* The recording of this forward's key, or a fresh entry for it (replacing the least recently used). */
 static vd_unet_recording *recording_for(vd_model *m, const vd_unet_recording *key)
 {

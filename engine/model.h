@@ -134,6 +134,8 @@ void vd_unet_forward_recorded(vd_model *m, const float *x, const float *t, const
                               int T, int h, int w, float *out);
 /* Frees the model's recordings, and their scratch. */
 void vd_model_drop_recordings(vd_model *m);
+/* Whether the model holds a recorded forward. */
+int vd_model_has_recording(const vd_model *m);
 
 /* The UNet's stage plan (docs/architecture.md's layout): the stages in execution order, as the
  * parameter declaration, vd_unet_forward and the training pass walk them. Each stage's input is

@@ -42,8 +42,8 @@ typedef struct {
     float guidance_rescale;   /* phi: the guided v times phi*rms(v_c)/rms(v_guided) + 1 - phi */
     float guide_scale;        /* a: a * (v_c - v_guide) added to the guided v (with ctx_guide) */
     int pin_first_frame;      /* image-to-video: frame 0's x0 is cond's latent at every step */
-    uint64_t noise_seed;      /* keys the fresh noise of a plan with sigma: drawn on the host, so
-                               * every backend adds the same bits (docs/architecture.md) */
+    uint64_t noise_seed;      /* keys the fresh noise of a plan with sigma: the backend draws the
+                               * same numbers from it on every device (docs/architecture.md) */
 } vd_latent_video;
 
 /* Takes the next step of every video in one denoiser batch (1 row per video, 2 with guidance)

@@ -169,14 +169,6 @@ static void check_training_driver(vd_backend *gpu, vd_backend *cpu)
     rmdir(dir);
 }
 
-/* Whether m holds a recorded forward. */
-static int has_recording(const vd_model *m)
-{
-    for (int i = 0; i < m->recording_count; i++)
-        if (m->recordings[i].recording) return 1;
-    return 0;
-}
-
 /* A forward of 16 rows, not recorded: it grows the backend's scratch buffers, which recordings
  * made before it may reach (the backend then refuses to replay them, and they are made again). */
 static void grow_scratch(vd_model *m, vd_backend *be, int L, int T, int h, int w)
@@ -227,7 +219,7 @@ static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *mo
             be[b]->copy(be[b], first[b], out[b], nz * sizeof(float));
             grow_scratch(model, be[b], L, T, h, w);
             vd_sample(model, &plan, out[b], c, x, L, N, T, h, w, 3.0f, 0.0f, guide, 1.5f, seed + 7, NULL, NULL);
-            if (b == 1) recorded = has_recording(model) && has_recording(guide);
+            if (b == 1) recorded = vd_model_has_recording(model) && vd_model_has_recording(guide);
             be[b]->release(be[b], c), be[b]->release(be[b], x);
             vd_model_detach(model), vd_model_detach(guide);
         }
