@@ -8,7 +8,9 @@
 # in F8 as OUTDIR/vdmini.safetensors, a student that samples at guidance 1 (docs/vdmini.md,
 # "Student F", has how good it is and what the stages cost: about 5.5 minutes on two H200s for the
 # first, 5 on four for the second). TEACHER set to another file distils from that one, and GUIDE
-# names another guide than the shipped one (tools/make-guide.sh derives it).
+# names another guide than the shipped one (tools/make-guide.sh derives it). The shipped student
+# came from stage 23's teacher, models/teacher.safetensors and teacher-part-2.safetensors as
+# commit 4c5e2d5 has them (docs/vdmini.md, "The stage-25 teacher").
 #
 #   tools/distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR
 #

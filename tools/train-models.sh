@@ -1,7 +1,7 @@
 #!/bin/sh
 # train-models.sh: trains the shipped models from scratch, the autoencoder and then the teacher
-# (text encoder and UNet) in twenty-three stages (teacher.json, then teacher-2.json from the first
-# stage's EMA, teacher-3.json from the second's, and so on to teacher-23.json), with the recipes in
+# (text encoder and UNet) in twenty-five stages (teacher.json, then teacher-2.json from the first
+# stage's EMA, teacher-3.json from the second's, and so on to teacher-25.json), with the recipes in
 # models/recipes/, and writes them in bf16 as OUTDIR/ae.safetensors and OUTDIR/teacher.safetensors
 # (the teacher in files of at most 8 MiB: teacher.safetensors names teacher-part-2.safetensors
 # beside it; copy them all into models/ to serve them), and stage 10's EMA weights in F8 as
@@ -59,7 +59,7 @@ train() {
 status=0
 train ae "$here/models/recipes/ae.json" ae ae-ema.safetensors || status=$?
 [ $status -eq 0 ] && { train denoiser "$here/models/recipes/teacher.json" teacher teacher-ema.safetensors || status=$?; }
-for stage in 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23; do
+for stage in 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25; do
     stop=0
     [ $stage -eq 7 ] && stop=2748
     [ $stage -eq 8 ] && stop=3601
@@ -72,6 +72,6 @@ if [ $status -eq 3 ]; then
 fi
 [ $status -eq 0 ] || exit $status
 "$vdmini" convert --model ae/ae-ema.safetensors --dtype bf16 --out ae.safetensors
-"$vdmini" convert --model teacher-23/teacher-ema.safetensors --dtype bf16 --max-file-mb 8 --out teacher.safetensors
+"$vdmini" convert --model teacher-25/teacher-ema.safetensors --dtype bf16 --max-file-mb 8 --out teacher.safetensors
 "$vdmini" convert --model teacher-10/teacher-ema.safetensors --dtype f8 --out teacher-guide.safetensors
 echo "train-models.sh: wrote $out/ae.safetensors, $out/teacher.safetensors and $out/teacher-guide.safetensors" >&2
