@@ -362,7 +362,7 @@ struct vd_train_run {
     uint64_t next_clip;  /* the loader's position */
     int frames;          /* frames per micro-batch: clips * batch */
     int side;            /* frames are side x side */
-    float *frames_host, *frames_dev;
+    float *frames_dev;   /* the micro-batch's clips, uploaded from the loader's slots */
     size_t begin, end;   /* the floats of the parameter buffer the optimizer steps */
     vd_clip_truth *truth; /* the micro-batch's clips */
     /* the denoiser's: the frozen autoencoder, its schedule and the UNet's inputs */
@@ -789,9 +789,7 @@ static vd_train_run *open_replica(const vd_train_config *c, vd_backend *be, int 
                                       own_odds ? c->object_count_odds : NULL);
     r->frames = c->clips * c->batch;
     r->truth = vd_malloc((size_t)c->clips * sizeof *r->truth);
-    size_t n = (size_t)r->frames * 3 * r->side * r->side;
-    r->frames_host = vd_malloc(n * sizeof(float));
-    r->frames_dev = be->alloc(be, n * sizeof(float));
+    r->frames_dev = be->alloc(be, (size_t)r->frames * 3 * r->side * r->side * sizeof(float));
     if (denoiser) alloc_denoiser_buffers(r);
     return r;
 }
@@ -866,7 +864,7 @@ void vd_train_close(vd_train_run *r)
                     r->x_dev, r->v_dev, r->t_dev, (float *)r->ids_dev, r->weight_dev};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
         if (dev[i]) be->release(be, dev[i]);
-    free(r->frames_host), free(r->eps_host), free(r->t_host), free(r->ids_host), free(r->weight_host);
+    free(r->eps_host), free(r->t_host), free(r->ids_host), free(r->weight_host);
     free(r->empty_prompt), free(r->first_frame);
     free(r->abar), free(r->truth);
     if (r->trainer.m) vd_ae_trainer_free(&r->trainer);
@@ -902,6 +900,25 @@ void vd_train_object_weight(const vd_clip_truth *t, int frames, int channels, in
         }
         for (int ch = 1; ch < channels; ch++) memcpy(frame + ch * S, frame, S * sizeof(float));
     }
+}
+
+/* Uploads the next micro-batch's clips to frames_dev, each straight from the loader's slot it was
+ * rendered in, and their truths to r->truth. Returns the seconds spent waiting for the loader;
+ * the uploads count as input preparation (r->prep_s). */
+static double fetch_clips(vd_train_run *r)
+{
+    size_t clip_bytes = (size_t)r->cfg.batch * 3 * r->side * r->side * sizeof(float);
+    double waited = 0;
+    for (int n = 0; n < r->cfg.clips; n++) {
+        double start = vd_now();
+        const float *frames = vd_loader_borrow(r->loader, &r->truth[n]);
+        double lent = vd_now();
+        r->be->upload(r->be, (char *)r->frames_dev + (size_t)n * clip_bytes, frames, clip_bytes);
+        vd_loader_give_back(r->loader);
+        waited += lent - start;
+        r->prep_s += vd_now() - lent;
+    }
+    return waited;
 }
 
 /* The random draws of the denoiser's micro-batch of clips first, first + 1, ...: per clip, from
@@ -947,7 +964,7 @@ static void *draw_noise(void *arg)
     return NULL;
 }
 
-/* The denoiser's loss on the clips in frames_host (clip numbers first, first + 1, ... of the
+/* The denoiser's loss on the clips in frames_dev (clip numbers first, first + 1, ... of the
  * run), its gradients accumulated into the trainer's. The inputs are made on the backend:
  * z_t = a z0 + b eps and v = a eps - b z0 per clip, the condition (the first frame's latent and a
  * mask of ones on every frame, or zeros) beside z_t. */
@@ -968,7 +985,6 @@ static float denoiser_micro_batch(vd_train_run *r, uint64_t first)
         jobs[k] = (noise_job){r, first, N * k / NOISE_THREADS, N * (k + 1) / NOISE_THREADS, clip_z, T, lc, h, w, f};
         started[k] = jobs[k].begin < jobs[k].end && pthread_create(&helpers[k], NULL, draw_noise, &jobs[k]) == 0;
     }
-    be->upload(be, r->frames_dev, r->frames_host, (size_t)N * T * 3 * r->side * r->side * sizeof(float));
     vd_ae_encode(&r->ae, r->frames_dev, N * T, r->side, r->side, r->z0_dev);
     for (int k = 0; k < NOISE_THREADS; k++) {
         if (started[k]) pthread_join(helpers[k], NULL);
@@ -1045,25 +1061,17 @@ static void replica_step(vd_train_run *r, vd_train_stats *st)
     const vd_train_config *c = &r->cfg;
     vd_backend *be = r->be;
     vd_model *m = &r->model;
-    size_t clip_floats = (size_t)c->batch * 3 * r->side * r->side;
     double step_start = vd_now(), data_s = 0;
     vd_ae_zero_grads(&r->trainer);
     r->terms = (vd_train_stats){0};
     r->prep_s = 0;
     double loss = 0;
     for (int k = r->rank; k < c->grad_accum; k += r->ranks) {
-        double wait_start = vd_now();
-        for (int n = 0; n < c->clips; n++)
-            vd_loader_next(r->loader, r->frames_host + (size_t)n * clip_floats, &r->truth[n]);
-        data_s += vd_now() - wait_start;
-        if (c->target == VD_TRAIN_DENOISER) {
+        data_s += fetch_clips(r);
+        if (c->target == VD_TRAIN_DENOISER)
             loss += denoiser_micro_batch(r, r->next_clip + (uint64_t)k * c->clips);
-        } else {
-            double prep_start = vd_now();
-            be->upload(be, r->frames_dev, r->frames_host, (size_t)c->clips * clip_floats * sizeof(float));
-            r->prep_s += vd_now() - prep_start;
+        else
             loss += vd_ae_loss_and_grads(&r->trainer, r->frames_dev, r->frames, r->side, r->side);
-        }
     }
     r->next_clip += (uint64_t)c->grad_accum * c->clips;
     if (r->ranks > 1) loss = exchange_gradients(r, loss);
@@ -1344,15 +1352,12 @@ static float latent_scale(vd_train_run *r)
     vd_backend *be = r->be;
     int f = 1 << (m->cfg.ae.levels - 1);
     size_t zn = (size_t)r->frames * m->cfg.ae.latent_channels * (r->side / f) * (r->side / f);
-    size_t clip_floats = (size_t)r->cfg.batch * 3 * r->side * r->side;
     float *z_dev = be->alloc(be, zn * sizeof(float)), *z = vd_malloc(zn * sizeof(float));
     float kept = m->cfg.ae.scale_factor;
     m->cfg.ae.scale_factor = 1.0f;
     double sum = 0, sum_sq = 0;
     for (int k = 0; k < SCALE_BATCHES; k++) {
-        for (int n = 0; n < r->cfg.clips; n++)
-            vd_loader_next(r->loader, r->frames_host + (size_t)n * clip_floats, &r->truth[n]);
-        be->upload(be, r->frames_dev, r->frames_host, (size_t)r->cfg.clips * clip_floats * sizeof(float));
+        fetch_clips(r);
         vd_ae_encode(m, r->frames_dev, r->frames, r->side, r->side, z_dev);
         be->download(be, z, z_dev, zn * sizeof(float));
         for (size_t i = 0; i < zn; i++) sum += z[i], sum_sq += (double)z[i] * z[i];

@@ -822,20 +822,31 @@ vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int s
     return l;
 }
 
-void vd_loader_next(vd_loader *l, float *frames, vd_clip_truth *truth)
+const float *vd_loader_borrow(vd_loader *l, vd_clip_truth *truth)
 {
     pthread_mutex_lock(&l->lock);
     loader_slot *slot = &l->slots[l->next_deliver % (uint64_t)l->depth];
     while (!(slot->state == SLOT_READY && slot->index == l->next_deliver)) pthread_cond_wait(&l->changed, &l->lock);
     pthread_mutex_unlock(&l->lock);
-    /* The slot stays READY (so no worker reuses it) while it is copied out. */
-    memcpy(frames, slot->frames, (size_t)l->frames * 3 * l->width * l->height * sizeof(float));
+    /* The slot stays READY (so no worker reuses it) until it is given back. */
     if (truth) *truth = slot->truth;
+    return slot->frames;
+}
+
+void vd_loader_give_back(vd_loader *l)
+{
     pthread_mutex_lock(&l->lock);
-    slot->state = SLOT_EMPTY;
+    l->slots[l->next_deliver % (uint64_t)l->depth].state = SLOT_EMPTY;
     l->next_deliver++;
     pthread_cond_broadcast(&l->changed);
     pthread_mutex_unlock(&l->lock);
+}
+
+void vd_loader_next(vd_loader *l, float *frames, vd_clip_truth *truth)
+{
+    const float *lent = vd_loader_borrow(l, truth);
+    memcpy(frames, lent, (size_t)l->frames * 3 * l->width * l->height * sizeof(float));
+    vd_loader_give_back(l);
 }
 
 void vd_loader_free(vd_loader *l)

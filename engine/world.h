@@ -149,8 +149,12 @@ vd_loader *vd_loader_new(uint64_t seed, int width, int height, int frames, int t
  * with vd_world_sample_odds's count_odds (copied; NULL: the world's own odds). */
 vd_loader *vd_loader_new_strided(uint64_t seed, uint64_t first, int group, int stride, int width, int height,
                                  int frames, int threads, int depth, const float *count_odds);
-/* Blocks until the next clip is ready; copies its frames (frames, 3, height, width) and, when
- * truth is not NULL, its ground truth. */
+/* Blocks until the next clip is ready and lends its frames (frames, 3, height, width) where a
+ * worker rendered them, with its ground truth copied when truth is not NULL. The frames stay
+ * valid until vd_loader_give_back, which must come before the next clip is borrowed. */
+const float *vd_loader_borrow(vd_loader *l, vd_clip_truth *truth);
+void vd_loader_give_back(vd_loader *l);
+/* vd_loader_borrow with the frames copied to frames, then vd_loader_give_back. */
 void vd_loader_next(vd_loader *l, float *frames, vd_clip_truth *truth);
 /* Stops the workers and frees everything. */
 void vd_loader_free(vd_loader *l);
