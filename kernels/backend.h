@@ -33,6 +33,7 @@ struct vd_backend {
     /* ---- memory ---- */
     void *(*alloc)(vd_backend *be, size_t bytes); /* aborts on failure; contents undefined */
     void (*release)(vd_backend *be, void *ptr);
+    /* host_src may be reused or freed as soon as upload returns. */
     void (*upload)(vd_backend *be, void *dst, const void *host_src, size_t bytes);
     void (*download)(vd_backend *be, void *host_dst, const void *src, size_t bytes);
     void (*copy)(vd_backend *be, void *dst, const void *src, size_t bytes);
