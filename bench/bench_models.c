@@ -184,7 +184,7 @@ int main(int argc, char **argv)
             return fprintf(stderr, "%s: %s\n", b->path, err), 1;
         if (videos && guided(b) && vd_engine_set_guide(b->engine, b->guide_path, NULL, err))
             return fprintf(stderr, "%s: %s\n", b->guide_path, err), 1;
-        if (!b->record) b->m.record_forwards = b->guide.record_forwards = 0;
+        vd_model_record_forwards(&b->m, b->record), vd_model_record_forwards(&b->guide, b->record);
         if (videos) vd_engine_record_forwards(b->engine, b->record);
         for (int k = 0; k < nbatches; k++) {
             b->step_ms[k] = vd_malloc((size_t)iters * sizeof(double));

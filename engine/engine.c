@@ -145,7 +145,7 @@ int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char 
         }
     }
     vd_model_attach(&e->guide, e->be);
-    if (e->no_recording) e->guide.record_forwards = 0;
+    vd_model_record_forwards(&e->guide, !e->no_recording);
     e->has_guide = 1;
     return 0;
 }
@@ -153,12 +153,8 @@ int vd_engine_set_guide(vd_engine *e, const char *path, const char *units, char 
 void vd_engine_record_forwards(vd_engine *e, int on)
 {
     e->no_recording = !on;
-    vd_model *models[2] = {&e->model, &e->guide};
-    for (int i = 0; i < 2; i++) {
-        if (!models[i]->be) continue;
-        models[i]->record_forwards = on && models[i]->be->record_begin != NULL;
-        if (!on) vd_model_drop_recordings(models[i]);
-    }
+    vd_model_record_forwards(&e->model, on);
+    if (e->has_guide) vd_model_record_forwards(&e->guide, on);
 }
 
 int vd_engine_has_guide(const vd_engine *e) { return e->has_guide; }

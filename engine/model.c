@@ -500,7 +500,7 @@ int vd_model_save_parts(const vd_model *m, const char *path, vd_st_dtype dtype, 
 void vd_model_attach(vd_model *m, vd_backend *be)
 {
     m->be = be;
-    m->record_forwards = be->record_begin != NULL;
+    vd_model_record_forwards(m, 1);
     m->weights = be->alloc(be, m->total * sizeof(float));
     if (m->host) be->upload(be, m->weights, m->host, m->total * sizeof(float));
     be->declare_constant(be, m->weights, m->total * sizeof(float));
@@ -968,14 +968,23 @@ void vd_unet_forward(vd_model *m, const float *x, const float *t, const float *c
     done(m, te2);
 }
 
+/* Frees one entry's recording and its scratch. */
+static void forget_recording(vd_model *m, vd_unet_recording *r)
+{
+    if (r->recording) m->be->release_recording(m->be, r->recording);
+    vd_pool_clear(&r->pool, m->be);
+}
+
 void vd_model_drop_recordings(vd_model *m)
 {
-    for (int i = 0; i < m->recording_count; i++) {
-        vd_unet_recording *r = &m->recordings[i];
-        if (r->recording) m->be->release_recording(m->be, r->recording);
-        vd_pool_clear(&r->pool, m->be);
-    }
+    for (int i = 0; i < m->recording_count; i++) forget_recording(m, &m->recordings[i]);
     m->recording_count = 0;
+}
+
+void vd_model_record_forwards(vd_model *m, int on)
+{
+    m->record_forwards = on && m->be && m->be->record_begin != NULL;
+    if (!m->record_forwards && m->be) vd_model_drop_recordings(m);
 }
 
 int vd_model_has_recording(const vd_model *m)
@@ -1002,8 +1011,7 @@ static vd_unet_recording *recording_for(vd_model *m, const vd_unet_recording *ke
             r = &m->recordings[0];
             for (int i = 1; i < m->recording_count; i++)
                 if (m->recordings[i].last_use < r->last_use) r = &m->recordings[i];
-            if (r->recording) m->be->release_recording(m->be, r->recording);
-            vd_pool_clear(&r->pool, m->be);
+            forget_recording(m, r);
         }
         *r = *key;
     }

@@ -134,6 +134,8 @@ void vd_unet_forward_recorded(vd_model *m, const float *x, const float *t, const
                               int T, int h, int w, float *out);
 /* Frees the model's recordings, and their scratch. */
 void vd_model_drop_recordings(vd_model *m);
+/* Turns m->record_forwards on (where m's backend records) or off (dropping the recordings). */
+void vd_model_record_forwards(vd_model *m, int on);
 /* Whether the model holds a recorded forward. */
 int vd_model_has_recording(const vd_model *m);
 

@@ -211,7 +211,7 @@ static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *mo
         int recorded = 0;
         for (int b = 0; b < 3; b++) {
             vd_model_attach(model, be[b]), vd_model_attach(guide, be[b]);
-            model->record_forwards = guide->record_forwards = b == 1;
+            vd_model_record_forwards(model, b == 1), vd_model_record_forwards(guide, b == 1);
             out[b] = put(be[b], z, nz);
             float *c = put(be[b], cond, ncond), *x = put(be[b], ctx, nctx);
             vd_sample(model, &plan, out[b], c, x, L, N, T, h, w, 3.0f, 0.0f, guide, 1.5f, seed + 6, NULL, NULL);
