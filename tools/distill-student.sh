@@ -6,11 +6,9 @@
 # (1,200 steps, 5e-5, from the first stage's EMA weights): the task's target is the teacher's
 # prediction guided at 3 by its guide, models/teacher-guide.safetensors, at 2. It writes the result
 # in F8 as OUTDIR/vdmini.safetensors, a student that samples at guidance 1 (docs/vdmini.md,
-# "Student F", has how good it is and what the stages cost: about 5.5 minutes on two H200s for the
-# first, 5 on four for the second). TEACHER set to another file distils from that one, and GUIDE
-# names another guide than the shipped one (tools/make-guide.sh derives it). The shipped student
-# came from stage 23's teacher, models/teacher.safetensors and teacher-part-2.safetensors as
-# commit 4c5e2d5 has them (docs/vdmini.md, "The stage-25 teacher").
+# "Student F from the stage-25 teacher", has how good the shipped one is and what the stages cost:
+# about 5.5 and 9 minutes on two H200s). TEACHER set to another file distils from that one, and
+# GUIDE names another guide than the shipped one (tools/make-guide.sh derives it).
 #
 #   tools/distill-student.sh [--time-limit SECONDS] [--gpus N] [--quick] OUTDIR
 #
