@@ -8,7 +8,8 @@
  *
  * Prints one JSON line per run: the median over iters, each iteration synchronised. --record
  * replays a recorded forward where the backend records (model.h, vd_unet_forward_recorded; at
- * least 2 warm-up steps, the second of which records), and the line says whether one was used.
+ * least 2 warm-up steps, the second of which records), and the line says whether one was used and
+ * the MiB of scratch the recording holds.
  * --profile also prints, to stderr, the time per op of one more step run op by op synchronised. */
 #include "bench_common.h"
 #include "op_profile.h"
@@ -70,7 +71,8 @@ int main(int argc, char **argv)
         be->synchronize(be);
         if (i >= warmup) ms[i - warmup] = 1e3 * (vd_now() - t0);
     }
-    int recorded = vd_model_has_recording(&m);
+    size_t recorded_bytes;
+    int recorded = vd_model_recordings(&m, &recorded_bytes) > 0;
     bench_sort_timings(ms, iters);
     if (profile) {
         vd_backend *timed = vd_backend_profiled(be);
@@ -83,10 +85,10 @@ int main(int argc, char **argv)
     float probe;
     be->download(be, &probe, out, sizeof probe);
     printf("{\"impl\": \"vdmini\", \"%s\": \"%s\", \"batch\": %d, \"frames\": %d, \"device\": \"%s\", "
-           "\"precision\": \"%s\", \"recorded\": %s, \"ms_per_step\": %.3f, \"min_ms\": %.3f, \"iters\": %d, "
+           "\"precision\": \"%s\", \"recorded\": %s, \"recorded_mb\": %.1f, \"ms_per_step\": %.3f, \"min_ms\": %.3f, \"iters\": %d, "
            "\"finite\": %s}\n",
            model_path ? "model" : "preset", model_path ? model_path : preset, batch, T, be->name,
-           be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", recorded ? "true" : "false", ms[iters / 2], ms[0],
+           be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", recorded ? "true" : "false", recorded_bytes / 1048576.0, ms[iters / 2], ms[0],
            iters, probe == probe ? "true" : "false");
     free(ms);
     be->release(be, x), be->release(be, ctx), be->release(be, t), be->release(be, out);

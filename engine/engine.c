@@ -169,6 +169,15 @@ void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total)
     e->be->memory_info(e->be, used, total);
 }
 
+int vd_engine_recordings(const vd_engine *e, size_t *scratch_bytes)
+{
+    size_t guide_bytes = 0;
+    int n = vd_model_recordings(&e->model, scratch_bytes);
+    if (e->has_guide) n += vd_model_recordings(&e->guide, &guide_bytes);
+    *scratch_bytes += guide_bytes;
+    return n;
+}
+
 static int ae_factor(const vd_ae_config *a) { return 1 << (a->levels - 1); }
 
 void vd_engine_limits(const vd_engine *e, vd_model_limits *out)

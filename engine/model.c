@@ -987,11 +987,16 @@ void vd_model_record_forwards(vd_model *m, int on)
     if (!m->record_forwards && m->be) vd_model_drop_recordings(m);
 }
 
-int vd_model_has_recording(const vd_model *m)
+int vd_model_recordings(const vd_model *m, size_t *scratch_bytes)
 {
-    for (int i = 0; i < m->recording_count; i++)
-        if (m->recordings[i].recording) return 1;
-    return 0;
+    int recorded = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < m->recording_count; i++) {
+        recorded += m->recordings[i].recording != NULL;
+        bytes += vd_pool_bytes(&m->recordings[i].pool);
+    }
+    if (scratch_bytes) *scratch_bytes = bytes;
+    return recorded;
 }
 
 /* The recording of this forward's key, or a fresh entry for it (replacing the least recently used). */

@@ -136,8 +136,9 @@ void vd_unet_forward_recorded(vd_model *m, const float *x, const float *t, const
 void vd_model_drop_recordings(vd_model *m);
 /* Turns m->record_forwards on (where m's backend records) or off (dropping the recordings). */
 void vd_model_record_forwards(vd_model *m, int on);
-/* Whether the model holds a recorded forward. */
-int vd_model_has_recording(const vd_model *m);
+/* The recorded forwards the model holds; with scratch_bytes, also the bytes of scratch its
+ * recordings' entries hold (those still being sized included). */
+int vd_model_recordings(const vd_model *m, size_t *scratch_bytes);
 
 /* The UNet's stage plan (docs/architecture.md's layout): the stages in execution order, as the
  * parameter declaration, vd_unet_forward and the training pass walk them. Each stage's input is

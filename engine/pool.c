@@ -83,6 +83,13 @@ void vd_pool_give(vd_pool *p, const float *ptr)
     list->head = index;
 }
 
+size_t vd_pool_bytes(const vd_pool *p)
+{
+    size_t floats = 0;
+    for (int i = 0; i < p->count; i++) floats += p->entries[i].floats;
+    return floats * sizeof(float);
+}
+
 void vd_pool_clear(vd_pool *p, vd_backend *be)
 {
     for (int i = 0; i < p->count; i++) be->release(be, p->entries[i].ptr);

@@ -35,6 +35,8 @@ typedef struct {
 float *vd_pool_take(vd_pool *p, vd_backend *be, size_t n);
 /* Gives a buffer from vd_pool_take back; other pointers are ignored. */
 void vd_pool_give(vd_pool *p, const float *ptr);
+/* Bytes of the pool's buffers, taken or free: what it holds of the backend's memory. */
+size_t vd_pool_bytes(const vd_pool *p);
 /* Releases every buffer to be and empties the pool (it can be used again). */
 void vd_pool_clear(vd_pool *p, vd_backend *be);
 

@@ -52,6 +52,9 @@ void vd_engine_record_forwards(vd_engine *e, int on);
 const char *vd_engine_device_name(const vd_engine *e); /* "cpu" or "cuda" */
 /* GPU memory in use and in all, in bytes (0 and 0 on the CPU). */
 void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total);
+/* The recorded UNet forwards the engine holds (its model's and its guide's; none on the CPU), and
+ * in *scratch_bytes the GPU memory their scratch takes, a part of vd_engine_memory's used. */
+int vd_engine_recordings(const vd_engine *e, size_t *scratch_bytes);
 
 /* Writes freshly initialised weights for a preset ("tiny", "large") to out_path; with
  * inner_count > 0 its UNet's ResBlocks are inner_channels wide inside (one entry per level, 0 keeps

@@ -38,6 +38,8 @@ struct vd_metrics {
     histogram step_seconds, job_seconds, batch_size;
     int queued, running, last_batch;
     size_t gpu_used, gpu_total;
+    int recordings;         /* recorded UNet forwards the engine holds */
+    size_t recording_bytes; /* their scratch */
 };
 
 static const double step_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
@@ -137,6 +139,14 @@ void vd_metrics_gpu_memory(vd_metrics *m, size_t used, size_t total)
     pthread_mutex_unlock(&m->lock);
 }
 
+void vd_metrics_recordings(vd_metrics *m, int count, size_t bytes)
+{
+    pthread_mutex_lock(&m->lock);
+    m->recordings = count;
+    m->recording_bytes = bytes;
+    pthread_mutex_unlock(&m->lock);
+}
+
 /* A label value with backslash, quote and newline escaped as the format requires. */
 static void write_label(FILE *out, const char *value)
 {
@@ -201,6 +211,11 @@ char *vd_metrics_render(vd_metrics *m)
                     &m->job_seconds);
     write_gauge(out, "vdmini_gpu_memory_used_bytes", "GPU memory in use (0 on the CPU).", (double)m->gpu_used);
     write_gauge(out, "vdmini_gpu_memory_total_bytes", "GPU memory in all (0 on the CPU).", (double)m->gpu_total);
+    write_gauge(out, "vdmini_recorded_forwards", "UNet forwards kept recorded for replay (0 on the CPU).",
+                m->recordings);
+    write_gauge(out, "vdmini_recorded_forwards_bytes",
+                "GPU memory the recorded forwards' scratch takes, a part of vdmini_gpu_memory_used_bytes.",
+                (double)m->recording_bytes);
 
     pthread_mutex_unlock(&m->lock);
     fclose(out);

@@ -20,6 +20,8 @@ void vd_metrics_job(vd_metrics *m, double seconds, const char *status);
 void vd_metrics_queue(vd_metrics *m, int queued, int running);
 /* GPU memory in use and in all, in bytes (0 and 0 on the CPU). */
 void vd_metrics_gpu_memory(vd_metrics *m, size_t used, size_t total);
+/* The recorded UNet forwards the engine holds and the bytes of their scratch (vd_engine_recordings). */
+void vd_metrics_recordings(vd_metrics *m, int count, size_t bytes);
 
 /* The text exposition (malloc'd). */
 char *vd_metrics_render(vd_metrics *m);

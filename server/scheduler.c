@@ -323,6 +323,9 @@ static void *denoiser_main(void *arg)
         size_t used, total;
         vd_engine_memory(s->engine, &used, &total);
         vd_metrics_gpu_memory(s->metrics, used, total);
+        size_t recorded_bytes;
+        int recorded = vd_engine_recordings(s->engine, &recorded_bytes);
+        vd_metrics_recordings(s->metrics, recorded, recorded_bytes);
         free(videos);
 
         pthread_mutex_lock(&s->lock);

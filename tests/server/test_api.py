@@ -307,7 +307,8 @@ def test_metrics_exposition(server, finished):
     for family, kind in (("vdmini_http_requests_total", "counter"), ("vdmini_queue_depth", "gauge"),
                          ("vdmini_running_jobs", "gauge"), ("vdmini_batch_size", "gauge"),
                          ("vdmini_step_duration_seconds", "histogram"), ("vdmini_job_duration_seconds", "histogram"),
-                         ("vdmini_gpu_memory_used_bytes", "gauge")):
+                         ("vdmini_gpu_memory_used_bytes", "gauge"), ("vdmini_recorded_forwards", "gauge"),
+                         ("vdmini_recorded_forwards_bytes", "gauge")):
         assert f"# TYPE {family} {kind}" in text and f"# HELP {family} " in text, family
     assert 'vdmini_http_requests_total{route="/v1/videos",code="200"}' in text
     assert 'vdmini_http_requests_total{route="/v1/videos/{id}",code="404"}' in text
@@ -315,6 +316,7 @@ def test_metrics_exposition(server, finished):
     assert counts["vdmini_step_duration_seconds_count"] >= 2
     assert counts['vdmini_step_duration_seconds_bucket{le="+Inf"}'] == counts["vdmini_step_duration_seconds_count"]
     assert counts['vdmini_jobs_total{status="completed"}'] >= 1
+    assert counts["vdmini_recorded_forwards"] == 0 and counts["vdmini_recorded_forwards_bytes"] == 0  # the CPU records none
 
 
 # ---- creating, reading, listing ----------------------------------------------------------
