@@ -171,10 +171,10 @@ void vd_engine_memory(const vd_engine *e, size_t *used, size_t *total)
 
 int vd_engine_recordings(const vd_engine *e, size_t *scratch_bytes)
 {
-    size_t guide_bytes = 0;
-    int n = vd_model_recordings(&e->model, scratch_bytes);
+    size_t model_bytes, guide_bytes = 0;
+    int n = vd_model_recordings(&e->model, &model_bytes);
     if (e->has_guide) n += vd_model_recordings(&e->guide, &guide_bytes);
-    *scratch_bytes += guide_bytes;
+    *scratch_bytes = model_bytes + guide_bytes;
     return n;
 }
 
