@@ -1080,5 +1080,11 @@ void vd_api_admin_status(const vd_request *r, vd_reply *reply)
                   c->max_batch, "max_jobs_per_key", c->max_jobs_per_key, "data_dir", c->data_dir, "api_keys",
                   c->api_key_count, "admin_keys", c->admin_key_count);
     pthread_rwlock_unlock(&srv->model_lock);
+    vd_engine_gauges g;
+    vd_metrics_engine(srv->metrics, &g);
+    json_object_set_new(status, "gpu_memory_used_bytes", json_integer((json_int_t)g.gpu_used));
+    json_object_set_new(status, "gpu_memory_total_bytes", json_integer((json_int_t)g.gpu_total));
+    json_object_set_new(status, "recorded_forwards", json_integer(g.recordings));
+    json_object_set_new(status, "recorded_forwards_bytes", json_integer((json_int_t)g.recording_bytes));
     vd_api_reply_json(reply, 200, status);
 }

@@ -37,9 +37,7 @@ struct vd_metrics {
     series_list requests, jobs;
     histogram step_seconds, job_seconds, batch_size;
     int queued, running, last_batch;
-    size_t gpu_used, gpu_total;
-    int recordings;         /* recorded UNet forwards the engine holds */
-    size_t recording_bytes; /* their scratch */
+    vd_engine_gauges engine;
 };
 
 static const double step_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
@@ -131,19 +129,17 @@ void vd_metrics_queue(vd_metrics *m, int queued, int running)
     pthread_mutex_unlock(&m->lock);
 }
 
-void vd_metrics_gpu_memory(vd_metrics *m, size_t used, size_t total)
+void vd_metrics_set_engine(vd_metrics *m, const vd_engine_gauges *g)
 {
     pthread_mutex_lock(&m->lock);
-    m->gpu_used = used;
-    m->gpu_total = total;
+    m->engine = *g;
     pthread_mutex_unlock(&m->lock);
 }
 
-void vd_metrics_recordings(vd_metrics *m, int count, size_t bytes)
+void vd_metrics_engine(vd_metrics *m, vd_engine_gauges *out)
 {
     pthread_mutex_lock(&m->lock);
-    m->recordings = count;
-    m->recording_bytes = bytes;
+    *out = m->engine;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -209,13 +205,13 @@ char *vd_metrics_render(vd_metrics *m)
     write_histogram(out, "vdmini_step_duration_seconds", "Duration of one denoiser step.", &m->step_seconds);
     write_histogram(out, "vdmini_job_duration_seconds", "Time from submission to the end of a job.",
                     &m->job_seconds);
-    write_gauge(out, "vdmini_gpu_memory_used_bytes", "GPU memory in use (0 on the CPU).", (double)m->gpu_used);
-    write_gauge(out, "vdmini_gpu_memory_total_bytes", "GPU memory in all (0 on the CPU).", (double)m->gpu_total);
+    write_gauge(out, "vdmini_gpu_memory_used_bytes", "GPU memory in use (0 on the CPU).", (double)m->engine.gpu_used);
+    write_gauge(out, "vdmini_gpu_memory_total_bytes", "GPU memory in all (0 on the CPU).", (double)m->engine.gpu_total);
     write_gauge(out, "vdmini_recorded_forwards", "UNet forwards kept recorded for replay (0 on the CPU).",
-                m->recordings);
+                m->engine.recordings);
     write_gauge(out, "vdmini_recorded_forwards_bytes",
                 "GPU memory the recorded forwards' scratch takes, a part of vdmini_gpu_memory_used_bytes.",
-                (double)m->recording_bytes);
+                (double)m->engine.recording_bytes);
 
     pthread_mutex_unlock(&m->lock);
     fclose(out);

@@ -18,10 +18,15 @@ void vd_metrics_step(vd_metrics *m, double seconds, int batch_size);
 void vd_metrics_job(vd_metrics *m, double seconds, const char *status);
 /* Current queue depth and running videos. */
 void vd_metrics_queue(vd_metrics *m, int queued, int running);
-/* GPU memory in use and in all, in bytes (0 and 0 on the CPU). */
-void vd_metrics_gpu_memory(vd_metrics *m, size_t used, size_t total);
-/* The recorded UNet forwards the engine holds and the bytes of their scratch (vd_engine_recordings). */
-void vd_metrics_recordings(vd_metrics *m, int count, size_t bytes);
+/* What the engine holds on its device, as the scheduler last read it. */
+typedef struct {
+    size_t gpu_used, gpu_total; /* GPU memory in use and in all, in bytes (0 and 0 on the CPU) */
+    int recordings;             /* recorded UNet forwards (vd_engine_recordings) */
+    size_t recording_bytes;     /* the GPU memory their scratch takes, a part of gpu_used */
+} vd_engine_gauges;
+
+void vd_metrics_set_engine(vd_metrics *m, const vd_engine_gauges *g);
+void vd_metrics_engine(vd_metrics *m, vd_engine_gauges *out);
 
 /* The text exposition (malloc'd). */
 char *vd_metrics_render(vd_metrics *m);

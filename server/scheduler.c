@@ -123,6 +123,17 @@ static void update_queue_metrics_locked(vd_scheduler *s)
  * Encoding thread
  * ------------------------------------------------------------------------------------------ */
 
+/* The engine's GPU memory and recordings into the metrics: at start, after a model switch and
+ * after each step. Called where nothing else uses the engine (before the threads start, or on
+ * the denoiser thread). */
+static void update_engine_metrics(vd_scheduler *s)
+{
+    vd_engine_gauges g = {0};
+    vd_engine_memory(s->engine, &g.gpu_used, &g.gpu_total);
+    g.recordings = vd_engine_recordings(s->engine, &g.recording_bytes);
+    vd_metrics_set_engine(s->metrics, &g);
+}
+
 static void encode_one(vd_scheduler *s, encode_item *it)
 {
     vd_job *job = &it->job;
@@ -277,6 +288,7 @@ static void *denoiser_main(void *arg)
             memcpy(s->model_id, s->next_model_id, sizeof s->model_id);
             pthread_mutex_unlock(&s->lock);
             vd_engine_close(old);
+            update_engine_metrics(s);
             VD_LOG(VD_LOG_INFO, "now serving model %s", s->model_id);
             pthread_mutex_lock(&s->lock);
             continue;
@@ -320,12 +332,7 @@ static void *denoiser_main(void *arg)
         double t0 = vd_now();
         vd_step(s->engine, videos, n);
         vd_metrics_step(s->metrics, vd_now() - t0, n);
-        size_t used, total;
-        vd_engine_memory(s->engine, &used, &total);
-        vd_metrics_gpu_memory(s->metrics, used, total);
-        size_t recorded_bytes;
-        int recorded = vd_engine_recordings(s->engine, &recorded_bytes);
-        vd_metrics_recordings(s->metrics, recorded, recorded_bytes);
+        update_engine_metrics(s);
         free(videos);
 
         pthread_mutex_lock(&s->lock);
@@ -440,6 +447,7 @@ vd_scheduler *vd_scheduler_start(vd_engine *engine, const char *model_id, vd_sto
     pthread_cond_init(&s->encode_wake, NULL);
     recover(s);
     update_queue_metrics_locked(s);
+    update_engine_metrics(s);
     int started = pthread_create(&s->denoiser, NULL, denoiser_main, s) == 0;
     for (int i = 0; i < ENCODER_THREADS && started; i++)
         started = pthread_create(&s->encoders[i], NULL, encoder_main, s) == 0;

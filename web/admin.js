@@ -1,5 +1,5 @@
 /* admin.js: the behaviour of vdmini's admin page. Talks to the admin API with the admin key,
- * lists models, analyses and distillations (polling while a run is unfinished), draws a finished
+ * shows the server's state (/admin/status), lists models, analyses and distillations (polling while a run is unfinished), draws a finished
  * analysis as an SVG chart built here from its JSON report, and follows a distillation's
  * server-sent events (read through fetch, which can send the key) to draw its loss terms live.
  * Plain browser JavaScript, no framework. */
@@ -99,6 +99,37 @@ function statusText(run) {
   if (run.status === 'failed') return `failed: ${run.error?.message || ''}`;
   if (run.status === 'queued' && run.queue_position !== null) return `queued (#${run.queue_position + 1})`;
   return run.status.replace('_', ' ');
+}
+
+/* ---------- the server ---------- */
+
+function mib(bytes) {
+  return (bytes / 1048576).toFixed(1);
+}
+
+async function loadServer() {
+  const s = await admin('/admin/status');
+  const onGpu = s.device === 'cuda';
+  const rows = [
+    ['Device', onGpu ? 'GPU (CUDA)' : 'CPU'],
+    ['State', !s.ready ? 'loading' : s.draining ? 'draining' : 'ready'],
+    ['Model', s.switching_model ? `${s.serving_model}, switching to ${s.model}` : s.serving_model],
+    ['Queue', `${s.queued} queued, ${s.running} running (at most ${s.max_queue} queued, ${s.max_batch} in a batch)`],
+    ['GPU memory', onGpu ? `${mib(s.gpu_memory_used_bytes)} of ${mib(s.gpu_memory_total_bytes)} MiB in use` : 'none (CPU)'],
+    ['Recorded forwards', onGpu ? `${s.recorded_forwards}, ${mib(s.recorded_forwards_bytes)} MiB of scratch`
+      : 'none (CPU)'],
+  ];
+  const body = el('server-body');
+  body.replaceChildren();
+  for (const [name, value] of rows) {
+    const row = document.createElement('tr');
+    const th = document.createElement('th');
+    th.scope = 'row';
+    th.textContent = name;
+    row.append(th);
+    cell(row, value);
+    body.append(row);
+  }
 }
 
 /* ---------- models ---------- */
@@ -401,6 +432,7 @@ async function submitDistillation(event) {
 let pollTimer = 0;
 
 async function refresh() {
+  await loadServer();
   await loadModels();
   const analysesRunning = await loadAnalyses();
   const distillationsRunning = await loadDistillations();

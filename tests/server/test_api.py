@@ -674,6 +674,10 @@ def test_admin_route_needs_admin_key(keyed):
     assert keyed.json("GET", "/admin/status", key="wrong")[0] == 401
     status, body, _ = keyed.json("GET", "/admin/status", key=ADMIN_KEY)
     assert status == 200 and body["model"] == "tiny" and body["api_keys"] == 1
+    assert body["device"] == "cpu" and body["serving_model"] == "tiny" and body["ready"]
+    # the CPU holds no GPU memory and records no forwards; the fields are there all the same
+    assert (body["gpu_memory_used_bytes"], body["gpu_memory_total_bytes"]) == (0, 0)
+    assert (body["recorded_forwards"], body["recorded_forwards_bytes"]) == (0, 0)
 
 
 def test_per_key_job_limit_answers_429(keyed):

@@ -459,6 +459,12 @@ browserTest('the admin page charts an analysis, draws distillation curves and ac
   await page.click('#admin-key-form button[type="submit"]');
   await page.waitForSelector('#models-body tr', { timeout: 15_000 });
   assert.match(await page.textContent('#models-body'), /small.*configuration.*active/);
+  const server = await page.$$eval('#server-body tr', (rows) => rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent]));
+  const status = await adminApi('/admin/status');
+  assert.deepEqual(Object.fromEntries(server), {
+    Device: 'CPU', State: 'ready', Model: 'small',
+    Queue: `0 queued, 0 running (at most ${status.max_queue} queued, ${status.max_batch} in a batch)`,
+    'GPU memory': 'none (CPU)', 'Recorded forwards': 'none (CPU)' }, 'the server panel shows /admin/status');
 
   await page.fill('#analysis-prompts', '1');
   await page.fill('#analysis-steps', '2');
