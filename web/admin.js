@@ -1,12 +1,14 @@
 /* admin.js: the behaviour of vdmini's admin page. Talks to the admin API with the admin key,
- * shows the server's state (/admin/status), lists models, analyses and distillations (polling while a run is unfinished), draws a finished
- * analysis as an SVG chart built here from its JSON report, and follows a distillation's
- * server-sent events (read through fetch, which can send the key) to draw its loss terms live.
+ * shows the server's state (/admin/status), lists models, analyses and distillations (polling,
+ * faster while a run is unfinished), draws a finished analysis as an SVG chart built here from its
+ * JSON report, and follows a distillation's server-sent events (read through fetch, which can
+ * send the key) to draw its loss terms live.
  * Plain browser JavaScript, no framework. */
 'use strict';
 
 const KEY_STORAGE = 'vdmini.adminKey';
-const POLL_MS = 2000;
+const POLL_MS = 2000;       /* while an analysis or distillation is unfinished */
+const IDLE_POLL_MS = 10000; /* otherwise, for the server panel's queue and memory */
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 const LOSS_TERMS = ['task', 'icd', 'mca', 'disc', 'loss'];
@@ -442,7 +444,7 @@ async function refresh() {
 function poll() {
   clearTimeout(pollTimer);
   attempt(async () => {
-    if (await refresh()) pollTimer = setTimeout(poll, POLL_MS);
+    pollTimer = setTimeout(poll, (await refresh()) ? POLL_MS : IDLE_POLL_MS);
   });
 }
 
