@@ -119,10 +119,6 @@ static void update_queue_metrics_locked(vd_scheduler *s)
     vd_metrics_queue(s->metrics, s->queue_len, s->running_len + s->in_transit);
 }
 
-/* ------------------------------------------------------------------------------------------
- * Encoding thread
- * ------------------------------------------------------------------------------------------ */
-
 /* The engine's GPU memory and recordings into the metrics: at start, after a model switch and
  * after each step. Called where nothing else uses the engine (before the threads start, or on
  * the denoiser thread). */
@@ -133,6 +129,10 @@ static void update_engine_metrics(vd_scheduler *s)
     g.recordings = vd_engine_recordings(s->engine, &g.recording_bytes);
     vd_metrics_set_engine(s->metrics, &g);
 }
+
+/* ------------------------------------------------------------------------------------------
+ * Encoding thread
+ * ------------------------------------------------------------------------------------------ */
 
 static void encode_one(vd_scheduler *s, encode_item *it)
 {
