@@ -85,11 +85,11 @@ int main(int argc, char **argv)
     float probe;
     be->download(be, &probe, out, sizeof probe);
     printf("{\"impl\": \"vdmini\", \"%s\": \"%s\", \"batch\": %d, \"frames\": %d, \"device\": \"%s\", "
-           "\"precision\": \"%s\", \"recorded\": %s, \"recorded_mb\": %.1f, \"ms_per_step\": %.3f, \"min_ms\": %.3f, \"iters\": %d, "
-           "\"finite\": %s}\n",
+           "\"precision\": \"%s\", \"recorded\": %s, \"recorded_mb\": %.1f, \"ms_per_step\": %.3f, "
+           "\"min_ms\": %.3f, \"iters\": %d, \"finite\": %s}\n",
            model_path ? "model" : "preset", model_path ? model_path : preset, batch, T, be->name,
-           be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", recorded ? "true" : "false", recorded_bytes / 1048576.0, ms[iters / 2], ms[0],
-           iters, probe == probe ? "true" : "false");
+           be->precision == VD_PRECISION_BF16 ? "bf16" : "fp32", recorded ? "true" : "false",
+           recorded_bytes / 1048576.0, ms[iters / 2], ms[0], iters, probe == probe ? "true" : "false");
     free(ms);
     be->release(be, x), be->release(be, ctx), be->release(be, t), be->release(be, out);
     vd_model_free(&m);

@@ -3,7 +3,8 @@ bench_train and tools/reference/bench_train_torch.py) on standard input, all for
 prints a Markdown table per kind of step: per (device, batch) the milliseconds per denoiser step,
 per (device, clips) the milliseconds per training step (lines with "what": "train"), of each
 implementation and its time over the vdmini engine's, op by op and, where the run has one, with
-its recorded forward (a ratio above 1 means vdmini is faster). Lines that say "skipped" are listed under the tables."""
+its recorded forward (a ratio above 1 means vdmini is faster). Lines that say "skipped" are
+listed under the tables."""
 
 import json
 import sys

@@ -117,7 +117,8 @@ async function loadServer() {
     ['State', !s.ready ? 'loading' : s.draining ? 'draining' : 'ready'],
     ['Model', s.switching_model ? `${s.serving_model}, switching to ${s.model}` : s.serving_model],
     ['Queue', `${s.queued} queued, ${s.running} running (at most ${s.max_queue} queued, ${s.max_batch} in a batch)`],
-    ['GPU memory', onGpu ? `${mib(s.gpu_memory_used_bytes)} of ${mib(s.gpu_memory_total_bytes)} MiB in use` : 'none (CPU)'],
+    ['GPU memory', onGpu ? `${mib(s.gpu_memory_used_bytes)} of ${mib(s.gpu_memory_total_bytes)} MiB in use`
+      : 'none (CPU)'],
     ['Recorded forwards', onGpu ? `${s.recorded_forwards}, ${mib(s.recorded_forwards_bytes)} MiB of scratch`
       : 'none (CPU)'],
   ];

@@ -221,8 +221,8 @@ static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *mo
             vd_sample(model, &plan, out[b], c, x, L, N, T, h, w, 3.0f, 0.0f, guide, 1.5f, seed + 7, NULL, NULL);
             if (b == 1) { /* recordings made, their scratch counted, and both gone when switched off */
                 size_t model_bytes, guide_bytes;
-                recorded = vd_model_recordings(model, &model_bytes) > 0 && vd_model_recordings(guide, &guide_bytes) > 0 &&
-                           model_bytes > 0 && guide_bytes > 0;
+                recorded = vd_model_recordings(model, &model_bytes) > 0 && model_bytes > 0 &&
+                           vd_model_recordings(guide, &guide_bytes) > 0 && guide_bytes > 0;
                 vd_model_record_forwards(model, 0);
                 recorded = recorded && vd_model_recordings(model, &model_bytes) == 0 && model_bytes == 0;
             }
@@ -232,7 +232,8 @@ static void check_guided_sampling(vd_backend *gpu, vd_backend *cpu, vd_model *mo
         const char *name = prec ? "bf16" : "fp32";
         compare("guided sampling", name, gpu, first[1], cpu, first[0], nz, prec ? 3e-2 : 1e-4);
         compare("recorded / not", name, gpu, out[1], gpu, out[2], nz, 1e-5);
-        printf("%-22s %-5s %s\n", "forwards recorded", name, recorded ? "ok" : "FAIL (no recording, or its scratch miscounted)");
+        printf("%-22s %-5s %s\n", "forwards recorded", name,
+               recorded ? "ok" : "FAIL (no recording, or its scratch miscounted)");
         recorded ? passed++ : failed++;
         for (int b = 0; b < 3; b++) be[b]->release(be[b], first[b]), be[b]->release(be[b], out[b]);
     }

@@ -316,7 +316,8 @@ def test_metrics_exposition(server, finished):
     assert counts["vdmini_step_duration_seconds_count"] >= 2
     assert counts['vdmini_step_duration_seconds_bucket{le="+Inf"}'] == counts["vdmini_step_duration_seconds_count"]
     assert counts['vdmini_jobs_total{status="completed"}'] >= 1
-    assert counts["vdmini_recorded_forwards"] == 0 and counts["vdmini_recorded_forwards_bytes"] == 0  # the CPU records none
+    # the CPU records none
+    assert counts["vdmini_recorded_forwards"] == 0 and counts["vdmini_recorded_forwards_bytes"] == 0
 
 
 # ---- creating, reading, listing ----------------------------------------------------------

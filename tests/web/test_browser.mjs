@@ -459,7 +459,8 @@ browserTest('the admin page charts an analysis, draws distillation curves and ac
   await page.click('#admin-key-form button[type="submit"]');
   await page.waitForSelector('#models-body tr', { timeout: 15_000 });
   assert.match(await page.textContent('#models-body'), /small.*configuration.*active/);
-  const server = await page.$$eval('#server-body tr', (rows) => rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent]));
+  const server = await page.$$eval('#server-body tr',
+    (rows) => rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent]));
   const status = await adminApi('/admin/status');
   assert.deepEqual(Object.fromEntries(server), {
     Device: 'CPU', State: 'ready', Model: 'small',

@@ -11,9 +11,9 @@ gets random weights. One step is one UNet forward over N batch rows (with classi
 guidance a step of V videos has N = 2V rows). bf16 runs under torch.autocast on CUDA (matrix
 products in bf16, fp32 accumulation and storage). Attention defaults to SDPA where torch has it,
 else the written-out form; compile uses torch.compile where it exists, graphs torch.compile's
-"reduce-overhead" mode, which replays the step as CUDA graphs (as vdmini's recorded forwards do). CPU runs use 2 threads
-unless --threads says otherwise. Prints one JSON line per
-(mode, batch) with the median over the repeats.
+"reduce-overhead" mode, which replays the step as CUDA graphs (as vdmini's recorded forwards do).
+CPU runs use 2 threads unless --threads says otherwise. Prints one JSON line per (mode, batch)
+with the median over the repeats.
 """
 
 import argparse
